@@ -1,0 +1,94 @@
+//! The one error type of the HTTP edge and its mapping to responses:
+//! `{"error": {"code", "message", "field"}}`. Unexpected errors are logged with their whole
+//! cause chain and answered with a generic 500; their details never reach the client.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use cqrs_es::AggregateError;
+use cronbox_domain::FieldError;
+use serde_json::json;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{message}")]
+    BadRequest { code: &'static str, message: String, field: Option<String> },
+    #[error("missing or invalid API key")]
+    Unauthorized,
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
+    #[error("request body is larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("service unavailable")]
+    Unavailable,
+    #[error("internal error")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl ApiError {
+    pub fn field(field: impl Into<String>, code: &'static str, message: impl Into<String>) -> Self {
+        Self::BadRequest { code, message: message.into(), field: Some(field.into()) }
+    }
+    pub fn internal(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Internal(Box::new(e))
+    }
+}
+
+impl From<FieldError> for ApiError {
+    fn from(e: FieldError) -> Self {
+        Self::BadRequest { code: e.code, message: e.message, field: Some(e.field) }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::internal(e)
+    }
+}
+
+/// Maps command failures: business-rule rejections are the client's, the rest are ours.
+pub fn from_aggregate<E, F>(e: AggregateError<E>, user: F) -> ApiError
+where
+    E: std::error::Error + Send + Sync + 'static,
+    F: FnOnce(E) -> ApiError,
+{
+    match e {
+        AggregateError::UserError(u) => user(u),
+        AggregateError::AggregateConflict => ApiError::Conflict {
+            code: "concurrent_modification",
+            message: "the resource was modified concurrently; retry the request".into(),
+        },
+        other => ApiError::Internal(Box::new(other)),
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, field) = match &self {
+            ApiError::BadRequest { code, field, .. } => (StatusCode::BAD_REQUEST, *code, field.clone()),
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", None),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", None),
+            ApiError::Conflict { code, .. } => (StatusCode::CONFLICT, *code, None),
+            ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large", None),
+            ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", None),
+            ApiError::Internal(e) => {
+                let mut chain = e.to_string();
+                let mut src = e.source();
+                while let Some(s) = src {
+                    chain.push_str(": ");
+                    chain.push_str(&s.to_string());
+                    src = s.source();
+                }
+                tracing::error!(error = %chain, "internal error");
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal", None)
+            }
+        };
+        let mut resp = (status, Json(json!({"error": {"code": code, "message": self.to_string(), "field": field}}))).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert("www-authenticate", axum::http::HeaderValue::from_static("Bearer"));
+        }
+        resp
+    }
+}

@@ -1,0 +1,117 @@
+//! The execution log: `/v1/workspaces/{ws}/executions…`.
+
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, State};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use cronbox_domain::run::RunStatus;
+use serde_json::{json, Value};
+use sqlx::postgres::PgRow;
+use sqlx::Row;
+use uuid::Uuid;
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::input::parse_uuid;
+use crate::{pagination, AppState};
+
+const COLUMNS: &str = "id, job_id, trigger, status, scheduled_for, attempts, dispatched_at, started_at, finished_at, retry_at,
+                       status_code, duration_ms, error_type, error_message, skipped_count";
+
+fn summary(r: &PgRow) -> Result<Value, sqlx::Error> {
+    let scheduled_for: DateTime<Utc> = r.try_get("scheduled_for")?;
+    let started_at: Option<DateTime<Utc>> = r.try_get("started_at")?;
+    Ok(json!({
+        "id": r.try_get::<Uuid, _>("id")?,
+        "job_id": r.try_get::<Uuid, _>("job_id")?,
+        "trigger": r.try_get::<String, _>("trigger")?,
+        "status": r.try_get::<String, _>("status")?,
+        "scheduled_for": scheduled_for,
+        "attempts": r.try_get::<i32, _>("attempts")?,
+        "dispatched_at": r.try_get::<Option<DateTime<Utc>>, _>("dispatched_at")?,
+        "started_at": started_at,
+        "finished_at": r.try_get::<Option<DateTime<Utc>>, _>("finished_at")?,
+        "retry_at": r.try_get::<Option<DateTime<Utc>>, _>("retry_at")?,
+        "lateness_ms": started_at.map(|s| (s - scheduled_for).num_milliseconds()),
+        "status_code": r.try_get::<Option<i32>, _>("status_code")?,
+        "duration_ms": r.try_get::<Option<i64>, _>("duration_ms")?,
+        "error_type": r.try_get::<Option<String>, _>("error_type")?,
+        "error_message": r.try_get::<Option<String>, _>("error_message")?,
+        "skipped_count": r.try_get::<Option<i64>, _>("skipped_count")?,
+    }))
+}
+
+pub async fn list(State(state): State<AppState>, caller: Caller, Query(q): Query<HashMap<String, String>>) -> Result<Json<Value>, ApiError> {
+    let limit = pagination::limit(q.get("limit").map(String::as_str))?;
+    let after = pagination::decode(q.get("cursor").map(String::as_str))?;
+    let job_id = q.get("job_id").map(|s| parse_uuid("job_id", s)).transpose()?;
+    let status = match q.get("status") {
+        None => None,
+        Some(s) => Some(
+            RunStatus::parse(s)
+                .ok_or_else(|| ApiError::field("status", "invalid_status", "status must be one of scheduled, dispatched, running, retry_scheduled, succeeded, failed, skipped"))?
+                .as_str(),
+        ),
+    };
+    let (after_t, after_id) = after.map(|(t, i)| (Some(t), Some(i))).unwrap_or((None, None));
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM runs
+          WHERE workspace_id = $1
+            AND ($2::uuid IS NULL OR job_id = $2)
+            AND ($3::text IS NULL OR status = $3)
+            AND ($4::timestamptz IS NULL OR (scheduled_for, id) < ($4, $5))
+          ORDER BY scheduled_for DESC, id DESC
+          LIMIT $6"
+    ))
+    .bind(caller.workspace_id)
+    .bind(job_id)
+    .bind(status)
+    .bind(after_t)
+    .bind(after_id)
+    .bind(limit + 1)
+    .fetch_all(&state.pool)
+    .await?;
+    let more = rows.len() as i64 > limit;
+    let page = &rows[..rows.len().min(limit as usize)];
+    let next_cursor = match (more, page.last()) {
+        (true, Some(last)) => Some(pagination::encode(last.try_get("scheduled_for")?, last.try_get("id")?)),
+        _ => None,
+    };
+    let items = page.iter().map(summary).collect::<Result<Vec<_>, _>>()?;
+    Ok(Json(json!({"items": items, "next_cursor": next_cursor})))
+}
+
+pub async fn get(State(state): State<AppState>, caller: Caller, Path((_, id)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
+    let id = Uuid::try_parse(&id).map_err(|_| ApiError::NotFound("execution"))?;
+    let row = sqlx::query(&format!("SELECT {COLUMNS}, request, response FROM runs WHERE id = $1 AND workspace_id = $2"))
+        .bind(id)
+        .bind(caller.workspace_id)
+        .fetch_optional(&state.pool)
+        .await?
+        .ok_or(ApiError::NotFound("execution"))?;
+    let mut v = summary(&row)?;
+    v["request"] = row.try_get::<Option<Value>, _>("request")?.unwrap_or(Value::Null);
+    v["response"] = row.try_get::<Option<Value>, _>("response")?.unwrap_or(Value::Null);
+    let attempts: Vec<(i32, Option<DateTime<Utc>>, Option<DateTime<Utc>>, Option<Value>)> = sqlx::query_as(
+        "SELECT attempt, started_at, finished_at, outcome FROM run_attempts WHERE run_id = $1 AND workspace_id = $2 ORDER BY attempt",
+    )
+    .bind(id)
+    .bind(caller.workspace_id)
+    .fetch_all(&state.pool)
+    .await?;
+    v["attempt_log"] = attempts
+        .into_iter()
+        .map(|(attempt, started_at, finished_at, outcome)| json!({"attempt": attempt, "started_at": started_at, "finished_at": finished_at, "outcome": outcome}))
+        .collect();
+    Ok(Json(v))
+}
+
+pub async fn events(State(state): State<AppState>, caller: Caller, Path((_, id)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
+    let id = Uuid::try_parse(&id).map_err(|_| ApiError::NotFound("execution"))?;
+    let (run, _) = state.stores.runs.load(&id.to_string()).await.map_err(ApiError::internal)?;
+    if run.workspace_id != Some(caller.workspace_id) {
+        return Err(ApiError::NotFound("execution"));
+    }
+    crate::events::aggregate_events(&state, "Run", id).await
+}

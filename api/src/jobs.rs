@@ -1,0 +1,555 @@
+//! Cron jobs and delayed calls: `/v1/workspaces/{ws}/cron…` and `/v1/workspaces/{ws}/delayed…`.
+
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::Json;
+use chrono::{DateTime, Duration, Utc};
+use cronbox_domain::ids::scheduled_run_id;
+use cronbox_domain::job::{Job, JobCommand, JobDefinition, JobError, JobKind, JobStatus};
+use cronbox_domain::request::{parse_target_url, RequestInput, RequestSpec};
+use cronbox_domain::run::{RunCommand, RunPlan, Trigger};
+use cronbox_domain::schedule::{CronSchedule, ScheduleError};
+use serde_json::{json, Value};
+use sqlx::Row;
+use uuid::Uuid;
+
+use crate::auth::Caller;
+use crate::error::{from_aggregate, ApiError};
+use crate::input::{Fields, JsonObject};
+use crate::{pagination, AppState};
+
+/// How far in the past `execute_at` may be (clock skew between client and server).
+const PAST_TOLERANCE_SECONDS: i64 = 5;
+const MAX_DELAY_DAYS: i64 = 366;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Cron,
+    Delayed,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Cron => "cron",
+            Kind::Delayed => "delayed",
+        }
+    }
+    fn noun(self) -> &'static str {
+        match self {
+            Kind::Cron => "cron job",
+            Kind::Delayed => "delayed call",
+        }
+    }
+}
+
+fn job_error(e: JobError) -> ApiError {
+    match e {
+        JobError::Invalid(f) => f.into(),
+        JobError::NotFound => ApiError::NotFound("job"),
+        JobError::AlreadyExecuted => ApiError::Conflict { code: "already_executed", message: e.to_string() },
+        JobError::AlreadyExists => ApiError::Conflict { code: "already_exists", message: e.to_string() },
+        JobError::NotCron(_) | JobError::KindChange => ApiError::BadRequest { code: "invalid_operation", message: e.to_string(), field: None },
+    }
+}
+
+fn schedule_error(e: ScheduleError) -> ApiError {
+    match e {
+        ScheduleError::UnknownTimezone(_) => ApiError::field("timezone", "invalid_timezone", e.to_string()),
+        _ => ApiError::field("schedule", "invalid_schedule", e.to_string()),
+    }
+}
+
+/// Reads the request-spec fields shared by both kinds. `base` supplies current values (PATCH).
+fn request_fields(f: &mut Fields, base: Option<&RequestSpec>, allow_private: bool) -> Result<RequestSpec, ApiError> {
+    let url = match (f.string("url")?, base) {
+        (Some(u), _) => u,
+        (None, Some(b)) => b.url.clone(),
+        (None, None) => return Err(ApiError::field("url", "required", "url is required")),
+    };
+    let input = RequestInput {
+        url,
+        method: f.string("method")?.or_else(|| base.map(|b| b.method.as_str().to_string())),
+        headers: match f.headers("headers")? {
+            Some(h) => h,
+            None => base.map(|b| b.headers.iter().map(|h| (h.name.clone(), h.value.clone())).collect()).unwrap_or_default(),
+        },
+        body: if f.has("body") { f.string("body")? } else { base.and_then(|b| b.body.clone()) },
+        timeout_seconds: f.int("timeout_seconds")?.or(base.map(|b| i64::from(b.timeout_seconds))),
+        retry_count: f.int("retry_count")?.or(base.map(|b| i64::from(b.retry_count))),
+        retry_delay_seconds: f.int("retry_delay_seconds")?.or(base.map(|b| i64::from(b.retry_delay_seconds))),
+    };
+    Ok(RequestSpec::parse(input, allow_private)?)
+}
+
+// ---------- views ----------
+
+struct Stats {
+    status: String,
+    next_run_at: Option<DateTime<Utc>>,
+    last_run_at: Option<DateTime<Utc>>,
+    last_status: Option<String>,
+    consecutive_failures: i32,
+}
+
+async fn stats(state: &AppState, workspace_id: Uuid, id: Uuid) -> Result<Option<Stats>, ApiError> {
+    let row = sqlx::query(
+        "SELECT status, next_run_at, last_run_at, last_status, consecutive_failures FROM jobs WHERE id = $1 AND workspace_id = $2",
+    )
+    .bind(id)
+    .bind(workspace_id)
+    .fetch_optional(&state.pool)
+    .await?;
+    Ok(match row {
+        None => None,
+        Some(r) => Some(Stats {
+            status: r.try_get("status")?,
+            next_run_at: r.try_get("next_run_at")?,
+            last_run_at: r.try_get("last_run_at")?,
+            last_status: r.try_get("last_status")?,
+            consecutive_failures: r.try_get("consecutive_failures")?,
+        }),
+    })
+}
+
+fn headers_json(spec: &RequestSpec) -> Value {
+    Value::Object(spec.headers.iter().map(|h| (h.name.clone(), Value::String(h.value.clone()))).collect())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn view(
+    id: Uuid,
+    workspace_id: Uuid,
+    def: &JobDefinition,
+    status: &str,
+    next_run_at: Option<DateTime<Utc>>,
+    stats: Option<&Stats>,
+    created_at: Option<DateTime<Utc>>,
+    updated_at: Option<DateTime<Utc>>,
+) -> Value {
+    let r = &def.request;
+    let mut v = json!({
+        "id": id,
+        "workspace_id": workspace_id,
+        "name": def.name,
+        "description": def.description,
+        "tags": def.tags,
+        "url": r.url,
+        "method": r.method.as_str(),
+        "headers": headers_json(r),
+        "body": r.body,
+        "timeout_seconds": r.timeout_seconds,
+        "retry_count": r.retry_count,
+        "retry_delay_seconds": r.retry_delay_seconds,
+        "notify_on_failure": def.notify_on_failure,
+        "notify_on_recovery": def.notify_on_recovery,
+        "status": status,
+        "next_run_at": next_run_at,
+        "last_run_at": stats.and_then(|s| s.last_run_at),
+        "last_status": stats.and_then(|s| s.last_status.clone()),
+        "consecutive_failures": stats.map(|s| s.consecutive_failures).unwrap_or(0),
+        "created_at": created_at,
+        "updated_at": updated_at,
+    });
+    match &def.kind {
+        JobKind::Cron { schedule, timezone } => {
+            v["kind"] = json!("cron");
+            v["schedule"] = json!(schedule);
+            v["timezone"] = json!(timezone);
+            v["description_of_schedule"] = json!(CronSchedule::parse_stored(schedule, timezone).map(|s| s.describe()).unwrap_or_default());
+        }
+        JobKind::Delayed { execute_at, callback_url, idempotency_key } => {
+            v["kind"] = json!("delayed");
+            v["execute_at"] = json!(execute_at);
+            v["callback_url"] = json!(callback_url);
+            v["idempotency_key"] = json!(idempotency_key);
+            v["run_id"] = json!(scheduled_run_id(id, *execute_at));
+        }
+    }
+    v
+}
+
+/// The job as the event store has it (strongly consistent), with the read model's derived
+/// fields when the projection has them.
+async fn render(state: &AppState, job: &Job) -> Result<Value, ApiError> {
+    let (Some(id), Some(ws), Some(def)) = (job.id, job.workspace_id, job.definition.as_ref()) else {
+        return Err(ApiError::NotFound("job"));
+    };
+    let stats = stats(state, ws, id).await?;
+    let (status, next) = match (&def.kind, job.status) {
+        (JobKind::Cron { schedule, timezone }, JobStatus::Active) => {
+            let next = match &stats {
+                Some(s) if s.status == "active" => s.next_run_at,
+                _ => CronSchedule::parse_stored(schedule, timezone).ok().and_then(|s| s.next_after(Utc::now())),
+            };
+            ("active".to_string(), next)
+        }
+        (JobKind::Cron { .. }, JobStatus::Paused) => ("paused".to_string(), None),
+        (JobKind::Delayed { execute_at, .. }, _) => match &stats {
+            Some(s) if s.status != "pending" => (s.status.clone(), None),
+            _ => ("pending".to_string(), Some(*execute_at)),
+        },
+        (_, JobStatus::Deleted) => return Err(ApiError::NotFound("job")),
+    };
+    Ok(view(id, ws, def, &status, next, stats.as_ref(), job.created_at, job.updated_at))
+}
+
+/// Loads a job of `kind` in the caller's workspace; anything else is a 404.
+async fn load(state: &AppState, caller: &Caller, raw_id: &str, kind: Kind) -> Result<(Uuid, Job), ApiError> {
+    let not_found = ApiError::NotFound(kind.noun());
+    let id = Uuid::try_parse(raw_id).map_err(|_| ApiError::NotFound(kind.noun()))?;
+    let (job, _) = state.stores.jobs.load(&id.to_string()).await.map_err(ApiError::internal)?;
+    let matches_kind = match job.definition.as_ref().map(|d| &d.kind) {
+        Some(JobKind::Cron { .. }) => kind == Kind::Cron,
+        Some(JobKind::Delayed { .. }) => kind == Kind::Delayed,
+        None => false,
+    };
+    if job.workspace_id != Some(caller.workspace_id) || job.status == JobStatus::Deleted || !matches_kind {
+        return Err(not_found);
+    }
+    Ok((id, job))
+}
+
+// ---------- cron ----------
+
+pub async fn create_cron(State(state): State<AppState>, caller: Caller, JsonObject(body): JsonObject) -> Result<impl IntoResponse, ApiError> {
+    let mut f = Fields(body);
+    let name = f.string("name")?.ok_or_else(|| ApiError::field("name", "required", "name is required"))?;
+    let schedule = f.string("schedule")?.ok_or_else(|| ApiError::field("schedule", "required", "schedule is required"))?;
+    let timezone = f.string("timezone")?.unwrap_or_else(|| caller.timezone.clone());
+    CronSchedule::parse(&schedule, &timezone).map_err(schedule_error)?;
+    let definition = JobDefinition {
+        name,
+        description: f.string("description")?.unwrap_or_default(),
+        tags: f.strings("tags")?.unwrap_or_default(),
+        request: request_fields(&mut f, None, state.allow_private_targets)?,
+        notify_on_failure: f.bool("notify_on_failure")?.unwrap_or(true),
+        notify_on_recovery: f.bool("notify_on_recovery")?.unwrap_or(true),
+        kind: JobKind::Cron { schedule: schedule.trim().to_string(), timezone },
+    };
+    f.finish()?;
+    let id = Uuid::new_v4();
+    let cmd = JobCommand::Create { job_id: id, workspace_id: caller.workspace_id, definition, at: Utc::now() };
+    state.stores.jobs.execute(&id.to_string(), cmd).await.map_err(|e| from_aggregate(e, job_error))?;
+    tracing::info!(job_id = %id, workspace_id = %caller.workspace_id, "cron job created");
+    let (job, _) = state.stores.jobs.load(&id.to_string()).await.map_err(ApiError::internal)?;
+    Ok((StatusCode::CREATED, Json(render(&state, &job).await?)))
+}
+
+pub async fn get_cron(State(state): State<AppState>, caller: Caller, Path((_, id)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
+    let (_, job) = load(&state, &caller, &id, Kind::Cron).await?;
+    Ok(Json(render(&state, &job).await?))
+}
+
+pub async fn update_cron(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((_, id)): Path<(String, String)>,
+    JsonObject(body): JsonObject,
+) -> Result<Json<Value>, ApiError> {
+    let (id, job) = load(&state, &caller, &id, Kind::Cron).await?;
+    let Some(current) = job.definition.clone() else { return Err(ApiError::NotFound("cron job")) };
+    let JobKind::Cron { schedule, timezone } = &current.kind else { return Err(ApiError::NotFound("cron job")) };
+    let mut f = Fields(body);
+    let schedule = f.string("schedule")?.unwrap_or_else(|| schedule.clone());
+    let timezone = f.string("timezone")?.unwrap_or_else(|| timezone.clone());
+    CronSchedule::parse(&schedule, &timezone).map_err(schedule_error)?;
+    let definition = JobDefinition {
+        name: f.string("name")?.unwrap_or(current.name.clone()),
+        description: f.string("description")?.unwrap_or(current.description.clone()),
+        tags: f.strings("tags")?.unwrap_or(current.tags.clone()),
+        request: request_fields(&mut f, Some(&current.request), state.allow_private_targets)?,
+        notify_on_failure: f.bool("notify_on_failure")?.unwrap_or(current.notify_on_failure),
+        notify_on_recovery: f.bool("notify_on_recovery")?.unwrap_or(current.notify_on_recovery),
+        kind: JobKind::Cron { schedule: schedule.trim().to_string(), timezone },
+    };
+    f.finish()?;
+    state
+        .stores
+        .jobs
+        .execute(&id.to_string(), JobCommand::Update { definition, at: Utc::now() })
+        .await
+        .map_err(|e| from_aggregate(e, job_error))?;
+    let (job, _) = state.stores.jobs.load(&id.to_string()).await.map_err(ApiError::internal)?;
+    Ok(Json(render(&state, &job).await?))
+}
+
+async fn cron_command(state: &AppState, caller: &Caller, id: &str, make: impl FnOnce(DateTime<Utc>) -> JobCommand) -> Result<Json<Value>, ApiError> {
+    let (id, _) = load(state, caller, id, Kind::Cron).await?;
+    state.stores.jobs.execute(&id.to_string(), make(Utc::now())).await.map_err(|e| from_aggregate(e, job_error))?;
+    let (job, _) = state.stores.jobs.load(&id.to_string()).await.map_err(ApiError::internal)?;
+    Ok(Json(render(state, &job).await?))
+}
+
+pub async fn pause_cron(State(state): State<AppState>, caller: Caller, Path((_, id)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
+    cron_command(&state, &caller, &id, |at| JobCommand::Pause { at }).await
+}
+
+pub async fn resume_cron(State(state): State<AppState>, caller: Caller, Path((_, id)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
+    cron_command(&state, &caller, &id, |at| JobCommand::Resume { at }).await
+}
+
+pub async fn delete_cron(State(state): State<AppState>, caller: Caller, Path((_, id)): Path<(String, String)>) -> Result<StatusCode, ApiError> {
+    let (id, _) = load(&state, &caller, &id, Kind::Cron).await?;
+    state
+        .stores
+        .jobs
+        .execute(&id.to_string(), JobCommand::Delete { already_fired: false, at: Utc::now() })
+        .await
+        .map_err(|e| from_aggregate(e, job_error))?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// "Run now": a manual run, dispatched at once, recorded on the job's stream too.
+pub async fn run_cron(State(state): State<AppState>, caller: Caller, Path((_, id)): Path<(String, String)>) -> Result<impl IntoResponse, ApiError> {
+    let (id, job) = load(&state, &caller, &id, Kind::Cron).await?;
+    let Some(def) = job.definition else { return Err(ApiError::NotFound("cron job")) };
+    let run_id = Uuid::new_v4();
+    let now = Utc::now();
+    // The run first: if the second command fails, the run still happens (and is visible).
+    let plan = RunPlan { workspace_id: caller.workspace_id, job_id: id, trigger: Trigger::Manual, scheduled_for: now, request: def.request, callback_url: None };
+    state
+        .stores
+        .runs
+        .execute(&run_id.to_string(), RunCommand::Schedule { run_id, plan, at: now })
+        .await
+        .map_err(ApiError::internal)?;
+    state
+        .stores
+        .jobs
+        .execute(&id.to_string(), JobCommand::RequestRun { run_id, at: now })
+        .await
+        .map_err(|e| from_aggregate(e, job_error))?;
+    tracing::info!(job_id = %id, run_id = %run_id, workspace_id = %caller.workspace_id, "manual run requested");
+    Ok((StatusCode::ACCEPTED, Json(json!({"run_id": run_id, "job_id": id, "status": "scheduled", "scheduled_for": now}))))
+}
+
+// ---------- delayed ----------
+
+fn idempotency_key(f: &mut Fields, headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let from_body = f.string("idempotency_key")?;
+    let from_header = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| ApiError::field("idempotency_key", "invalid", "Idempotency-Key must be visible ASCII"))?
+                .to_string(),
+        ),
+    };
+    let key = match (from_body, from_header) {
+        (Some(b), Some(h)) if b != h => {
+            return Err(ApiError::field("idempotency_key", "conflicting", "the body and the Idempotency-Key header differ"))
+        }
+        (b, h) => b.or(h),
+    };
+    if let Some(k) = &key {
+        if k.is_empty() || k.len() > 255 || !k.bytes().all(|b| (0x21..0x7f).contains(&b)) {
+            return Err(ApiError::field("idempotency_key", "invalid", "1 to 255 visible ASCII characters"));
+        }
+    }
+    Ok(key)
+}
+
+pub async fn create_delayed(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    JsonObject(body): JsonObject,
+) -> Result<impl IntoResponse, ApiError> {
+    let mut f = Fields(body);
+    let now = Utc::now();
+    let execute_at = match (f.time("execute_at")?, f.int("delay_seconds")?) {
+        (Some(_), Some(_)) => return Err(ApiError::field("execute_at", "conflicting", "give either execute_at or delay_seconds, not both")),
+        (None, None) => return Err(ApiError::field("execute_at", "required", "execute_at or delay_seconds is required")),
+        (Some(t), None) => {
+            if t < now - Duration::seconds(PAST_TOLERANCE_SECONDS) {
+                return Err(ApiError::field("execute_at", "in_past", "execute_at is in the past"));
+            }
+            t
+        }
+        (None, Some(d)) => {
+            if !(0..=MAX_DELAY_DAYS * 86_400).contains(&d) {
+                return Err(ApiError::field("delay_seconds", "out_of_range", format!("delay_seconds must be between 0 and {}", MAX_DELAY_DAYS * 86_400)));
+            }
+            now + Duration::seconds(d)
+        }
+    };
+    if execute_at > now + Duration::days(MAX_DELAY_DAYS) {
+        return Err(ApiError::field("execute_at", "out_of_range", format!("execute_at must be within {MAX_DELAY_DAYS} days")));
+    }
+    // Millisecond precision: the run id is derived from it.
+    let execute_at = DateTime::from_timestamp_millis(execute_at.timestamp_millis()).unwrap_or(execute_at);
+    let callback_url = match f.string("callback_url")? {
+        None => None,
+        Some(u) => Some(parse_target_url("callback_url", &u, state.allow_private_targets)?),
+    };
+    let key = idempotency_key(&mut f, &headers)?;
+    let definition = JobDefinition {
+        name: f.string("name")?.unwrap_or_else(|| "delayed call".to_string()),
+        description: f.string("description")?.unwrap_or_default(),
+        tags: f.strings("tags")?.unwrap_or_default(),
+        request: request_fields(&mut f, None, state.allow_private_targets)?,
+        notify_on_failure: f.bool("notify_on_failure")?.unwrap_or(true),
+        notify_on_recovery: f.bool("notify_on_recovery")?.unwrap_or(true),
+        kind: JobKind::Delayed { execute_at, callback_url, idempotency_key: key.clone() },
+    };
+    f.finish()?;
+
+    let mut id = Uuid::new_v4();
+    if let Some(key) = &key {
+        // Reserve the key first: concurrent creates with one key agree on a single job id.
+        let reserved: Uuid = sqlx::query_scalar(
+            "INSERT INTO delayed_idempotency (workspace_id, idempotency_key, job_id) VALUES ($1, $2, $3)
+             ON CONFLICT (workspace_id, idempotency_key) DO UPDATE SET idempotency_key = EXCLUDED.idempotency_key
+             RETURNING job_id",
+        )
+        .bind(caller.workspace_id)
+        .bind(key)
+        .bind(id)
+        .fetch_one(&state.pool)
+        .await?;
+        if reserved != id {
+            let (job, _) = state.stores.jobs.load(&reserved.to_string()).await.map_err(ApiError::internal)?;
+            if job.id.is_some() {
+                return Ok((StatusCode::OK, Json(render_any(&state, &job).await?)));
+            }
+            // Reserved by a request that failed before creating the job: finish its work.
+            id = reserved;
+        }
+    }
+    let cmd = JobCommand::Create { job_id: id, workspace_id: caller.workspace_id, definition, at: now };
+    match state.stores.jobs.execute(&id.to_string(), cmd).await {
+        Ok(()) => {}
+        // Lost a race with a concurrent create under the same idempotency key.
+        Err(cqrs_es::AggregateError::UserError(JobError::AlreadyExists)) | Err(cqrs_es::AggregateError::AggregateConflict) if key.is_some() => {
+            let (job, _) = state.stores.jobs.load(&id.to_string()).await.map_err(ApiError::internal)?;
+            return Ok((StatusCode::OK, Json(render_any(&state, &job).await?)));
+        }
+        Err(e) => return Err(from_aggregate(e, job_error)),
+    }
+    tracing::info!(job_id = %id, workspace_id = %caller.workspace_id, %execute_at, "delayed call created");
+    let (job, _) = state.stores.jobs.load(&id.to_string()).await.map_err(ApiError::internal)?;
+    Ok((StatusCode::CREATED, Json(render(&state, &job).await?)))
+}
+
+/// Like `render`, but a cancelled call is shown (an idempotent repeat must not 404).
+async fn render_any(state: &AppState, job: &Job) -> Result<Value, ApiError> {
+    if job.status == JobStatus::Deleted {
+        let mut j = job.clone();
+        j.status = JobStatus::Active;
+        let mut v = render(state, &j).await?;
+        v["status"] = json!("cancelled");
+        v["next_run_at"] = Value::Null;
+        return Ok(v);
+    }
+    render(state, job).await
+}
+
+pub async fn get_delayed(State(state): State<AppState>, caller: Caller, Path((_, id)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
+    let (_, job) = load(&state, &caller, &id, Kind::Delayed).await?;
+    Ok(Json(render(&state, &job).await?))
+}
+
+pub async fn delete_delayed(State(state): State<AppState>, caller: Caller, Path((_, id)): Path<(String, String)>) -> Result<StatusCode, ApiError> {
+    let (id, job) = load(&state, &caller, &id, Kind::Delayed).await?;
+    let Some(JobKind::Delayed { execute_at, .. }) = job.definition.as_ref().map(|d| &d.kind) else {
+        return Err(ApiError::NotFound("delayed call"));
+    };
+    let run_id = scheduled_run_id(id, *execute_at);
+    let fired: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM events WHERE aggregate_type = 'Run' AND aggregate_id = $1)")
+        .bind(run_id.to_string())
+        .fetch_one(&state.pool)
+        .await?;
+    state
+        .stores
+        .jobs
+        .execute(&id.to_string(), JobCommand::Delete { already_fired: fired, at: Utc::now() })
+        .await
+        .map_err(|e| from_aggregate(e, job_error))?;
+    tracing::info!(job_id = %id, workspace_id = %caller.workspace_id, "delayed call cancelled");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// ---------- lists ----------
+
+pub async fn list_cron(State(state): State<AppState>, caller: Caller, Query(q): Query<HashMap<String, String>>) -> Result<Json<Value>, ApiError> {
+    list(&state, &caller, Kind::Cron, &q).await
+}
+
+pub async fn list_delayed(State(state): State<AppState>, caller: Caller, Query(q): Query<HashMap<String, String>>) -> Result<Json<Value>, ApiError> {
+    list(&state, &caller, Kind::Delayed, &q).await
+}
+
+async fn list(state: &AppState, caller: &Caller, kind: Kind, q: &HashMap<String, String>) -> Result<Json<Value>, ApiError> {
+    let limit = pagination::limit(q.get("limit").map(String::as_str))?;
+    let after = pagination::decode(q.get("cursor").map(String::as_str))?;
+    let status = q.get("status").cloned();
+    let tag = q.get("tag").cloned();
+    let (after_t, after_id) = after.map(|(t, i)| (Some(t), Some(i))).unwrap_or((None, None));
+    let rows = sqlx::query(
+        "SELECT id, workspace_id, definition, status, next_run_at, last_run_at, last_status, consecutive_failures, created_at, updated_at
+           FROM jobs
+          WHERE workspace_id = $1 AND kind = $2 AND status NOT IN ('deleted', 'cancelled')
+            AND ($3::text IS NULL OR status = $3)
+            AND ($4::text IS NULL OR $4 = ANY(tags))
+            AND ($5::timestamptz IS NULL OR (created_at, id) < ($5, $6))
+          ORDER BY created_at DESC, id DESC
+          LIMIT $7",
+    )
+    .bind(caller.workspace_id)
+    .bind(kind.as_str())
+    .bind(status)
+    .bind(tag)
+    .bind(after_t)
+    .bind(after_id)
+    .bind(limit + 1)
+    .fetch_all(&state.pool)
+    .await?;
+    let mut items = Vec::new();
+    let mut next_cursor = None;
+    for (i, r) in rows.iter().enumerate() {
+        let id: Uuid = r.try_get("id")?;
+        let created_at: DateTime<Utc> = r.try_get("created_at")?;
+        if i as i64 == limit {
+            break;
+        }
+        if i as i64 == limit - 1 && rows.len() as i64 > limit {
+            next_cursor = Some(pagination::encode(created_at, id));
+        }
+        let sqlx::types::Json(def): sqlx::types::Json<JobDefinition> = r.try_get("definition")?;
+        let s = Stats {
+            status: r.try_get("status")?,
+            next_run_at: r.try_get("next_run_at")?,
+            last_run_at: r.try_get("last_run_at")?,
+            last_status: r.try_get("last_status")?,
+            consecutive_failures: r.try_get("consecutive_failures")?,
+        };
+        items.push(view(id, r.try_get("workspace_id")?, &def, &s.status, s.next_run_at, Some(&s), Some(created_at), r.try_get("updated_at")?));
+    }
+    Ok(Json(json!({"items": items, "next_cursor": next_cursor})))
+}
+
+/// `…/cron/{id}/events` and `…/delayed/{id}/events`: the job's stored events.
+pub async fn cron_events(State(state): State<AppState>, caller: Caller, Path((_, id)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
+    let (id, _) = load_any(&state, &caller, &id, Kind::Cron).await?;
+    crate::events::aggregate_events(&state, "Job", id).await
+}
+
+pub async fn delayed_events(State(state): State<AppState>, caller: Caller, Path((_, id)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
+    let (id, _) = load_any(&state, &caller, &id, Kind::Delayed).await?;
+    crate::events::aggregate_events(&state, "Job", id).await
+}
+
+/// Like `load` but deleted jobs keep their audit trail readable.
+async fn load_any(state: &AppState, caller: &Caller, raw_id: &str, kind: Kind) -> Result<(Uuid, Job), ApiError> {
+    let id = Uuid::try_parse(raw_id).map_err(|_| ApiError::NotFound(kind.noun()))?;
+    let (job, _) = state.stores.jobs.load(&id.to_string()).await.map_err(ApiError::internal)?;
+    let ok_kind = matches!((job.definition.as_ref().map(|d| &d.kind), kind), (Some(JobKind::Cron { .. }), Kind::Cron) | (Some(JobKind::Delayed { .. }), Kind::Delayed));
+    if job.workspace_id != Some(caller.workspace_id) || !ok_kind {
+        return Err(ApiError::NotFound(kind.noun()));
+    }
+    Ok((id, job))
+}

@@ -1,0 +1,82 @@
+//! The REST API (axum, JSON, under `/v1`).
+//!
+//! - [`auth`]: API-key authentication producing a [`auth::Caller`] for one workspace.
+//! - [`jobs`]: cron jobs and delayed calls; [`executions`]: the execution log;
+//!   [`events`]: audit trails; [`preview`]: cron previews.
+//! - [`error`]: the one error type and its mapping to `{"error": {"code", "message", "field"}}`.
+//! - [`input`], [`pagination`]: reading bodies and query strings, keyset cursors.
+//!
+//! Commands go to the event store (cqrs-es); reads of a single resource come from the event store
+//! too (strongly consistent: a job is readable the moment its create returns), lists from the
+//! read models the projections build (eventually consistent, typically within milliseconds).
+//! This crate does not fire anything: the dispatcher and executors do.
+
+pub mod auth;
+pub mod error;
+pub mod events;
+pub mod executions;
+pub mod input;
+pub mod jobs;
+pub mod pagination;
+pub mod preview;
+pub mod workspaces;
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use cronbox_nats::RunQueue;
+use cronbox_store::aggregates::Stores;
+use serde_json::json;
+use sqlx::PgPool;
+
+use crate::error::ApiError;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub stores: Arc<Stores>,
+    pub pool: PgPool,
+    /// For readiness only: the API never publishes.
+    pub queue: Option<RunQueue>,
+    pub allow_private_targets: bool,
+}
+
+pub fn router(state: AppState) -> Router {
+    use jobs::*;
+    let ws = Router::new()
+        .route("/cron", post(create_cron).get(list_cron))
+        .route("/cron/{id}", get(get_cron).patch(update_cron).delete(delete_cron))
+        .route("/cron/{id}/run", post(run_cron))
+        .route("/cron/{id}/pause", post(pause_cron))
+        .route("/cron/{id}/resume", post(resume_cron))
+        .route("/cron/{id}/events", get(cron_events))
+        .route("/delayed", post(create_delayed).get(list_delayed))
+        .route("/delayed/{id}", get(get_delayed).delete(delete_delayed))
+        .route("/delayed/{id}/events", get(delayed_events))
+        .route("/executions", get(executions::list))
+        .route("/executions/{id}", get(executions::get))
+        .route("/executions/{id}/events", get(executions::events));
+    Router::new()
+        .nest("/v1/workspaces/{ws}", ws)
+        .route("/v1/cron/preview", get(preview::preview))
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/readyz", get(readyz))
+        .fallback(|| async { ApiError::NotFound("route") })
+        .method_not_allowed_fallback(|| async {
+            (StatusCode::METHOD_NOT_ALLOWED, Json(json!({"error": {"code": "method_not_allowed", "message": "method not allowed on this route", "field": null}})))
+        })
+        .layer(DefaultBodyLimit::max(input::MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
+    let db = cronbox_store::db::ping(&state.pool).await;
+    let nats = match &state.queue {
+        Some(q) => q.ready().await,
+        None => true,
+    };
+    let status = if db && nats { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(json!({"postgres": db, "nats": nats})))
+}

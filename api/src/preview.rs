@@ -1,0 +1,37 @@
+//! `GET /v1/cron/preview`: the next fire times of a schedule, computed by the same code the
+//! dispatcher fires with, so the preview cannot disagree with reality.
+
+use std::collections::HashMap;
+
+use axum::extract::Query;
+use axum::Json;
+use chrono::Utc;
+use cronbox_domain::schedule::{CronSchedule, ScheduleError, DEFAULT_TIMEZONE};
+use serde_json::{json, Value};
+
+use crate::error::ApiError;
+use crate::input::parse_time;
+
+pub const MAX_COUNT: usize = 100;
+
+pub async fn preview(Query(q): Query<HashMap<String, String>>) -> Result<Json<Value>, ApiError> {
+    let schedule = q.get("schedule").ok_or_else(|| ApiError::field("schedule", "required", "schedule is required"))?;
+    let timezone = q.get("timezone").map(String::as_str).unwrap_or(DEFAULT_TIMEZONE);
+    let count = match q.get("count") {
+        None => 5,
+        Some(c) => match c.parse::<usize>() {
+            Ok(n) if (1..=MAX_COUNT).contains(&n) => n,
+            _ => return Err(ApiError::field("count", "out_of_range", format!("count must be an integer from 1 to {MAX_COUNT}"))),
+        },
+    };
+    let after = match q.get("after") {
+        None => Utc::now(),
+        Some(a) => parse_time("after", a)?,
+    };
+    let s = CronSchedule::parse(schedule, timezone).map_err(|e| match e {
+        ScheduleError::UnknownTimezone(_) => ApiError::field("timezone", "invalid_timezone", e.to_string()),
+        _ => ApiError::field("schedule", "invalid_schedule", e.to_string()),
+    })?;
+    let next: Vec<String> = s.upcoming(after, count).into_iter().map(|t| t.to_rfc3339()).collect();
+    Ok(Json(json!({"schedule": s.expression(), "timezone": timezone, "description": s.describe(), "next": next})))
+}

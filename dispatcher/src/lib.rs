@@ -1,0 +1,333 @@
+//! The dispatcher: fires due runs on time and hands them to the executors through JetStream.
+//!
+//! One process leads at a time (a PostgreSQL advisory lock held on a dedicated connection;
+//! standbys wait on it and take over when the leader's connection dies). The leader:
+//!
+//! 1. loads the due-schedule index and its checkpoint in one snapshot, re-publishes whatever a
+//!    previous leader recorded but never got acknowledged (the outbox), then
+//! 2. follows the event log from that checkpoint (woken by NOTIFY at commit, so a new, changed,
+//!    paused or deleted job is seen within milliseconds), and
+//! 3. sleeps exactly until the earliest timer. Everything due is recorded in **one transaction**:
+//!    the runs' events (scheduled + dispatched, with deterministic run ids) and their outbox
+//!    rows. Only after the commit is the batch published (`Nats-Msg-Id = run:attempt`, acks in
+//!    flight together); acknowledged outbox rows are then deleted.
+//!
+//! A crash anywhere leaves either nothing (the transaction did not commit: the timers are still
+//! due after restart) or outbox rows (re-published after restart). A fire recorded twice is
+//! impossible: the second insert of the same run id hits the event store's primary key.
+
+pub mod leader;
+pub mod outbox;
+pub mod state;
+
+use std::sync::Arc;
+use std::time::Duration as StdDuration;
+
+use chrono::{DateTime, Duration, Utc};
+use cronbox_domain::ids::{scheduled_run_id, skipped_run_id};
+use cronbox_domain::job::JobKind;
+use cronbox_domain::run::{decide, fire_events, Run, RunCommand, RunPlan, Trigger};
+use cronbox_nats::{DispatchMessage, RunQueue};
+use cronbox_projections::schedule;
+use cronbox_store::aggregates::Stores;
+use cronbox_store::append::{append_new, NewEvent};
+use cronbox_store::tail::{self, Cursor, Waker};
+use sqlx::PgPool;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::state::{decide_cron, State, TimerKey};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    #[error("database error")]
+    Database(#[from] sqlx::Error),
+    #[error("event store error")]
+    Store(#[from] cronbox_store::StoreError),
+    #[error("projection error")]
+    Projection(#[from] cronbox_projections::ProjectionError),
+    #[error("run aggregate error: {0}")]
+    Run(String),
+    #[error("leadership lost")]
+    LeadershipLost,
+}
+
+#[derive(Debug, Clone)]
+pub struct DispatcherConfig {
+    /// A cron job that missed fires while no dispatcher ran still runs once for its most recent
+    /// missed time if that is at most this old; older ones are recorded as skipped.
+    pub grace: Duration,
+    /// Most runs recorded in one transaction.
+    pub batch_max: usize,
+    /// Identifies the leader lock; instances sharing a database but not a NATS prefix need
+    /// different keys.
+    pub lock_key: i64,
+}
+
+impl Default for DispatcherConfig {
+    fn default() -> Self {
+        Self { grace: Duration::seconds(60), batch_max: 1000, lock_key: 0x0c0b_0d15 }
+    }
+}
+
+/// Runs the dispatcher until `shutdown`: waits for leadership, leads until it is lost or an
+/// error occurs, and starts over (reloading everything from PostgreSQL).
+pub async fn run(pool: PgPool, stores: Arc<Stores>, queue: RunQueue, waker: Waker, config: DispatcherConfig, shutdown: CancellationToken) {
+    while !shutdown.is_cancelled() {
+        let Some(lock) = leader::acquire(&pool, config.lock_key, &shutdown).await else { return };
+        tracing::info!("dispatcher is leader");
+        let mut d = Dispatcher {
+            pool: pool.clone(),
+            stores: stores.clone(),
+            queue: queue.clone(),
+            waker: waker.clone(),
+            config: config.clone(),
+            state: State::default(),
+            cursor: Cursor::START,
+            publishers: Arc::new(Semaphore::new(4)),
+        };
+        match d.lead(lock, &shutdown).await {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "dispatcher stopped leading; starting over");
+                tokio::select! {
+                    _ = tokio::time::sleep(StdDuration::from_secs(1)) => {}
+                    _ = shutdown.cancelled() => return,
+                }
+            }
+        }
+    }
+}
+
+struct Dispatcher {
+    pool: PgPool,
+    stores: Arc<Stores>,
+    queue: RunQueue,
+    waker: Waker,
+    config: DispatcherConfig,
+    state: State,
+    cursor: Cursor,
+    /// Publish batches in flight. Bounded so the JetStream context's 5,000 pending-ack permits
+    /// are never exhausted by futures nobody awaits (which would block publishing for ever).
+    publishers: Arc<Semaphore>,
+}
+
+/// State changes to make once a batch has committed.
+enum Effect {
+    Advance(Uuid, DateTime<Utc>),
+    RemoveJob(Uuid),
+    RemoveRun(Uuid),
+}
+
+impl Dispatcher {
+    async fn lead(&mut self, mut lock: leader::Lock, shutdown: &CancellationToken) -> Result<(), DispatchError> {
+        let started = std::time::Instant::now();
+        let (cursor, jobs, runs) = schedule::load(&self.pool, 5000).await?;
+        self.cursor = cursor;
+        self.state = State::from_rows(jobs, runs);
+        self.catch_up_tail().await?;
+        let (j, r) = self.state.len();
+        tracing::info!(jobs = j, runs = r, elapsed_ms = started.elapsed().as_millis() as u64, "dispatcher loaded its index");
+        outbox::flush(&self.pool, &self.queue, StdDuration::ZERO).await?;
+
+        let mut last_check = std::time::Instant::now();
+        let mut settle = 0u32;
+        loop {
+            if shutdown.is_cancelled() {
+                return Ok(());
+            }
+            if last_check.elapsed() > StdDuration::from_secs(2) {
+                lock.check().await?;
+                outbox::flush(&self.pool, &self.queue, StdDuration::from_secs(3)).await?;
+                last_check = std::time::Instant::now();
+            }
+            let applied = self.catch_up_tail().await?;
+            let now = Utc::now();
+            let due = self.state.due_entries(now, self.config.batch_max);
+            if !due.is_empty() {
+                self.fire(now, due).await?;
+                continue;
+            }
+            if applied > 0 {
+                settle = 0;
+            }
+            // Sleep until the earliest timer, a commit notification, or the housekeeping tick.
+            let mut wait = StdDuration::from_secs(1);
+            if let Some(next) = self.state.next_due() {
+                wait = wait.min((next - Utc::now()).to_std().unwrap_or(StdDuration::ZERO));
+            }
+            if settle > 0 && settle <= 6 {
+                // Woken but nothing was visible yet (an older transaction held the horizon).
+                wait = wait.min(StdDuration::from_millis(1 << settle));
+            }
+            let mut waker = self.waker.clone();
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => { if settle > 0 { settle += 1; } }
+                _ = waker.wait(StdDuration::from_secs(3600)) => { settle = 1; }
+                _ = shutdown.cancelled() => return Ok(()),
+            }
+        }
+    }
+
+    /// Applies every visible event after the cursor to the in-memory state.
+    async fn catch_up_tail(&mut self) -> Result<usize, DispatchError> {
+        let mut total = 0;
+        loop {
+            let events = tail::read_after(&self.pool, self.cursor, 2000).await?;
+            let Some(last) = events.last().map(|e| e.cursor) else { return Ok(total) };
+            total += events.len();
+            for ev in &events {
+                for change in schedule::changes(ev)? {
+                    self.state.apply(change);
+                }
+            }
+            self.cursor = last;
+        }
+    }
+
+    async fn fire(&mut self, now: DateTime<Utc>, due: Vec<(DateTime<Utc>, TimerKey)>) -> Result<(), DispatchError> {
+        let mut events = Vec::new();
+        let mut messages = Vec::new();
+        let mut effects = Vec::new();
+        for (due_at, key) in due {
+            match key {
+                TimerKey::Job(job_id) => self.plan_job(job_id, due_at, now, &mut events, &mut messages, &mut effects).await?,
+                TimerKey::Run(run_id) => self.plan_run(run_id, now, &mut events, &mut messages, &mut effects).await?,
+            }
+        }
+        let mut tx = self.pool.begin().await?;
+        let inserted: std::collections::HashSet<(String, i64)> = append_new(&mut tx, &events).await?.into_iter().collect();
+        // Publish only what this transaction recorded; a run someone already wrote (a repeat
+        // fire) was published by whoever wrote it.
+        let messages: Vec<(DispatchMessage, i64)> = messages;
+        let fresh: Vec<DispatchMessage> = messages
+            .into_iter()
+            .filter(|(m, seq)| inserted.contains(&(m.run_id.to_string(), *seq)))
+            .map(|(m, _)| m)
+            .collect();
+        outbox::insert(&mut tx, &fresh).await?;
+        tx.commit().await?;
+        for e in effects {
+            match e {
+                Effect::Advance(job, anchor) => self.state.advance(job, anchor),
+                Effect::RemoveJob(job) => self.state.remove_job(job),
+                Effect::RemoveRun(run) => self.state.remove_run(run),
+            }
+        }
+        for m in &fresh {
+            let lateness_ms = (now - m.due_at).num_milliseconds();
+            tracing::debug!(run_id = %m.run_id, job_id = %m.job_id, workspace_id = %m.workspace_id, attempt = m.attempt, lateness_ms, "run dispatched");
+        }
+        if !fresh.is_empty() {
+            let permit = self.publishers.clone().acquire_owned().await.map_err(|_| DispatchError::LeadershipLost)?;
+            let (pool, queue) = (self.pool.clone(), self.queue.clone());
+            tokio::spawn(async move {
+                if let Err(e) = outbox::publish(&pool, &queue, &fresh).await {
+                    tracing::warn!(error = %e, count = fresh.len(), "publishing runs failed; the outbox will retry");
+                }
+                drop(permit);
+            });
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn record_fire(
+        &self,
+        job_id: Uuid,
+        trigger: Trigger,
+        scheduled_for: DateTime<Utc>,
+        callback_url: Option<String>,
+        now: DateTime<Utc>,
+        events: &mut Vec<NewEvent>,
+        messages: &mut Vec<(DispatchMessage, i64)>,
+    ) -> Result<(), DispatchError> {
+        let Some(job) = self.state.jobs.get(&job_id) else { return Ok(()) };
+        let run_id = scheduled_run_id(job_id, scheduled_for);
+        let plan = RunPlan {
+            workspace_id: job.workspace_id,
+            job_id,
+            trigger,
+            scheduled_for,
+            request: job.definition.request.clone(),
+            callback_url,
+        };
+        let evs = fire_events(run_id, plan, now).await.map_err(|e| DispatchError::Run(e.to_string()))?;
+        for (i, ev) in evs.iter().enumerate() {
+            events.push(NewEvent::of::<Run>(run_id.to_string(), i as i64 + 1, ev)?);
+        }
+        let msg = DispatchMessage { run_id, attempt: 1, workspace_id: job.workspace_id, job_id, due_at: scheduled_for };
+        messages.push((msg, evs.len() as i64));
+        Ok(())
+    }
+
+    async fn plan_job(
+        &self,
+        job_id: Uuid,
+        due_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+        events: &mut Vec<NewEvent>,
+        messages: &mut Vec<(DispatchMessage, i64)>,
+        effects: &mut Vec<Effect>,
+    ) -> Result<(), DispatchError> {
+        let Some(job) = self.state.jobs.get(&job_id) else { return Ok(()) };
+        match &job.definition.kind {
+            JobKind::Delayed { execute_at, callback_url, .. } => {
+                let (at, cb) = (*execute_at, callback_url.clone());
+                self.record_fire(job_id, Trigger::Delayed, at, cb, now, events, messages).await?;
+                effects.push(Effect::RemoveJob(job_id));
+            }
+            JobKind::Cron { .. } => {
+                let Some(schedule) = job.schedule.clone() else {
+                    effects.push(Effect::RemoveJob(job_id));
+                    return Ok(());
+                };
+                let (workspace_id, anchor) = (job.workspace_id, job.anchor_at);
+                let decision = decide_cron(&schedule, anchor, now, self.config.grace);
+                if let Some(at) = decision.fire {
+                    self.record_fire(job_id, Trigger::Schedule, at, None, now, events, messages).await?;
+                }
+                if let Some((first, last, count)) = decision.skipped {
+                    let run_id = skipped_run_id(job_id, first);
+                    let cmd = RunCommand::RecordSkipped { run_id, workspace_id, job_id, first_skipped: first, last_skipped: last, skipped_count: count, at: now };
+                    let evs = decide(Run::default(), cmd).await.map_err(|e| DispatchError::Run(e.to_string()))?;
+                    for (i, ev) in evs.iter().enumerate() {
+                        events.push(NewEvent::of::<Run>(run_id.to_string(), i as i64 + 1, ev)?);
+                    }
+                    tracing::warn!(job_id = %job_id, workspace_id = %workspace_id, count, %first, %last, "cron fires missed while no dispatcher ran; recorded as skipped");
+                }
+                // Never leave a due timer where it is (that would spin): at least past `due_at`.
+                effects.push(Effect::Advance(job_id, decision.new_anchor.max(due_at)));
+            }
+        }
+        Ok(())
+    }
+
+    async fn plan_run(
+        &self,
+        run_id: Uuid,
+        now: DateTime<Utc>,
+        events: &mut Vec<NewEvent>,
+        messages: &mut Vec<(DispatchMessage, i64)>,
+        effects: &mut Vec<Effect>,
+    ) -> Result<(), DispatchError> {
+        let Some(entry) = self.state.runs.get(&run_id) else { return Ok(()) };
+        effects.push(Effect::RemoveRun(run_id));
+        let (run, seq) = self.stores.runs.load(&run_id.to_string()).await.map_err(|e| DispatchError::Run(e.to_string()))?;
+        let cmd = RunCommand::Dispatch { attempt: entry.attempt, at: now };
+        match decide(run, cmd).await {
+            Ok(evs) => {
+                for (i, ev) in evs.iter().enumerate() {
+                    events.push(NewEvent::of::<Run>(run_id.to_string(), (seq + 1 + i) as i64, ev)?);
+                }
+                let msg = DispatchMessage { run_id, attempt: entry.attempt, workspace_id: entry.workspace_id, job_id: entry.job_id, due_at: entry.due_at };
+                messages.push((msg, (seq + evs.len()) as i64));
+            }
+            // Already dispatched or finished (e.g. by a previous leader): nothing to do.
+            Err(e) => tracing::debug!(run_id = %run_id, error = %e, "run no longer needs dispatch"),
+        }
+        Ok(())
+    }
+}
+

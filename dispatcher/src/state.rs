@@ -1,0 +1,210 @@
+//! The dispatcher's in-memory horizon: every job that may fire and every run waiting for
+//! dispatch, with a timer per entry. Pure (no IO, no clock): the loop passes `now` in.
+//!
+//! Timers live in a `BTreeMap<(instant, key)>` — the key breaks ties between equal instants —
+//! plus a reverse map so an entry's timer can be moved when the job changes. The loop sleeps until
+//! the first key; an earlier insert wakes it because every change goes through the same loop.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+use cronbox_domain::job::{JobDefinition, JobKind};
+use cronbox_domain::schedule::CronSchedule;
+use cronbox_projections::schedule::{JobRow, RunRow, ScheduleChange};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TimerKey {
+    Job(Uuid),
+    Run(Uuid),
+}
+
+#[derive(Debug, Clone)]
+pub struct JobEntry {
+    pub workspace_id: Uuid,
+    pub active: bool,
+    pub definition: Arc<JobDefinition>,
+    /// Parsed once; `None` for delayed calls (or a stored expression that no longer parses).
+    pub schedule: Option<Arc<CronSchedule>>,
+    pub anchor_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunEntry {
+    pub attempt: u32,
+    pub workspace_id: Uuid,
+    pub job_id: Uuid,
+    pub due_at: DateTime<Utc>,
+}
+
+#[derive(Default)]
+pub struct State {
+    pub jobs: HashMap<Uuid, JobEntry>,
+    pub runs: HashMap<Uuid, RunEntry>,
+    timers: BTreeMap<(DateTime<Utc>, TimerKey), ()>,
+    due_of: HashMap<TimerKey, DateTime<Utc>>,
+}
+
+fn parse_schedule(d: &JobDefinition) -> Option<Arc<CronSchedule>> {
+    match &d.kind {
+        JobKind::Cron { schedule, timezone } => match CronSchedule::parse_stored(schedule, timezone) {
+            Ok(s) => Some(Arc::new(s)),
+            Err(e) => {
+                tracing::error!(error = %e, schedule, "stored cron schedule does not parse; job will not fire");
+                None
+            }
+        },
+        JobKind::Delayed { .. } => None,
+    }
+}
+
+impl State {
+    pub fn from_rows(jobs: Vec<JobRow>, runs: Vec<RunRow>) -> Self {
+        let mut s = State::default();
+        for j in jobs {
+            let schedule = parse_schedule(&j.definition);
+            s.jobs.insert(
+                j.job_id,
+                JobEntry { workspace_id: j.workspace_id, active: j.active, definition: Arc::new(j.definition), schedule, anchor_at: j.anchor_at },
+            );
+            s.retime(TimerKey::Job(j.job_id));
+        }
+        for r in runs {
+            s.runs.insert(r.run_id, RunEntry { attempt: r.attempt, workspace_id: r.workspace_id, job_id: r.job_id, due_at: r.due_at });
+            s.retime(TimerKey::Run(r.run_id));
+        }
+        s
+    }
+
+    pub fn len(&self) -> (usize, usize) {
+        (self.jobs.len(), self.runs.len())
+    }
+
+    /// When the entry should next fire, from its current data.
+    fn due(&self, key: TimerKey) -> Option<DateTime<Utc>> {
+        match key {
+            TimerKey::Job(id) => {
+                let j = self.jobs.get(&id)?;
+                if !j.active {
+                    return None;
+                }
+                match &j.definition.kind {
+                    JobKind::Delayed { execute_at, .. } => Some(*execute_at),
+                    JobKind::Cron { .. } => j.schedule.as_ref()?.next_after(j.anchor_at),
+                }
+            }
+            TimerKey::Run(id) => self.runs.get(&id).map(|r| r.due_at),
+        }
+    }
+
+    /// Moves the entry's timer to its current due time (or removes it).
+    pub fn retime(&mut self, key: TimerKey) {
+        if let Some(old) = self.due_of.remove(&key) {
+            self.timers.remove(&(old, key));
+        }
+        if let Some(due) = self.due(key) {
+            self.timers.insert((due, key), ());
+            self.due_of.insert(key, due);
+        }
+    }
+
+    pub fn next_due(&self) -> Option<DateTime<Utc>> {
+        self.timers.keys().next().map(|(t, _)| *t)
+    }
+
+    /// Entries due at or before `now`, earliest first, at most `max`.
+    pub fn due_entries(&self, now: DateTime<Utc>, max: usize) -> Vec<(DateTime<Utc>, TimerKey)> {
+        self.timers.keys().take_while(|(t, _)| *t <= now).take(max).copied().collect()
+    }
+
+    pub fn apply(&mut self, change: ScheduleChange) {
+        match change {
+            ScheduleChange::PutJob { job_id, workspace_id, definition, anchor_at } => {
+                if self.jobs.contains_key(&job_id) {
+                    return;
+                }
+                let schedule = parse_schedule(&definition);
+                self.jobs.insert(job_id, JobEntry { workspace_id, active: true, definition: Arc::new(definition), schedule, anchor_at });
+                self.retime(TimerKey::Job(job_id));
+            }
+            ScheduleChange::UpdateJob { job_id, definition, at } => {
+                if let Some(j) = self.jobs.get_mut(&job_id) {
+                    j.schedule = parse_schedule(&definition);
+                    j.definition = Arc::new(definition);
+                    j.anchor_at = j.anchor_at.max(at);
+                    self.retime(TimerKey::Job(job_id));
+                }
+            }
+            ScheduleChange::SetActive { job_id, active, at } => {
+                if let Some(j) = self.jobs.get_mut(&job_id) {
+                    j.active = active;
+                    j.anchor_at = j.anchor_at.max(at);
+                    self.retime(TimerKey::Job(job_id));
+                }
+            }
+            ScheduleChange::Advance { job_id, anchor_at } => self.advance(job_id, anchor_at),
+            ScheduleChange::RemoveJob { job_id } => self.remove_job(job_id),
+            ScheduleChange::PutRun { run_id, attempt, workspace_id, job_id, due_at } => {
+                self.runs.insert(run_id, RunEntry { attempt, workspace_id, job_id, due_at });
+                self.retime(TimerKey::Run(run_id));
+            }
+            ScheduleChange::RemoveRun { run_id } => self.remove_run(run_id),
+        }
+    }
+
+    pub fn advance(&mut self, job_id: Uuid, anchor_at: DateTime<Utc>) {
+        if let Some(j) = self.jobs.get_mut(&job_id) {
+            j.anchor_at = j.anchor_at.max(anchor_at);
+            self.retime(TimerKey::Job(job_id));
+        }
+    }
+
+    pub fn remove_job(&mut self, job_id: Uuid) {
+        self.jobs.remove(&job_id);
+        self.retime(TimerKey::Job(job_id));
+    }
+
+    pub fn remove_run(&mut self, run_id: Uuid) {
+        self.runs.remove(&run_id);
+        self.retime(TimerKey::Run(run_id));
+    }
+
+    /// Pushes a run's timer back (its dispatch could not be recorded yet).
+    pub fn postpone_run(&mut self, run_id: Uuid, until: DateTime<Utc>) {
+        if let Some(r) = self.runs.get_mut(&run_id) {
+            r.due_at = until;
+            self.retime(TimerKey::Run(run_id));
+        }
+    }
+}
+
+/// What firing a due cron entry means, given how late we are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CronDecision {
+    pub fire: Option<DateTime<Utc>>,
+    pub skipped: Option<(DateTime<Utc>, DateTime<Utc>, u64)>,
+    pub new_anchor: DateTime<Utc>,
+}
+
+/// Fires at or before `now` since the anchor: the most recent runs if within `grace`, older ones
+/// are recorded as skipped (cron semantics after downtime).
+pub fn decide_cron(schedule: &CronSchedule, anchor: DateTime<Utc>, now: DateTime<Utc>, grace: Duration) -> CronDecision {
+    let m = schedule.misfires(anchor, now, grace, 100_000);
+    let skipped = match (m.first_skipped, m.last_skipped) {
+        (Some(first), Some(last)) if m.skipped_count > 0 => Some((first, last, m.skipped_count)),
+        _ => None,
+    };
+    let mut new_anchor = anchor;
+    if let Some(f) = m.fire {
+        new_anchor = new_anchor.max(f);
+    }
+    if let Some((_, last, _)) = skipped {
+        new_anchor = new_anchor.max(last);
+    }
+    if m.truncated {
+        // Too many missed fires to count: jump to now so the next fire is the next real one.
+        new_anchor = new_anchor.max(now);
+    }
+    CronDecision { fire: m.fire, skipped, new_anchor }
+}

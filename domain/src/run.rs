@@ -1,0 +1,529 @@
+//! The run aggregate: one execution of a job, through all its attempts.
+//!
+//! ```text
+//! scheduled ─▶ dispatched ─▶ running ─▶ succeeded
+//!                  ▲            │ └────▶ failed
+//!                  └─ retry_scheduled ◀┘
+//! skipped (fires missed while the dispatcher was down, recorded instead of silently dropped)
+//! ```
+//!
+//! Every decision (success or failure, retry or give up, when to retry) is made here from the
+//! attempt's outcome, so the executor only reports what happened on the wire.
+
+use chrono::{DateTime, Duration, Utc};
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::{Aggregate, DomainEvent};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::request::RequestSpec;
+
+/// Only this much of a response body is kept in the execution log.
+pub const MAX_STORED_BODY_BYTES: usize = 10 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    /// A cron job's scheduled fire.
+    Schedule,
+    /// A delayed call reaching its `execute_at`.
+    Delayed,
+    /// "Run now" from the API.
+    Manual,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Schedule => "schedule",
+            Self::Delayed => "delayed",
+            Self::Manual => "manual",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    Timeout,
+    Connect,
+    Dns,
+    Tls,
+    TooLarge,
+    HttpStatus,
+    BlockedTarget,
+    Other,
+}
+
+impl ErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Timeout => "timeout",
+            Self::Connect => "connect",
+            Self::Dns => "dns",
+            Self::Tls => "tls",
+            Self::TooLarge => "too_large",
+            Self::HttpStatus => "http_status",
+            Self::BlockedTarget => "blocked_target",
+            Self::Other => "other",
+        }
+    }
+}
+
+/// What one attempt observed on the wire.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct AttemptOutcome {
+    pub status_code: Option<u16>,
+    pub response_headers: Vec<(String, String)>,
+    /// The first [`MAX_STORED_BODY_BYTES`] of the body (lossy UTF-8).
+    pub response_body: Option<String>,
+    pub response_size: u64,
+    pub duration_ms: u64,
+    /// Transport-level failure; `None` when a response arrived.
+    pub error_kind: Option<ErrorKind>,
+    pub error_message: Option<String>,
+}
+
+impl AttemptOutcome {
+    pub fn is_success(&self) -> bool {
+        self.error_kind.is_none() && matches!(self.status_code, Some(200..=299))
+    }
+
+    /// The error type recorded for a failed attempt: the transport error, or `http_status`.
+    pub fn failure_kind(&self) -> Option<ErrorKind> {
+        if self.is_success() {
+            None
+        } else {
+            Some(self.error_kind.unwrap_or(ErrorKind::HttpStatus))
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunPlan {
+    pub workspace_id: Uuid,
+    pub job_id: Uuid,
+    pub trigger: Trigger,
+    pub scheduled_for: DateTime<Utc>,
+    pub request: RequestSpec,
+    pub callback_url: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum RunCommand {
+    Schedule { run_id: Uuid, plan: RunPlan, at: DateTime<Utc> },
+    RecordSkipped {
+        run_id: Uuid,
+        workspace_id: Uuid,
+        job_id: Uuid,
+        first_skipped: DateTime<Utc>,
+        last_skipped: DateTime<Utc>,
+        skipped_count: u64,
+        at: DateTime<Utc>,
+    },
+    Dispatch { attempt: u32, at: DateTime<Utc> },
+    StartAttempt { attempt: u32, at: DateTime<Utc> },
+    FinishAttempt { attempt: u32, outcome: AttemptOutcome, at: DateTime<Utc> },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum RunEvent {
+    RunScheduled { run_id: Uuid, plan: RunPlan, at: DateTime<Utc> },
+    RunSkipped {
+        run_id: Uuid,
+        workspace_id: Uuid,
+        job_id: Uuid,
+        first_skipped: DateTime<Utc>,
+        last_skipped: DateTime<Utc>,
+        skipped_count: u64,
+        at: DateTime<Utc>,
+    },
+    RunDispatched { attempt: u32, at: DateTime<Utc> },
+    AttemptStarted { attempt: u32, at: DateTime<Utc> },
+    AttemptFinished { attempt: u32, outcome: AttemptOutcome, at: DateTime<Utc> },
+    RetryScheduled { workspace_id: Uuid, job_id: Uuid, attempt: u32, retry_at: DateTime<Utc> },
+    RunSucceeded { job_id: Uuid, attempts: u32, at: DateTime<Utc> },
+    RunFailed { job_id: Uuid, attempts: u32, error_kind: ErrorKind, at: DateTime<Utc> },
+}
+
+impl DomainEvent for RunEvent {
+    fn event_type(&self) -> String {
+        match self {
+            Self::RunScheduled { .. } => "RunScheduled",
+            Self::RunSkipped { .. } => "RunSkipped",
+            Self::RunDispatched { .. } => "RunDispatched",
+            Self::AttemptStarted { .. } => "AttemptStarted",
+            Self::AttemptFinished { .. } => "AttemptFinished",
+            Self::RetryScheduled { .. } => "RetryScheduled",
+            Self::RunSucceeded { .. } => "RunSucceeded",
+            Self::RunFailed { .. } => "RunFailed",
+        }
+        .to_string()
+    }
+    fn event_version(&self) -> String {
+        "1".to_string()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RunError {
+    #[error("run already exists")]
+    AlreadyExists,
+    #[error("run not found")]
+    NotFound,
+    #[error("run is {status:?}; cannot {action} attempt {attempt}")]
+    WrongState { status: RunStatus, action: &'static str, attempt: u32 },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    #[default]
+    Scheduled,
+    Dispatched,
+    Running,
+    RetryScheduled,
+    Succeeded,
+    Failed,
+    Skipped,
+}
+
+impl RunStatus {
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Skipped)
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Scheduled => "scheduled",
+            Self::Dispatched => "dispatched",
+            Self::Running => "running",
+            Self::RetryScheduled => "retry_scheduled",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Skipped => "skipped",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Self::Scheduled,
+            Self::Dispatched,
+            Self::Running,
+            Self::RetryScheduled,
+            Self::Succeeded,
+            Self::Failed,
+            Self::Skipped,
+        ]
+        .into_iter()
+        .find(|st| st.as_str() == s)
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Run {
+    pub id: Option<Uuid>,
+    pub workspace_id: Option<Uuid>,
+    pub plan: Option<RunPlan>,
+    pub status: RunStatus,
+    /// The attempt being dispatched/run, 1-based; 0 before the first dispatch.
+    pub attempt: u32,
+    pub finished_attempts: u32,
+}
+
+impl Run {
+    fn wrong(&self, action: &'static str, attempt: u32) -> RunError {
+        RunError::WrongState { status: self.status, action, attempt }
+    }
+
+    /// Whether a message for `attempt` still needs its HTTP call: false once that attempt has
+    /// finished (a redelivery after the outcome was committed must not call the target again).
+    pub fn needs_attempt(&self, attempt: u32) -> bool {
+        self.plan.is_some()
+            && attempt == self.attempt
+            && matches!(self.status, RunStatus::Dispatched | RunStatus::Running)
+    }
+}
+
+impl Aggregate for Run {
+    const TYPE: &'static str = "Run";
+    type Command = RunCommand;
+    type Event = RunEvent;
+    type Error = RunError;
+    type Services = ();
+
+    async fn handle(&mut self, command: Self::Command, _: &(), sink: &EventSink<Self>) -> Result<(), Self::Error> {
+        match command {
+            RunCommand::Schedule { run_id, plan, at } => {
+                if self.id.is_some() {
+                    return Err(RunError::AlreadyExists);
+                }
+                sink.write(RunEvent::RunScheduled { run_id, plan, at }, self).await;
+            }
+            RunCommand::RecordSkipped { run_id, workspace_id, job_id, first_skipped, last_skipped, skipped_count, at } => {
+                if self.id.is_some() {
+                    return Err(RunError::AlreadyExists);
+                }
+                sink.write(
+                    RunEvent::RunSkipped { run_id, workspace_id, job_id, first_skipped, last_skipped, skipped_count, at },
+                    self,
+                )
+                .await;
+            }
+            RunCommand::Dispatch { attempt, at } => {
+                let expected = match self.status {
+                    RunStatus::Scheduled if self.plan.is_some() => 1,
+                    RunStatus::RetryScheduled => self.attempt,
+                    _ => return Err(self.wrong("dispatch", attempt)),
+                };
+                if attempt != expected {
+                    return Err(self.wrong("dispatch", attempt));
+                }
+                sink.write(RunEvent::RunDispatched { attempt, at }, self).await;
+            }
+            RunCommand::StartAttempt { attempt, at } => {
+                if !self.needs_attempt(attempt) {
+                    return Err(self.wrong("start", attempt));
+                }
+                // Started again after a redelivery: recorded too, so the log shows the repeat.
+                sink.write(RunEvent::AttemptStarted { attempt, at }, self).await;
+            }
+            RunCommand::FinishAttempt { attempt, outcome, at } => {
+                if !(self.status == RunStatus::Running && attempt == self.attempt) {
+                    return Err(self.wrong("finish", attempt));
+                }
+                let Some(plan) = &self.plan else { return Err(RunError::NotFound) };
+                let (request, workspace_id, job_id) = (plan.request.clone(), plan.workspace_id, plan.job_id);
+                let failure = outcome.failure_kind();
+                sink.write(RunEvent::AttemptFinished { attempt, outcome, at }, self).await;
+                match failure {
+                    None => sink.write(RunEvent::RunSucceeded { job_id, attempts: attempt, at }, self).await,
+                    Some(_) if attempt <= request.retry_count => {
+                        let retry_at = at + Duration::seconds(i64::from(request.retry_delay_seconds));
+                        sink.write(RunEvent::RetryScheduled { workspace_id, job_id, attempt: attempt + 1, retry_at }, self).await;
+                    }
+                    Some(error_kind) => {
+                        sink.write(RunEvent::RunFailed { job_id, attempts: attempt, error_kind, at }, self).await
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, event: Self::Event) {
+        match event {
+            RunEvent::RunScheduled { run_id, plan, .. } => {
+                self.id = Some(run_id);
+                self.workspace_id = Some(plan.workspace_id);
+                self.plan = Some(plan);
+                self.status = RunStatus::Scheduled;
+            }
+            RunEvent::RunSkipped { run_id, workspace_id, .. } => {
+                self.id = Some(run_id);
+                self.workspace_id = Some(workspace_id);
+                self.status = RunStatus::Skipped;
+            }
+            RunEvent::RunDispatched { attempt, .. } => {
+                self.status = RunStatus::Dispatched;
+                self.attempt = attempt;
+            }
+            RunEvent::AttemptStarted { .. } => self.status = RunStatus::Running,
+            RunEvent::AttemptFinished { attempt, .. } => self.finished_attempts = attempt,
+            RunEvent::RetryScheduled { attempt, .. } => {
+                self.status = RunStatus::RetryScheduled;
+                self.attempt = attempt;
+            }
+            RunEvent::RunSucceeded { .. } => self.status = RunStatus::Succeeded,
+            RunEvent::RunFailed { .. } => self.status = RunStatus::Failed,
+        }
+    }
+}
+
+/// Runs one command through the aggregate's own `handle`, without any IO: what the batch paths
+/// (dispatcher) use to produce exactly the events cqrs-es would.
+pub async fn decide(mut run: Run, command: RunCommand) -> Result<Vec<RunEvent>, RunError> {
+    let sink = EventSink::default();
+    run.handle(command, &(), &sink).await?;
+    Ok(sink.collect().await)
+}
+
+/// The events a dispatcher records for a fresh fire: scheduled and dispatched (attempt 1).
+/// Produced through the aggregate itself so the batch path of the dispatcher cannot drift from
+/// what `handle` would decide.
+pub async fn fire_events(run_id: Uuid, plan: RunPlan, at: DateTime<Utc>) -> Result<Vec<RunEvent>, RunError> {
+    let mut run = Run::default();
+    let sink = EventSink::default();
+    run.handle(RunCommand::Schedule { run_id, plan, at }, &(), &sink).await?;
+    run.handle(RunCommand::Dispatch { attempt: 1, at }, &(), &sink).await?;
+    Ok(sink.collect().await)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::request::{RequestInput, RequestSpec};
+    use cqrs_es::test::TestFramework;
+
+    type Spec = TestFramework<Run>;
+    const RUN: Uuid = Uuid::from_u128(77);
+    const WS: Uuid = Uuid::from_u128(1);
+    const JOB: Uuid = Uuid::from_u128(2);
+
+    fn t(secs: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + secs, 0).unwrap()
+    }
+    fn plan(retries: i64) -> RunPlan {
+        RunPlan {
+            workspace_id: Uuid::from_u128(1),
+            job_id: Uuid::from_u128(2),
+            trigger: Trigger::Schedule,
+            scheduled_for: t(0),
+            request: RequestSpec::parse(
+                RequestInput { url: "https://example.com".into(), retry_count: Some(retries), retry_delay_seconds: Some(30), ..Default::default() },
+                false,
+            )
+            .unwrap(),
+            callback_url: None,
+        }
+    }
+    fn scheduled(retries: i64) -> RunEvent {
+        RunEvent::RunScheduled { run_id: RUN, plan: plan(retries), at: t(0) }
+    }
+    fn ok_outcome() -> AttemptOutcome {
+        AttemptOutcome { status_code: Some(204), duration_ms: 12, ..Default::default() }
+    }
+    fn status_outcome(code: u16) -> AttemptOutcome {
+        AttemptOutcome { status_code: Some(code), duration_ms: 12, ..Default::default() }
+    }
+    fn timeout_outcome() -> AttemptOutcome {
+        AttemptOutcome { error_kind: Some(ErrorKind::Timeout), error_message: Some("timed out".into()), duration_ms: 10_000, ..Default::default() }
+    }
+    fn running(retries: i64) -> Vec<RunEvent> {
+        vec![
+            scheduled(retries),
+            RunEvent::RunDispatched { attempt: 1, at: t(0) },
+            RunEvent::AttemptStarted { attempt: 1, at: t(0) },
+        ]
+    }
+
+    #[test]
+    fn schedule_then_dispatch() {
+        Spec::with(())
+            .given_no_previous_events()
+            .when(RunCommand::Schedule { run_id: RUN, plan: plan(0), at: t(0) })
+            .then_expect_events(vec![scheduled(0)]);
+        Spec::with(())
+            .given(vec![scheduled(0)])
+            .when(RunCommand::Schedule { run_id: RUN, plan: plan(0), at: t(0) })
+            .then_expect_error(RunError::AlreadyExists);
+        Spec::with(())
+            .given(vec![scheduled(0)])
+            .when(RunCommand::Dispatch { attempt: 1, at: t(0) })
+            .then_expect_events(vec![RunEvent::RunDispatched { attempt: 1, at: t(0) }]);
+        Spec::with(())
+            .given(vec![scheduled(0), RunEvent::RunDispatched { attempt: 1, at: t(0) }])
+            .when(RunCommand::Dispatch { attempt: 1, at: t(0) })
+            .then_expect_error(RunError::WrongState { status: RunStatus::Dispatched, action: "dispatch", attempt: 1 });
+    }
+
+    #[test]
+    fn attempt_success() {
+        Spec::with(())
+            .given(vec![scheduled(0), RunEvent::RunDispatched { attempt: 1, at: t(0) }])
+            .when(RunCommand::StartAttempt { attempt: 1, at: t(1) })
+            .then_expect_events(vec![RunEvent::AttemptStarted { attempt: 1, at: t(1) }]);
+        Spec::with(())
+            .given(running(0))
+            .when(RunCommand::FinishAttempt { attempt: 1, outcome: ok_outcome(), at: t(2) })
+            .then_expect_events(vec![
+                RunEvent::AttemptFinished { attempt: 1, outcome: ok_outcome(), at: t(2) },
+                RunEvent::RunSucceeded { job_id: JOB, attempts: 1, at: t(2) },
+            ]);
+    }
+
+    #[test]
+    fn redelivered_attempt_can_start_again_but_finished_cannot() {
+        let mut events = running(0);
+        Spec::with(())
+            .given(events.clone())
+            .when(RunCommand::StartAttempt { attempt: 1, at: t(5) })
+            .then_expect_events(vec![RunEvent::AttemptStarted { attempt: 1, at: t(5) }]);
+        events.push(RunEvent::AttemptFinished { attempt: 1, outcome: ok_outcome(), at: t(2) });
+        events.push(RunEvent::RunSucceeded { job_id: JOB, attempts: 1, at: t(2) });
+        Spec::with(())
+            .given(events)
+            .when(RunCommand::StartAttempt { attempt: 1, at: t(5) })
+            .then_expect_error(RunError::WrongState { status: RunStatus::Succeeded, action: "start", attempt: 1 });
+    }
+
+    #[test]
+    fn failure_without_retries_fails_the_run() {
+        Spec::with(())
+            .given(running(0))
+            .when(RunCommand::FinishAttempt { attempt: 1, outcome: status_outcome(500), at: t(2) })
+            .then_expect_events(vec![
+                RunEvent::AttemptFinished { attempt: 1, outcome: status_outcome(500), at: t(2) },
+                RunEvent::RunFailed { job_id: JOB, attempts: 1, error_kind: ErrorKind::HttpStatus, at: t(2) },
+            ]);
+    }
+
+    #[test]
+    fn failure_with_retries_schedules_retry_then_gives_up() {
+        Spec::with(())
+            .given(running(1))
+            .when(RunCommand::FinishAttempt { attempt: 1, outcome: timeout_outcome(), at: t(10) })
+            .then_expect_events(vec![
+                RunEvent::AttemptFinished { attempt: 1, outcome: timeout_outcome(), at: t(10) },
+                RunEvent::RetryScheduled { workspace_id: WS, job_id: JOB, attempt: 2, retry_at: t(40) },
+            ]);
+        let mut events = running(1);
+        events.extend([
+            RunEvent::AttemptFinished { attempt: 1, outcome: timeout_outcome(), at: t(10) },
+            RunEvent::RetryScheduled { workspace_id: WS, job_id: JOB, attempt: 2, retry_at: t(40) },
+        ]);
+        Spec::with(())
+            .given(events.clone())
+            .when(RunCommand::Dispatch { attempt: 1, at: t(40) })
+            .then_expect_error(RunError::WrongState { status: RunStatus::RetryScheduled, action: "dispatch", attempt: 1 });
+        events.extend([
+            RunEvent::RunDispatched { attempt: 2, at: t(40) },
+            RunEvent::AttemptStarted { attempt: 2, at: t(40) },
+        ]);
+        Spec::with(())
+            .given(events)
+            .when(RunCommand::FinishAttempt { attempt: 2, outcome: status_outcome(503), at: t(41) })
+            .then_expect_events(vec![
+                RunEvent::AttemptFinished { attempt: 2, outcome: status_outcome(503), at: t(41) },
+                RunEvent::RunFailed { job_id: JOB, attempts: 2, error_kind: ErrorKind::HttpStatus, at: t(41) },
+            ]);
+    }
+
+    #[test]
+    fn finish_of_wrong_attempt_is_refused() {
+        Spec::with(())
+            .given(running(0))
+            .when(RunCommand::FinishAttempt { attempt: 2, outcome: ok_outcome(), at: t(2) })
+            .then_expect_error(RunError::WrongState { status: RunStatus::Running, action: "finish", attempt: 2 });
+    }
+
+    #[test]
+    fn skipped_run_is_terminal() {
+        let skipped = RunEvent::RunSkipped {
+            run_id: RUN, workspace_id: Uuid::from_u128(1), job_id: Uuid::from_u128(2),
+            first_skipped: t(0), last_skipped: t(60), skipped_count: 2, at: t(100),
+        };
+        Spec::with(())
+            .given_no_previous_events()
+            .when(RunCommand::RecordSkipped { run_id: RUN, workspace_id: Uuid::from_u128(1), job_id: Uuid::from_u128(2), first_skipped: t(0), last_skipped: t(60), skipped_count: 2, at: t(100) })
+            .then_expect_events(vec![skipped.clone()]);
+        Spec::with(())
+            .given(vec![skipped])
+            .when(RunCommand::Dispatch { attempt: 1, at: t(101) })
+            .then_expect_error(RunError::WrongState { status: RunStatus::Skipped, action: "dispatch", attempt: 1 });
+    }
+
+    #[tokio::test]
+    async fn fire_events_match_handle() {
+        let events = fire_events(RUN, plan(0), t(0)).await.unwrap();
+        assert_eq!(events, vec![scheduled(0), RunEvent::RunDispatched { attempt: 1, at: t(0) }]);
+    }
+}

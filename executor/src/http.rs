@@ -1,0 +1,215 @@
+//! The outgoing HTTP call: one shared client with connection reuse, a resolver that refuses
+//! private addresses (so DNS cannot be used to reach them, nor re-pointed between check and
+//! connect), redirects re-checked on every hop, a response body cap.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cronbox_domain::request::{is_forbidden_ip, RequestSpec};
+use cronbox_domain::run::{AttemptOutcome, ErrorKind, MAX_STORED_BODY_BYTES};
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use uuid::Uuid;
+
+const MAX_REDIRECTS: usize = 5;
+const MAX_STORED_HEADERS: usize = 50;
+const MAX_STORED_HEADER_VALUE: usize = 1024;
+
+#[derive(Debug, thiserror::Error)]
+#[error("target address {0} is private, loopback or reserved")]
+pub struct BlockedTarget(pub IpAddr);
+
+#[derive(Debug, thiserror::Error)]
+#[error("host {0} resolves to no public address")]
+pub struct NoPublicAddress(pub String);
+
+/// Resolves with the system resolver and drops forbidden addresses.
+struct GuardedResolver {
+    allow_private: bool,
+}
+
+impl Resolve for GuardedResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let allow_private = self.allow_private;
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let allowed: Vec<SocketAddr> = addrs.iter().copied().filter(|a| allow_private || !is_forbidden_ip(a.ip())).collect();
+            if allowed.is_empty() {
+                if let Some(first) = addrs.first() {
+                    return Err(Box::new(BlockedTarget(first.ip())) as Box<dyn std::error::Error + Send + Sync>);
+                }
+                return Err(Box::new(NoPublicAddress(host)) as Box<dyn std::error::Error + Send + Sync>);
+            }
+            Ok(Box::new(allowed.into_iter()) as Addrs)
+        })
+    }
+}
+
+/// A literal IP host that is forbidden (literal hosts never reach the resolver).
+fn blocked_literal(url: &reqwest::Url, allow_private: bool) -> Option<IpAddr> {
+    if allow_private {
+        return None;
+    }
+    let ip = match url.host()? {
+        url::Host::Ipv4(ip) => IpAddr::V4(ip),
+        url::Host::Ipv6(ip) => IpAddr::V6(ip),
+        url::Host::Domain(_) => return None,
+    };
+    is_forbidden_ip(ip).then_some(ip)
+}
+
+#[derive(Clone)]
+pub struct HttpCaller {
+    client: reqwest::Client,
+    allow_private: bool,
+    max_response_bytes: usize,
+}
+
+impl HttpCaller {
+    pub fn new(allow_private: bool, max_response_bytes: usize) -> Result<Self, reqwest::Error> {
+        let policy = reqwest::redirect::Policy::custom(move |attempt| {
+            if attempt.previous().len() >= MAX_REDIRECTS {
+                return attempt.error("too many redirects");
+            }
+            if !matches!(attempt.url().scheme(), "http" | "https") {
+                return attempt.error("redirect to a non-http(s) url");
+            }
+            if let Some(ip) = blocked_literal(attempt.url(), allow_private) {
+                return attempt.error(BlockedTarget(ip));
+            }
+            attempt.follow()
+        });
+        let client = reqwest::Client::builder()
+            .dns_resolver(Arc::new(GuardedResolver { allow_private }))
+            .no_proxy()
+            .redirect(policy)
+            .connect_timeout(Duration::from_secs(10))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(64)
+            .user_agent(concat!("CronBox/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Self { client, allow_private, max_response_bytes })
+    }
+
+    /// Performs one attempt. Never fails: every failure is an outcome to record.
+    pub async fn call(&self, request: &RequestSpec, run_id: Uuid, attempt: u32) -> AttemptOutcome {
+        let started = Instant::now();
+        let mut outcome = self.call_inner(request, run_id, attempt).await;
+        outcome.duration_ms = started.elapsed().as_millis() as u64;
+        outcome
+    }
+
+    async fn call_inner(&self, spec: &RequestSpec, run_id: Uuid, attempt: u32) -> AttemptOutcome {
+        let fail = |kind: ErrorKind, message: String| AttemptOutcome {
+            error_kind: Some(kind),
+            error_message: Some(message),
+            ..Default::default()
+        };
+        let url = match reqwest::Url::parse(&spec.url) {
+            Ok(u) => u,
+            Err(e) => return fail(ErrorKind::Other, format!("invalid url: {e}")),
+        };
+        if let Some(ip) = blocked_literal(&url, self.allow_private) {
+            return fail(ErrorKind::BlockedTarget, BlockedTarget(ip).to_string());
+        }
+        let method = reqwest::Method::from_bytes(spec.method.as_str().as_bytes()).unwrap_or(reqwest::Method::GET);
+        let mut req = self
+            .client
+            .request(method, url)
+            .timeout(Duration::from_secs(u64::from(spec.timeout_seconds)))
+            .header("X-CronBox-Run-Id", run_id.to_string())
+            .header("X-CronBox-Attempt", attempt.to_string());
+        for h in &spec.headers {
+            req = req.header(h.name.as_str(), h.value.as_str());
+        }
+        if let Some(body) = &spec.body {
+            req = req.body(body.clone());
+        }
+        let mut resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                let (kind, message) = classify(&e);
+                return fail(kind, message);
+            }
+        };
+        let status = resp.status().as_u16();
+        let headers: Vec<(String, String)> = resp
+            .headers()
+            .iter()
+            .take(MAX_STORED_HEADERS)
+            .map(|(k, v)| {
+                let v = String::from_utf8_lossy(v.as_bytes());
+                (k.as_str().to_string(), v.chars().take(MAX_STORED_HEADER_VALUE).collect())
+            })
+            .collect();
+        let mut kept = Vec::new();
+        let mut size: u64 = 0;
+        let mut error = None;
+        loop {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => {
+                    size += chunk.len() as u64;
+                    if kept.len() < MAX_STORED_BODY_BYTES {
+                        let room = MAX_STORED_BODY_BYTES - kept.len();
+                        kept.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                    }
+                    if size > self.max_response_bytes as u64 {
+                        // Stop reading; dropping the response closes the connection.
+                        error = Some((ErrorKind::TooLarge, format!("response body exceeds {} bytes", self.max_response_bytes)));
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    error = Some(classify(&e));
+                    break;
+                }
+            }
+        }
+        let (error_kind, error_message) = match error {
+            Some((k, m)) => (Some(k), Some(m)),
+            None if !(200..300).contains(&status) => (None, Some(format!("target answered HTTP {status}"))),
+            None => (None, None),
+        };
+        AttemptOutcome {
+            status_code: Some(status),
+            response_headers: headers,
+            response_body: Some(String::from_utf8_lossy(&kept).into_owned()),
+            response_size: size,
+            duration_ms: 0,
+            error_kind,
+            error_message,
+        }
+    }
+}
+
+/// Maps a reqwest error to the error type users see.
+fn classify(e: &reqwest::Error) -> (ErrorKind, String) {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    let mut chain = Vec::new();
+    while let Some(s) = source {
+        if s.downcast_ref::<BlockedTarget>().is_some() {
+            return (ErrorKind::BlockedTarget, s.to_string());
+        }
+        if s.downcast_ref::<NoPublicAddress>().is_some() {
+            return (ErrorKind::Dns, s.to_string());
+        }
+        chain.push(s.to_string());
+        source = s.source();
+    }
+    let message = chain.join(": ");
+    let lower = message.to_ascii_lowercase();
+    let kind = if e.is_timeout() {
+        ErrorKind::Timeout
+    } else if lower.contains("dns error") || lower.contains("failed to lookup") || lower.contains("name or service not known") {
+        ErrorKind::Dns
+    } else if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake") {
+        ErrorKind::Tls
+    } else if e.is_connect() {
+        ErrorKind::Connect
+    } else {
+        ErrorKind::Other
+    };
+    (kind, message)
+}

@@ -1,0 +1,194 @@
+//! The consume loop: one durable pull consumer, bounded concurrency, heartbeats while a call runs,
+//! ack only after the outcome is committed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, AckKind};
+use chrono::Utc;
+use cqrs_es::AggregateError;
+use cronbox_domain::run::{RunCommand, RunError};
+use cronbox_nats::{ConsumerSettings, DispatchMessage, RunQueue};
+use cronbox_store::aggregates::Stores;
+use futures::StreamExt;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::http::HttpCaller;
+
+#[derive(Debug, Clone)]
+pub struct ExecutorConfig {
+    /// Calls in flight in this process.
+    pub concurrency: usize,
+    pub allow_private_targets: bool,
+    /// The most response body bytes read; a larger body fails the attempt as `too_large`.
+    pub max_response_bytes: usize,
+    pub consumer: ConsumerSettings,
+}
+
+impl Default for ExecutorConfig {
+    fn default() -> Self {
+        Self { concurrency: 256, allow_private_targets: false, max_response_bytes: 1024 * 1024, consumer: ConsumerSettings::default() }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExecuteError {
+    #[error("cannot build the HTTP client")]
+    Client(#[from] reqwest::Error),
+    #[error("NATS error")]
+    Nats(#[from] cronbox_nats::NatsError),
+}
+
+/// Consumes runs until `shutdown`. Reconnects and re-subscribes by itself.
+pub async fn run(stores: Arc<Stores>, queue: RunQueue, config: ExecutorConfig, shutdown: CancellationToken) -> Result<(), ExecuteError> {
+    let caller = HttpCaller::new(config.allow_private_targets, config.max_response_bytes)?;
+    let slots = Arc::new(Semaphore::new(config.concurrency));
+    // Progress well inside ack_wait, so a long call is never redelivered while it runs.
+    let heartbeat = config.consumer.ack_wait / 3;
+    while !shutdown.is_cancelled() {
+        let consumer = match queue.consumer(&config.consumer).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = ?e, "executor cannot attach to its consumer; retrying");
+                sleep_or_cancel(Duration::from_secs(1), &shutdown).await;
+                continue;
+            }
+        };
+        let mut messages = match consumer
+            .stream()
+            .max_messages_per_batch(config.concurrency.clamp(1, 1000))
+            .heartbeat(Duration::from_secs(5))
+            .expires(Duration::from_secs(30))
+            .messages()
+            .await
+        {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "executor cannot pull; retrying");
+                sleep_or_cancel(Duration::from_secs(1), &shutdown).await;
+                continue;
+            }
+        };
+        loop {
+            let next = tokio::select! {
+                m = messages.next() => m,
+                _ = shutdown.cancelled() => return Ok(()),
+            };
+            let msg = match next {
+                Some(Ok(m)) => m,
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "pull stream error; re-attaching");
+                    break;
+                }
+                None => break,
+            };
+            let Ok(permit) = slots.clone().acquire_owned().await else { return Ok(()) };
+            let (stores, caller) = (stores.clone(), caller.clone());
+            tokio::spawn(async move {
+                handle(&stores, &caller, msg, heartbeat).await;
+                drop(permit);
+            });
+        }
+        sleep_or_cancel(Duration::from_millis(200), &shutdown).await;
+    }
+    Ok(())
+}
+
+async fn sleep_or_cancel(d: Duration, shutdown: &CancellationToken) {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => {}
+        _ = shutdown.cancelled() => {}
+    }
+}
+
+/// Handles one delivery. Every path ends in ack, nak (redeliver later) or term (never again).
+async fn handle(stores: &Stores, caller: &HttpCaller, msg: jetstream::Message, heartbeat: Duration) {
+    let dispatch: DispatchMessage = match serde_json::from_slice(&msg.payload) {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::error!(error = %e, "undecodable dispatch message; dropping it");
+            let _ = msg.ack_with(AckKind::Term).await;
+            return;
+        }
+    };
+    let span = tracing::info_span!("run", run_id = %dispatch.run_id, job_id = %dispatch.job_id, workspace_id = %dispatch.workspace_id, attempt = dispatch.attempt);
+    async move {
+        match perform(stores, caller, &msg, &dispatch, heartbeat).await {
+            Ok(()) => {
+                if let Err(e) = msg.double_ack().await {
+                    // The outcome is committed: a redelivery will find it and ack at once.
+                    tracing::warn!(error = %e, "ack failed after commit");
+                }
+            }
+            Err(delay) => {
+                let _ = msg.ack_with(AckKind::Nak(Some(delay))).await;
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// Ok: done with this delivery (ack). Err(delay): ask for redelivery after `delay`.
+async fn perform(stores: &Stores, caller: &HttpCaller, msg: &jetstream::Message, d: &DispatchMessage, heartbeat: Duration) -> Result<(), Duration> {
+    let id = d.run_id.to_string();
+    let (run, _) = stores.runs.load(&id).await.map_err(|e| {
+        tracing::warn!(error = %e, "cannot load run");
+        Duration::from_secs(2)
+    })?;
+    if !run.needs_attempt(d.attempt) {
+        tracing::debug!(status = ?run.status, "attempt already handled; acknowledging the repeat");
+        return Ok(());
+    }
+    let Some(plan) = run.plan.clone() else { return Ok(()) };
+    match stores.runs.execute(&id, RunCommand::StartAttempt { attempt: d.attempt, at: Utc::now() }).await {
+        Ok(()) => {}
+        Err(AggregateError::UserError(RunError::WrongState { .. })) => return Ok(()),
+        // Another executor wrote to this run at the same moment: look again shortly.
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot record attempt start");
+            return Err(Duration::from_secs(1));
+        }
+    }
+    let lateness_ms = (Utc::now() - plan.scheduled_for).num_milliseconds();
+    let outcome = {
+        let call = caller.call(&plan.request, d.run_id, d.attempt);
+        tokio::pin!(call);
+        loop {
+            tokio::select! {
+                o = &mut call => break o,
+                _ = tokio::time::sleep(heartbeat) => { let _ = msg.ack_with(AckKind::Progress).await; }
+            }
+        }
+    };
+    tracing::info!(
+        status_code = outcome.status_code,
+        duration_ms = outcome.duration_ms,
+        lateness_ms,
+        error_type = outcome.failure_kind().map(|k| k.as_str()),
+        "attempt finished"
+    );
+    // Keep trying to record the outcome (e.g. through a database restart) rather than repeating
+    // the call: a redelivery would call the target again.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let cmd = RunCommand::FinishAttempt { attempt: d.attempt, outcome: outcome.clone(), at: Utc::now() };
+        match stores.runs.execute(&id, cmd).await {
+            Ok(()) => return Ok(()),
+            Err(AggregateError::UserError(RunError::WrongState { .. })) => return Ok(()),
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::warn!(error = %e, "cannot record attempt outcome; retrying");
+                let _ = msg.ack_with(AckKind::Progress).await;
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "giving up recording the outcome; the run will be retried on redelivery");
+                return Err(Duration::from_secs(5));
+            }
+        }
+    }
+}

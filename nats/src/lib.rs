@@ -1,0 +1,186 @@
+//! The JetStream transport between the dispatcher and the executors.
+//!
+//! One work-queue stream per CronBox instance (`<PREFIX>_RUNS`, subjects `<prefix>.runs.>`), one
+//! durable pull consumer shared by every executor process. JetStream is a fast transport here,
+//! not the record: PostgreSQL holds every run, and anything published can be derived from it and
+//! published again (the dispatcher's outbox). Publishes carry `Nats-Msg-Id = <run>:<attempt>` so
+//! a re-publish inside the stream's duplicate window is dropped by the server; later repeats and
+//! redeliveries are absorbed by the run's own event history in the executor.
+//!
+//! Message payloads hold ids only (user data never goes into subjects).
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer::pull, stream};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NatsError {
+    #[error("cannot connect to NATS at {url}")]
+    Connect {
+        url: String,
+        #[source]
+        source: async_nats::ConnectError,
+    },
+    #[error("invalid NATS prefix {0:?}: use letters, digits, '-' or '_'")]
+    Prefix(String),
+    #[error("JetStream stream setup failed")]
+    Stream(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("JetStream consumer setup failed")]
+    Consumer(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("publish failed")]
+    Publish(#[from] async_nats::jetstream::context::PublishError),
+    #[error("message encoding failed")]
+    Encode(#[from] serde_json::Error),
+}
+
+/// What the dispatcher hands to an executor: which attempt of which run to perform.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DispatchMessage {
+    pub run_id: Uuid,
+    pub attempt: u32,
+    pub workspace_id: Uuid,
+    pub job_id: Uuid,
+    pub due_at: DateTime<Utc>,
+}
+
+impl DispatchMessage {
+    /// Stable across re-publishes of the same attempt, distinct between attempts.
+    pub fn message_id(&self) -> String {
+        format!("{}:{}", self.run_id, self.attempt)
+    }
+}
+
+/// Consumer tuning. `ack_wait` must exceed the executor's heartbeat interval by a margin (the
+/// executor sends `Progress` while a call is in flight, so a slow target is not redelivered).
+#[derive(Debug, Clone)]
+pub struct ConsumerSettings {
+    pub ack_wait: Duration,
+    pub max_ack_pending: i64,
+    pub max_deliver: i64,
+}
+
+impl Default for ConsumerSettings {
+    fn default() -> Self {
+        Self { ack_wait: Duration::from_secs(30), max_ack_pending: 20_000, max_deliver: 100 }
+    }
+}
+
+#[derive(Clone)]
+pub struct RunQueue {
+    pub client: async_nats::Client,
+    pub js: jetstream::Context,
+    stream: String,
+    subject: String,
+    consumer: String,
+}
+
+fn valid_prefix(prefix: &str) -> bool {
+    !prefix.is_empty() && prefix.len() <= 64 && prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+impl RunQueue {
+    /// Connects (retrying until the server is up; reconnecting for ever afterwards) and makes sure
+    /// the stream exists.
+    pub async fn connect(url: &str, prefix: &str) -> Result<Self, NatsError> {
+        if !valid_prefix(prefix) {
+            return Err(NatsError::Prefix(prefix.to_string()));
+        }
+        let client = async_nats::ConnectOptions::new()
+            .name("cronbox")
+            .retry_on_initial_connect()
+            .max_reconnects(None)
+            .connection_timeout(Duration::from_secs(5))
+            .connect(url)
+            .await
+            .map_err(|source| NatsError::Connect { url: url.to_string(), source })?;
+        let js = jetstream::new(client.clone());
+        let upper = prefix.to_ascii_uppercase().replace('-', "_");
+        let queue = Self {
+            client,
+            js,
+            stream: format!("{upper}_RUNS"),
+            subject: format!("{prefix}.runs.dispatch"),
+            consumer: format!("{upper}_EXECUTOR"),
+        };
+        queue.ensure_stream().await?;
+        Ok(queue)
+    }
+
+    pub fn stream_name(&self) -> &str {
+        &self.stream
+    }
+
+    async fn ensure_stream(&self) -> Result<(), NatsError> {
+        let subjects_root = self.subject.trim_end_matches(".dispatch");
+        self.js
+            .get_or_create_stream(stream::Config {
+                name: self.stream.clone(),
+                subjects: vec![format!("{subjects_root}.>")],
+                retention: stream::RetentionPolicy::WorkQueue,
+                storage: stream::StorageType::File,
+                // Covers the dispatcher's normal re-publish paths (outbox retry after a publish
+                // error or a quick restart). Longer gaps are caught by the executor, which checks
+                // the run's history before calling anyone.
+                duplicate_window: Duration::from_secs(300),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| NatsError::Stream(Box::new(e)))?;
+        Ok(())
+    }
+
+    /// Publishes all messages with their acks in flight together, then waits for the acks.
+    /// Returns, per message, whether the server acknowledged it.
+    pub async fn publish_all(&self, messages: &[DispatchMessage]) -> Vec<Result<(), NatsError>> {
+        let mut pending = Vec::with_capacity(messages.len());
+        for m in messages {
+            let sent = async {
+                let payload = serde_json::to_vec(m)?;
+                let publish = jetstream::message::PublishMessage::build().payload(payload.into()).message_id(m.message_id());
+                Ok::<_, NatsError>(self.js.send_publish(self.subject.clone(), publish).await?)
+            }
+            .await;
+            pending.push(sent);
+        }
+        let mut results = Vec::with_capacity(pending.len());
+        for p in pending {
+            results.push(match p {
+                Ok(ack) => ack.await.map(|_| ()).map_err(NatsError::from),
+                Err(e) => Err(e),
+            });
+        }
+        results
+    }
+
+    /// The durable pull consumer every executor shares.
+    pub async fn consumer(&self, settings: &ConsumerSettings) -> Result<jetstream::consumer::Consumer<pull::Config>, NatsError> {
+        let stream = self.js.get_stream(&self.stream).await.map_err(|e| NatsError::Consumer(Box::new(e)))?;
+        let config = pull::Config {
+            durable_name: Some(self.consumer.clone()),
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            ack_wait: settings.ack_wait,
+            max_ack_pending: settings.max_ack_pending,
+            max_deliver: settings.max_deliver,
+            ..Default::default()
+        };
+        // Create-or-update, so changed settings take effect on restart.
+        match stream.create_consumer(config.clone()).await {
+            Ok(c) => Ok(c),
+            Err(_) => stream
+                .get_consumer(&self.consumer)
+                .await
+                .map_err(|e| NatsError::Consumer(e.into())),
+        }
+    }
+
+    /// True when the server answers and the stream exists.
+    pub async fn ready(&self) -> bool {
+        matches!(
+            tokio::time::timeout(Duration::from_secs(2), self.js.get_stream(&self.stream)).await,
+            Ok(Ok(_))
+        )
+    }
+}

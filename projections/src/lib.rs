@@ -1,0 +1,27 @@
+//! Read models built from the event log.
+//!
+//! Each projection follows the global-order tail (`cronbox_store::tail`) and applies events to
+//! its tables **in the same transaction** as it advances its checkpoint, so a crash either keeps
+//! both or neither: no event is lost or applied twice. Several processes may run the same
+//! projection; a transaction-scoped advisory lock makes them take turns.
+//!
+//! - [`jobs`]: the job list with derived `next_run_at`, `last_run_at`, `last_status`,
+//!   `consecutive_failures`.
+//! - [`runs`]: the execution log (runs and their attempts).
+//! - [`schedule`]: the due-schedule index the dispatcher loads at start-up; [`schedule::changes`]
+//!   is the pure reducer the dispatcher also applies to its in-memory copy.
+//!
+//! Projections never read the clock: rebuilding from the log yields the same rows.
+
+pub mod jobs;
+pub mod rebuild;
+pub mod runner;
+pub mod runs;
+pub mod schedule;
+
+pub use runner::{run_projection, Projection, ProjectionError};
+
+/// Every projection, by name.
+pub fn all() -> Vec<Box<dyn Projection>> {
+    vec![Box::new(jobs::JobsProjection), Box::new(runs::RunsProjection), Box::new(schedule::ScheduleProjection)]
+}

@@ -1,0 +1,148 @@
+//! The execution log: `runs` (one row per run, its latest state) and `run_attempts`.
+
+use cronbox_domain::run::RunEvent;
+use cronbox_store::tail::StoredEvent;
+use serde_json::json;
+use sqlx::types::Json;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::runner::{ApplyFuture, Projection, ProjectionError};
+
+pub struct RunsProjection;
+
+impl Projection for RunsProjection {
+    fn name(&self) -> &'static str {
+        "runs"
+    }
+    fn tables(&self) -> &'static [&'static str] {
+        &["runs", "run_attempts"]
+    }
+    fn apply<'a>(&'a self, tx: &'a mut PgConnection, ev: &'a StoredEvent) -> ApplyFuture<'a> {
+        Box::pin(async move {
+            if ev.aggregate_type != "Run" {
+                return Ok(());
+            }
+            let event: RunEvent = serde_json::from_value(ev.payload.clone()).map_err(|e| ProjectionError::decode(ev, e))?;
+            let id = Uuid::parse_str(&ev.aggregate_id).map_err(|e| ProjectionError::decode(ev, serde::de::Error::custom(e)))?;
+            apply(tx, id, event).await
+        })
+    }
+}
+
+async fn apply(tx: &mut PgConnection, id: Uuid, event: RunEvent) -> Result<(), ProjectionError> {
+    match event {
+        RunEvent::RunScheduled { plan, at, .. } => {
+            sqlx::query(
+                "INSERT INTO runs (id, workspace_id, job_id, trigger, status, scheduled_for, request, created_at)
+                 VALUES ($1, $2, $3, $4, 'scheduled', $5, $6, $7) ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(id)
+            .bind(plan.workspace_id)
+            .bind(plan.job_id)
+            .bind(plan.trigger.as_str())
+            .bind(plan.scheduled_for)
+            .bind(Json(&plan.request))
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        RunEvent::RunSkipped { workspace_id, job_id, first_skipped, last_skipped, skipped_count, at, .. } => {
+            sqlx::query(
+                "INSERT INTO runs (id, workspace_id, job_id, trigger, status, scheduled_for, finished_at, skipped_count,
+                                   error_type, error_message, created_at)
+                 VALUES ($1, $2, $3, 'schedule', 'skipped', $4, $5, $6, 'missed', $7, $5) ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(id)
+            .bind(workspace_id)
+            .bind(job_id)
+            .bind(first_skipped)
+            .bind(at)
+            .bind(skipped_count as i64)
+            .bind(format!("{skipped_count} fire(s) from {first_skipped} to {last_skipped} were missed while the dispatcher was down"))
+            .execute(&mut *tx)
+            .await?;
+        }
+        RunEvent::RunDispatched { attempt, at } => {
+            sqlx::query("UPDATE runs SET status = 'dispatched', dispatched_at = $2, retry_at = NULL, attempts = greatest(attempts, $3 - 1) WHERE id = $1")
+                .bind(id)
+                .bind(at)
+                .bind(attempt as i32)
+                .execute(&mut *tx)
+                .await?;
+        }
+        RunEvent::AttemptStarted { attempt, at } => {
+            sqlx::query("UPDATE runs SET status = 'running', started_at = coalesce(started_at, $2) WHERE id = $1")
+                .bind(id)
+                .bind(at)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "INSERT INTO run_attempts (run_id, attempt, workspace_id, started_at)
+                 SELECT $1, $2, workspace_id, $3 FROM runs WHERE id = $1
+                 ON CONFLICT (run_id, attempt) DO UPDATE SET started_at = $3",
+            )
+            .bind(id)
+            .bind(attempt as i32)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        RunEvent::AttemptFinished { attempt, outcome, at } => {
+            let response = json!({
+                "status_code": outcome.status_code,
+                "headers": outcome.response_headers,
+                "body": outcome.response_body,
+                "size": outcome.response_size,
+            });
+            sqlx::query(
+                "UPDATE runs SET attempts = $2, status_code = $3, duration_ms = $4, error_type = $5, error_message = $6,
+                                 response = $7
+                  WHERE id = $1",
+            )
+            .bind(id)
+            .bind(attempt as i32)
+            .bind(outcome.status_code.map(i32::from))
+            .bind(outcome.duration_ms as i64)
+            .bind(outcome.failure_kind().map(|k| k.as_str()))
+            .bind(&outcome.error_message)
+            .bind(Json(&response))
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO run_attempts (run_id, attempt, workspace_id, finished_at, outcome)
+                 SELECT $1, $2, workspace_id, $3, $4 FROM runs WHERE id = $1
+                 ON CONFLICT (run_id, attempt) DO UPDATE SET finished_at = $3, outcome = $4",
+            )
+            .bind(id)
+            .bind(attempt as i32)
+            .bind(at)
+            .bind(Json(&outcome))
+            .execute(&mut *tx)
+            .await?;
+        }
+        RunEvent::RetryScheduled { retry_at, .. } => {
+            sqlx::query("UPDATE runs SET status = 'retry_scheduled', retry_at = $2 WHERE id = $1")
+                .bind(id)
+                .bind(retry_at)
+                .execute(&mut *tx)
+                .await?;
+        }
+        RunEvent::RunSucceeded { at, .. } => {
+            sqlx::query("UPDATE runs SET status = 'succeeded', finished_at = $2, error_type = NULL WHERE id = $1")
+                .bind(id)
+                .bind(at)
+                .execute(&mut *tx)
+                .await?;
+        }
+        RunEvent::RunFailed { error_kind, at, .. } => {
+            sqlx::query("UPDATE runs SET status = 'failed', finished_at = $2, error_type = $3 WHERE id = $1")
+                .bind(id)
+                .bind(at)
+                .bind(error_kind.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
+    }
+    Ok(())
+}

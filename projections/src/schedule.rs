@@ -1,0 +1,218 @@
+//! The due-schedule index: which jobs may fire and which runs wait for (re-)dispatch.
+//!
+//! The same pure reducer, [`changes`], feeds two copies of this state: the `schedule_jobs` /
+//! `schedule_runs` tables (this projection) and the dispatcher's in-memory timers. The dispatcher
+//! loads the tables together with this projection's checkpoint in one snapshot ([`load`]) and
+//! then follows the log from that checkpoint with the same reducer, so its memory is always
+//! "the tables at checkpoint C plus every event after C" — nothing missed, nothing applied twice.
+
+use chrono::{DateTime, Utc};
+use cronbox_domain::job::{JobDefinition, JobEvent};
+use cronbox_domain::run::{RunEvent, Trigger};
+use cronbox_store::tail::{Cursor, StoredEvent};
+use sqlx::types::Json;
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::runner::{checkpoint, ApplyFuture, Projection, ProjectionError};
+
+pub const NAME: &str = "schedule";
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ScheduleChange {
+    /// A job was created.
+    PutJob { job_id: Uuid, workspace_id: Uuid, definition: JobDefinition, anchor_at: DateTime<Utc> },
+    /// A job's definition changed at `at`: its anchor moves up to `at`.
+    UpdateJob { job_id: Uuid, definition: JobDefinition, at: DateTime<Utc> },
+    /// Paused (`active: false`) or resumed at `at` (fires during the pause are not misfires).
+    SetActive { job_id: Uuid, active: bool, at: DateTime<Utc> },
+    /// Fires up to `anchor_at` happened or were recorded as skipped.
+    Advance { job_id: Uuid, anchor_at: DateTime<Utc> },
+    /// Deleted, or a delayed call that has fired.
+    RemoveJob { job_id: Uuid },
+    /// A run waits for dispatch of `attempt` at `due_at` (manual runs, retries).
+    PutRun { run_id: Uuid, attempt: u32, workspace_id: Uuid, job_id: Uuid, due_at: DateTime<Utc> },
+    RemoveRun { run_id: Uuid },
+}
+
+fn uuid_of(ev: &StoredEvent) -> Result<Uuid, ProjectionError> {
+    Uuid::parse_str(&ev.aggregate_id).map_err(|e| ProjectionError::decode(ev, serde::de::Error::custom(e)))
+}
+
+/// What one event changes in the due-schedule index. Pure.
+pub fn changes(ev: &StoredEvent) -> Result<Vec<ScheduleChange>, ProjectionError> {
+    use ScheduleChange::*;
+    Ok(match ev.aggregate_type.as_str() {
+        "Job" => {
+            let job_id = uuid_of(ev)?;
+            match serde_json::from_value::<JobEvent>(ev.payload.clone()).map_err(|e| ProjectionError::decode(ev, e))? {
+                JobEvent::JobCreated { workspace_id, definition, at, .. } => {
+                    vec![PutJob { job_id, workspace_id, definition, anchor_at: at }]
+                }
+                JobEvent::JobUpdated { definition, at } => vec![UpdateJob { job_id, definition, at }],
+                JobEvent::JobPaused { at } => vec![SetActive { job_id, active: false, at }],
+                JobEvent::JobResumed { at } => vec![SetActive { job_id, active: true, at }],
+                JobEvent::JobDeleted { .. } => vec![RemoveJob { job_id }],
+                JobEvent::RunRequested { .. } => vec![],
+            }
+        }
+        "Run" => {
+            let run_id = uuid_of(ev)?;
+            match serde_json::from_value::<RunEvent>(ev.payload.clone()).map_err(|e| ProjectionError::decode(ev, e))? {
+                RunEvent::RunScheduled { plan, at, .. } => match plan.trigger {
+                    Trigger::Schedule => vec![Advance { job_id: plan.job_id, anchor_at: plan.scheduled_for }],
+                    Trigger::Delayed => vec![RemoveJob { job_id: plan.job_id }],
+                    Trigger::Manual => vec![PutRun {
+                        run_id,
+                        attempt: 1,
+                        workspace_id: plan.workspace_id,
+                        job_id: plan.job_id,
+                        due_at: at,
+                    }],
+                },
+                RunEvent::RunSkipped { job_id, last_skipped, .. } => vec![Advance { job_id, anchor_at: last_skipped }],
+                RunEvent::RetryScheduled { workspace_id, job_id, attempt, retry_at } => {
+                    vec![PutRun { run_id, attempt, workspace_id, job_id, due_at: retry_at }]
+                }
+                RunEvent::RunDispatched { .. } | RunEvent::RunSucceeded { .. } | RunEvent::RunFailed { .. } => {
+                    vec![RemoveRun { run_id }]
+                }
+                RunEvent::AttemptStarted { .. } | RunEvent::AttemptFinished { .. } => vec![],
+            }
+        }
+        _ => vec![],
+    })
+}
+
+pub struct ScheduleProjection;
+
+impl Projection for ScheduleProjection {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+    fn tables(&self) -> &'static [&'static str] {
+        &["schedule_jobs", "schedule_runs"]
+    }
+    fn apply<'a>(&'a self, tx: &'a mut PgConnection, ev: &'a StoredEvent) -> ApplyFuture<'a> {
+        Box::pin(async move {
+            for change in changes(ev)? {
+                apply_change(tx, change).await?;
+            }
+            Ok(())
+        })
+    }
+}
+
+async fn apply_change(tx: &mut PgConnection, change: ScheduleChange) -> Result<(), ProjectionError> {
+    match change {
+        ScheduleChange::PutJob { job_id, workspace_id, definition, anchor_at } => {
+            sqlx::query(
+                "INSERT INTO schedule_jobs (job_id, workspace_id, active, definition, anchor_at) VALUES ($1, $2, true, $3, $4)
+                 ON CONFLICT (job_id) DO NOTHING",
+            )
+            .bind(job_id)
+            .bind(workspace_id)
+            .bind(Json(&definition))
+            .bind(anchor_at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        ScheduleChange::UpdateJob { job_id, definition, at } => {
+            sqlx::query("UPDATE schedule_jobs SET definition = $2, anchor_at = greatest(anchor_at, $3) WHERE job_id = $1")
+                .bind(job_id)
+                .bind(Json(&definition))
+                .bind(at)
+                .execute(&mut *tx)
+                .await?;
+        }
+        ScheduleChange::SetActive { job_id, active, at } => {
+            sqlx::query("UPDATE schedule_jobs SET active = $2, anchor_at = greatest(anchor_at, $3) WHERE job_id = $1")
+                .bind(job_id)
+                .bind(active)
+                .bind(at)
+                .execute(&mut *tx)
+                .await?;
+        }
+        ScheduleChange::Advance { job_id, anchor_at } => {
+            sqlx::query("UPDATE schedule_jobs SET anchor_at = greatest(anchor_at, $2) WHERE job_id = $1")
+                .bind(job_id)
+                .bind(anchor_at)
+                .execute(&mut *tx)
+                .await?;
+        }
+        ScheduleChange::RemoveJob { job_id } => {
+            sqlx::query("DELETE FROM schedule_jobs WHERE job_id = $1").bind(job_id).execute(&mut *tx).await?;
+        }
+        ScheduleChange::PutRun { run_id, attempt, workspace_id, job_id, due_at } => {
+            sqlx::query(
+                "INSERT INTO schedule_runs (run_id, attempt, workspace_id, job_id, due_at) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (run_id) DO UPDATE SET attempt = $2, due_at = $5",
+            )
+            .bind(run_id)
+            .bind(attempt as i32)
+            .bind(workspace_id)
+            .bind(job_id)
+            .bind(due_at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        ScheduleChange::RemoveRun { run_id } => {
+            sqlx::query("DELETE FROM schedule_runs WHERE run_id = $1").bind(run_id).execute(&mut *tx).await?;
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone)]
+pub struct JobRow {
+    pub job_id: Uuid,
+    pub workspace_id: Uuid,
+    pub active: bool,
+    pub definition: JobDefinition,
+    pub anchor_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunRow {
+    pub run_id: Uuid,
+    pub attempt: u32,
+    pub workspace_id: Uuid,
+    pub job_id: Uuid,
+    pub due_at: DateTime<Utc>,
+}
+
+/// The whole index and the checkpoint it corresponds to, read in one snapshot. Jobs are read in
+/// pages (keyset on job_id) so a large index does not need one giant result set.
+pub async fn load(pool: &PgPool, page: i64) -> Result<(Cursor, Vec<JobRow>, Vec<RunRow>), ProjectionError> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *tx).await?;
+    let cursor = checkpoint(&mut tx, NAME).await?;
+    let mut jobs = Vec::new();
+    let mut after = Uuid::nil();
+    loop {
+        let rows: Vec<(Uuid, Uuid, bool, Json<JobDefinition>, DateTime<Utc>)> = sqlx::query_as(
+            "SELECT job_id, workspace_id, active, definition, anchor_at FROM schedule_jobs
+              WHERE job_id > $1 ORDER BY job_id LIMIT $2",
+        )
+        .bind(after)
+        .bind(page)
+        .fetch_all(&mut *tx)
+        .await?;
+        let n = rows.len();
+        for (job_id, workspace_id, active, Json(definition), anchor_at) in rows {
+            after = job_id;
+            jobs.push(JobRow { job_id, workspace_id, active, definition, anchor_at });
+        }
+        if (n as i64) < page {
+            break;
+        }
+    }
+    let runs: Vec<(Uuid, i32, Uuid, Uuid, DateTime<Utc>)> =
+        sqlx::query_as("SELECT run_id, attempt, workspace_id, job_id, due_at FROM schedule_runs").fetch_all(&mut *tx).await?;
+    tx.commit().await?;
+    let runs = runs
+        .into_iter()
+        .map(|(run_id, attempt, workspace_id, job_id, due_at)| RunRow { run_id, attempt: attempt.max(1) as u32, workspace_id, job_id, due_at })
+        .collect();
+    Ok((cursor, jobs, runs))
+}

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The one command that runs CronBox's whole test suite against private
+# PostgreSQL/NATS servers (see scripts/provision.sh).
+#   scripts/test.sh [cargo args] [-- test-binary args]
+# Env: CRONBOX_TEST_THREADS (default 8), CRONBOX_* from provision.sh.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=scripts/provision.sh
+source scripts/provision.sh
+
+# Tests point webhooks at local servers, which production code refuses.
+export CRONBOX_ALLOW_PRIVATE_TARGETS=1
+export RUST_LOG=${RUST_LOG:-warn}
+threads=${CRONBOX_TEST_THREADS:-8}
+
+# `--workspace` together with -p/--package would override the user's choice.
+scope=(--workspace)
+for arg in "$@"; do
+  [[ $arg == -- ]] && break
+  case $arg in -p | --package | --package=* | -p?*) scope=() ;; esac
+done
+
+status=0
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run "${scope[@]}" --no-fail-fast --test-threads "$threads" "$@" || status=$?
+else
+  # cargo test: our args go before `--`, libtest args after it.
+  cargo_args=() harness_args=()
+  seen_sep=0
+  for arg in "$@"; do
+    if ((seen_sep)); then
+      harness_args+=("$arg")
+    elif [[ $arg == -- ]]; then
+      seen_sep=1
+    else
+      cargo_args+=("$arg")
+    fi
+  done
+  cargo test "${scope[@]}" --all-targets "${cargo_args[@]}" -- \
+    --test-threads="$threads" "${harness_args[@]}" || status=$?
+fi
+exit "$status"

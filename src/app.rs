@@ -1,0 +1,192 @@
+//! Builds the running service from settings: which roles run in this process and how they
+//! share the database pool, the NATS connection and the shutdown signal.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use cronbox_nats::{ConsumerSettings, RunQueue};
+use cronbox_store::aggregates::Stores;
+use cronbox_store::tail::Waker;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Roles {
+    pub api: bool,
+    pub dispatcher: bool,
+    pub executor: bool,
+}
+
+impl Roles {
+    pub fn all() -> Self {
+        Self { api: true, dispatcher: true, executor: true }
+    }
+    pub fn none() -> Self {
+        Self { api: false, dispatcher: false, executor: false }
+    }
+}
+
+async fn connect(config: &Config) -> anyhow::Result<sqlx::PgPool> {
+    let pool = cronbox_store::db::pool(&config.database_url, config.db_max_connections).context("invalid CRONBOX_DATABASE_URL")?;
+    // Wait for the database at start-up (it may still be starting), but not for ever.
+    let mut last = None;
+    for _ in 0..60 {
+        match cronbox_store::db::migrate(&pool).await {
+            Ok(applied) => {
+                if !applied.is_empty() {
+                    tracing::info!(?applied, "database migrated");
+                }
+                return Ok(pool);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "database not ready; retrying");
+                last = Some(e);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+    Err(anyhow::Error::from(last.expect("loop ran at least once")).context("cannot migrate the database"))
+}
+
+fn shutdown_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            match signal(SignalKind::terminate()) {
+                Ok(mut term) => {
+                    tokio::select! {
+                        _ = tokio::signal::ctrl_c() => {}
+                        _ = term.recv() => {}
+                    }
+                }
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutting down");
+        t.cancel();
+    });
+    token
+}
+
+/// A stable lock key per NATS prefix, so separate instances sharing one database each get a
+/// leader.
+fn lock_key(prefix: &str) -> i64 {
+    prefix.bytes().fold(0xcb0f_29ce_4842_2325_u64 as i64, |h, b| (h ^ i64::from(b)).wrapping_mul(0x100_0000_01b3))
+}
+
+pub async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
+    let pool = connect(&config).await?;
+    let stores = Arc::new(Stores::new(pool.clone()));
+    let shutdown = shutdown_signal();
+    let waker = Waker::spawn(pool.clone(), shutdown.clone());
+    let queue = RunQueue::connect(&config.nats_url, &config.nats_prefix).await.context("cannot set up NATS")?;
+    let mut tasks = tokio::task::JoinSet::new();
+
+    if roles.api || roles.dispatcher {
+        for projection in cronbox_projections::all() {
+            tasks.spawn(cronbox_projections::run_projection(pool.clone(), waker.clone(), projection, shutdown.clone()));
+        }
+    }
+    if roles.dispatcher {
+        let cfg = cronbox_dispatcher::DispatcherConfig {
+            grace: chrono::Duration::seconds(config.misfire_grace_seconds),
+            lock_key: lock_key(&config.nats_prefix),
+            ..Default::default()
+        };
+        tasks.spawn(cronbox_dispatcher::run(pool.clone(), stores.clone(), queue.clone(), waker.clone(), cfg, shutdown.clone()));
+    }
+    if roles.executor {
+        let cfg = cronbox_executor::ExecutorConfig {
+            concurrency: config.executor_concurrency,
+            allow_private_targets: config.allow_private_targets,
+            max_response_bytes: config.max_response_bytes,
+            consumer: ConsumerSettings {
+                ack_wait: Duration::from_secs(config.ack_wait_seconds),
+                max_ack_pending: (config.executor_concurrency as i64 * 8).max(1000),
+                ..Default::default()
+            },
+        };
+        let (stores, queue, shutdown) = (stores.clone(), queue.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            if let Err(e) = cronbox_executor::run(stores, queue, cfg, shutdown).await {
+                tracing::error!(error = %e, "executor stopped");
+            }
+        });
+    }
+    if roles.api {
+        let state = cronbox_api::AppState { stores: stores.clone(), pool: pool.clone(), queue: Some(queue.clone()), allow_private_targets: config.allow_private_targets };
+        let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
+        tracing::info!(addr = %listener.local_addr()?, "API listening");
+        let token = shutdown.clone();
+        tasks.spawn(async move {
+            let app = cronbox_api::router(state);
+            if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(async move { token.cancelled().await }).await {
+                tracing::error!(error = %e, "API server stopped");
+            }
+        });
+    }
+    shutdown.cancelled().await;
+    // Give in-flight work a moment to finish; executors ack only after commit, so anything cut
+    // off here is redelivered.
+    let _ = tokio::time::timeout(Duration::from_secs(10), async { while tasks.join_next().await.is_some() {} }).await;
+    Ok(())
+}
+
+pub async fn migrate(config: &Config) -> anyhow::Result<()> {
+    let pool = cronbox_store::db::pool(&config.database_url, 2)?;
+    let applied = cronbox_store::db::migrate(&pool).await.context("migration failed")?;
+    println!("{} migration(s) applied", applied.len());
+    Ok(())
+}
+
+pub async fn create_workspace(config: &Config, name: &str, timezone: &str, json: bool) -> anyhow::Result<()> {
+    let pool = connect(config).await?;
+    let stores = Stores::new(pool);
+    let (id, key) = cronbox_api::workspaces::create_workspace(&stores, name, timezone)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if json {
+        println!("{}", serde_json::json!({"workspace_id": id, "api_key": key}));
+    } else {
+        println!("workspace_id: {id}\napi_key:      {key}\n(the key is shown only once)");
+    }
+    Ok(())
+}
+
+pub async fn rebuild(config: &Config, name: Option<&str>) -> anyhow::Result<()> {
+    let pool = connect(config).await?;
+    let projections: Vec<_> = cronbox_projections::all().into_iter().filter(|p| name.is_none_or(|n| p.name() == n)).collect();
+    if projections.is_empty() {
+        anyhow::bail!("no projection named {:?}", name.unwrap_or_default());
+    }
+    for p in projections {
+        let started = std::time::Instant::now();
+        let n = cronbox_projections::rebuild::rebuild(&pool, p.as_ref(), |done| eprintln!("  {}: {done} events replayed", p.name())).await?;
+        println!("{}: rebuilt from {n} events in {:.1}s", p.name(), started.elapsed().as_secs_f64());
+    }
+    Ok(())
+}
+
+pub async fn projection_status(config: &Config) -> anyhow::Result<()> {
+    let pool = connect(config).await?;
+    for p in cronbox_projections::all() {
+        let mut conn = pool.acquire().await?;
+        let cursor = cronbox_projections::runner::checkpoint(&mut conn, p.name()).await?;
+        let lag: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE (xid, global_seq) > ($1::text::xid8, $2)")
+            .bind(cursor.xid.to_string())
+            .bind(cursor.seq)
+            .fetch_one(&mut *conn)
+            .await?;
+        println!("{:<10} checkpoint xid={} seq={} lag={lag} events", p.name(), cursor.xid, cursor.seq);
+    }
+    Ok(())
+}

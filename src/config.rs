@@ -1,0 +1,87 @@
+//! Typed settings from the environment, optionally layered over a `KEY=VALUE` file.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub database_url: String,
+    pub nats_url: String,
+    pub nats_prefix: String,
+    pub listen: SocketAddr,
+    pub allow_private_targets: bool,
+    pub executor_concurrency: usize,
+    pub ack_wait_seconds: u64,
+    pub misfire_grace_seconds: i64,
+    pub max_response_bytes: usize,
+    pub db_max_connections: u32,
+    pub log_format: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {0}: {1}")]
+    File(String, std::io::Error),
+    #[error("{0} is required")]
+    Missing(&'static str),
+    #[error("{key} has an invalid value {value:?}: {reason}")]
+    Invalid { key: &'static str, value: String, reason: String },
+}
+
+struct Source(HashMap<String, String>);
+
+impl Source {
+    fn get(&self, key: &str) -> Option<String> {
+        std::env::var(key).ok().or_else(|| self.0.get(key).cloned()).filter(|v| !v.is_empty())
+    }
+    fn parse<T: std::str::FromStr>(&self, key: &'static str, default: T) -> Result<T, ConfigError>
+    where
+        T::Err: std::fmt::Display,
+    {
+        match self.get(key) {
+            None => Ok(default),
+            Some(v) => v.parse().map_err(|e: T::Err| ConfigError::Invalid { key, value: v.clone(), reason: e.to_string() }),
+        }
+    }
+    fn flag(&self, key: &'static str) -> Result<bool, ConfigError> {
+        match self.get(key).as_deref() {
+            None | Some("0") | Some("false") | Some("no") => Ok(false),
+            Some("1") | Some("true") | Some("yes") => Ok(true),
+            Some(v) => Err(ConfigError::Invalid { key, value: v.to_string(), reason: "use 1 or 0".into() }),
+        }
+    }
+}
+
+fn read_file(path: &Path) -> Result<HashMap<String, String>, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File(path.display().to_string(), e))?;
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().trim_matches('"').to_string()))
+        .collect())
+}
+
+impl Config {
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let src = Source(match file {
+            Some(p) => read_file(p)?,
+            None => HashMap::new(),
+        });
+        Ok(Self {
+            database_url: src.get("CRONBOX_DATABASE_URL").ok_or(ConfigError::Missing("CRONBOX_DATABASE_URL"))?,
+            nats_url: src.get("CRONBOX_NATS_URL").unwrap_or_else(|| "nats://127.0.0.1:4222".into()),
+            nats_prefix: src.get("CRONBOX_NATS_PREFIX").unwrap_or_else(|| "cronbox".into()),
+            listen: src.parse("CRONBOX_LISTEN", SocketAddr::from(([127, 0, 0, 1], 8080)))?,
+            allow_private_targets: src.flag("CRONBOX_ALLOW_PRIVATE_TARGETS")?,
+            executor_concurrency: src.parse("CRONBOX_EXECUTOR_CONCURRENCY", 256)?,
+            ack_wait_seconds: src.parse("CRONBOX_ACK_WAIT_SECONDS", 30)?,
+            misfire_grace_seconds: src.parse("CRONBOX_MISFIRE_GRACE_SECONDS", 60)?,
+            max_response_bytes: src.parse("CRONBOX_MAX_RESPONSE_BYTES", 1024 * 1024)?,
+            db_max_connections: src.parse("CRONBOX_DB_MAX_CONNECTIONS", 20)?,
+            log_format: src.get("CRONBOX_LOG_FORMAT").unwrap_or_else(|| "text".into()),
+        })
+    }
+}

@@ -1,0 +1,103 @@
+//! `cronbox`: one binary, several roles. See `cronbox --help`.
+
+mod app;
+mod config;
+mod telemetry;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cronbox", version, about = "Scheduled and delayed HTTP calls, event-sourced")]
+struct Cli {
+    /// Optional KEY=VALUE file read before the environment (the environment wins).
+    #[arg(long, global = true, env = "CRONBOX_CONFIG")]
+    config: Option<std::path::PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// API + projections + dispatcher + executor in one process.
+    Serve,
+    /// The REST API (and the projections that feed its read models).
+    Api,
+    /// The dispatcher (one leads, others stand by) and the schedule projection it loads.
+    Dispatcher,
+    /// An executor consuming due runs.
+    Executor,
+    /// Applies database migrations.
+    Migrate,
+    /// Workspace administration.
+    Workspace {
+        #[command(subcommand)]
+        command: WorkspaceCommand,
+    },
+    /// Read-model maintenance.
+    Projections {
+        #[command(subcommand)]
+        command: ProjectionsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum WorkspaceCommand {
+    /// Creates a workspace and prints its id and a new API key.
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value = cronbox_domain::schedule::DEFAULT_TIMEZONE)]
+        timezone: String,
+        /// Print {"workspace_id": "...", "api_key": "..."}.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ProjectionsCommand {
+    /// Replays the log from zero into fresh tables and swaps them in (all, or the one named).
+    Rebuild { name: Option<String> },
+    /// Lists projections with their checkpoint.
+    Status,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let config = match config::Config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("configuration error: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    telemetry::init(&config.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve => app::serve(config, app::Roles::all()).await,
+            Command::Api => app::serve(config, app::Roles { api: true, ..app::Roles::none() }).await,
+            Command::Dispatcher => app::serve(config, app::Roles { dispatcher: true, ..app::Roles::none() }).await,
+            Command::Executor => app::serve(config, app::Roles { executor: true, ..app::Roles::none() }).await,
+            Command::Migrate => app::migrate(&config).await,
+            Command::Workspace { command: WorkspaceCommand::Create { name, timezone, json } } => {
+                app::create_workspace(&config, &name, &timezone, json).await
+            }
+            Command::Projections { command: ProjectionsCommand::Rebuild { name } } => app::rebuild(&config, name.as_deref()).await,
+            Command::Projections { command: ProjectionsCommand::Status } => app::projection_status(&config).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

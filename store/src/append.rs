@@ -1,0 +1,78 @@
+//! Appending the events of many aggregates in one statement.
+//!
+//! cqrs-es commits one aggregate per transaction. The dispatcher records hundreds of runs that
+//! fall due in the same millisecond; one transaction per run would cap it at the database's
+//! single-commit rate. This writes the same rows cqrs-es would (same columns, same JSON shapes,
+//! same per-aggregate sequence numbers — a test in tests/append.rs loads them back through
+//! cqrs-es), so the primary key still refuses a second writer of the same (aggregate, sequence).
+
+use cqrs_es::{Aggregate, DomainEvent};
+use sqlx::PgConnection;
+
+use crate::StoreError;
+
+/// One event to append.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub aggregate_type: &'static str,
+    pub aggregate_id: String,
+    pub sequence: i64,
+    pub event_type: String,
+    pub event_version: String,
+    pub payload: serde_json::Value,
+}
+
+impl NewEvent {
+    pub fn of<A: Aggregate>(aggregate_id: String, sequence: i64, event: &A::Event) -> Result<Self, StoreError> {
+        Ok(Self {
+            aggregate_type: A::TYPE,
+            aggregate_id,
+            sequence,
+            event_type: event.event_type(),
+            event_version: event.event_version(),
+            payload: serde_json::to_value(event)?,
+        })
+    }
+}
+
+/// Inserts `events`, skipping any whose (aggregate, sequence) already exists. Returns the
+/// (aggregate_id, sequence) pairs actually inserted, so the caller can tell which of its
+/// aggregates someone else had already written.
+pub async fn append_new(conn: &mut PgConnection, events: &[NewEvent]) -> Result<Vec<(String, i64)>, StoreError> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut types = Vec::with_capacity(events.len());
+    let mut ids = Vec::with_capacity(events.len());
+    let mut seqs = Vec::with_capacity(events.len());
+    let mut etypes = Vec::with_capacity(events.len());
+    let mut versions = Vec::with_capacity(events.len());
+    let mut payloads = Vec::with_capacity(events.len());
+    for e in events {
+        types.push(e.aggregate_type);
+        ids.push(e.aggregate_id.as_str());
+        seqs.push(e.sequence);
+        etypes.push(e.event_type.as_str());
+        versions.push(e.event_version.as_str());
+        payloads.push(e.payload.to_string());
+    }
+    // WITH ORDINALITY keeps the caller's order, which fixes the global_seq order of the batch.
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+         SELECT t, i, s, et, v, p::json, '{}'::json
+           FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[], $5::text[], $6::text[])
+                WITH ORDINALITY AS x(t, i, s, et, v, p, n)
+          ORDER BY n
+         ON CONFLICT (aggregate_type, aggregate_id, sequence) DO NOTHING
+         RETURNING aggregate_id, sequence",
+    )
+    .bind(&types)
+    .bind(&ids)
+    .bind(&seqs)
+    .bind(&etypes)
+    .bind(&versions)
+    .bind(&payloads)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows)
+}

@@ -1,0 +1,67 @@
+//! Connection pools and migrations.
+
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, PgPool};
+
+use crate::StoreError;
+
+/// The migrations, in order. Embedded so the binary needs no files at run time.
+const MIGRATIONS: &[(&str, &str)] = &[
+    ("0001_event_store", include_str!("../../migrations/0001_event_store.sql")),
+    ("0002_read_models", include_str!("../../migrations/0002_read_models.sql")),
+];
+
+/// A pool that waits for PostgreSQL to come back instead of failing: connections are created
+/// lazily, so a process started before its database (or surviving a database restart) recovers
+/// by itself.
+pub fn pool(url: &str, max_connections: u32) -> Result<PgPool, StoreError> {
+    let options: PgConnectOptions = url.parse::<PgConnectOptions>()?
+        .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(1));
+    Ok(PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .test_before_acquire(true)
+        .connect_lazy_with(options))
+}
+
+/// Applies pending migrations. Safe to run from several processes at once: an advisory lock
+/// serialises them and each migration runs in its own transaction.
+pub async fn migrate(pool: &PgPool) -> Result<Vec<&'static str>, StoreError> {
+    let mut conn = pool.acquire().await?;
+    sqlx::query("SELECT pg_advisory_lock(7262880177)").execute(&mut *conn).await?;
+    let result = apply_pending(&mut conn).await;
+    let unlock = sqlx::query("SELECT pg_advisory_unlock(7262880177)").execute(&mut *conn).await;
+    let applied = result?;
+    unlock?;
+    Ok(applied)
+}
+
+async fn apply_pending(conn: &mut sqlx::PgConnection) -> Result<Vec<&'static str>, StoreError> {
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
+    )
+    .execute(&mut *conn)
+    .await?;
+    let done: Vec<String> = sqlx::query_scalar("SELECT name FROM schema_migrations").fetch_all(&mut *conn).await?;
+    let mut applied = Vec::new();
+    for (name, sql) in MIGRATIONS {
+        if done.iter().any(|d| d == name) {
+            continue;
+        }
+        let wrap = |source| StoreError::Migration { name, source };
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+        sqlx::raw_sql(sql).execute(&mut *tx).await.map_err(wrap)?;
+        sqlx::query("INSERT INTO schema_migrations (name) VALUES ($1)").bind(name).execute(&mut *tx).await.map_err(wrap)?;
+        tx.commit().await?;
+        tracing::info!(migration = name, "applied migration");
+        applied.push(*name);
+    }
+    Ok(applied)
+}
+
+/// True when PostgreSQL answers.
+pub async fn ping(pool: &PgPool) -> bool {
+    sqlx::query("SELECT 1").execute(pool).await.is_ok()
+}

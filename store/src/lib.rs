@@ -1,0 +1,20 @@
+//! The event store: PostgreSQL access shared by every stage of the flow.
+//!
+//! - [`db`] connects and applies the SQL migrations in `migrations/`.
+//! - [`aggregates`] wires the domain aggregates to cqrs-es / postgres-es (plain event-store
+//!   mode: no snapshots, no inline queries — read models are built by the projections crate from
+//!   the tail, so a crash between commit and view update cannot lose anything).
+//! - [`append`] writes the events of many aggregates in one multi-row INSERT (the dispatcher's
+//!   hot path), in exactly the rows cqrs-es itself would write.
+//! - [`tail`] reads committed events in one global order that never skips a late-committing
+//!   transaction, and wakes readers on commit via LISTEN/NOTIFY.
+//!
+//! This crate knows the schema of the event log; it knows nothing about read models.
+
+pub mod aggregates;
+pub mod append;
+pub mod db;
+pub mod error;
+pub mod tail;
+
+pub use error::StoreError;

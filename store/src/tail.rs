@@ -1,0 +1,170 @@
+//! Reading the event log in global order.
+//!
+//! A naive tail (`WHERE global_seq > $last`) skips events: identity values are assigned when a
+//! row is inserted, not when its transaction commits, so a slow transaction can commit seq 10
+//! after a reader has already seen seq 11. Instead every row records the id of the transaction
+//! that wrote it (`xid`), and a reader only looks at rows whose transaction id is below
+//! `pg_snapshot_xmin(pg_current_snapshot())` — the oldest transaction still running. Every
+//! transaction below that horizon has finished, so the set of visible rows below it can never
+//! grow again; transaction ids only increase, so any transaction still to come lands above it.
+//! Reading in (xid, global_seq) order below the horizon therefore sees every committed event
+//! exactly once, and a cursor of (xid, global_seq) is a stable position in that order.
+//!
+//! The price: one long-running writing transaction holds every reader back until it ends. All of
+//! CronBox's writing transactions are short.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::postgres::PgListener;
+use sqlx::{PgExecutor, PgPool};
+use tokio::sync::watch;
+
+use crate::StoreError;
+
+pub const EVENTS_CHANNEL: &str = "cronbox_events";
+
+/// A position in the global order: everything up to and including this (xid, seq) was read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Cursor {
+    pub xid: i64,
+    pub seq: i64,
+}
+
+impl Cursor {
+    pub const START: Cursor = Cursor { xid: 0, seq: 0 };
+}
+
+/// One committed event as the tail sees it.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    pub cursor: Cursor,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub sequence: i64,
+    pub event_type: String,
+    pub payload: serde_json::Value,
+    pub recorded_at: DateTime<Utc>,
+}
+
+impl StoredEvent {
+    /// Decodes the payload into the aggregate's event enum.
+    pub fn decode<E: serde::de::DeserializeOwned>(&self) -> Result<E, StoreError> {
+        Ok(serde_json::from_value(self.payload.clone())?)
+    }
+}
+
+type Row = (i64, i64, String, String, i64, String, serde_json::Value, DateTime<Utc>);
+
+/// Up to `limit` committed events after `after`, in global order.
+pub async fn read_after<'e>(db: impl PgExecutor<'e>, after: Cursor, limit: i64) -> Result<Vec<StoredEvent>, StoreError> {
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT xid::text::int8, global_seq, aggregate_type, aggregate_id, sequence, event_type, payload, recorded_at
+           FROM events
+          WHERE (xid, global_seq) > ($1::text::xid8, $2)
+            AND xid < pg_snapshot_xmin(pg_current_snapshot())
+          ORDER BY xid, global_seq
+          LIMIT $3",
+    )
+    .bind(after.xid.to_string())
+    .bind(after.seq)
+    .bind(limit)
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(xid, seq, aggregate_type, aggregate_id, sequence, event_type, payload, recorded_at)| StoredEvent {
+            cursor: Cursor { xid, seq },
+            aggregate_type,
+            aggregate_id,
+            sequence,
+            event_type,
+            payload,
+            recorded_at,
+        })
+        .collect())
+}
+
+/// The position of the newest event below the horizon (where a reader that wants only new events
+/// starts).
+pub async fn head<'e>(db: impl PgExecutor<'e>) -> Result<Cursor, StoreError> {
+    let row: Option<(i64, i64)> = sqlx::query_as(
+        "SELECT xid::text::int8, global_seq FROM events
+          WHERE xid < pg_snapshot_xmin(pg_current_snapshot())
+          ORDER BY xid DESC, global_seq DESC LIMIT 1",
+    )
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map(|(xid, seq)| Cursor { xid, seq }).unwrap_or_default())
+}
+
+/// Wakes readers when events may have been committed. One LISTEN connection per process feeds a
+/// watch channel that any number of tails subscribe to.
+///
+/// A notification means "some transaction that wrote events committed", but its rows may still
+/// be above the horizon (an older transaction is still open), so readers that find nothing new
+/// after a wake-up poll again shortly ([`Waker::wait`]'s `settle` loop) rather than waiting for
+/// the next notification. A slow fallback poll covers lost notifications (e.g. while the LISTEN
+/// connection was re-established after a database restart).
+#[derive(Clone)]
+pub struct Waker {
+    rx: watch::Receiver<u64>,
+}
+
+impl Waker {
+    /// Starts the listener task. It reconnects by itself when PostgreSQL restarts.
+    pub fn spawn(pool: PgPool, shutdown: tokio_util_shutdown::Token) -> Self {
+        let (tx, rx) = watch::channel(0u64);
+        tokio::spawn(async move {
+            let mut counter = 0u64;
+            loop {
+                if shutdown.is_cancelled() {
+                    return;
+                }
+                let mut listener = match PgListener::connect_with(&pool).await {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "event listener cannot connect; retrying");
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                            _ = shutdown.cancelled() => return,
+                        }
+                    }
+                };
+                if let Err(e) = listener.listen(EVENTS_CHANNEL).await {
+                    tracing::warn!(error = %e, "LISTEN failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+                // (Re)connected: anything may have happened meanwhile.
+                counter += 1;
+                tx.send_replace(counter);
+                loop {
+                    tokio::select! {
+                        r = listener.try_recv() => match r {
+                            Ok(Some(_)) => {
+                                counter += 1;
+                                tx.send_replace(counter);
+                            }
+                            // Connection lost: reconnect (and wake everyone, see above).
+                            Ok(None) | Err(_) => break,
+                        },
+                        _ = shutdown.cancelled() => return,
+                    }
+                }
+            }
+        });
+        Self { rx }
+    }
+
+    /// Waits for a notification or `fallback`, whichever comes first.
+    pub async fn wait(&mut self, fallback: Duration) {
+        let _ = tokio::time::timeout(fallback, self.rx.changed()).await;
+    }
+}
+
+/// Re-export so callers do not need tokio-util just for the token type.
+pub mod tokio_util_shutdown {
+    pub use tokio_util::sync::CancellationToken as Token;
+}
