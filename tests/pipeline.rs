@@ -243,7 +243,8 @@ async fn cron_preview_agrees_with_the_schedule() {
     let env = TestEnv::start().await;
     let url = format!("{}/v1/cron/preview?schedule=0%203%20*%20*%20*&timezone=Europe/Moscow&count=3&after=2026-01-01T00:00:00Z", env.base());
     let v: serde_json::Value = env.http.get(url).send().await.unwrap().json().await.unwrap();
-    assert_eq!(v["next"], json!(["2026-01-01T03:00:00+03:00", "2026-01-02T03:00:00+03:00", "2026-01-03T03:00:00+03:00"]));
+    // 2026-01-01T00:00Z is 03:00 in Moscow: "strictly after" excludes it.
+    assert_eq!(v["next"], json!(["2026-01-02T03:00:00+03:00", "2026-01-03T03:00:00+03:00", "2026-01-04T03:00:00+03:00"]));
     assert!(v["description"].as_str().unwrap().len() > 5);
     let bad = env.http.get(format!("{}/v1/cron/preview?schedule=0%200%2030%202%20*", env.base())).send().await.unwrap();
     assert_eq!(bad.status().as_u16(), 400);

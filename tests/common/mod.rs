@@ -117,7 +117,7 @@ impl TestEnv {
             target,
             workspace_id: String::new(),
             api_key: String::new(),
-            http: reqwest::Client::new(),
+            http: reqwest::Client::builder().timeout(Duration::from_secs(20)).build().expect("client"),
             extra_env: extra_env.into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         };
         let out = env.cli(&["workspace", "create", "--name", "Test workspace", "--json"]).await;
