@@ -62,12 +62,12 @@ impl TestDb {
 impl Drop for TestDb {
     fn drop(&mut self) {
         let name = self.name.clone();
-        let pool = self.pool.clone();
-        // Best effort, off the test's runtime (Drop cannot await).
+        // Best effort, off the test's runtime (Drop cannot await). The pool's connections belong
+        // to the test's runtime, which is blocked here, so they are not closed gracefully:
+        // `WITH (FORCE)` ends them.
         let _ = std::thread::spawn(move || {
             let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
             rt.block_on(async move {
-                pool.close().await;
                 if let Ok(admin) = PgPool::connect(&admin_url()).await {
                     let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&admin).await;
                 }
