@@ -93,7 +93,11 @@ pub async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
 
     if roles.api || roles.dispatcher {
         for projection in cronbox_projections::all() {
-            tasks.spawn(cronbox_projections::run_projection(pool.clone(), waker.clone(), projection, shutdown.clone()));
+            let task = cronbox_projections::run_projection(pool.clone(), waker.clone(), projection, shutdown.clone());
+            tasks.spawn(async move {
+                task.await;
+                "projection"
+            });
         }
     }
     if roles.dispatcher {
@@ -102,7 +106,11 @@ pub async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
             lock_key: lock_key(&config.nats_prefix),
             ..Default::default()
         };
-        tasks.spawn(cronbox_dispatcher::run(pool.clone(), stores.clone(), queue.clone(), waker.clone(), cfg, shutdown.clone()));
+        let task = cronbox_dispatcher::run(pool.clone(), stores.clone(), queue.clone(), waker.clone(), cfg, shutdown.clone());
+        tasks.spawn(async move {
+            task.await;
+            "dispatcher"
+        });
     }
     if roles.executor {
         let cfg = cronbox_executor::ExecutorConfig {
@@ -120,6 +128,7 @@ pub async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
             if let Err(e) = cronbox_executor::run(stores, queue, cfg, shutdown).await {
                 tracing::error!(error = %e, "executor stopped");
             }
+            "executor"
         });
     }
     if roles.api {
@@ -132,13 +141,28 @@ pub async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
             if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(async move { token.cancelled().await }).await {
                 tracing::error!(error = %e, "API server stopped");
             }
+            "api"
         });
     }
-    shutdown.cancelled().await;
+    // Every role runs until shutdown; one that ends early takes the process down with it, so a
+    // supervisor restarts the whole thing instead of leaving a half-working process up.
+    let mut died = None;
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        Some(ended) = tasks.join_next() => {
+            let role = ended.unwrap_or("a task (panicked)");
+            tracing::error!(role, "role stopped unexpectedly; shutting down");
+            died = Some(role);
+            shutdown.cancel();
+        }
+    }
     // Give in-flight work a moment to finish; executors ack only after commit, so anything cut
     // off here is redelivered.
     let _ = tokio::time::timeout(Duration::from_secs(10), async { while tasks.join_next().await.is_some() {} }).await;
-    Ok(())
+    match died {
+        Some(role) => anyhow::bail!("the {role} role stopped unexpectedly"),
+        None => Ok(()),
+    }
 }
 
 pub async fn migrate(config: &Config) -> anyhow::Result<()> {

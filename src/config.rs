@@ -82,6 +82,29 @@ impl Config {
             max_response_bytes: src.parse("CRONBOX_MAX_RESPONSE_BYTES", 1024 * 1024)?,
             db_max_connections: src.parse("CRONBOX_DB_MAX_CONNECTIONS", 20)?,
             log_format: src.get("CRONBOX_LOG_FORMAT").unwrap_or_else(|| "text".into()),
-        })
+        }
+        .validated()
+    }
+
+    /// Values that parse but cannot work (a zero-slot executor never calls anything, a zero
+    /// ack wait floods the server with progress acks) are refused at start-up.
+    fn validated(self) -> Result<Self, ConfigError> {
+        // The prefix names JetStream streams (upper-cased) and subject tokens: restricting it keeps
+        // two different prefixes from ever mapping to the same stream.
+        let prefix_ok = (1..=32).contains(&self.nats_prefix.len())
+            && self.nats_prefix.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        let checks: [(&'static str, bool, String, &'static str); 7] = [
+            ("CRONBOX_NATS_PREFIX", prefix_ok, self.nats_prefix.clone(), "must be 1-32 characters of a-z, 0-9 and _"),
+            ("CRONBOX_EXECUTOR_CONCURRENCY", (1..=10_000).contains(&self.executor_concurrency), self.executor_concurrency.to_string(), "must be 1..=10000"),
+            ("CRONBOX_ACK_WAIT_SECONDS", (3..=3600).contains(&self.ack_wait_seconds), self.ack_wait_seconds.to_string(), "must be 3..=3600"),
+            ("CRONBOX_MISFIRE_GRACE_SECONDS", (1..=86_400).contains(&self.misfire_grace_seconds), self.misfire_grace_seconds.to_string(), "must be 1..=86400"),
+            ("CRONBOX_MAX_RESPONSE_BYTES", self.max_response_bytes >= 1024, self.max_response_bytes.to_string(), "must be at least 1024"),
+            ("CRONBOX_DB_MAX_CONNECTIONS", (4..=1000).contains(&self.db_max_connections), self.db_max_connections.to_string(), "must be 4..=1000"),
+            ("CRONBOX_LOG_FORMAT", matches!(self.log_format.as_str(), "text" | "json"), self.log_format.clone(), "must be text or json"),
+        ];
+        match checks.into_iter().find(|(_, ok, _, _)| !ok) {
+            Some((key, _, value, why)) => Err(ConfigError::Invalid { key, value, reason: why.to_string() }),
+            None => Ok(self),
+        }
     }
 }

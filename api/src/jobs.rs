@@ -486,7 +486,17 @@ pub async fn list_delayed(State(state): State<AppState>, caller: Caller, Query(q
 async fn list(state: &AppState, caller: &Caller, kind: Kind, q: &HashMap<String, String>) -> Result<Json<Value>, ApiError> {
     let limit = pagination::limit(q.get("limit").map(String::as_str))?;
     let after = pagination::decode(q.get("cursor").map(String::as_str))?;
-    let status = q.get("status").cloned();
+    let statuses: &[&str] = match kind {
+        Kind::Cron => &["active", "paused"],
+        Kind::Delayed => &["pending", "running", "succeeded", "failed"],
+    };
+    let status = match q.get("status") {
+        None => None,
+        Some(s) if statuses.contains(&s.as_str()) => Some(s.clone()),
+        Some(_) => {
+            return Err(ApiError::field("status", "invalid_status", format!("status must be one of {}", statuses.join(", "))));
+        }
+    };
     let tag = q.get("tag").cloned();
     let (after_t, after_id) = after.map(|(t, i)| (Some(t), Some(i))).unwrap_or((None, None));
     let rows = sqlx::query(

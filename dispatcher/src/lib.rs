@@ -161,10 +161,11 @@ impl Dispatcher {
                 // Woken but nothing was visible yet (an older transaction held the horizon).
                 wait = wait.min(StdDuration::from_millis(1 << settle));
             }
-            let mut waker = self.waker.clone();
+            // Wait on our own receiver: a fresh clone would re-report the last notification
+            // it has already seen and turn this loop into a busy spin.
             tokio::select! {
                 _ = tokio::time::sleep(wait) => { if settle > 0 { settle += 1; } }
-                _ = waker.wait(StdDuration::from_secs(3600)) => { settle = 1; }
+                _ = self.waker.wait(StdDuration::from_secs(3600)) => { settle = 1; }
                 _ = shutdown.cancelled() => return Ok(()),
             }
         }

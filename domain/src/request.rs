@@ -178,7 +178,9 @@ fn parse_headers(raw: Vec<(String, String)>) -> Result<Vec<Header>, FieldError> 
         if !valid_name {
             return Err(FieldError::new(field, "invalid_header", "invalid header name"));
         }
-        if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+        let lower = name.to_ascii_lowercase();
+        // The whole `X-CronBox-` namespace is ours: run id, attempt, and signatures later.
+        if RESERVED_HEADERS.contains(&lower.as_str()) || lower.starts_with("x-cronbox-") {
             return Err(FieldError::new(
                 field,
                 "reserved_header",
@@ -371,6 +373,9 @@ mod tests {
         assert_eq!(RequestSpec::parse(i, false).unwrap_err().field, "headers.X-Ok");
         let mut i = input("https://example.com");
         i.headers = vec![("Host".into(), "evil".into())];
+        assert_eq!(RequestSpec::parse(i, false).unwrap_err().code, "reserved_header");
+        let mut i = input("https://example.com");
+        i.headers = vec![("x-CronBox-Attempt".into(), "7".into())];
         assert_eq!(RequestSpec::parse(i, false).unwrap_err().code, "reserved_header");
         let mut i = input("https://example.com");
         i.body = Some("x".repeat(MAX_BODY_BYTES + 1));

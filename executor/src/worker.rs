@@ -41,6 +41,11 @@ pub enum ExecuteError {
     Nats(#[from] cronbox_nats::NatsError),
 }
 
+/// Upper bound of one pull request, whatever the concurrency.
+const MAX_BATCH: usize = 1000;
+/// How long one pull request waits for messages before a new one is issued.
+const PULL_EXPIRES: Duration = Duration::from_secs(5);
+
 /// Consumes runs until `shutdown`. Reconnects and re-subscribes by itself.
 pub async fn run(stores: Arc<Stores>, queue: RunQueue, config: ExecutorConfig, shutdown: CancellationToken) -> Result<(), ExecuteError> {
     let caller = HttpCaller::new(config.allow_private_targets, config.max_response_bytes)?;
@@ -56,40 +61,54 @@ pub async fn run(stores: Arc<Stores>, queue: RunQueue, config: ExecutorConfig, s
                 continue;
             }
         };
-        let mut messages = match consumer
-            .stream()
-            .max_messages_per_batch(config.concurrency.clamp(1, 1000))
-            .heartbeat(Duration::from_secs(5))
-            .expires(Duration::from_secs(30))
-            .messages()
-            .await
-        {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::warn!(error = %e, "executor cannot pull; retrying");
-                sleep_or_cancel(Duration::from_secs(1), &shutdown).await;
-                continue;
-            }
-        };
+        // Pull only as many messages as there are free slots: a message that waited in a local
+        // buffer for a slot would keep its ack clock running, be redelivered to another executor
+        // and be called twice in parallel.
         loop {
-            let next = tokio::select! {
-                m = messages.next() => m,
+            let first = tokio::select! {
+                p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return Ok(()) },
                 _ = shutdown.cancelled() => return Ok(()),
             };
-            let msg = match next {
-                Some(Ok(m)) => m,
-                Some(Err(e)) => {
-                    tracing::warn!(error = %e, "pull stream error; re-attaching");
+            let mut permits = vec![first];
+            while permits.len() < MAX_BATCH {
+                match slots.clone().try_acquire_owned() {
+                    Ok(p) => permits.push(p),
+                    Err(_) => break,
+                }
+            }
+            let mut batch = match consumer.batch().max_messages(permits.len()).expires(PULL_EXPIRES).messages().await {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(error = %e, "executor cannot pull; re-attaching");
                     break;
                 }
-                None => break,
             };
-            let Ok(permit) = slots.clone().acquire_owned().await else { return Ok(()) };
-            let (stores, caller) = (stores.clone(), caller.clone());
-            tokio::spawn(async move {
-                handle(&stores, &caller, msg, heartbeat).await;
-                drop(permit);
-            });
+            let mut failed = false;
+            loop {
+                let next = tokio::select! {
+                    m = batch.next() => m,
+                    _ = shutdown.cancelled() => return Ok(()),
+                };
+                match next {
+                    Some(Ok(msg)) => {
+                        let Some(permit) = permits.pop() else { break };
+                        let (stores, caller) = (stores.clone(), caller.clone());
+                        tokio::spawn(async move {
+                            handle(&stores, &caller, msg, heartbeat).await;
+                            drop(permit);
+                        });
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "pull error; re-attaching");
+                        failed = true;
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            if failed {
+                break;
+            }
         }
         sleep_or_cancel(Duration::from_millis(200), &shutdown).await;
     }

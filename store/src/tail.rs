@@ -104,7 +104,8 @@ pub async fn head<'e>(db: impl PgExecutor<'e>) -> Result<Cursor, StoreError> {
 ///
 /// A notification means "some transaction that wrote events committed", but its rows may still
 /// be above the horizon (an older transaction is still open), so readers that find nothing new
-/// after a wake-up poll again shortly ([`Waker::wait`]'s `settle` loop) rather than waiting for
+/// after a wake-up poll again shortly (the settle loops of the projection runner and the
+/// dispatcher) rather than waiting for
 /// the next notification. A slow fallback poll covers lost notifications (e.g. while the LISTEN
 /// connection was re-established after a database restart).
 #[derive(Clone)]
