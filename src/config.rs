@@ -70,7 +70,7 @@ impl Config {
             Some(p) => read_file(p)?,
             None => HashMap::new(),
         });
-        Ok(Self {
+        Self {
             database_url: src.get("CRONBOX_DATABASE_URL").ok_or(ConfigError::Missing("CRONBOX_DATABASE_URL"))?,
             nats_url: src.get("CRONBOX_NATS_URL").unwrap_or_else(|| "nats://127.0.0.1:4222".into()),
             nats_prefix: src.get("CRONBOX_NATS_PREFIX").unwrap_or_else(|| "cronbox".into()),

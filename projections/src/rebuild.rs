@@ -59,8 +59,16 @@ async fn replay_and_swap(pool: &PgPool, projection: &dyn Projection, schema: &st
     }
     sqlx::query("SET LOCAL search_path TO public").execute(&mut *tx).await?;
     for t in projection.tables() {
+        let old = index_names(&mut tx, t).await?;
         sqlx::query(&format!("DROP TABLE public.{t}")).execute(&mut *tx).await?;
         sqlx::query(&format!("ALTER TABLE {schema}.{t} SET SCHEMA public")).execute(&mut *tx).await?;
+        // `LIKE … INCLUDING ALL` names the copied indexes itself; give them back the names the
+        // migrations chose, so later migrations and operators find them where they expect.
+        for (shape, new_name) in index_names(&mut tx, t).await? {
+            if let Some((_, old_name)) = old.iter().find(|(s, n)| *s == shape && *n != new_name) {
+                sqlx::query(&format!("ALTER INDEX public.{new_name} RENAME TO {old_name}")).execute(&mut *tx).await?;
+            }
+        }
     }
     sqlx::query(
         "INSERT INTO projection_checkpoints (name, last_xid, last_seq, updated_at) VALUES ($1, $2, $3, now())
@@ -74,6 +82,17 @@ async fn replay_and_swap(pool: &PgPool, projection: &dyn Projection, schema: &st
     tx.commit().await?;
     progress(total);
     Ok(total)
+}
+
+/// (definition without its name, name) of every index on `public.table`.
+async fn index_names(tx: &mut sqlx::PgConnection, table: &str) -> Result<Vec<(String, String)>, ProjectionError> {
+    Ok(sqlx::query_as(
+        r"SELECT regexp_replace(indexdef, '^CREATE (UNIQUE )?INDEX \S+ ON ', 'CREATE \1INDEX ON '), indexname
+            FROM pg_indexes WHERE schemaname = 'public' AND tablename = $1",
+    )
+    .bind(table)
+    .fetch_all(&mut *tx)
+    .await?)
 }
 
 async fn replay_batch(pool: &PgPool, projection: &dyn Projection, schema: &str, cursor: Cursor) -> Result<(usize, Cursor), ProjectionError> {
