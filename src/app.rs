@@ -21,15 +21,24 @@ pub struct Roles {
 
 impl Roles {
     pub fn all() -> Self {
-        Self { api: true, dispatcher: true, executor: true }
+        Self {
+            api: true,
+            dispatcher: true,
+            executor: true,
+        }
     }
     pub fn none() -> Self {
-        Self { api: false, dispatcher: false, executor: false }
+        Self {
+            api: false,
+            dispatcher: false,
+            executor: false,
+        }
     }
 }
 
 async fn connect(config: &Config) -> anyhow::Result<sqlx::PgPool> {
-    let pool = cronbox_store::db::pool(&config.database_url, config.db_max_connections).context("invalid CRONBOX_DATABASE_URL")?;
+    let pool = cronbox_store::db::pool(&config.database_url, config.db_max_connections)
+        .context("invalid CRONBOX_DATABASE_URL")?;
     // Wait for the database at start-up (it may still be starting), but not for ever.
     let mut last = None;
     for _ in 0..60 {
@@ -80,7 +89,9 @@ fn shutdown_signal() -> CancellationToken {
 /// A stable lock key per NATS prefix, so separate instances sharing one database each get a
 /// leader.
 fn lock_key(prefix: &str) -> i64 {
-    prefix.bytes().fold(0xcb0f_29ce_4842_2325_u64 as i64, |h, b| (h ^ i64::from(b)).wrapping_mul(0x100_0000_01b3))
+    prefix.bytes().fold(0xcb0f_29ce_4842_2325_u64 as i64, |h, b| {
+        (h ^ i64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 pub async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
@@ -88,7 +99,9 @@ pub async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
     let stores = Arc::new(Stores::new(pool.clone()));
     let shutdown = shutdown_signal();
     let waker = Waker::spawn(pool.clone(), shutdown.clone());
-    let queue = RunQueue::connect(&config.nats_url, &config.nats_prefix).await.context("cannot set up NATS")?;
+    let queue = RunQueue::connect(&config.nats_url, &config.nats_prefix)
+        .await
+        .context("cannot set up NATS")?;
     let mut tasks = tokio::task::JoinSet::new();
 
     if roles.api || roles.dispatcher {
@@ -106,7 +119,14 @@ pub async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
             lock_key: lock_key(&config.nats_prefix),
             ..Default::default()
         };
-        let task = cronbox_dispatcher::run(pool.clone(), stores.clone(), queue.clone(), waker.clone(), cfg, shutdown.clone());
+        let task = cronbox_dispatcher::run(
+            pool.clone(),
+            stores.clone(),
+            queue.clone(),
+            waker.clone(),
+            cfg,
+            shutdown.clone(),
+        );
         tasks.spawn(async move {
             task.await;
             "dispatcher"
@@ -132,13 +152,23 @@ pub async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
         });
     }
     if roles.api {
-        let state = cronbox_api::AppState { stores: stores.clone(), pool: pool.clone(), queue: Some(queue.clone()), allow_private_targets: config.allow_private_targets };
-        let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
+        let state = cronbox_api::AppState {
+            stores: stores.clone(),
+            pool: pool.clone(),
+            queue: Some(queue.clone()),
+            allow_private_targets: config.allow_private_targets,
+        };
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
         tracing::info!(addr = %listener.local_addr()?, "API listening");
         let token = shutdown.clone();
         tasks.spawn(async move {
             let app = cronbox_api::router(state);
-            if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(async move { token.cancelled().await }).await {
+            if let Err(e) = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { token.cancelled().await })
+                .await
+            {
                 tracing::error!(error = %e, "API server stopped");
             }
             "api"
@@ -158,7 +188,10 @@ pub async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
     }
     // Give in-flight work a moment to finish; executors ack only after commit, so anything cut
     // off here is redelivered.
-    let _ = tokio::time::timeout(Duration::from_secs(10), async { while tasks.join_next().await.is_some() {} }).await;
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
     match died {
         Some(role) => anyhow::bail!("the {role} role stopped unexpectedly"),
         None => Ok(()),
@@ -188,14 +221,24 @@ pub async fn create_workspace(config: &Config, name: &str, timezone: &str, json:
 
 pub async fn rebuild(config: &Config, name: Option<&str>) -> anyhow::Result<()> {
     let pool = connect(config).await?;
-    let projections: Vec<_> = cronbox_projections::all().into_iter().filter(|p| name.is_none_or(|n| p.name() == n)).collect();
+    let projections: Vec<_> = cronbox_projections::all()
+        .into_iter()
+        .filter(|p| name.is_none_or(|n| p.name() == n))
+        .collect();
     if projections.is_empty() {
         anyhow::bail!("no projection named {:?}", name.unwrap_or_default());
     }
     for p in projections {
         let started = std::time::Instant::now();
-        let n = cronbox_projections::rebuild::rebuild(&pool, p.as_ref(), |done| eprintln!("  {}: {done} events replayed", p.name())).await?;
-        println!("{}: rebuilt from {n} events in {:.1}s", p.name(), started.elapsed().as_secs_f64());
+        let n = cronbox_projections::rebuild::rebuild(&pool, p.as_ref(), |done| {
+            eprintln!("  {}: {done} events replayed", p.name())
+        })
+        .await?;
+        println!(
+            "{}: rebuilt from {n} events in {:.1}s",
+            p.name(),
+            started.elapsed().as_secs_f64()
+        );
     }
     Ok(())
 }
@@ -210,7 +253,12 @@ pub async fn projection_status(config: &Config) -> anyhow::Result<()> {
             .bind(cursor.seq)
             .fetch_one(&mut *conn)
             .await?;
-        println!("{:<10} checkpoint xid={} seq={} lag={lag} events", p.name(), cursor.xid, cursor.seq);
+        println!(
+            "{:<10} checkpoint xid={} seq={} lag={lag} events",
+            p.name(),
+            cursor.xid,
+            cursor.seq
+        );
     }
     Ok(())
 }

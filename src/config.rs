@@ -26,14 +26,21 @@ pub enum ConfigError {
     #[error("{0} is required")]
     Missing(&'static str),
     #[error("{key} has an invalid value {value:?}: {reason}")]
-    Invalid { key: &'static str, value: String, reason: String },
+    Invalid {
+        key: &'static str,
+        value: String,
+        reason: String,
+    },
 }
 
 struct Source(HashMap<String, String>);
 
 impl Source {
     fn get(&self, key: &str) -> Option<String> {
-        std::env::var(key).ok().or_else(|| self.0.get(key).cloned()).filter(|v| !v.is_empty())
+        std::env::var(key)
+            .ok()
+            .or_else(|| self.0.get(key).cloned())
+            .filter(|v| !v.is_empty())
     }
     fn parse<T: std::str::FromStr>(&self, key: &'static str, default: T) -> Result<T, ConfigError>
     where
@@ -41,14 +48,22 @@ impl Source {
     {
         match self.get(key) {
             None => Ok(default),
-            Some(v) => v.parse().map_err(|e: T::Err| ConfigError::Invalid { key, value: v.clone(), reason: e.to_string() }),
+            Some(v) => v.parse().map_err(|e: T::Err| ConfigError::Invalid {
+                key,
+                value: v.clone(),
+                reason: e.to_string(),
+            }),
         }
     }
     fn flag(&self, key: &'static str) -> Result<bool, ConfigError> {
         match self.get(key).as_deref() {
             None | Some("0") | Some("false") | Some("no") => Ok(false),
             Some("1") | Some("true") | Some("yes") => Ok(true),
-            Some(v) => Err(ConfigError::Invalid { key, value: v.to_string(), reason: "use 1 or 0".into() }),
+            Some(v) => Err(ConfigError::Invalid {
+                key,
+                value: v.to_string(),
+                reason: "use 1 or 0".into(),
+            }),
         }
     }
 }
@@ -71,8 +86,12 @@ impl Config {
             None => HashMap::new(),
         });
         Self {
-            database_url: src.get("CRONBOX_DATABASE_URL").ok_or(ConfigError::Missing("CRONBOX_DATABASE_URL"))?,
-            nats_url: src.get("CRONBOX_NATS_URL").unwrap_or_else(|| "nats://127.0.0.1:4222".into()),
+            database_url: src
+                .get("CRONBOX_DATABASE_URL")
+                .ok_or(ConfigError::Missing("CRONBOX_DATABASE_URL"))?,
+            nats_url: src
+                .get("CRONBOX_NATS_URL")
+                .unwrap_or_else(|| "nats://127.0.0.1:4222".into()),
             nats_prefix: src.get("CRONBOX_NATS_PREFIX").unwrap_or_else(|| "cronbox".into()),
             listen: src.parse("CRONBOX_LISTEN", SocketAddr::from(([127, 0, 0, 1], 8080)))?,
             allow_private_targets: src.flag("CRONBOX_ALLOW_PRIVATE_TARGETS")?,
@@ -92,18 +111,60 @@ impl Config {
         // The prefix names JetStream streams (upper-cased) and subject tokens: restricting it keeps
         // two different prefixes from ever mapping to the same stream.
         let prefix_ok = (1..=32).contains(&self.nats_prefix.len())
-            && self.nats_prefix.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+            && self
+                .nats_prefix
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
         let checks: [(&'static str, bool, String, &'static str); 7] = [
-            ("CRONBOX_NATS_PREFIX", prefix_ok, self.nats_prefix.clone(), "must be 1-32 characters of a-z, 0-9 and _"),
-            ("CRONBOX_EXECUTOR_CONCURRENCY", (1..=10_000).contains(&self.executor_concurrency), self.executor_concurrency.to_string(), "must be 1..=10000"),
-            ("CRONBOX_ACK_WAIT_SECONDS", (3..=3600).contains(&self.ack_wait_seconds), self.ack_wait_seconds.to_string(), "must be 3..=3600"),
-            ("CRONBOX_MISFIRE_GRACE_SECONDS", (1..=86_400).contains(&self.misfire_grace_seconds), self.misfire_grace_seconds.to_string(), "must be 1..=86400"),
-            ("CRONBOX_MAX_RESPONSE_BYTES", self.max_response_bytes >= 1024, self.max_response_bytes.to_string(), "must be at least 1024"),
-            ("CRONBOX_DB_MAX_CONNECTIONS", (4..=1000).contains(&self.db_max_connections), self.db_max_connections.to_string(), "must be 4..=1000"),
-            ("CRONBOX_LOG_FORMAT", matches!(self.log_format.as_str(), "text" | "json"), self.log_format.clone(), "must be text or json"),
+            (
+                "CRONBOX_NATS_PREFIX",
+                prefix_ok,
+                self.nats_prefix.clone(),
+                "must be 1-32 characters of a-z, 0-9 and _",
+            ),
+            (
+                "CRONBOX_EXECUTOR_CONCURRENCY",
+                (1..=10_000).contains(&self.executor_concurrency),
+                self.executor_concurrency.to_string(),
+                "must be 1..=10000",
+            ),
+            (
+                "CRONBOX_ACK_WAIT_SECONDS",
+                (3..=3600).contains(&self.ack_wait_seconds),
+                self.ack_wait_seconds.to_string(),
+                "must be 3..=3600",
+            ),
+            (
+                "CRONBOX_MISFIRE_GRACE_SECONDS",
+                (1..=86_400).contains(&self.misfire_grace_seconds),
+                self.misfire_grace_seconds.to_string(),
+                "must be 1..=86400",
+            ),
+            (
+                "CRONBOX_MAX_RESPONSE_BYTES",
+                self.max_response_bytes >= 1024,
+                self.max_response_bytes.to_string(),
+                "must be at least 1024",
+            ),
+            (
+                "CRONBOX_DB_MAX_CONNECTIONS",
+                (4..=1000).contains(&self.db_max_connections),
+                self.db_max_connections.to_string(),
+                "must be 4..=1000",
+            ),
+            (
+                "CRONBOX_LOG_FORMAT",
+                matches!(self.log_format.as_str(), "text" | "json"),
+                self.log_format.clone(),
+                "must be text or json",
+            ),
         ];
         match checks.into_iter().find(|(_, ok, _, _)| !ok) {
-            Some((key, _, value, why)) => Err(ConfigError::Invalid { key, value, reason: why.to_string() }),
+            Some((key, _, value, why)) => Err(ConfigError::Invalid {
+                key,
+                value,
+                reason: why.to_string(),
+            }),
             None => Ok(self),
         }
     }

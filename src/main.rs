@@ -82,15 +82,46 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Serve => app::serve(config, app::Roles::all()).await,
-            Command::Api => app::serve(config, app::Roles { api: true, ..app::Roles::none() }).await,
-            Command::Dispatcher => app::serve(config, app::Roles { dispatcher: true, ..app::Roles::none() }).await,
-            Command::Executor => app::serve(config, app::Roles { executor: true, ..app::Roles::none() }).await,
-            Command::Migrate => app::migrate(&config).await,
-            Command::Workspace { command: WorkspaceCommand::Create { name, timezone, json } } => {
-                app::create_workspace(&config, &name, &timezone, json).await
+            Command::Api => {
+                app::serve(
+                    config,
+                    app::Roles {
+                        api: true,
+                        ..app::Roles::none()
+                    },
+                )
+                .await
             }
-            Command::Projections { command: ProjectionsCommand::Rebuild { name } } => app::rebuild(&config, name.as_deref()).await,
-            Command::Projections { command: ProjectionsCommand::Status } => app::projection_status(&config).await,
+            Command::Dispatcher => {
+                app::serve(
+                    config,
+                    app::Roles {
+                        dispatcher: true,
+                        ..app::Roles::none()
+                    },
+                )
+                .await
+            }
+            Command::Executor => {
+                app::serve(
+                    config,
+                    app::Roles {
+                        executor: true,
+                        ..app::Roles::none()
+                    },
+                )
+                .await
+            }
+            Command::Migrate => app::migrate(&config).await,
+            Command::Workspace {
+                command: WorkspaceCommand::Create { name, timezone, json },
+            } => app::create_workspace(&config, &name, &timezone, json).await,
+            Command::Projections {
+                command: ProjectionsCommand::Rebuild { name },
+            } => app::rebuild(&config, name.as_deref()).await,
+            Command::Projections {
+                command: ProjectionsCommand::Status,
+            } => app::projection_status(&config).await,
         }
     });
     match result {

@@ -8,18 +8,28 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 async fn raw(env: &TestEnv, method: Method, path: &str, key: Option<&str>, body: &str) -> (u16, Value) {
-    let mut r = env.http.request(method, env.ws_url(path)).header("content-type", "application/json").body(body.to_string());
+    let mut r = env
+        .http
+        .request(method, env.ws_url(path))
+        .header("content-type", "application/json")
+        .body(body.to_string());
     if let Some(k) = key {
         r = r.bearer_auth(k);
     }
     let resp = r.send().await.expect("request");
     let status = resp.status().as_u16();
     let text = resp.text().await.unwrap_or_default();
-    (status, serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}")))
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}")),
+    )
 }
 
 async fn event_count(env: &TestEnv) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(&env.db.pool).await.expect("count events")
+    sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&env.db.pool)
+        .await
+        .expect("count events")
 }
 
 #[tokio::test]
@@ -74,7 +84,11 @@ async fn missing_or_wrong_keys_are_401_and_other_tenants_are_404() {
     assert_eq!(event_count(&env).await, before, "a refused request stored something");
     // Our list does not contain their job.
     let (_, list) = env.get("/cron").await;
-    assert!(list["items"].as_array().expect("items").iter().all(|j| j["id"] != their_id.as_str()));
+    assert!(list["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .all(|j| j["id"] != their_id.as_str()));
     // Unknown and malformed ids.
     let (status, _) = env.get(&format!("/cron/{}", uuid::Uuid::new_v4())).await;
     assert_eq!(status, 404);
@@ -115,21 +129,47 @@ async fn bad_input_is_a_4xx_naming_the_field_and_stores_nothing() {
         ("/cron", with("body", json!("x".repeat(2 * 1024 * 1024))), ""),
         ("/cron", with("name", json!("")), "name"),
         ("/cron", with("surprise", json!(1)), "surprise"),
-        ("/delayed", json!({"url": "https://example.com/x", "execute_at": "2020-01-01T00:00:00Z"}).to_string(), "execute_at"),
-        ("/delayed", json!({"url": "https://example.com/x", "execute_at": "tomorrow"}).to_string(), "execute_at"),
-        ("/delayed", json!({"url": "https://example.com/x"}).to_string(), "execute_at"),
-        ("/delayed", json!({"url": "https://example.com/x", "delay_seconds": -5}).to_string(), "delay_seconds"),
+        (
+            "/delayed",
+            json!({"url": "https://example.com/x", "execute_at": "2020-01-01T00:00:00Z"}).to_string(),
+            "execute_at",
+        ),
+        (
+            "/delayed",
+            json!({"url": "https://example.com/x", "execute_at": "tomorrow"}).to_string(),
+            "execute_at",
+        ),
+        (
+            "/delayed",
+            json!({"url": "https://example.com/x"}).to_string(),
+            "execute_at",
+        ),
+        (
+            "/delayed",
+            json!({"url": "https://example.com/x", "delay_seconds": -5}).to_string(),
+            "delay_seconds",
+        ),
     ];
     for (path, body, field) in &cases {
         let (status, v) = raw(&env, Method::POST, path, Some(&env.api_key), body).await;
         assert!((400..500).contains(&status), "{path} {field}: {status} {v}");
-        assert!(v["error"]["code"].is_string() && v["error"]["message"].is_string(), "{path} {field}: {v}");
+        assert!(
+            v["error"]["code"].is_string() && v["error"]["message"].is_string(),
+            "{path} {field}: {v}"
+        );
         if !field.is_empty() {
             assert_eq!(v["error"]["field"], *field, "{path}: {v}");
         }
     }
     // Bad updates leave the job as it was.
-    let (status, v) = raw(&env, Method::PATCH, &format!("/cron/{id}"), Some(&env.api_key), &json!({"schedule": "bogus"}).to_string()).await;
+    let (status, v) = raw(
+        &env,
+        Method::PATCH,
+        &format!("/cron/{id}"),
+        Some(&env.api_key),
+        &json!({"schedule": "bogus"}).to_string(),
+    )
+    .await;
     assert_eq!(status, 400, "{v}");
     assert_eq!(v["error"]["field"], "schedule");
     assert_eq!(event_count(&env).await, before, "refused input stored events");
@@ -137,7 +177,13 @@ async fn bad_input_is_a_4xx_naming_the_field_and_stores_nothing() {
     assert_eq!(now["schedule"], "*/5 * * * *");
 
     // Query parameters are checked too.
-    for q in ["/executions?limit=0", "/executions?limit=abc", "/executions?status=weird", "/executions?cursor=%%%", "/cron?status=weird"] {
+    for q in [
+        "/executions?limit=0",
+        "/executions?limit=abc",
+        "/executions?status=weird",
+        "/executions?cursor=%%%",
+        "/cron?status=weird",
+    ] {
         let (status, v) = env.get(q).await;
         assert_eq!(status, 400, "{q}: {v}");
     }

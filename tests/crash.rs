@@ -30,7 +30,9 @@ async fn run_events(env: &TestEnv) -> BTreeMap<String, Vec<(String, serde_json::
 }
 
 fn time(v: &serde_json::Value) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(v.as_str().expect("a time")).expect("RFC 3339").with_timezone(&Utc)
+    DateTime::parse_from_rfc3339(v.as_str().expect("a time"))
+        .expect("RFC 3339")
+        .with_timezone(&Utc)
 }
 
 #[tokio::test]
@@ -40,7 +42,10 @@ async fn kill_9_mid_traffic_loses_no_run_and_fires_none_twice() {
     // An every-second cron job, and 80 delayed calls due every 60 ms over the next ~5 s. Some
     // targets are slow so that calls are in flight when the process dies.
     let (status, cron) = env
-        .post("/cron", json!({"name": "tick", "url": env.target_url("/tick"), "schedule": "* * * * * *", "timezone": "UTC"}))
+        .post(
+            "/cron",
+            json!({"name": "tick", "url": env.target_url("/tick"), "schedule": "* * * * * *", "timezone": "UTC"}),
+        )
         .await;
     assert_eq!(status, 201, "{cron}");
     let cron_id = cron["id"].as_str().expect("id").to_string();
@@ -48,9 +53,18 @@ async fn kill_9_mid_traffic_loses_no_run_and_fires_none_twice() {
     let start = Utc::now() + chrono::Duration::milliseconds(800);
     let mut delayed: HashMap<String, String> = HashMap::new(); // job id -> path
     for i in 0..80 {
-        let path = if i % 4 == 0 { format!("/slow/400/{i}") } else { format!("/d/{i}") };
+        let path = if i % 4 == 0 {
+            format!("/slow/400/{i}")
+        } else {
+            format!("/d/{i}")
+        };
         let at = start + chrono::Duration::milliseconds(60 * i);
-        let (status, job) = env.post("/delayed", json!({"url": env.target_url(&path), "execute_at": at.to_rfc3339()})).await;
+        let (status, job) = env
+            .post(
+                "/delayed",
+                json!({"url": env.target_url(&path), "execute_at": at.to_rfc3339()}),
+            )
+            .await;
         assert_eq!(status, 201, "{job}");
         delayed.insert(job["id"].as_str().expect("id").to_string(), path);
     }
@@ -72,7 +86,11 @@ async fn kill_9_mid_traffic_loses_no_run_and_fires_none_twice() {
                 None => "/delayed?limit=100".to_string(),
             };
             let (_, page) = env.get(&q).await;
-            finished += page["items"].as_array()?.iter().filter(|j| j["status"] == "succeeded").count();
+            finished += page["items"]
+                .as_array()?
+                .iter()
+                .filter(|j| j["status"] == "succeeded")
+                .count();
             cursor = page["next_cursor"].as_str().map(str::to_string);
             if cursor.is_none() {
                 break;
@@ -92,7 +110,9 @@ async fn kill_9_mid_traffic_loses_no_run_and_fires_none_twice() {
     let arrivals = env.target.arrivals();
     let mut arrivals_per_run: HashMap<String, usize> = HashMap::new();
     for a in &arrivals {
-        *arrivals_per_run.entry(a.run_id.clone().expect("every call carries X-CronBox-Run-Id")).or_default() += 1;
+        *arrivals_per_run
+            .entry(a.run_id.clone().expect("every call carries X-CronBox-Run-Id"))
+            .or_default() += 1;
     }
 
     let mut delayed_runs: HashMap<String, Vec<String>> = HashMap::new();
@@ -112,7 +132,11 @@ async fn kill_9_mid_traffic_loses_no_run_and_fires_none_twice() {
             }
             "RunSkipped" => {
                 let s = &first["RunSkipped"];
-                cron_skipped.push((time(&s["first_skipped"]), time(&s["last_skipped"]), s["skipped_count"].as_u64().expect("count")));
+                cron_skipped.push((
+                    time(&s["first_skipped"]),
+                    time(&s["last_skipped"]),
+                    s["skipped_count"].as_u64().expect("count"),
+                ));
             }
             other => panic!("run {run_id} starts with {other}"),
         }
@@ -120,18 +144,32 @@ async fn kill_9_mid_traffic_loses_no_run_and_fires_none_twice() {
         // sees a run more than once only when the process died between that record and the ack.
         let started = events.iter().filter(|(t, _)| t == "AttemptStarted").count();
         let seen = arrivals_per_run.get(run_id).copied().unwrap_or(0);
-        assert!(seen <= started, "run {run_id} reached the target {seen} times but only {started} attempts were recorded");
+        assert!(
+            seen <= started,
+            "run {run_id} reached the target {seen} times but only {started} attempts were recorded"
+        );
     }
 
     // Delayed calls: exactly one run each, succeeded, and the target saw it.
     for (job_id, path) in &delayed {
-        let ids = delayed_runs.get(job_id).unwrap_or_else(|| panic!("delayed call {job_id} has no run"));
+        let ids = delayed_runs
+            .get(job_id)
+            .unwrap_or_else(|| panic!("delayed call {job_id} has no run"));
         assert_eq!(ids.len(), 1, "delayed call {job_id} has runs {ids:?}");
         let run_id = &ids[0];
         let events = &runs[run_id];
-        assert_eq!(events.last().map(|(t, _)| t.as_str()), Some("RunSucceeded"), "run {run_id}: {events:?}");
+        assert_eq!(
+            events.last().map(|(t, _)| t.as_str()),
+            Some("RunSucceeded"),
+            "run {run_id}: {events:?}"
+        );
         assert_eq!(events.iter().filter(|(t, _)| t == "RunScheduled").count(), 1);
-        assert!(arrivals.iter().any(|a| a.run_id.as_deref() == Some(run_id) && &a.path == path), "delayed run {run_id} never reached {path}");
+        assert!(
+            arrivals
+                .iter()
+                .any(|a| a.run_id.as_deref() == Some(run_id) && &a.path == path),
+            "delayed run {run_id} never reached {path}"
+        );
     }
 
     // Cron: every second from the first fire to the last is accounted for exactly once, either
@@ -139,7 +177,11 @@ async fn kill_9_mid_traffic_loses_no_run_and_fires_none_twice() {
     cron_fired.sort();
     let mut covered: Vec<DateTime<Utc>> = cron_fired.iter().map(|(t, _)| *t).collect();
     let fired: HashSet<DateTime<Utc>> = covered.iter().copied().collect();
-    assert_eq!(fired.len(), covered.len(), "a cron instant was fired twice: {cron_fired:?}");
+    assert_eq!(
+        fired.len(),
+        covered.len(),
+        "a cron instant was fired twice: {cron_fired:?}"
+    );
     for (first, last, count) in &cron_skipped {
         let n = (*last - *first).num_seconds() + 1;
         assert_eq!(n as u64, *count, "skip record {first}..{last} counts {count}");
@@ -151,11 +193,23 @@ async fn kill_9_mid_traffic_loses_no_run_and_fires_none_twice() {
     let first = covered[0];
     let last = *covered.last().expect("cron fired");
     assert!(last > killed_at, "cron did not fire after the restart");
-    let expected: Vec<DateTime<Utc>> = (0..=(last - first).num_seconds()).map(|k| first + chrono::Duration::seconds(k)).collect();
-    assert_eq!(covered, expected, "cron instants lost or doubled (fired {cron_fired:?}, skipped {cron_skipped:?})");
-    assert!(!cron_skipped.is_empty() || cron_fired.iter().any(|(t, _)| *t > killed_at), "downtime left no trace");
+    let expected: Vec<DateTime<Utc>> = (0..=(last - first).num_seconds())
+        .map(|k| first + chrono::Duration::seconds(k))
+        .collect();
+    assert_eq!(
+        covered, expected,
+        "cron instants lost or doubled (fired {cron_fired:?}, skipped {cron_skipped:?})"
+    );
+    assert!(
+        !cron_skipped.is_empty() || cron_fired.iter().any(|(t, _)| *t > killed_at),
+        "downtime left no trace"
+    );
     for (_, run_id) in &cron_fired {
         let events = &runs[run_id];
-        assert_eq!(events.last().map(|(t, _)| t.as_str()), Some("RunSucceeded"), "cron run {run_id}: {events:?}");
+        assert_eq!(
+            events.last().map(|(t, _)| t.as_str()),
+            Some("RunSucceeded"),
+            "cron run {run_id}: {events:?}"
+        );
     }
 }

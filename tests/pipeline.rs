@@ -9,7 +9,9 @@ use common::TestEnv;
 use serde_json::json;
 
 fn ts(v: &serde_json::Value) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(v.as_str().expect("a time string")).expect("RFC 3339").with_timezone(&Utc)
+    DateTime::parse_from_rfc3339(v.as_str().expect("a time string"))
+        .expect("RFC 3339")
+        .with_timezone(&Utc)
 }
 
 #[tokio::test]
@@ -33,14 +35,19 @@ async fn delayed_call_fires_on_time_with_its_request() {
     let run_id = job["run_id"].as_str().expect("run_id").to_string();
 
     let arrival = env
-        .eventually(Duration::from_secs(10), "the delayed call to arrive", || async { env.target.arrivals_at("/hook").into_iter().next() })
+        .eventually(Duration::from_secs(10), "the delayed call to arrive", || async {
+            env.target.arrivals_at("/hook").into_iter().next()
+        })
         .await;
     let lateness = arrival.at - at;
     assert!(lateness >= chrono::Duration::zero(), "fired early: {lateness}");
     assert!(lateness < chrono::Duration::seconds(1), "fired {lateness} late");
     assert_eq!(arrival.method, "POST");
     assert_eq!(arrival.body, b"{\"order\":42}");
-    assert_eq!(arrival.headers.get("x-custom").and_then(|v| v.to_str().ok()), Some("yes"));
+    assert_eq!(
+        arrival.headers.get("x-custom").and_then(|v| v.to_str().ok()),
+        Some("yes")
+    );
     assert_eq!(arrival.run_id.as_deref(), Some(run_id.as_str()));
 
     let exec = env.wait_execution(&run_id, Duration::from_secs(10)).await;
@@ -51,8 +58,22 @@ async fn delayed_call_fires_on_time_with_its_request() {
     assert_eq!(exec["attempt_log"].as_array().map(Vec::len), Some(1));
 
     let (_, events) = env.get(&format!("/executions/{run_id}/events")).await;
-    let types: Vec<&str> = events["items"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
-    assert_eq!(types, ["RunScheduled", "RunDispatched", "AttemptStarted", "AttemptFinished", "RunSucceeded"]);
+    let types: Vec<&str> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "RunScheduled",
+            "RunDispatched",
+            "AttemptStarted",
+            "AttemptFinished",
+            "RunSucceeded"
+        ]
+    );
 
     let job_id = job["id"].as_str().unwrap();
     let job = env
@@ -74,12 +95,18 @@ async fn delayed_call_fires_on_time_with_its_request() {
 async fn every_second_cron_fires_pauses_resumes_and_runs_now() {
     let env = TestEnv::start().await;
     let (status, job) = env
-        .post("/cron", json!({"name": "tick", "url": env.target_url("/tick"), "schedule": "* * * * * *", "timezone": "UTC"}))
+        .post(
+            "/cron",
+            json!({"name": "tick", "url": env.target_url("/tick"), "schedule": "* * * * * *", "timezone": "UTC"}),
+        )
         .await;
     assert_eq!(status, 201, "{job}");
     let id = job["id"].as_str().unwrap().to_string();
 
-    env.eventually(Duration::from_secs(10), "3 ticks", || async { (env.target.arrivals_at("/tick").len() >= 3).then_some(()) }).await;
+    env.eventually(Duration::from_secs(10), "3 ticks", || async {
+        (env.target.arrivals_at("/tick").len() >= 3).then_some(())
+    })
+    .await;
     let ticks = env.target.arrivals_at("/tick");
     for pair in ticks.windows(2) {
         let gap = (pair[1].at - pair[0].at).num_milliseconds();
@@ -103,7 +130,14 @@ async fn every_second_cron_fires_pauses_resumes_and_runs_now() {
     let exec = env.wait_execution(&run_id, Duration::from_secs(10)).await;
     assert_eq!(exec["trigger"], "manual");
     assert_eq!(exec["status"], "succeeded");
-    assert_eq!(env.target.arrivals_at("/tick").iter().filter(|a| a.run_id.as_deref() == Some(&run_id)).count(), 1);
+    assert_eq!(
+        env.target
+            .arrivals_at("/tick")
+            .iter()
+            .filter(|a| a.run_id.as_deref() == Some(&run_id))
+            .count(),
+        1
+    );
 
     let (status, resumed) = env.post(&format!("/cron/{id}/resume"), json!({})).await;
     assert_eq!(status, 200);
@@ -122,12 +156,19 @@ async fn every_second_cron_fires_pauses_resumes_and_runs_now() {
     let second = ts(&page["items"][1]["scheduled_for"]);
     assert!(first >= second);
     let cursor = page["next_cursor"].as_str().expect("more pages").to_string();
-    let (_, page2) = env.get(&format!("/executions?job_id={id}&limit=2&cursor={cursor}")).await;
+    let (_, page2) = env
+        .get(&format!("/executions?job_id={id}&limit=2&cursor={cursor}"))
+        .await;
     assert!(ts(&page2["items"][0]["scheduled_for"]) <= second);
     assert_ne!(page2["items"][0]["id"], page["items"][1]["id"]);
 
     let (_, events) = env.get(&format!("/cron/{id}/events")).await;
-    let types: Vec<&str> = events["items"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
+    let types: Vec<&str> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
     assert_eq!(types, ["JobCreated", "JobPaused", "RunRequested", "JobResumed"]);
 
     let (status, _) = env.delete(&format!("/cron/{id}")).await;
@@ -137,14 +178,21 @@ async fn every_second_cron_fires_pauses_resumes_and_runs_now() {
     tokio::time::sleep(Duration::from_millis(400)).await;
     let after_delete = env.target.arrivals_at("/tick").len();
     tokio::time::sleep(Duration::from_millis(2000)).await;
-    assert_eq!(env.target.arrivals_at("/tick").len(), after_delete, "a deleted job fired");
+    assert_eq!(
+        env.target.arrivals_at("/tick").len(),
+        after_delete,
+        "a deleted job fired"
+    );
 }
 
 #[tokio::test]
 async fn failed_calls_are_retried_then_fail_with_the_reason() {
     let env = TestEnv::start().await;
     let (status, job) = env
-        .post("/delayed", json!({"url": env.target_url("/fail"), "delay_seconds": 0, "retry_count": 2, "retry_delay_seconds": 1}))
+        .post(
+            "/delayed",
+            json!({"url": env.target_url("/fail"), "delay_seconds": 0, "retry_count": 2, "retry_delay_seconds": 1}),
+        )
         .await;
     assert_eq!(status, 201, "{job}");
     let run_id = job["run_id"].as_str().unwrap().to_string();
@@ -155,43 +203,71 @@ async fn failed_calls_are_retried_then_fail_with_the_reason() {
     assert_eq!(exec["status_code"], 500);
     let arrivals = env.target.arrivals_at("/fail");
     assert_eq!(arrivals.len(), 3);
-    assert!(arrivals.iter().all(|a| a.run_id.as_deref() == Some(run_id.as_str())), "retries keep the run id");
+    assert!(
+        arrivals.iter().all(|a| a.run_id.as_deref() == Some(run_id.as_str())),
+        "retries keep the run id"
+    );
     for pair in arrivals.windows(2) {
-        assert!((pair[1].at - pair[0].at).num_milliseconds() >= 900, "retry came before its delay");
+        assert!(
+            (pair[1].at - pair[0].at).num_milliseconds() >= 900,
+            "retry came before its delay"
+        );
     }
-    let attempts: Vec<&str> = arrivals.iter().map(|a| a.headers.get("x-cronbox-attempt").unwrap().to_str().unwrap()).collect();
+    let attempts: Vec<&str> = arrivals
+        .iter()
+        .map(|a| a.headers.get("x-cronbox-attempt").unwrap().to_str().unwrap())
+        .collect();
     assert_eq!(attempts, ["1", "2", "3"]);
 
     // A flaky target succeeds on the retry.
     let (_, job) = env
         .post("/delayed", json!({"url": env.target_url("/flaky/1/x"), "delay_seconds": 0, "retry_count": 3, "retry_delay_seconds": 1}))
         .await;
-    let exec = env.wait_execution(job["run_id"].as_str().unwrap(), Duration::from_secs(20)).await;
+    let exec = env
+        .wait_execution(job["run_id"].as_str().unwrap(), Duration::from_secs(20))
+        .await;
     assert_eq!(exec["status"], "succeeded");
     assert_eq!(exec["attempts"], 2);
 
     // Transport errors are classified.
     let closed = format!("http://127.0.0.1:{}/nothing", common::free_port());
     let (_, job) = env.post("/delayed", json!({"url": closed, "delay_seconds": 0})).await;
-    let exec = env.wait_execution(job["run_id"].as_str().unwrap(), Duration::from_secs(20)).await;
+    let exec = env
+        .wait_execution(job["run_id"].as_str().unwrap(), Duration::from_secs(20))
+        .await;
     assert_eq!(exec["status"], "failed");
     assert_eq!(exec["error_type"], "connect");
-    let (_, job) = env.post("/delayed", json!({"url": env.target_url("/slow/3000"), "delay_seconds": 0, "timeout_seconds": 1})).await;
-    let exec = env.wait_execution(job["run_id"].as_str().unwrap(), Duration::from_secs(20)).await;
+    let (_, job) = env
+        .post(
+            "/delayed",
+            json!({"url": env.target_url("/slow/3000"), "delay_seconds": 0, "timeout_seconds": 1}),
+        )
+        .await;
+    let exec = env
+        .wait_execution(job["run_id"].as_str().unwrap(), Duration::from_secs(20))
+        .await;
     assert_eq!(exec["error_type"], "timeout");
 }
 
 #[tokio::test]
 async fn pending_delayed_call_can_be_cancelled_and_never_fires() {
     let env = TestEnv::start().await;
-    let (_, job) = env.post("/delayed", json!({"url": env.target_url("/cancelled"), "delay_seconds": 2})).await;
+    let (_, job) = env
+        .post(
+            "/delayed",
+            json!({"url": env.target_url("/cancelled"), "delay_seconds": 2}),
+        )
+        .await;
     let id = job["id"].as_str().unwrap();
     let (status, body) = env.delete(&format!("/delayed/{id}")).await;
     assert_eq!(status, 204, "{body}");
     let (status, _) = env.get(&format!("/delayed/{id}")).await;
     assert_eq!(status, 404);
     tokio::time::sleep(Duration::from_millis(3500)).await;
-    assert!(env.target.arrivals_at("/cancelled").is_empty(), "a cancelled call fired");
+    assert!(
+        env.target.arrivals_at("/cancelled").is_empty(),
+        "a cancelled call fired"
+    );
 }
 
 #[tokio::test]
@@ -218,9 +294,20 @@ async fn idempotency_key_returns_the_existing_call() {
     // Concurrent creates with one new key agree on one job.
     let mut handles = Vec::new();
     for _ in 0..8 {
-        let (http, url, key, target) = (env.http.clone(), env.ws_url("/delayed"), env.api_key.clone(), env.target_url("/idem"));
+        let (http, url, key, target) = (
+            env.http.clone(),
+            env.ws_url("/delayed"),
+            env.api_key.clone(),
+            env.target_url("/idem"),
+        );
         handles.push(tokio::spawn(async move {
-            let r = http.post(url).bearer_auth(key).json(&json!({"url": target, "delay_seconds": 60, "idempotency_key": "race"})).send().await.unwrap();
+            let r = http
+                .post(url)
+                .bearer_auth(key)
+                .json(&json!({"url": target, "delay_seconds": 60, "idempotency_key": "race"}))
+                .send()
+                .await
+                .unwrap();
             let status = r.status().as_u16();
             let v: serde_json::Value = r.json().await.unwrap();
             (status, v["id"].as_str().unwrap().to_string())
@@ -241,12 +328,27 @@ async fn idempotency_key_returns_the_existing_call() {
 #[tokio::test]
 async fn cron_preview_agrees_with_the_schedule() {
     let env = TestEnv::start().await;
-    let url = format!("{}/v1/cron/preview?schedule=0%203%20*%20*%20*&timezone=Europe/Moscow&count=3&after=2026-01-01T00:00:00Z", env.base());
+    let url = format!(
+        "{}/v1/cron/preview?schedule=0%203%20*%20*%20*&timezone=Europe/Moscow&count=3&after=2026-01-01T00:00:00Z",
+        env.base()
+    );
     let v: serde_json::Value = env.http.get(url).send().await.unwrap().json().await.unwrap();
     // 2026-01-01T00:00Z is 03:00 in Moscow: "strictly after" excludes it.
-    assert_eq!(v["next"], json!(["2026-01-02T03:00:00+03:00", "2026-01-03T03:00:00+03:00", "2026-01-04T03:00:00+03:00"]));
+    assert_eq!(
+        v["next"],
+        json!([
+            "2026-01-02T03:00:00+03:00",
+            "2026-01-03T03:00:00+03:00",
+            "2026-01-04T03:00:00+03:00"
+        ])
+    );
     assert!(v["description"].as_str().unwrap().len() > 5);
-    let bad = env.http.get(format!("{}/v1/cron/preview?schedule=0%200%2030%202%20*", env.base())).send().await.unwrap();
+    let bad = env
+        .http
+        .get(format!("{}/v1/cron/preview?schedule=0%200%2030%202%20*", env.base()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(bad.status().as_u16(), 400);
     let v: serde_json::Value = bad.json().await.unwrap();
     assert_eq!(v["error"]["field"], "schedule");

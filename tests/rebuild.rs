@@ -13,18 +13,22 @@ const TABLES: &[&str] = &["jobs", "runs", "run_attempts", "schedule_jobs", "sche
 async fn dump(env: &TestEnv) -> Vec<(String, serde_json::Value)> {
     let mut out = Vec::new();
     for t in TABLES {
-        let rows: serde_json::Value =
-            sqlx::query_scalar(&format!("SELECT coalesce(jsonb_agg(to_jsonb(t) ORDER BY to_jsonb(t)::text), '[]'::jsonb) FROM {t} t"))
-                .fetch_one(&env.db.pool)
-                .await
-                .expect("dump table");
+        let rows: serde_json::Value = sqlx::query_scalar(&format!(
+            "SELECT coalesce(jsonb_agg(to_jsonb(t) ORDER BY to_jsonb(t)::text), '[]'::jsonb) FROM {t} t"
+        ))
+        .fetch_one(&env.db.pool)
+        .await
+        .expect("dump table");
         out.push((t.to_string(), rows));
     }
     out
 }
 
 async fn index_names(env: &TestEnv) -> Vec<String> {
-    sqlx::query_scalar("SELECT indexname::text FROM pg_indexes WHERE schemaname = 'public' ORDER BY 1").fetch_all(&env.db.pool).await.expect("indexes")
+    sqlx::query_scalar("SELECT indexname::text FROM pg_indexes WHERE schemaname = 'public' ORDER BY 1")
+        .fetch_all(&env.db.pool)
+        .await
+        .expect("indexes")
 }
 
 #[tokio::test]
@@ -41,16 +45,34 @@ async fn rebuilt_read_models_equal_the_live_ones() {
         .await;
     assert_eq!(status, 201, "{cron}");
     let cron_id = cron["id"].as_str().expect("id").to_string();
-    let (status, _) = env.post("/delayed", json!({"url": env.target_url("/ok"), "delay_seconds": 0, "idempotency_key": "k1"})).await;
+    let (status, _) = env
+        .post(
+            "/delayed",
+            json!({"url": env.target_url("/ok"), "delay_seconds": 0, "idempotency_key": "k1"}),
+        )
+        .await;
     assert_eq!(status, 201);
-    let (status, _) = env.post("/delayed", json!({"url": env.target_url("/fail"), "delay_seconds": 0})).await;
+    let (status, _) = env
+        .post("/delayed", json!({"url": env.target_url("/fail"), "delay_seconds": 0}))
+        .await;
     assert_eq!(status, 201);
-    let (_, later) = env.post("/delayed", json!({"url": env.target_url("/never"), "delay_seconds": 300})).await;
-    let (status, _) = env.delete(&format!("/delayed/{}", later["id"].as_str().expect("id"))).await;
+    let (_, later) = env
+        .post(
+            "/delayed",
+            json!({"url": env.target_url("/never"), "delay_seconds": 300}),
+        )
+        .await;
+    let (status, _) = env
+        .delete(&format!("/delayed/{}", later["id"].as_str().expect("id")))
+        .await;
     assert_eq!(status, 204);
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let (status, _) = env
-        .request(reqwest::Method::PATCH, &env.ws_url(&format!("/cron/{cron_id}")), Some(json!({"description": "changed"})))
+        .request(
+            reqwest::Method::PATCH,
+            &env.ws_url(&format!("/cron/{cron_id}")),
+            Some(json!({"description": "changed"})),
+        )
         .await;
     assert_eq!(status, 200);
     let (status, _) = env.post(&format!("/cron/{cron_id}/run"), json!({})).await;
@@ -79,7 +101,11 @@ async fn rebuilt_read_models_equal_the_live_ones() {
     .await;
     let live = dump(&env).await;
     let indexes = index_names(&env).await;
-    let runs = live.iter().find(|(t, _)| t == "runs").and_then(|(_, v)| v.as_array().map(Vec::len)).unwrap_or(0);
+    let runs = live
+        .iter()
+        .find(|(t, _)| t == "runs")
+        .and_then(|(_, v)| v.as_array().map(Vec::len))
+        .unwrap_or(0);
     assert!(runs >= 5, "too little traffic to compare: {runs} runs");
 
     let out = env.cli(&["projections", "rebuild"]).await;

@@ -60,9 +60,18 @@ fn bearer(parts: &Parts) -> Option<&str> {
 pub async fn authenticate(state: &AppState, parts: &Parts) -> Result<Caller, ApiError> {
     let key = bearer(parts).ok_or(ApiError::Unauthorized)?;
     let ws = workspace_of_key(key).ok_or(ApiError::Unauthorized)?;
-    let (workspace, _) = state.stores.workspaces.load(&ws.to_string()).await.map_err(ApiError::internal)?;
+    let (workspace, _) = state
+        .stores
+        .workspaces
+        .load(&ws.to_string())
+        .await
+        .map_err(ApiError::internal)?;
     let key_id = workspace.authenticate(key).ok_or(ApiError::Unauthorized)?.key_id;
-    Ok(Caller { workspace_id: ws, key_id, timezone: workspace.timezone.clone() })
+    Ok(Caller {
+        workspace_id: ws,
+        key_id,
+        timezone: workspace.timezone.clone(),
+    })
 }
 
 impl FromRequestParts<AppState> for Caller {

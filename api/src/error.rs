@@ -12,7 +12,11 @@ use serde_json::json;
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{message}")]
-    BadRequest { code: &'static str, message: String, field: Option<String> },
+    BadRequest {
+        code: &'static str,
+        message: String,
+        field: Option<String>,
+    },
     #[error("missing or invalid API key")]
     Unauthorized,
     #[error("{0} not found")]
@@ -29,7 +33,11 @@ pub enum ApiError {
 
 impl ApiError {
     pub fn field(field: impl Into<String>, code: &'static str, message: impl Into<String>) -> Self {
-        Self::BadRequest { code, message: message.into(), field: Some(field.into()) }
+        Self::BadRequest {
+            code,
+            message: message.into(),
+            field: Some(field.into()),
+        }
     }
     pub fn internal(e: impl std::error::Error + Send + Sync + 'static) -> Self {
         Self::Internal(Box::new(e))
@@ -38,7 +46,11 @@ impl ApiError {
 
 impl From<FieldError> for ApiError {
     fn from(e: FieldError) -> Self {
-        Self::BadRequest { code: e.code, message: e.message, field: Some(e.field) }
+        Self::BadRequest {
+            code: e.code,
+            message: e.message,
+            field: Some(e.field),
+        }
     }
 }
 
@@ -85,9 +97,14 @@ impl IntoResponse for ApiError {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal", None)
             }
         };
-        let mut resp = (status, Json(json!({"error": {"code": code, "message": self.to_string(), "field": field}}))).into_response();
+        let mut resp = (
+            status,
+            Json(json!({"error": {"code": code, "message": self.to_string(), "field": field}})),
+        )
+            .into_response();
         if status == StatusCode::UNAUTHORIZED {
-            resp.headers_mut().insert("www-authenticate", axum::http::HeaderValue::from_static("Bearer"));
+            resp.headers_mut()
+                .insert("www-authenticate", axum::http::HeaderValue::from_static("Bearer"));
         }
         resp
     }

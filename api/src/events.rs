@@ -26,5 +26,7 @@ pub async fn aggregate_events(state: &AppState, aggregate_type: &str, id: Uuid) 
             json!({"sequence": sequence, "type": event_type, "version": version, "recorded_at": recorded_at, "data": data})
         })
         .collect();
-    Ok(Json(json!({"aggregate_type": aggregate_type, "aggregate_id": id, "items": items})))
+    Ok(Json(
+        json!({"aggregate_type": aggregate_type, "aggregate_id": id, "items": items}),
+    ))
 }

@@ -16,7 +16,11 @@ use crate::error::ApiError;
 use crate::input::parse_uuid;
 use crate::{pagination, AppState};
 
-const COLUMNS: &str = "id, job_id, trigger, status, scheduled_for, attempts, dispatched_at, started_at, finished_at, retry_at,
+/// (attempt, started_at, finished_at, outcome) of one run_attempts row.
+type AttemptRow = (i32, Option<DateTime<Utc>>, Option<DateTime<Utc>>, Option<Value>);
+
+const COLUMNS: &str =
+    "id, job_id, trigger, status, scheduled_for, attempts, dispatched_at, started_at, finished_at, retry_at,
                        status_code, duration_ms, error_type, error_message, skipped_count";
 
 fn summary(r: &PgRow) -> Result<Value, sqlx::Error> {
@@ -42,7 +46,11 @@ fn summary(r: &PgRow) -> Result<Value, sqlx::Error> {
     }))
 }
 
-pub async fn list(State(state): State<AppState>, caller: Caller, Query(q): Query<HashMap<String, String>>) -> Result<Json<Value>, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
     let limit = pagination::limit(q.get("limit").map(String::as_str))?;
     let after = pagination::decode(q.get("cursor").map(String::as_str))?;
     let job_id = q.get("job_id").map(|s| parse_uuid("job_id", s)).transpose()?;
@@ -82,18 +90,24 @@ pub async fn list(State(state): State<AppState>, caller: Caller, Query(q): Query
     Ok(Json(json!({"items": items, "next_cursor": next_cursor})))
 }
 
-pub async fn get(State(state): State<AppState>, caller: Caller, Path((_, id)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
+pub async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((_, id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
     let id = Uuid::try_parse(&id).map_err(|_| ApiError::NotFound("execution"))?;
-    let row = sqlx::query(&format!("SELECT {COLUMNS}, request, response FROM runs WHERE id = $1 AND workspace_id = $2"))
-        .bind(id)
-        .bind(caller.workspace_id)
-        .fetch_optional(&state.pool)
-        .await?
-        .ok_or(ApiError::NotFound("execution"))?;
+    let row = sqlx::query(&format!(
+        "SELECT {COLUMNS}, request, response FROM runs WHERE id = $1 AND workspace_id = $2"
+    ))
+    .bind(id)
+    .bind(caller.workspace_id)
+    .fetch_optional(&state.pool)
+    .await?
+    .ok_or(ApiError::NotFound("execution"))?;
     let mut v = summary(&row)?;
     v["request"] = row.try_get::<Option<Value>, _>("request")?.unwrap_or(Value::Null);
     v["response"] = row.try_get::<Option<Value>, _>("response")?.unwrap_or(Value::Null);
-    let attempts: Vec<(i32, Option<DateTime<Utc>>, Option<DateTime<Utc>>, Option<Value>)> = sqlx::query_as(
+    let attempts: Vec<AttemptRow> = sqlx::query_as(
         "SELECT attempt, started_at, finished_at, outcome FROM run_attempts WHERE run_id = $1 AND workspace_id = $2 ORDER BY attempt",
     )
     .bind(id)
@@ -107,9 +121,18 @@ pub async fn get(State(state): State<AppState>, caller: Caller, Path((_, id)): P
     Ok(Json(v))
 }
 
-pub async fn events(State(state): State<AppState>, caller: Caller, Path((_, id)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
+pub async fn events(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((_, id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
     let id = Uuid::try_parse(&id).map_err(|_| ApiError::NotFound("execution"))?;
-    let (run, _) = state.stores.runs.load(&id.to_string()).await.map_err(ApiError::internal)?;
+    let (run, _) = state
+        .stores
+        .runs
+        .load(&id.to_string())
+        .await
+        .map_err(ApiError::internal)?;
     if run.workspace_id != Some(caller.workspace_id) {
         return Err(ApiError::NotFound("execution"));
     }

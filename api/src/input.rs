@@ -19,14 +19,24 @@ impl<S: Send + Sync> FromRequest<S> for JsonObject {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|_| ApiError::TooLarge(MAX_BODY_BYTES))?;
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|_| ApiError::TooLarge(MAX_BODY_BYTES))?;
         if bytes.len() > MAX_BODY_BYTES {
             return Err(ApiError::TooLarge(MAX_BODY_BYTES));
         }
         match serde_json::from_slice::<Value>(&bytes) {
             Ok(Value::Object(map)) => Ok(JsonObject(map)),
-            Ok(_) => Err(ApiError::BadRequest { code: "invalid_json", message: "the body must be a JSON object".into(), field: None }),
-            Err(e) => Err(ApiError::BadRequest { code: "invalid_json", message: format!("malformed JSON: {e}"), field: None }),
+            Ok(_) => Err(ApiError::BadRequest {
+                code: "invalid_json",
+                message: "the body must be a JSON object".into(),
+                field: None,
+            }),
+            Err(e) => Err(ApiError::BadRequest {
+                code: "invalid_json",
+                message: format!("malformed JSON: {e}"),
+                field: None,
+            }),
         }
     }
 }
@@ -98,7 +108,11 @@ impl Fields {
                 .into_iter()
                 .map(|(k, v)| match v {
                     Value::String(s) => Ok((k, s)),
-                    _ => Err(ApiError::field(format!("{field}.{k}"), "invalid_type", "header values must be strings")),
+                    _ => Err(ApiError::field(
+                        format!("{field}.{k}"),
+                        "invalid_type",
+                        "header values must be strings",
+                    )),
                 })
                 .collect::<Result<Vec<_>, _>>()
                 .map(Some),
@@ -117,7 +131,11 @@ impl Fields {
     pub fn finish(self) -> Result<(), ApiError> {
         match self.0.keys().next() {
             None => Ok(()),
-            Some(k) => Err(ApiError::field(k.clone(), "unknown_field", format!("unknown field {k}"))),
+            Some(k) => Err(ApiError::field(
+                k.clone(),
+                "unknown_field",
+                format!("unknown field {k}"),
+            )),
         }
     }
 }
@@ -125,7 +143,13 @@ impl Fields {
 pub fn parse_time(field: &str, s: &str) -> Result<DateTime<Utc>, ApiError> {
     DateTime::parse_from_rfc3339(s)
         .map(|t| t.with_timezone(&Utc))
-        .map_err(|_| ApiError::field(field, "invalid_time", format!("{field} must be an RFC 3339 time with offset")))
+        .map_err(|_| {
+            ApiError::field(
+                field,
+                "invalid_time",
+                format!("{field} must be an RFC 3339 time with offset"),
+            )
+        })
 }
 
 pub fn parse_uuid(field: &str, s: &str) -> Result<uuid::Uuid, ApiError> {

@@ -50,9 +50,19 @@ fn job_error(e: JobError) -> ApiError {
     match e {
         JobError::Invalid(f) => f.into(),
         JobError::NotFound => ApiError::NotFound("job"),
-        JobError::AlreadyExecuted => ApiError::Conflict { code: "already_executed", message: e.to_string() },
-        JobError::AlreadyExists => ApiError::Conflict { code: "already_exists", message: e.to_string() },
-        JobError::NotCron(_) | JobError::KindChange => ApiError::BadRequest { code: "invalid_operation", message: e.to_string(), field: None },
+        JobError::AlreadyExecuted => ApiError::Conflict {
+            code: "already_executed",
+            message: e.to_string(),
+        },
+        JobError::AlreadyExists => ApiError::Conflict {
+            code: "already_exists",
+            message: e.to_string(),
+        },
+        JobError::NotCron(_) | JobError::KindChange => ApiError::BadRequest {
+            code: "invalid_operation",
+            message: e.to_string(),
+            field: None,
+        },
     }
 }
 
@@ -72,15 +82,25 @@ fn request_fields(f: &mut Fields, base: Option<&RequestSpec>, allow_private: boo
     };
     let input = RequestInput {
         url,
-        method: f.string("method")?.or_else(|| base.map(|b| b.method.as_str().to_string())),
+        method: f
+            .string("method")?
+            .or_else(|| base.map(|b| b.method.as_str().to_string())),
         headers: match f.headers("headers")? {
             Some(h) => h,
-            None => base.map(|b| b.headers.iter().map(|h| (h.name.clone(), h.value.clone())).collect()).unwrap_or_default(),
+            None => base
+                .map(|b| b.headers.iter().map(|h| (h.name.clone(), h.value.clone())).collect())
+                .unwrap_or_default(),
         },
-        body: if f.has("body") { f.string("body")? } else { base.and_then(|b| b.body.clone()) },
+        body: if f.has("body") {
+            f.string("body")?
+        } else {
+            base.and_then(|b| b.body.clone())
+        },
         timeout_seconds: f.int("timeout_seconds")?.or(base.map(|b| i64::from(b.timeout_seconds))),
         retry_count: f.int("retry_count")?.or(base.map(|b| i64::from(b.retry_count))),
-        retry_delay_seconds: f.int("retry_delay_seconds")?.or(base.map(|b| i64::from(b.retry_delay_seconds))),
+        retry_delay_seconds: f
+            .int("retry_delay_seconds")?
+            .or(base.map(|b| i64::from(b.retry_delay_seconds))),
     };
     Ok(RequestSpec::parse(input, allow_private)?)
 }
@@ -116,7 +136,12 @@ async fn stats(state: &AppState, workspace_id: Uuid, id: Uuid) -> Result<Option<
 }
 
 fn headers_json(spec: &RequestSpec) -> Value {
-    Value::Object(spec.headers.iter().map(|h| (h.name.clone(), Value::String(h.value.clone()))).collect())
+    Value::Object(
+        spec.headers
+            .iter()
+            .map(|h| (h.name.clone(), Value::String(h.value.clone())))
+            .collect(),
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -159,9 +184,15 @@ fn view(
             v["kind"] = json!("cron");
             v["schedule"] = json!(schedule);
             v["timezone"] = json!(timezone);
-            v["description_of_schedule"] = json!(CronSchedule::parse_stored(schedule, timezone).map(|s| s.describe()).unwrap_or_default());
+            v["description_of_schedule"] = json!(CronSchedule::parse_stored(schedule, timezone)
+                .map(|s| s.describe())
+                .unwrap_or_default());
         }
-        JobKind::Delayed { execute_at, callback_url, idempotency_key } => {
+        JobKind::Delayed {
+            execute_at,
+            callback_url,
+            idempotency_key,
+        } => {
             v["kind"] = json!("delayed");
             v["execute_at"] = json!(execute_at);
             v["callback_url"] = json!(callback_url);
@@ -183,7 +214,9 @@ async fn render(state: &AppState, job: &Job) -> Result<Value, ApiError> {
         (JobKind::Cron { schedule, timezone }, JobStatus::Active) => {
             let next = match &stats {
                 Some(s) if s.status == "active" => s.next_run_at,
-                _ => CronSchedule::parse_stored(schedule, timezone).ok().and_then(|s| s.next_after(Utc::now())),
+                _ => CronSchedule::parse_stored(schedule, timezone)
+                    .ok()
+                    .and_then(|s| s.next_after(Utc::now())),
             };
             ("active".to_string(), next)
         }
@@ -194,14 +227,28 @@ async fn render(state: &AppState, job: &Job) -> Result<Value, ApiError> {
         },
         (_, JobStatus::Deleted) => return Err(ApiError::NotFound("job")),
     };
-    Ok(view(id, ws, def, &status, next, stats.as_ref(), job.created_at, job.updated_at))
+    Ok(view(
+        id,
+        ws,
+        def,
+        &status,
+        next,
+        stats.as_ref(),
+        job.created_at,
+        job.updated_at,
+    ))
 }
 
 /// Loads a job of `kind` in the caller's workspace; anything else is a 404.
 async fn load(state: &AppState, caller: &Caller, raw_id: &str, kind: Kind) -> Result<(Uuid, Job), ApiError> {
     let not_found = ApiError::NotFound(kind.noun());
     let id = Uuid::try_parse(raw_id).map_err(|_| ApiError::NotFound(kind.noun()))?;
-    let (job, _) = state.stores.jobs.load(&id.to_string()).await.map_err(ApiError::internal)?;
+    let (job, _) = state
+        .stores
+        .jobs
+        .load(&id.to_string())
+        .await
+        .map_err(ApiError::internal)?;
     let matches_kind = match job.definition.as_ref().map(|d| &d.kind) {
         Some(JobKind::Cron { .. }) => kind == Kind::Cron,
         Some(JobKind::Delayed { .. }) => kind == Kind::Delayed,
@@ -215,10 +262,18 @@ async fn load(state: &AppState, caller: &Caller, raw_id: &str, kind: Kind) -> Re
 
 // ---------- cron ----------
 
-pub async fn create_cron(State(state): State<AppState>, caller: Caller, JsonObject(body): JsonObject) -> Result<impl IntoResponse, ApiError> {
+pub async fn create_cron(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonObject(body): JsonObject,
+) -> Result<impl IntoResponse, ApiError> {
     let mut f = Fields(body);
-    let name = f.string("name")?.ok_or_else(|| ApiError::field("name", "required", "name is required"))?;
-    let schedule = f.string("schedule")?.ok_or_else(|| ApiError::field("schedule", "required", "schedule is required"))?;
+    let name = f
+        .string("name")?
+        .ok_or_else(|| ApiError::field("name", "required", "name is required"))?;
+    let schedule = f
+        .string("schedule")?
+        .ok_or_else(|| ApiError::field("schedule", "required", "schedule is required"))?;
     let timezone = f.string("timezone")?.unwrap_or_else(|| caller.timezone.clone());
     CronSchedule::parse(&schedule, &timezone).map_err(schedule_error)?;
     let definition = JobDefinition {
@@ -228,18 +283,40 @@ pub async fn create_cron(State(state): State<AppState>, caller: Caller, JsonObje
         request: request_fields(&mut f, None, state.allow_private_targets)?,
         notify_on_failure: f.bool("notify_on_failure")?.unwrap_or(true),
         notify_on_recovery: f.bool("notify_on_recovery")?.unwrap_or(true),
-        kind: JobKind::Cron { schedule: schedule.trim().to_string(), timezone },
+        kind: JobKind::Cron {
+            schedule: schedule.trim().to_string(),
+            timezone,
+        },
     };
     f.finish()?;
     let id = Uuid::new_v4();
-    let cmd = JobCommand::Create { job_id: id, workspace_id: caller.workspace_id, definition, at: Utc::now() };
-    state.stores.jobs.execute(&id.to_string(), cmd).await.map_err(|e| from_aggregate(e, job_error))?;
+    let cmd = JobCommand::Create {
+        job_id: id,
+        workspace_id: caller.workspace_id,
+        definition,
+        at: Utc::now(),
+    };
+    state
+        .stores
+        .jobs
+        .execute(&id.to_string(), cmd)
+        .await
+        .map_err(|e| from_aggregate(e, job_error))?;
     tracing::info!(job_id = %id, workspace_id = %caller.workspace_id, "cron job created");
-    let (job, _) = state.stores.jobs.load(&id.to_string()).await.map_err(ApiError::internal)?;
+    let (job, _) = state
+        .stores
+        .jobs
+        .load(&id.to_string())
+        .await
+        .map_err(ApiError::internal)?;
     Ok((StatusCode::CREATED, Json(render(&state, &job).await?)))
 }
 
-pub async fn get_cron(State(state): State<AppState>, caller: Caller, Path((_, id)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
+pub async fn get_cron(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((_, id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
     let (_, job) = load(&state, &caller, &id, Kind::Cron).await?;
     Ok(Json(render(&state, &job).await?))
 }
@@ -251,8 +328,12 @@ pub async fn update_cron(
     JsonObject(body): JsonObject,
 ) -> Result<Json<Value>, ApiError> {
     let (id, job) = load(&state, &caller, &id, Kind::Cron).await?;
-    let Some(current) = job.definition.clone() else { return Err(ApiError::NotFound("cron job")) };
-    let JobKind::Cron { schedule, timezone } = &current.kind else { return Err(ApiError::NotFound("cron job")) };
+    let Some(current) = job.definition.clone() else {
+        return Err(ApiError::NotFound("cron job"));
+    };
+    let JobKind::Cron { schedule, timezone } = &current.kind else {
+        return Err(ApiError::NotFound("cron job"));
+    };
     let mut f = Fields(body);
     let schedule = f.string("schedule")?.unwrap_or_else(|| schedule.clone());
     let timezone = f.string("timezone")?.unwrap_or_else(|| timezone.clone());
@@ -264,53 +345,113 @@ pub async fn update_cron(
         request: request_fields(&mut f, Some(&current.request), state.allow_private_targets)?,
         notify_on_failure: f.bool("notify_on_failure")?.unwrap_or(current.notify_on_failure),
         notify_on_recovery: f.bool("notify_on_recovery")?.unwrap_or(current.notify_on_recovery),
-        kind: JobKind::Cron { schedule: schedule.trim().to_string(), timezone },
+        kind: JobKind::Cron {
+            schedule: schedule.trim().to_string(),
+            timezone,
+        },
     };
     f.finish()?;
     state
         .stores
         .jobs
-        .execute(&id.to_string(), JobCommand::Update { definition, at: Utc::now() })
+        .execute(
+            &id.to_string(),
+            JobCommand::Update {
+                definition,
+                at: Utc::now(),
+            },
+        )
         .await
         .map_err(|e| from_aggregate(e, job_error))?;
-    let (job, _) = state.stores.jobs.load(&id.to_string()).await.map_err(ApiError::internal)?;
+    let (job, _) = state
+        .stores
+        .jobs
+        .load(&id.to_string())
+        .await
+        .map_err(ApiError::internal)?;
     Ok(Json(render(&state, &job).await?))
 }
 
-async fn cron_command(state: &AppState, caller: &Caller, id: &str, make: impl FnOnce(DateTime<Utc>) -> JobCommand) -> Result<Json<Value>, ApiError> {
+async fn cron_command(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    make: impl FnOnce(DateTime<Utc>) -> JobCommand,
+) -> Result<Json<Value>, ApiError> {
     let (id, _) = load(state, caller, id, Kind::Cron).await?;
-    state.stores.jobs.execute(&id.to_string(), make(Utc::now())).await.map_err(|e| from_aggregate(e, job_error))?;
-    let (job, _) = state.stores.jobs.load(&id.to_string()).await.map_err(ApiError::internal)?;
+    state
+        .stores
+        .jobs
+        .execute(&id.to_string(), make(Utc::now()))
+        .await
+        .map_err(|e| from_aggregate(e, job_error))?;
+    let (job, _) = state
+        .stores
+        .jobs
+        .load(&id.to_string())
+        .await
+        .map_err(ApiError::internal)?;
     Ok(Json(render(state, &job).await?))
 }
 
-pub async fn pause_cron(State(state): State<AppState>, caller: Caller, Path((_, id)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
+pub async fn pause_cron(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((_, id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
     cron_command(&state, &caller, &id, |at| JobCommand::Pause { at }).await
 }
 
-pub async fn resume_cron(State(state): State<AppState>, caller: Caller, Path((_, id)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
+pub async fn resume_cron(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((_, id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
     cron_command(&state, &caller, &id, |at| JobCommand::Resume { at }).await
 }
 
-pub async fn delete_cron(State(state): State<AppState>, caller: Caller, Path((_, id)): Path<(String, String)>) -> Result<StatusCode, ApiError> {
+pub async fn delete_cron(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((_, id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
     let (id, _) = load(&state, &caller, &id, Kind::Cron).await?;
     state
         .stores
         .jobs
-        .execute(&id.to_string(), JobCommand::Delete { already_fired: false, at: Utc::now() })
+        .execute(
+            &id.to_string(),
+            JobCommand::Delete {
+                already_fired: false,
+                at: Utc::now(),
+            },
+        )
         .await
         .map_err(|e| from_aggregate(e, job_error))?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// "Run now": a manual run, dispatched at once, recorded on the job's stream too.
-pub async fn run_cron(State(state): State<AppState>, caller: Caller, Path((_, id)): Path<(String, String)>) -> Result<impl IntoResponse, ApiError> {
+pub async fn run_cron(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((_, id)): Path<(String, String)>,
+) -> Result<impl IntoResponse, ApiError> {
     let (id, job) = load(&state, &caller, &id, Kind::Cron).await?;
-    let Some(def) = job.definition else { return Err(ApiError::NotFound("cron job")) };
+    let Some(def) = job.definition else {
+        return Err(ApiError::NotFound("cron job"));
+    };
     let run_id = Uuid::new_v4();
     let now = Utc::now();
     // The run first: if the second command fails, the run still happens (and is visible).
-    let plan = RunPlan { workspace_id: caller.workspace_id, job_id: id, trigger: Trigger::Manual, scheduled_for: now, request: def.request, callback_url: None };
+    let plan = RunPlan {
+        workspace_id: caller.workspace_id,
+        job_id: id,
+        trigger: Trigger::Manual,
+        scheduled_for: now,
+        request: def.request,
+        callback_url: None,
+    };
     state
         .stores
         .runs
@@ -324,7 +465,10 @@ pub async fn run_cron(State(state): State<AppState>, caller: Caller, Path((_, id
         .await
         .map_err(|e| from_aggregate(e, job_error))?;
     tracing::info!(job_id = %id, run_id = %run_id, workspace_id = %caller.workspace_id, "manual run requested");
-    Ok((StatusCode::ACCEPTED, Json(json!({"run_id": run_id, "job_id": id, "status": "scheduled", "scheduled_for": now}))))
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"run_id": run_id, "job_id": id, "status": "scheduled", "scheduled_for": now})),
+    ))
 }
 
 // ---------- delayed ----------
@@ -341,13 +485,21 @@ fn idempotency_key(f: &mut Fields, headers: &HeaderMap) -> Result<Option<String>
     };
     let key = match (from_body, from_header) {
         (Some(b), Some(h)) if b != h => {
-            return Err(ApiError::field("idempotency_key", "conflicting", "the body and the Idempotency-Key header differ"))
+            return Err(ApiError::field(
+                "idempotency_key",
+                "conflicting",
+                "the body and the Idempotency-Key header differ",
+            ))
         }
         (b, h) => b.or(h),
     };
     if let Some(k) = &key {
         if k.is_empty() || k.len() > 255 || !k.bytes().all(|b| (0x21..0x7f).contains(&b)) {
-            return Err(ApiError::field("idempotency_key", "invalid", "1 to 255 visible ASCII characters"));
+            return Err(ApiError::field(
+                "idempotency_key",
+                "invalid",
+                "1 to 255 visible ASCII characters",
+            ));
         }
     }
     Ok(key)
@@ -362,8 +514,20 @@ pub async fn create_delayed(
     let mut f = Fields(body);
     let now = Utc::now();
     let execute_at = match (f.time("execute_at")?, f.int("delay_seconds")?) {
-        (Some(_), Some(_)) => return Err(ApiError::field("execute_at", "conflicting", "give either execute_at or delay_seconds, not both")),
-        (None, None) => return Err(ApiError::field("execute_at", "required", "execute_at or delay_seconds is required")),
+        (Some(_), Some(_)) => {
+            return Err(ApiError::field(
+                "execute_at",
+                "conflicting",
+                "give either execute_at or delay_seconds, not both",
+            ))
+        }
+        (None, None) => {
+            return Err(ApiError::field(
+                "execute_at",
+                "required",
+                "execute_at or delay_seconds is required",
+            ))
+        }
         (Some(t), None) => {
             if t < now - Duration::seconds(PAST_TOLERANCE_SECONDS) {
                 return Err(ApiError::field("execute_at", "in_past", "execute_at is in the past"));
@@ -372,13 +536,21 @@ pub async fn create_delayed(
         }
         (None, Some(d)) => {
             if !(0..=MAX_DELAY_DAYS * 86_400).contains(&d) {
-                return Err(ApiError::field("delay_seconds", "out_of_range", format!("delay_seconds must be between 0 and {}", MAX_DELAY_DAYS * 86_400)));
+                return Err(ApiError::field(
+                    "delay_seconds",
+                    "out_of_range",
+                    format!("delay_seconds must be between 0 and {}", MAX_DELAY_DAYS * 86_400),
+                ));
             }
             now + Duration::seconds(d)
         }
     };
     if execute_at > now + Duration::days(MAX_DELAY_DAYS) {
-        return Err(ApiError::field("execute_at", "out_of_range", format!("execute_at must be within {MAX_DELAY_DAYS} days")));
+        return Err(ApiError::field(
+            "execute_at",
+            "out_of_range",
+            format!("execute_at must be within {MAX_DELAY_DAYS} days"),
+        ));
     }
     // Millisecond precision: the run id is derived from it.
     let execute_at = DateTime::from_timestamp_millis(execute_at.timestamp_millis()).unwrap_or(execute_at);
@@ -394,7 +566,11 @@ pub async fn create_delayed(
         request: request_fields(&mut f, None, state.allow_private_targets)?,
         notify_on_failure: f.bool("notify_on_failure")?.unwrap_or(true),
         notify_on_recovery: f.bool("notify_on_recovery")?.unwrap_or(true),
-        kind: JobKind::Delayed { execute_at, callback_url, idempotency_key: key.clone() },
+        kind: JobKind::Delayed {
+            execute_at,
+            callback_url,
+            idempotency_key: key.clone(),
+        },
     };
     f.finish()?;
 
@@ -412,7 +588,12 @@ pub async fn create_delayed(
         .fetch_one(&state.pool)
         .await?;
         if reserved != id {
-            let (job, _) = state.stores.jobs.load(&reserved.to_string()).await.map_err(ApiError::internal)?;
+            let (job, _) = state
+                .stores
+                .jobs
+                .load(&reserved.to_string())
+                .await
+                .map_err(ApiError::internal)?;
             if job.id.is_some() {
                 return Ok((StatusCode::OK, Json(render_any(&state, &job).await?)));
             }
@@ -420,18 +601,36 @@ pub async fn create_delayed(
             id = reserved;
         }
     }
-    let cmd = JobCommand::Create { job_id: id, workspace_id: caller.workspace_id, definition, at: now };
+    let cmd = JobCommand::Create {
+        job_id: id,
+        workspace_id: caller.workspace_id,
+        definition,
+        at: now,
+    };
     match state.stores.jobs.execute(&id.to_string(), cmd).await {
         Ok(()) => {}
         // Lost a race with a concurrent create under the same idempotency key.
-        Err(cqrs_es::AggregateError::UserError(JobError::AlreadyExists)) | Err(cqrs_es::AggregateError::AggregateConflict) if key.is_some() => {
-            let (job, _) = state.stores.jobs.load(&id.to_string()).await.map_err(ApiError::internal)?;
+        Err(cqrs_es::AggregateError::UserError(JobError::AlreadyExists))
+        | Err(cqrs_es::AggregateError::AggregateConflict)
+            if key.is_some() =>
+        {
+            let (job, _) = state
+                .stores
+                .jobs
+                .load(&id.to_string())
+                .await
+                .map_err(ApiError::internal)?;
             return Ok((StatusCode::OK, Json(render_any(&state, &job).await?)));
         }
         Err(e) => return Err(from_aggregate(e, job_error)),
     }
     tracing::info!(job_id = %id, workspace_id = %caller.workspace_id, %execute_at, "delayed call created");
-    let (job, _) = state.stores.jobs.load(&id.to_string()).await.map_err(ApiError::internal)?;
+    let (job, _) = state
+        .stores
+        .jobs
+        .load(&id.to_string())
+        .await
+        .map_err(ApiError::internal)?;
     Ok((StatusCode::CREATED, Json(render(&state, &job).await?)))
 }
 
@@ -448,25 +647,40 @@ async fn render_any(state: &AppState, job: &Job) -> Result<Value, ApiError> {
     render(state, job).await
 }
 
-pub async fn get_delayed(State(state): State<AppState>, caller: Caller, Path((_, id)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
+pub async fn get_delayed(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((_, id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
     let (_, job) = load(&state, &caller, &id, Kind::Delayed).await?;
     Ok(Json(render(&state, &job).await?))
 }
 
-pub async fn delete_delayed(State(state): State<AppState>, caller: Caller, Path((_, id)): Path<(String, String)>) -> Result<StatusCode, ApiError> {
+pub async fn delete_delayed(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((_, id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
     let (id, job) = load(&state, &caller, &id, Kind::Delayed).await?;
     let Some(JobKind::Delayed { execute_at, .. }) = job.definition.as_ref().map(|d| &d.kind) else {
         return Err(ApiError::NotFound("delayed call"));
     };
     let run_id = scheduled_run_id(id, *execute_at);
-    let fired: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM events WHERE aggregate_type = 'Run' AND aggregate_id = $1)")
-        .bind(run_id.to_string())
-        .fetch_one(&state.pool)
-        .await?;
+    let fired: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM events WHERE aggregate_type = 'Run' AND aggregate_id = $1)")
+            .bind(run_id.to_string())
+            .fetch_one(&state.pool)
+            .await?;
     state
         .stores
         .jobs
-        .execute(&id.to_string(), JobCommand::Delete { already_fired: fired, at: Utc::now() })
+        .execute(
+            &id.to_string(),
+            JobCommand::Delete {
+                already_fired: fired,
+                at: Utc::now(),
+            },
+        )
         .await
         .map_err(|e| from_aggregate(e, job_error))?;
     tracing::info!(job_id = %id, workspace_id = %caller.workspace_id, "delayed call cancelled");
@@ -475,15 +689,28 @@ pub async fn delete_delayed(State(state): State<AppState>, caller: Caller, Path(
 
 // ---------- lists ----------
 
-pub async fn list_cron(State(state): State<AppState>, caller: Caller, Query(q): Query<HashMap<String, String>>) -> Result<Json<Value>, ApiError> {
+pub async fn list_cron(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
     list(&state, &caller, Kind::Cron, &q).await
 }
 
-pub async fn list_delayed(State(state): State<AppState>, caller: Caller, Query(q): Query<HashMap<String, String>>) -> Result<Json<Value>, ApiError> {
+pub async fn list_delayed(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
     list(&state, &caller, Kind::Delayed, &q).await
 }
 
-async fn list(state: &AppState, caller: &Caller, kind: Kind, q: &HashMap<String, String>) -> Result<Json<Value>, ApiError> {
+async fn list(
+    state: &AppState,
+    caller: &Caller,
+    kind: Kind,
+    q: &HashMap<String, String>,
+) -> Result<Json<Value>, ApiError> {
     let limit = pagination::limit(q.get("limit").map(String::as_str))?;
     let after = pagination::decode(q.get("cursor").map(String::as_str))?;
     let statuses: &[&str] = match kind {
@@ -494,7 +721,11 @@ async fn list(state: &AppState, caller: &Caller, kind: Kind, q: &HashMap<String,
         None => None,
         Some(s) if statuses.contains(&s.as_str()) => Some(s.clone()),
         Some(_) => {
-            return Err(ApiError::field("status", "invalid_status", format!("status must be one of {}", statuses.join(", "))));
+            return Err(ApiError::field(
+                "status",
+                "invalid_status",
+                format!("status must be one of {}", statuses.join(", ")),
+            ));
         }
     };
     let tag = q.get("tag").cloned();
@@ -537,18 +768,35 @@ async fn list(state: &AppState, caller: &Caller, kind: Kind, q: &HashMap<String,
             last_status: r.try_get("last_status")?,
             consecutive_failures: r.try_get("consecutive_failures")?,
         };
-        items.push(view(id, r.try_get("workspace_id")?, &def, &s.status, s.next_run_at, Some(&s), Some(created_at), r.try_get("updated_at")?));
+        items.push(view(
+            id,
+            r.try_get("workspace_id")?,
+            &def,
+            &s.status,
+            s.next_run_at,
+            Some(&s),
+            Some(created_at),
+            r.try_get("updated_at")?,
+        ));
     }
     Ok(Json(json!({"items": items, "next_cursor": next_cursor})))
 }
 
 /// `…/cron/{id}/events` and `…/delayed/{id}/events`: the job's stored events.
-pub async fn cron_events(State(state): State<AppState>, caller: Caller, Path((_, id)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
+pub async fn cron_events(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((_, id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
     let (id, _) = load_any(&state, &caller, &id, Kind::Cron).await?;
     crate::events::aggregate_events(&state, "Job", id).await
 }
 
-pub async fn delayed_events(State(state): State<AppState>, caller: Caller, Path((_, id)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
+pub async fn delayed_events(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((_, id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
     let (id, _) = load_any(&state, &caller, &id, Kind::Delayed).await?;
     crate::events::aggregate_events(&state, "Job", id).await
 }
@@ -556,8 +804,16 @@ pub async fn delayed_events(State(state): State<AppState>, caller: Caller, Path(
 /// Like `load` but deleted jobs keep their audit trail readable.
 async fn load_any(state: &AppState, caller: &Caller, raw_id: &str, kind: Kind) -> Result<(Uuid, Job), ApiError> {
     let id = Uuid::try_parse(raw_id).map_err(|_| ApiError::NotFound(kind.noun()))?;
-    let (job, _) = state.stores.jobs.load(&id.to_string()).await.map_err(ApiError::internal)?;
-    let ok_kind = matches!((job.definition.as_ref().map(|d| &d.kind), kind), (Some(JobKind::Cron { .. }), Kind::Cron) | (Some(JobKind::Delayed { .. }), Kind::Delayed));
+    let (job, _) = state
+        .stores
+        .jobs
+        .load(&id.to_string())
+        .await
+        .map_err(ApiError::internal)?;
+    let ok_kind = matches!(
+        (job.definition.as_ref().map(|d| &d.kind), kind),
+        (Some(JobKind::Cron { .. }), Kind::Cron) | (Some(JobKind::Delayed { .. }), Kind::Delayed)
+    );
     if job.workspace_id != Some(caller.workspace_id) || !ok_kind {
         return Err(ApiError::NotFound(kind.noun()));
     }

@@ -77,6 +77,10 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<serde_json::
         Some(q) => q.ready().await,
         None => true,
     };
-    let status = if db && nats { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if db && nats {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, Json(json!({"postgres": db, "nats": nats})))
 }

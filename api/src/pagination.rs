@@ -15,7 +15,11 @@ pub fn limit(raw: Option<&str>) -> Result<i64, ApiError> {
         None => Ok(DEFAULT_LIMIT),
         Some(s) => match s.parse::<i64>() {
             Ok(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
-            _ => Err(ApiError::field("limit", "out_of_range", format!("limit must be an integer from 1 to {MAX_LIMIT}"))),
+            _ => Err(ApiError::field(
+                "limit",
+                "out_of_range",
+                format!("limit must be an integer from 1 to {MAX_LIMIT}"),
+            )),
         },
     }
 }
@@ -28,7 +32,9 @@ pub fn encode(t: DateTime<Utc>, id: Uuid) -> String {
 pub fn decode(raw: Option<&str>) -> Result<Option<(DateTime<Utc>, Uuid)>, ApiError> {
     let Some(raw) = raw else { return Ok(None) };
     let bad = || ApiError::field("cursor", "invalid_cursor", "cursor is not one this API returned");
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(raw).map_err(|_| bad())?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(raw)
+        .map_err(|_| bad())?;
     let s = String::from_utf8(bytes).map_err(|_| bad())?;
     let (micros, id) = s.split_once(':').ok_or_else(bad)?;
     let t = DateTime::from_timestamp_micros(micros.parse().map_err(|_| bad())?).ok_or_else(bad)?;

@@ -15,13 +15,21 @@ use crate::input::parse_time;
 pub const MAX_COUNT: usize = 100;
 
 pub async fn preview(Query(q): Query<HashMap<String, String>>) -> Result<Json<Value>, ApiError> {
-    let schedule = q.get("schedule").ok_or_else(|| ApiError::field("schedule", "required", "schedule is required"))?;
+    let schedule = q
+        .get("schedule")
+        .ok_or_else(|| ApiError::field("schedule", "required", "schedule is required"))?;
     let timezone = q.get("timezone").map(String::as_str).unwrap_or(DEFAULT_TIMEZONE);
     let count = match q.get("count") {
         None => 5,
         Some(c) => match c.parse::<usize>() {
             Ok(n) if (1..=MAX_COUNT).contains(&n) => n,
-            _ => return Err(ApiError::field("count", "out_of_range", format!("count must be an integer from 1 to {MAX_COUNT}"))),
+            _ => {
+                return Err(ApiError::field(
+                    "count",
+                    "out_of_range",
+                    format!("count must be an integer from 1 to {MAX_COUNT}"),
+                ))
+            }
         },
     };
     let after = match q.get("after") {
@@ -33,5 +41,7 @@ pub async fn preview(Query(q): Query<HashMap<String, String>>) -> Result<Json<Va
         _ => ApiError::field("schedule", "invalid_schedule", e.to_string()),
     })?;
     let next: Vec<String> = s.upcoming(after, count).into_iter().map(|t| t.to_rfc3339()).collect();
-    Ok(Json(json!({"schedule": s.expression(), "timezone": timezone, "description": s.describe(), "next": next})))
+    Ok(Json(
+        json!({"schedule": s.expression(), "timezone": timezone, "description": s.describe(), "next": next}),
+    ))
 }

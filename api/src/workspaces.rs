@@ -13,7 +13,10 @@ fn workspace_error(e: WorkspaceError) -> ApiError {
     match e {
         WorkspaceError::InvalidName => ApiError::field("name", "invalid", e.to_string()),
         WorkspaceError::NotFound | WorkspaceError::KeyNotFound => ApiError::NotFound("workspace"),
-        WorkspaceError::AlreadyExists | WorkspaceError::KeyExists => ApiError::Conflict { code: "already_exists", message: e.to_string() },
+        WorkspaceError::AlreadyExists | WorkspaceError::KeyExists => ApiError::Conflict {
+            code: "already_exists",
+            message: e.to_string(),
+        },
     }
 }
 
@@ -24,7 +27,15 @@ pub async fn create_workspace(stores: &Stores, name: &str, timezone: &str) -> Re
     let now = Utc::now();
     stores
         .workspaces
-        .execute(&id.to_string(), WorkspaceCommand::Create { workspace_id: id, name: name.to_string(), timezone: timezone.to_string(), at: now })
+        .execute(
+            &id.to_string(),
+            WorkspaceCommand::Create {
+                workspace_id: id,
+                name: name.to_string(),
+                timezone: timezone.to_string(),
+                at: now,
+            },
+        )
         .await
         .map_err(|e| from_aggregate(e, workspace_error))?;
     let key = create_api_key(stores, id, "default").await?;
@@ -33,7 +44,17 @@ pub async fn create_workspace(stores: &Stores, name: &str, timezone: &str) -> Re
 
 pub async fn create_api_key(stores: &Stores, workspace_id: Uuid, name: &str) -> Result<String, ApiError> {
     let (key, prefix) = new_api_key(workspace_id);
-    let cmd = WorkspaceCommand::CreateApiKey { key_id: Uuid::new_v4(), name: name.to_string(), prefix, secret_hash: hash_api_key(&key), at: Utc::now() };
-    stores.workspaces.execute(&workspace_id.to_string(), cmd).await.map_err(|e| from_aggregate(e, workspace_error))?;
+    let cmd = WorkspaceCommand::CreateApiKey {
+        key_id: Uuid::new_v4(),
+        name: name.to_string(),
+        prefix,
+        secret_hash: hash_api_key(&key),
+        at: Utc::now(),
+    };
+    stores
+        .workspaces
+        .execute(&workspace_id.to_string(), cmd)
+        .await
+        .map_err(|e| from_aggregate(e, workspace_error))?;
     Ok(key)
 }

@@ -50,6 +50,9 @@ pub async fn acquire(pool: &PgPool, key: i64, shutdown: &CancellationToken) -> O
 async fn try_acquire(pool: &PgPool, key: i64) -> Result<Option<Lock>, sqlx::Error> {
     // Detached from the pool: the lock lives exactly as long as this connection.
     let mut conn = pool.acquire().await?.detach();
-    let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(key).fetch_one(&mut conn).await?;
+    let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+        .bind(key)
+        .fetch_one(&mut conn)
+        .await?;
     Ok(got.then_some(Lock { conn }))
 }

@@ -67,15 +67,28 @@ pub struct DispatcherConfig {
 
 impl Default for DispatcherConfig {
     fn default() -> Self {
-        Self { grace: Duration::seconds(60), batch_max: 1000, lock_key: 0x0c0b_0d15 }
+        Self {
+            grace: Duration::seconds(60),
+            batch_max: 1000,
+            lock_key: 0x0c0b_0d15,
+        }
     }
 }
 
 /// Runs the dispatcher until `shutdown`: waits for leadership, leads until it is lost or an
 /// error occurs, and starts over (reloading everything from PostgreSQL).
-pub async fn run(pool: PgPool, stores: Arc<Stores>, queue: RunQueue, waker: Waker, config: DispatcherConfig, shutdown: CancellationToken) {
+pub async fn run(
+    pool: PgPool,
+    stores: Arc<Stores>,
+    queue: RunQueue,
+    waker: Waker,
+    config: DispatcherConfig,
+    shutdown: CancellationToken,
+) {
     while !shutdown.is_cancelled() {
-        let Some(lock) = leader::acquire(&pool, config.lock_key, &shutdown).await else { return };
+        let Some(lock) = leader::acquire(&pool, config.lock_key, &shutdown).await else {
+            return;
+        };
         tracing::info!("dispatcher is leader");
         let mut d = Dispatcher {
             pool: pool.clone(),
@@ -128,7 +141,12 @@ impl Dispatcher {
         self.state = State::from_rows(jobs, runs);
         self.catch_up_tail().await?;
         let (j, r) = self.state.len();
-        tracing::info!(jobs = j, runs = r, elapsed_ms = started.elapsed().as_millis() as u64, "dispatcher loaded its index");
+        tracing::info!(
+            jobs = j,
+            runs = r,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "dispatcher loaded its index"
+        );
         outbox::flush(&self.pool, &self.queue, StdDuration::ZERO).await?;
 
         let mut last_check = std::time::Instant::now();
@@ -176,7 +194,9 @@ impl Dispatcher {
         let mut total = 0;
         loop {
             let events = tail::read_after(&self.pool, self.cursor, 2000).await?;
-            let Some(last) = events.last().map(|e| e.cursor) else { return Ok(total) };
+            let Some(last) = events.last().map(|e| e.cursor) else {
+                return Ok(total);
+            };
             total += events.len();
             for ev in &events {
                 for change in schedule::changes(ev)? {
@@ -193,12 +213,19 @@ impl Dispatcher {
         let mut effects = Vec::new();
         for (due_at, key) in due {
             match key {
-                TimerKey::Job(job_id) => self.plan_job(job_id, due_at, now, &mut events, &mut messages, &mut effects).await?,
-                TimerKey::Run(run_id) => self.plan_run(run_id, now, &mut events, &mut messages, &mut effects).await?,
+                TimerKey::Job(job_id) => {
+                    self.plan_job(job_id, due_at, now, &mut events, &mut messages, &mut effects)
+                        .await?
+                }
+                TimerKey::Run(run_id) => {
+                    self.plan_run(run_id, now, &mut events, &mut messages, &mut effects)
+                        .await?
+                }
             }
         }
         let mut tx = self.pool.begin().await?;
-        let inserted: std::collections::HashSet<(String, i64)> = append_new(&mut tx, &events).await?.into_iter().collect();
+        let inserted: std::collections::HashSet<(String, i64)> =
+            append_new(&mut tx, &events).await?.into_iter().collect();
         // Publish only what this transaction recorded; a run someone already wrote (a repeat
         // fire) was published by whoever wrote it.
         let messages: Vec<(DispatchMessage, i64)> = messages;
@@ -221,7 +248,12 @@ impl Dispatcher {
             tracing::debug!(run_id = %m.run_id, job_id = %m.job_id, workspace_id = %m.workspace_id, attempt = m.attempt, lateness_ms, "run dispatched");
         }
         if !fresh.is_empty() {
-            let permit = self.publishers.clone().acquire_owned().await.map_err(|_| DispatchError::LeadershipLost)?;
+            let permit = self
+                .publishers
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| DispatchError::LeadershipLost)?;
             let (pool, queue) = (self.pool.clone(), self.queue.clone());
             tokio::spawn(async move {
                 if let Err(e) = outbox::publish(&pool, &queue, &fresh).await {
@@ -244,7 +276,9 @@ impl Dispatcher {
         events: &mut Vec<NewEvent>,
         messages: &mut Vec<(DispatchMessage, i64)>,
     ) -> Result<(), DispatchError> {
-        let Some(job) = self.state.jobs.get(&job_id) else { return Ok(()) };
+        let Some(job) = self.state.jobs.get(&job_id) else {
+            return Ok(());
+        };
         let run_id = scheduled_run_id(job_id, scheduled_for);
         let plan = RunPlan {
             workspace_id: job.workspace_id,
@@ -254,11 +288,19 @@ impl Dispatcher {
             request: job.definition.request.clone(),
             callback_url,
         };
-        let evs = fire_events(run_id, plan, now).await.map_err(|e| DispatchError::Run(e.to_string()))?;
+        let evs = fire_events(run_id, plan, now)
+            .await
+            .map_err(|e| DispatchError::Run(e.to_string()))?;
         for (i, ev) in evs.iter().enumerate() {
             events.push(NewEvent::of::<Run>(run_id.to_string(), i as i64 + 1, ev)?);
         }
-        let msg = DispatchMessage { run_id, attempt: 1, workspace_id: job.workspace_id, job_id, due_at: scheduled_for };
+        let msg = DispatchMessage {
+            run_id,
+            attempt: 1,
+            workspace_id: job.workspace_id,
+            job_id,
+            due_at: scheduled_for,
+        };
         messages.push((msg, evs.len() as i64));
         Ok(())
     }
@@ -272,11 +314,18 @@ impl Dispatcher {
         messages: &mut Vec<(DispatchMessage, i64)>,
         effects: &mut Vec<Effect>,
     ) -> Result<(), DispatchError> {
-        let Some(job) = self.state.jobs.get(&job_id) else { return Ok(()) };
+        let Some(job) = self.state.jobs.get(&job_id) else {
+            return Ok(());
+        };
         match &job.definition.kind {
-            JobKind::Delayed { execute_at, callback_url, .. } => {
+            JobKind::Delayed {
+                execute_at,
+                callback_url,
+                ..
+            } => {
                 let (at, cb) = (*execute_at, callback_url.clone());
-                self.record_fire(job_id, Trigger::Delayed, at, cb, now, events, messages).await?;
+                self.record_fire(job_id, Trigger::Delayed, at, cb, now, events, messages)
+                    .await?;
                 effects.push(Effect::RemoveJob(job_id));
             }
             JobKind::Cron { .. } => {
@@ -287,12 +336,23 @@ impl Dispatcher {
                 let (workspace_id, anchor) = (job.workspace_id, job.anchor_at);
                 let decision = decide_cron(&schedule, anchor, now, self.config.grace);
                 if let Some(at) = decision.fire {
-                    self.record_fire(job_id, Trigger::Schedule, at, None, now, events, messages).await?;
+                    self.record_fire(job_id, Trigger::Schedule, at, None, now, events, messages)
+                        .await?;
                 }
                 if let Some((first, last, count)) = decision.skipped {
                     let run_id = skipped_run_id(job_id, first);
-                    let cmd = RunCommand::RecordSkipped { run_id, workspace_id, job_id, first_skipped: first, last_skipped: last, skipped_count: count, at: now };
-                    let evs = decide(Run::default(), cmd).await.map_err(|e| DispatchError::Run(e.to_string()))?;
+                    let cmd = RunCommand::RecordSkipped {
+                        run_id,
+                        workspace_id,
+                        job_id,
+                        first_skipped: first,
+                        last_skipped: last,
+                        skipped_count: count,
+                        at: now,
+                    };
+                    let evs = decide(Run::default(), cmd)
+                        .await
+                        .map_err(|e| DispatchError::Run(e.to_string()))?;
                     for (i, ev) in evs.iter().enumerate() {
                         events.push(NewEvent::of::<Run>(run_id.to_string(), i as i64 + 1, ev)?);
                     }
@@ -313,16 +373,32 @@ impl Dispatcher {
         messages: &mut Vec<(DispatchMessage, i64)>,
         effects: &mut Vec<Effect>,
     ) -> Result<(), DispatchError> {
-        let Some(entry) = self.state.runs.get(&run_id) else { return Ok(()) };
+        let Some(entry) = self.state.runs.get(&run_id) else {
+            return Ok(());
+        };
         effects.push(Effect::RemoveRun(run_id));
-        let (run, seq) = self.stores.runs.load(&run_id.to_string()).await.map_err(|e| DispatchError::Run(e.to_string()))?;
-        let cmd = RunCommand::Dispatch { attempt: entry.attempt, at: now };
+        let (run, seq) = self
+            .stores
+            .runs
+            .load(&run_id.to_string())
+            .await
+            .map_err(|e| DispatchError::Run(e.to_string()))?;
+        let cmd = RunCommand::Dispatch {
+            attempt: entry.attempt,
+            at: now,
+        };
         match decide(run, cmd).await {
             Ok(evs) => {
                 for (i, ev) in evs.iter().enumerate() {
                     events.push(NewEvent::of::<Run>(run_id.to_string(), (seq + 1 + i) as i64, ev)?);
                 }
-                let msg = DispatchMessage { run_id, attempt: entry.attempt, workspace_id: entry.workspace_id, job_id: entry.job_id, due_at: entry.due_at };
+                let msg = DispatchMessage {
+                    run_id,
+                    attempt: entry.attempt,
+                    workspace_id: entry.workspace_id,
+                    job_id: entry.job_id,
+                    due_at: entry.due_at,
+                };
                 messages.push((msg, (seq + evs.len()) as i64));
             }
             // Already dispatched or finished (e.g. by a previous leader): nothing to do.
@@ -331,4 +407,3 @@ impl Dispatcher {
         Ok(())
     }
 }
-

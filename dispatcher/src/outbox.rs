@@ -89,7 +89,13 @@ pub async fn flush(pool: &PgPool, queue: &RunQueue, min_age: Duration) -> Result
         }
         let messages: Vec<DispatchMessage> = rows
             .into_iter()
-            .map(|(run_id, attempt, workspace_id, job_id, due_at)| DispatchMessage { run_id, attempt: attempt as u32, workspace_id, job_id, due_at })
+            .map(|(run_id, attempt, workspace_id, job_id, due_at)| DispatchMessage {
+                run_id,
+                attempt: attempt as u32,
+                workspace_id,
+                job_id,
+                due_at,
+            })
             .collect();
         let n = publish(pool, queue, &messages).await?;
         tracing::info!(republished = n, of = messages.len(), "outbox flushed");

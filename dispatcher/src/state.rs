@@ -66,12 +66,26 @@ impl State {
             let schedule = parse_schedule(&j.definition);
             s.jobs.insert(
                 j.job_id,
-                JobEntry { workspace_id: j.workspace_id, active: j.active, definition: Arc::new(j.definition), schedule, anchor_at: j.anchor_at },
+                JobEntry {
+                    workspace_id: j.workspace_id,
+                    active: j.active,
+                    definition: Arc::new(j.definition),
+                    schedule,
+                    anchor_at: j.anchor_at,
+                },
             );
             s.retime(TimerKey::Job(j.job_id));
         }
         for r in runs {
-            s.runs.insert(r.run_id, RunEntry { attempt: r.attempt, workspace_id: r.workspace_id, job_id: r.job_id, due_at: r.due_at });
+            s.runs.insert(
+                r.run_id,
+                RunEntry {
+                    attempt: r.attempt,
+                    workspace_id: r.workspace_id,
+                    job_id: r.job_id,
+                    due_at: r.due_at,
+                },
+            );
             s.retime(TimerKey::Run(r.run_id));
         }
         s
@@ -115,17 +129,36 @@ impl State {
 
     /// Entries due at or before `now`, earliest first, at most `max`.
     pub fn due_entries(&self, now: DateTime<Utc>, max: usize) -> Vec<(DateTime<Utc>, TimerKey)> {
-        self.timers.keys().take_while(|(t, _)| *t <= now).take(max).copied().collect()
+        self.timers
+            .keys()
+            .take_while(|(t, _)| *t <= now)
+            .take(max)
+            .copied()
+            .collect()
     }
 
     pub fn apply(&mut self, change: ScheduleChange) {
         match change {
-            ScheduleChange::PutJob { job_id, workspace_id, definition, anchor_at } => {
+            ScheduleChange::PutJob {
+                job_id,
+                workspace_id,
+                definition,
+                anchor_at,
+            } => {
                 if self.jobs.contains_key(&job_id) {
                     return;
                 }
                 let schedule = parse_schedule(&definition);
-                self.jobs.insert(job_id, JobEntry { workspace_id, active: true, definition: Arc::new(definition), schedule, anchor_at });
+                self.jobs.insert(
+                    job_id,
+                    JobEntry {
+                        workspace_id,
+                        active: true,
+                        definition: Arc::new(definition),
+                        schedule,
+                        anchor_at,
+                    },
+                );
                 self.retime(TimerKey::Job(job_id));
             }
             ScheduleChange::UpdateJob { job_id, definition, at } => {
@@ -145,8 +178,22 @@ impl State {
             }
             ScheduleChange::Advance { job_id, anchor_at } => self.advance(job_id, anchor_at),
             ScheduleChange::RemoveJob { job_id } => self.remove_job(job_id),
-            ScheduleChange::PutRun { run_id, attempt, workspace_id, job_id, due_at } => {
-                self.runs.insert(run_id, RunEntry { attempt, workspace_id, job_id, due_at });
+            ScheduleChange::PutRun {
+                run_id,
+                attempt,
+                workspace_id,
+                job_id,
+                due_at,
+            } => {
+                self.runs.insert(
+                    run_id,
+                    RunEntry {
+                        attempt,
+                        workspace_id,
+                        job_id,
+                        due_at,
+                    },
+                );
                 self.retime(TimerKey::Run(run_id));
             }
             ScheduleChange::RemoveRun { run_id } => self.remove_run(run_id),
@@ -189,7 +236,12 @@ pub struct CronDecision {
 
 /// Fires at or before `now` since the anchor: the most recent runs if within `grace`, older ones
 /// are recorded as skipped (cron semantics after downtime).
-pub fn decide_cron(schedule: &CronSchedule, anchor: DateTime<Utc>, now: DateTime<Utc>, grace: Duration) -> CronDecision {
+pub fn decide_cron(
+    schedule: &CronSchedule,
+    anchor: DateTime<Utc>,
+    now: DateTime<Utc>,
+    grace: Duration,
+) -> CronDecision {
     let m = schedule.misfires(anchor, now, grace, 100_000);
     let skipped = match (m.first_skipped, m.last_skipped) {
         (Some(first), Some(last)) if m.skipped_count > 0 => Some((first, last, m.skipped_count)),
@@ -206,5 +258,9 @@ pub fn decide_cron(schedule: &CronSchedule, anchor: DateTime<Utc>, now: DateTime
         // Too many missed fires to count: jump to now so the next fire is the next real one.
         new_anchor = new_anchor.max(now);
     }
-    CronDecision { fire: m.fire, skipped, new_anchor }
+    CronDecision {
+        fire: m.fire,
+        skipped,
+        new_anchor,
+    }
 }

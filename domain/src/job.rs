@@ -50,24 +50,59 @@ impl JobDefinition {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum JobCommand {
-    Create { job_id: Uuid, workspace_id: Uuid, definition: JobDefinition, at: DateTime<Utc> },
-    Update { definition: JobDefinition, at: DateTime<Utc> },
-    Pause { at: DateTime<Utc> },
-    Resume { at: DateTime<Utc> },
+    Create {
+        job_id: Uuid,
+        workspace_id: Uuid,
+        definition: JobDefinition,
+        at: DateTime<Utc>,
+    },
+    Update {
+        definition: JobDefinition,
+        at: DateTime<Utc>,
+    },
+    Pause {
+        at: DateTime<Utc>,
+    },
+    Resume {
+        at: DateTime<Utc>,
+    },
     /// `already_fired` is looked up by the caller (a delayed call whose run exists cannot be
     /// cancelled any more); cron jobs ignore it.
-    Delete { already_fired: bool, at: DateTime<Utc> },
-    RequestRun { run_id: Uuid, at: DateTime<Utc> },
+    Delete {
+        already_fired: bool,
+        at: DateTime<Utc>,
+    },
+    RequestRun {
+        run_id: Uuid,
+        at: DateTime<Utc>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum JobEvent {
-    JobCreated { job_id: Uuid, workspace_id: Uuid, definition: JobDefinition, at: DateTime<Utc> },
-    JobUpdated { definition: JobDefinition, at: DateTime<Utc> },
-    JobPaused { at: DateTime<Utc> },
-    JobResumed { at: DateTime<Utc> },
-    JobDeleted { at: DateTime<Utc> },
-    RunRequested { run_id: Uuid, at: DateTime<Utc> },
+    JobCreated {
+        job_id: Uuid,
+        workspace_id: Uuid,
+        definition: JobDefinition,
+        at: DateTime<Utc>,
+    },
+    JobUpdated {
+        definition: JobDefinition,
+        at: DateTime<Utc>,
+    },
+    JobPaused {
+        at: DateTime<Utc>,
+    },
+    JobResumed {
+        at: DateTime<Utc>,
+    },
+    JobDeleted {
+        at: DateTime<Utc>,
+    },
+    RunRequested {
+        run_id: Uuid,
+        at: DateTime<Utc>,
+    },
 }
 
 impl DomainEvent for JobEvent {
@@ -135,17 +170,30 @@ fn check_definition(d: &JobDefinition) -> Result<(), JobError> {
     let invalid = |f: &str, m: String| JobError::Invalid(crate::FieldError::new(f, "invalid", m));
     let name_len = d.name.trim().chars().count();
     if name_len == 0 || name_len > MAX_NAME_CHARS {
-        return Err(invalid("name", format!("name must be 1 to {MAX_NAME_CHARS} characters")));
+        return Err(invalid(
+            "name",
+            format!("name must be 1 to {MAX_NAME_CHARS} characters"),
+        ));
     }
     if d.description.chars().count() > MAX_DESCRIPTION_CHARS {
-        return Err(invalid("description", format!("at most {MAX_DESCRIPTION_CHARS} characters")));
+        return Err(invalid(
+            "description",
+            format!("at most {MAX_DESCRIPTION_CHARS} characters"),
+        ));
     }
     if d.tags.len() > MAX_TAGS || d.tags.iter().any(|t| t.is_empty() || t.chars().count() > 64) {
-        return Err(invalid("tags", format!("at most {MAX_TAGS} tags of 1 to 64 characters")));
+        return Err(invalid(
+            "tags",
+            format!("at most {MAX_TAGS} tags of 1 to 64 characters"),
+        ));
     }
     if let JobKind::Cron { schedule, timezone } = &d.kind {
         crate::schedule::CronSchedule::parse(schedule, timezone).map_err(|e| {
-            let field = if matches!(e, crate::schedule::ScheduleError::UnknownTimezone(_)) { "timezone" } else { "schedule" };
+            let field = if matches!(e, crate::schedule::ScheduleError::UnknownTimezone(_)) {
+                "timezone"
+            } else {
+                "schedule"
+            };
             JobError::Invalid(crate::FieldError::new(field, "invalid_schedule", e.to_string()))
         })?;
     }
@@ -161,12 +209,26 @@ impl Aggregate for Job {
 
     async fn handle(&mut self, command: Self::Command, _: &(), sink: &EventSink<Self>) -> Result<(), Self::Error> {
         match command {
-            JobCommand::Create { job_id, workspace_id, definition, at } => {
+            JobCommand::Create {
+                job_id,
+                workspace_id,
+                definition,
+                at,
+            } => {
                 if self.id.is_some() {
                     return Err(JobError::AlreadyExists);
                 }
                 check_definition(&definition)?;
-                sink.write(JobEvent::JobCreated { job_id, workspace_id, definition, at }, self).await;
+                sink.write(
+                    JobEvent::JobCreated {
+                        job_id,
+                        workspace_id,
+                        definition,
+                        at,
+                    },
+                    self,
+                )
+                .await;
             }
             JobCommand::Update { definition, at } => {
                 let current = self.live_definition()?;
@@ -216,7 +278,12 @@ impl Aggregate for Job {
 
     fn apply(&mut self, event: Self::Event) {
         match event {
-            JobEvent::JobCreated { job_id, workspace_id, definition, at } => {
+            JobEvent::JobCreated {
+                job_id,
+                workspace_id,
+                definition,
+                at,
+            } => {
                 self.id = Some(job_id);
                 self.workspace_id = Some(workspace_id);
                 self.definition = Some(definition);
@@ -257,7 +324,14 @@ mod tests {
         DateTime::from_timestamp(1_800_000_000 + secs, 0).unwrap()
     }
     fn request() -> RequestSpec {
-        RequestSpec::parse(RequestInput { url: "https://example.com/hook".into(), ..Default::default() }, false).unwrap()
+        RequestSpec::parse(
+            RequestInput {
+                url: "https://example.com/hook".into(),
+                ..Default::default()
+            },
+            false,
+        )
+        .unwrap()
     }
     fn cron_def(schedule: &str) -> JobDefinition {
         JobDefinition {
@@ -267,26 +341,43 @@ mod tests {
             request: request(),
             notify_on_failure: true,
             notify_on_recovery: true,
-            kind: JobKind::Cron { schedule: schedule.into(), timezone: "Europe/Moscow".into() },
+            kind: JobKind::Cron {
+                schedule: schedule.into(),
+                timezone: "Europe/Moscow".into(),
+            },
         }
     }
     fn delayed_def() -> JobDefinition {
         JobDefinition {
-            kind: JobKind::Delayed { execute_at: t(60), callback_url: None, idempotency_key: None },
+            kind: JobKind::Delayed {
+                execute_at: t(60),
+                callback_url: None,
+                idempotency_key: None,
+            },
             ..cron_def("* * * * *")
         }
     }
     const JOB: Uuid = Uuid::from_u128(7);
     const WS: Uuid = Uuid::from_u128(1);
     fn created(def: JobDefinition) -> JobEvent {
-        JobEvent::JobCreated { job_id: JOB, workspace_id: WS, definition: def, at: t(0) }
+        JobEvent::JobCreated {
+            job_id: JOB,
+            workspace_id: WS,
+            definition: def,
+            at: t(0),
+        }
     }
 
     #[test]
     fn create_cron_job() {
         Spec::with(())
             .given_no_previous_events()
-            .when(JobCommand::Create { job_id: JOB, workspace_id: WS, definition: cron_def("0 3 * * *"), at: t(0) })
+            .when(JobCommand::Create {
+                job_id: JOB,
+                workspace_id: WS,
+                definition: cron_def("0 3 * * *"),
+                at: t(0),
+            })
             .then_expect_events(vec![created(cron_def("0 3 * * *"))]);
     }
 
@@ -294,29 +385,57 @@ mod tests {
     fn create_refuses_never_firing_schedule_and_bad_timezone() {
         Spec::with(())
             .given_no_previous_events()
-            .when(JobCommand::Create { job_id: JOB, workspace_id: WS, definition: cron_def("0 0 30 2 *"), at: t(0) })
+            .when(JobCommand::Create {
+                job_id: JOB,
+                workspace_id: WS,
+                definition: cron_def("0 0 30 2 *"),
+                at: t(0),
+            })
             .then_expect_error_message("schedule: the schedule never fires");
         let mut def = cron_def("0 3 * * *");
-        def.kind = JobKind::Cron { schedule: "0 3 * * *".into(), timezone: "Mars/Olympus".into() };
+        def.kind = JobKind::Cron {
+            schedule: "0 3 * * *".into(),
+            timezone: "Mars/Olympus".into(),
+        };
         let err = Spec::with(())
             .given_no_previous_events()
-            .when(JobCommand::Create { job_id: JOB, workspace_id: WS, definition: def, at: t(0) })
+            .when(JobCommand::Create {
+                job_id: JOB,
+                workspace_id: WS,
+                definition: def,
+                at: t(0),
+            })
             .inspect_result()
             .unwrap_err();
-        assert!(matches!(err, JobError::Invalid(ref f) if f.field == "timezone"), "{err:?}");
+        assert!(
+            matches!(err, JobError::Invalid(ref f) if f.field == "timezone"),
+            "{err:?}"
+        );
     }
 
     #[test]
     fn create_refuses_blank_name_and_duplicates() {
         let mut def = cron_def("* * * * *");
         def.name = "  ".into();
-        let err = Spec::with(()).given_no_previous_events()
-            .when(JobCommand::Create { job_id: JOB, workspace_id: WS, definition: def, at: t(0) })
-            .inspect_result().unwrap_err();
+        let err = Spec::with(())
+            .given_no_previous_events()
+            .when(JobCommand::Create {
+                job_id: JOB,
+                workspace_id: WS,
+                definition: def,
+                at: t(0),
+            })
+            .inspect_result()
+            .unwrap_err();
         assert!(matches!(err, JobError::Invalid(ref f) if f.field == "name"));
         Spec::with(())
             .given(vec![created(cron_def("* * * * *"))])
-            .when(JobCommand::Create { job_id: JOB, workspace_id: WS, definition: cron_def("* * * * *"), at: t(0) })
+            .when(JobCommand::Create {
+                job_id: JOB,
+                workspace_id: WS,
+                definition: cron_def("* * * * *"),
+                at: t(0),
+            })
             .then_expect_error(JobError::AlreadyExists);
     }
 
@@ -324,19 +443,34 @@ mod tests {
     fn update_changes_definition_and_ignores_no_op() {
         Spec::with(())
             .given(vec![created(cron_def("* * * * *"))])
-            .when(JobCommand::Update { definition: cron_def("*/5 * * * *"), at: t(5) })
-            .then_expect_events(vec![JobEvent::JobUpdated { definition: cron_def("*/5 * * * *"), at: t(5) }]);
+            .when(JobCommand::Update {
+                definition: cron_def("*/5 * * * *"),
+                at: t(5),
+            })
+            .then_expect_events(vec![JobEvent::JobUpdated {
+                definition: cron_def("*/5 * * * *"),
+                at: t(5),
+            }]);
         Spec::with(())
             .given(vec![created(cron_def("* * * * *"))])
-            .when(JobCommand::Update { definition: cron_def("* * * * *"), at: t(5) })
+            .when(JobCommand::Update {
+                definition: cron_def("* * * * *"),
+                at: t(5),
+            })
             .then_expect_events(vec![]);
         Spec::with(())
             .given(vec![created(cron_def("* * * * *"))])
-            .when(JobCommand::Update { definition: delayed_def(), at: t(5) })
+            .when(JobCommand::Update {
+                definition: delayed_def(),
+                at: t(5),
+            })
             .then_expect_error(JobError::KindChange);
         Spec::with(())
             .given(vec![created(delayed_def())])
-            .when(JobCommand::Update { definition: delayed_def(), at: t(5) })
+            .when(JobCommand::Update {
+                definition: delayed_def(),
+                at: t(5),
+            })
             .then_expect_error(JobError::NotCron("updated"));
     }
 
@@ -368,19 +502,31 @@ mod tests {
     fn delete_rules() {
         Spec::with(())
             .given(vec![created(cron_def("* * * * *"))])
-            .when(JobCommand::Delete { already_fired: true, at: t(3) })
+            .when(JobCommand::Delete {
+                already_fired: true,
+                at: t(3),
+            })
             .then_expect_events(vec![JobEvent::JobDeleted { at: t(3) }]);
         Spec::with(())
             .given(vec![created(delayed_def())])
-            .when(JobCommand::Delete { already_fired: false, at: t(3) })
+            .when(JobCommand::Delete {
+                already_fired: false,
+                at: t(3),
+            })
             .then_expect_events(vec![JobEvent::JobDeleted { at: t(3) }]);
         Spec::with(())
             .given(vec![created(delayed_def())])
-            .when(JobCommand::Delete { already_fired: true, at: t(3) })
+            .when(JobCommand::Delete {
+                already_fired: true,
+                at: t(3),
+            })
             .then_expect_error(JobError::AlreadyExecuted);
         Spec::with(())
             .given(vec![created(delayed_def()), JobEvent::JobDeleted { at: t(3) }])
-            .when(JobCommand::Delete { already_fired: false, at: t(4) })
+            .when(JobCommand::Delete {
+                already_fired: false,
+                at: t(4),
+            })
             .then_expect_error(JobError::NotFound);
         Spec::with(())
             .given_no_previous_events()

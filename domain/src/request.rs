@@ -174,7 +174,9 @@ fn parse_headers(raw: Vec<(String, String)>) -> Result<Vec<Header>, FieldError> 
         let field = format!("headers.{name}");
         let valid_name = !name.is_empty()
             && name.len() <= 256
-            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
         if !valid_name {
             return Err(FieldError::new(field, "invalid_header", "invalid header name"));
         }
@@ -218,8 +220,7 @@ pub fn parse_target_url(field: &str, raw: &str, allow_private: bool) -> Result<S
             format!("url is longer than {MAX_URL_LEN} characters"),
         ));
     }
-    let url = url::Url::parse(raw)
-        .map_err(|e| FieldError::new(field, "invalid_url", format!("invalid url: {e}")))?;
+    let url = url::Url::parse(raw).map_err(|e| FieldError::new(field, "invalid_url", format!("invalid url: {e}")))?;
     if url.scheme() != "http" && url.scheme() != "https" {
         return Err(FieldError::new(field, "invalid_url", "url must use http or https"));
     }
@@ -307,7 +308,10 @@ mod tests {
     use super::*;
 
     fn input(url: &str) -> RequestInput {
-        RequestInput { url: url.into(), ..Default::default() }
+        RequestInput {
+            url: url.into(),
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -321,7 +325,13 @@ mod tests {
 
     #[test]
     fn rejects_bad_urls_naming_the_field() {
-        for bad in ["", "ftp://example.com", "example.com", "http://", "https://u:p@example.com/"] {
+        for bad in [
+            "",
+            "ftp://example.com",
+            "example.com",
+            "http://",
+            "https://u:p@example.com/",
+        ] {
             let err = RequestSpec::parse(input(bad), false).unwrap_err();
             assert_eq!(err.field, "url", "{bad}");
         }
@@ -363,7 +373,10 @@ mod tests {
         i.timeout_seconds = Some(300);
         i.method = Some("post".into());
         let spec = RequestSpec::parse(i, false).unwrap();
-        assert_eq!((spec.retry_count, spec.timeout_seconds, spec.method), (10, 300, HttpMethod::Post));
+        assert_eq!(
+            (spec.retry_count, spec.timeout_seconds, spec.method),
+            (10, 300, HttpMethod::Post)
+        );
     }
 
     #[test]

@@ -111,7 +111,11 @@ pub struct RunPlan {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum RunCommand {
-    Schedule { run_id: Uuid, plan: RunPlan, at: DateTime<Utc> },
+    Schedule {
+        run_id: Uuid,
+        plan: RunPlan,
+        at: DateTime<Utc>,
+    },
     RecordSkipped {
         run_id: Uuid,
         workspace_id: Uuid,
@@ -121,14 +125,28 @@ pub enum RunCommand {
         skipped_count: u64,
         at: DateTime<Utc>,
     },
-    Dispatch { attempt: u32, at: DateTime<Utc> },
-    StartAttempt { attempt: u32, at: DateTime<Utc> },
-    FinishAttempt { attempt: u32, outcome: AttemptOutcome, at: DateTime<Utc> },
+    Dispatch {
+        attempt: u32,
+        at: DateTime<Utc>,
+    },
+    StartAttempt {
+        attempt: u32,
+        at: DateTime<Utc>,
+    },
+    FinishAttempt {
+        attempt: u32,
+        outcome: AttemptOutcome,
+        at: DateTime<Utc>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum RunEvent {
-    RunScheduled { run_id: Uuid, plan: RunPlan, at: DateTime<Utc> },
+    RunScheduled {
+        run_id: Uuid,
+        plan: RunPlan,
+        at: DateTime<Utc>,
+    },
     RunSkipped {
         run_id: Uuid,
         workspace_id: Uuid,
@@ -138,12 +156,36 @@ pub enum RunEvent {
         skipped_count: u64,
         at: DateTime<Utc>,
     },
-    RunDispatched { attempt: u32, at: DateTime<Utc> },
-    AttemptStarted { attempt: u32, at: DateTime<Utc> },
-    AttemptFinished { attempt: u32, outcome: AttemptOutcome, at: DateTime<Utc> },
-    RetryScheduled { workspace_id: Uuid, job_id: Uuid, attempt: u32, retry_at: DateTime<Utc> },
-    RunSucceeded { job_id: Uuid, attempts: u32, at: DateTime<Utc> },
-    RunFailed { job_id: Uuid, attempts: u32, error_kind: ErrorKind, at: DateTime<Utc> },
+    RunDispatched {
+        attempt: u32,
+        at: DateTime<Utc>,
+    },
+    AttemptStarted {
+        attempt: u32,
+        at: DateTime<Utc>,
+    },
+    AttemptFinished {
+        attempt: u32,
+        outcome: AttemptOutcome,
+        at: DateTime<Utc>,
+    },
+    RetryScheduled {
+        workspace_id: Uuid,
+        job_id: Uuid,
+        attempt: u32,
+        retry_at: DateTime<Utc>,
+    },
+    RunSucceeded {
+        job_id: Uuid,
+        attempts: u32,
+        at: DateTime<Utc>,
+    },
+    RunFailed {
+        job_id: Uuid,
+        attempts: u32,
+        error_kind: ErrorKind,
+        at: DateTime<Utc>,
+    },
 }
 
 impl DomainEvent for RunEvent {
@@ -172,7 +214,11 @@ pub enum RunError {
     #[error("run not found")]
     NotFound,
     #[error("run is {status:?}; cannot {action} attempt {attempt}")]
-    WrongState { status: RunStatus, action: &'static str, attempt: u32 },
+    WrongState {
+        status: RunStatus,
+        action: &'static str,
+        attempt: u32,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -231,7 +277,11 @@ pub struct Run {
 
 impl Run {
     fn wrong(&self, action: &'static str, attempt: u32) -> RunError {
-        RunError::WrongState { status: self.status, action, attempt }
+        RunError::WrongState {
+            status: self.status,
+            action,
+            attempt,
+        }
     }
 
     /// Whether a message for `attempt` still needs its HTTP call: false once that attempt has
@@ -258,12 +308,28 @@ impl Aggregate for Run {
                 }
                 sink.write(RunEvent::RunScheduled { run_id, plan, at }, self).await;
             }
-            RunCommand::RecordSkipped { run_id, workspace_id, job_id, first_skipped, last_skipped, skipped_count, at } => {
+            RunCommand::RecordSkipped {
+                run_id,
+                workspace_id,
+                job_id,
+                first_skipped,
+                last_skipped,
+                skipped_count,
+                at,
+            } => {
                 if self.id.is_some() {
                     return Err(RunError::AlreadyExists);
                 }
                 sink.write(
-                    RunEvent::RunSkipped { run_id, workspace_id, job_id, first_skipped, last_skipped, skipped_count, at },
+                    RunEvent::RunSkipped {
+                        run_id,
+                        workspace_id,
+                        job_id,
+                        first_skipped,
+                        last_skipped,
+                        skipped_count,
+                        at,
+                    },
                     self,
                 )
                 .await;
@@ -290,18 +356,49 @@ impl Aggregate for Run {
                 if !(self.status == RunStatus::Running && attempt == self.attempt) {
                     return Err(self.wrong("finish", attempt));
                 }
-                let Some(plan) = &self.plan else { return Err(RunError::NotFound) };
+                let Some(plan) = &self.plan else {
+                    return Err(RunError::NotFound);
+                };
                 let (request, workspace_id, job_id) = (plan.request.clone(), plan.workspace_id, plan.job_id);
                 let failure = outcome.failure_kind();
-                sink.write(RunEvent::AttemptFinished { attempt, outcome, at }, self).await;
+                sink.write(RunEvent::AttemptFinished { attempt, outcome, at }, self)
+                    .await;
                 match failure {
-                    None => sink.write(RunEvent::RunSucceeded { job_id, attempts: attempt, at }, self).await,
+                    None => {
+                        sink.write(
+                            RunEvent::RunSucceeded {
+                                job_id,
+                                attempts: attempt,
+                                at,
+                            },
+                            self,
+                        )
+                        .await
+                    }
                     Some(_) if attempt <= request.retry_count => {
                         let retry_at = at + Duration::seconds(i64::from(request.retry_delay_seconds));
-                        sink.write(RunEvent::RetryScheduled { workspace_id, job_id, attempt: attempt + 1, retry_at }, self).await;
+                        sink.write(
+                            RunEvent::RetryScheduled {
+                                workspace_id,
+                                job_id,
+                                attempt: attempt + 1,
+                                retry_at,
+                            },
+                            self,
+                        )
+                        .await;
                     }
                     Some(error_kind) => {
-                        sink.write(RunEvent::RunFailed { job_id, attempts: attempt, error_kind, at }, self).await
+                        sink.write(
+                            RunEvent::RunFailed {
+                                job_id,
+                                attempts: attempt,
+                                error_kind,
+                                at,
+                            },
+                            self,
+                        )
+                        .await
                     }
                 }
             }
@@ -317,7 +414,9 @@ impl Aggregate for Run {
                 self.plan = Some(plan);
                 self.status = RunStatus::Scheduled;
             }
-            RunEvent::RunSkipped { run_id, workspace_id, .. } => {
+            RunEvent::RunSkipped {
+                run_id, workspace_id, ..
+            } => {
                 self.id = Some(run_id);
                 self.workspace_id = Some(workspace_id);
                 self.status = RunStatus::Skipped;
@@ -352,7 +451,8 @@ pub async fn decide(mut run: Run, command: RunCommand) -> Result<Vec<RunEvent>, 
 pub async fn fire_events(run_id: Uuid, plan: RunPlan, at: DateTime<Utc>) -> Result<Vec<RunEvent>, RunError> {
     let mut run = Run::default();
     let sink = EventSink::default();
-    run.handle(RunCommand::Schedule { run_id, plan, at }, &(), &sink).await?;
+    run.handle(RunCommand::Schedule { run_id, plan, at }, &(), &sink)
+        .await?;
     run.handle(RunCommand::Dispatch { attempt: 1, at }, &(), &sink).await?;
     Ok(sink.collect().await)
 }
@@ -378,7 +478,12 @@ mod tests {
             trigger: Trigger::Schedule,
             scheduled_for: t(0),
             request: RequestSpec::parse(
-                RequestInput { url: "https://example.com".into(), retry_count: Some(retries), retry_delay_seconds: Some(30), ..Default::default() },
+                RequestInput {
+                    url: "https://example.com".into(),
+                    retry_count: Some(retries),
+                    retry_delay_seconds: Some(30),
+                    ..Default::default()
+                },
                 false,
             )
             .unwrap(),
@@ -386,16 +491,33 @@ mod tests {
         }
     }
     fn scheduled(retries: i64) -> RunEvent {
-        RunEvent::RunScheduled { run_id: RUN, plan: plan(retries), at: t(0) }
+        RunEvent::RunScheduled {
+            run_id: RUN,
+            plan: plan(retries),
+            at: t(0),
+        }
     }
     fn ok_outcome() -> AttemptOutcome {
-        AttemptOutcome { status_code: Some(204), duration_ms: 12, ..Default::default() }
+        AttemptOutcome {
+            status_code: Some(204),
+            duration_ms: 12,
+            ..Default::default()
+        }
     }
     fn status_outcome(code: u16) -> AttemptOutcome {
-        AttemptOutcome { status_code: Some(code), duration_ms: 12, ..Default::default() }
+        AttemptOutcome {
+            status_code: Some(code),
+            duration_ms: 12,
+            ..Default::default()
+        }
     }
     fn timeout_outcome() -> AttemptOutcome {
-        AttemptOutcome { error_kind: Some(ErrorKind::Timeout), error_message: Some("timed out".into()), duration_ms: 10_000, ..Default::default() }
+        AttemptOutcome {
+            error_kind: Some(ErrorKind::Timeout),
+            error_message: Some("timed out".into()),
+            duration_ms: 10_000,
+            ..Default::default()
+        }
     }
     fn running(retries: i64) -> Vec<RunEvent> {
         vec![
@@ -409,11 +531,19 @@ mod tests {
     fn schedule_then_dispatch() {
         Spec::with(())
             .given_no_previous_events()
-            .when(RunCommand::Schedule { run_id: RUN, plan: plan(0), at: t(0) })
+            .when(RunCommand::Schedule {
+                run_id: RUN,
+                plan: plan(0),
+                at: t(0),
+            })
             .then_expect_events(vec![scheduled(0)]);
         Spec::with(())
             .given(vec![scheduled(0)])
-            .when(RunCommand::Schedule { run_id: RUN, plan: plan(0), at: t(0) })
+            .when(RunCommand::Schedule {
+                run_id: RUN,
+                plan: plan(0),
+                at: t(0),
+            })
             .then_expect_error(RunError::AlreadyExists);
         Spec::with(())
             .given(vec![scheduled(0)])
@@ -422,7 +552,11 @@ mod tests {
         Spec::with(())
             .given(vec![scheduled(0), RunEvent::RunDispatched { attempt: 1, at: t(0) }])
             .when(RunCommand::Dispatch { attempt: 1, at: t(0) })
-            .then_expect_error(RunError::WrongState { status: RunStatus::Dispatched, action: "dispatch", attempt: 1 });
+            .then_expect_error(RunError::WrongState {
+                status: RunStatus::Dispatched,
+                action: "dispatch",
+                attempt: 1,
+            });
     }
 
     #[test]
@@ -433,10 +567,22 @@ mod tests {
             .then_expect_events(vec![RunEvent::AttemptStarted { attempt: 1, at: t(1) }]);
         Spec::with(())
             .given(running(0))
-            .when(RunCommand::FinishAttempt { attempt: 1, outcome: ok_outcome(), at: t(2) })
+            .when(RunCommand::FinishAttempt {
+                attempt: 1,
+                outcome: ok_outcome(),
+                at: t(2),
+            })
             .then_expect_events(vec![
-                RunEvent::AttemptFinished { attempt: 1, outcome: ok_outcome(), at: t(2) },
-                RunEvent::RunSucceeded { job_id: JOB, attempts: 1, at: t(2) },
+                RunEvent::AttemptFinished {
+                    attempt: 1,
+                    outcome: ok_outcome(),
+                    at: t(2),
+                },
+                RunEvent::RunSucceeded {
+                    job_id: JOB,
+                    attempts: 1,
+                    at: t(2),
+                },
             ]);
     }
 
@@ -447,22 +593,47 @@ mod tests {
             .given(events.clone())
             .when(RunCommand::StartAttempt { attempt: 1, at: t(5) })
             .then_expect_events(vec![RunEvent::AttemptStarted { attempt: 1, at: t(5) }]);
-        events.push(RunEvent::AttemptFinished { attempt: 1, outcome: ok_outcome(), at: t(2) });
-        events.push(RunEvent::RunSucceeded { job_id: JOB, attempts: 1, at: t(2) });
+        events.push(RunEvent::AttemptFinished {
+            attempt: 1,
+            outcome: ok_outcome(),
+            at: t(2),
+        });
+        events.push(RunEvent::RunSucceeded {
+            job_id: JOB,
+            attempts: 1,
+            at: t(2),
+        });
         Spec::with(())
             .given(events)
             .when(RunCommand::StartAttempt { attempt: 1, at: t(5) })
-            .then_expect_error(RunError::WrongState { status: RunStatus::Succeeded, action: "start", attempt: 1 });
+            .then_expect_error(RunError::WrongState {
+                status: RunStatus::Succeeded,
+                action: "start",
+                attempt: 1,
+            });
     }
 
     #[test]
     fn failure_without_retries_fails_the_run() {
         Spec::with(())
             .given(running(0))
-            .when(RunCommand::FinishAttempt { attempt: 1, outcome: status_outcome(500), at: t(2) })
+            .when(RunCommand::FinishAttempt {
+                attempt: 1,
+                outcome: status_outcome(500),
+                at: t(2),
+            })
             .then_expect_events(vec![
-                RunEvent::AttemptFinished { attempt: 1, outcome: status_outcome(500), at: t(2) },
-                RunEvent::RunFailed { job_id: JOB, attempts: 1, error_kind: ErrorKind::HttpStatus, at: t(2) },
+                RunEvent::AttemptFinished {
+                    attempt: 1,
+                    outcome: status_outcome(500),
+                    at: t(2),
+                },
+                RunEvent::RunFailed {
+                    job_id: JOB,
+                    attempts: 1,
+                    error_kind: ErrorKind::HttpStatus,
+                    at: t(2),
+                },
             ]);
     }
 
@@ -470,30 +641,69 @@ mod tests {
     fn failure_with_retries_schedules_retry_then_gives_up() {
         Spec::with(())
             .given(running(1))
-            .when(RunCommand::FinishAttempt { attempt: 1, outcome: timeout_outcome(), at: t(10) })
+            .when(RunCommand::FinishAttempt {
+                attempt: 1,
+                outcome: timeout_outcome(),
+                at: t(10),
+            })
             .then_expect_events(vec![
-                RunEvent::AttemptFinished { attempt: 1, outcome: timeout_outcome(), at: t(10) },
-                RunEvent::RetryScheduled { workspace_id: WS, job_id: JOB, attempt: 2, retry_at: t(40) },
+                RunEvent::AttemptFinished {
+                    attempt: 1,
+                    outcome: timeout_outcome(),
+                    at: t(10),
+                },
+                RunEvent::RetryScheduled {
+                    workspace_id: WS,
+                    job_id: JOB,
+                    attempt: 2,
+                    retry_at: t(40),
+                },
             ]);
         let mut events = running(1);
         events.extend([
-            RunEvent::AttemptFinished { attempt: 1, outcome: timeout_outcome(), at: t(10) },
-            RunEvent::RetryScheduled { workspace_id: WS, job_id: JOB, attempt: 2, retry_at: t(40) },
+            RunEvent::AttemptFinished {
+                attempt: 1,
+                outcome: timeout_outcome(),
+                at: t(10),
+            },
+            RunEvent::RetryScheduled {
+                workspace_id: WS,
+                job_id: JOB,
+                attempt: 2,
+                retry_at: t(40),
+            },
         ]);
         Spec::with(())
             .given(events.clone())
             .when(RunCommand::Dispatch { attempt: 1, at: t(40) })
-            .then_expect_error(RunError::WrongState { status: RunStatus::RetryScheduled, action: "dispatch", attempt: 1 });
+            .then_expect_error(RunError::WrongState {
+                status: RunStatus::RetryScheduled,
+                action: "dispatch",
+                attempt: 1,
+            });
         events.extend([
             RunEvent::RunDispatched { attempt: 2, at: t(40) },
             RunEvent::AttemptStarted { attempt: 2, at: t(40) },
         ]);
         Spec::with(())
             .given(events)
-            .when(RunCommand::FinishAttempt { attempt: 2, outcome: status_outcome(503), at: t(41) })
+            .when(RunCommand::FinishAttempt {
+                attempt: 2,
+                outcome: status_outcome(503),
+                at: t(41),
+            })
             .then_expect_events(vec![
-                RunEvent::AttemptFinished { attempt: 2, outcome: status_outcome(503), at: t(41) },
-                RunEvent::RunFailed { job_id: JOB, attempts: 2, error_kind: ErrorKind::HttpStatus, at: t(41) },
+                RunEvent::AttemptFinished {
+                    attempt: 2,
+                    outcome: status_outcome(503),
+                    at: t(41),
+                },
+                RunEvent::RunFailed {
+                    job_id: JOB,
+                    attempts: 2,
+                    error_kind: ErrorKind::HttpStatus,
+                    at: t(41),
+                },
             ]);
     }
 
@@ -501,29 +711,57 @@ mod tests {
     fn finish_of_wrong_attempt_is_refused() {
         Spec::with(())
             .given(running(0))
-            .when(RunCommand::FinishAttempt { attempt: 2, outcome: ok_outcome(), at: t(2) })
-            .then_expect_error(RunError::WrongState { status: RunStatus::Running, action: "finish", attempt: 2 });
+            .when(RunCommand::FinishAttempt {
+                attempt: 2,
+                outcome: ok_outcome(),
+                at: t(2),
+            })
+            .then_expect_error(RunError::WrongState {
+                status: RunStatus::Running,
+                action: "finish",
+                attempt: 2,
+            });
     }
 
     #[test]
     fn skipped_run_is_terminal() {
         let skipped = RunEvent::RunSkipped {
-            run_id: RUN, workspace_id: Uuid::from_u128(1), job_id: Uuid::from_u128(2),
-            first_skipped: t(0), last_skipped: t(60), skipped_count: 2, at: t(100),
+            run_id: RUN,
+            workspace_id: Uuid::from_u128(1),
+            job_id: Uuid::from_u128(2),
+            first_skipped: t(0),
+            last_skipped: t(60),
+            skipped_count: 2,
+            at: t(100),
         };
         Spec::with(())
             .given_no_previous_events()
-            .when(RunCommand::RecordSkipped { run_id: RUN, workspace_id: Uuid::from_u128(1), job_id: Uuid::from_u128(2), first_skipped: t(0), last_skipped: t(60), skipped_count: 2, at: t(100) })
+            .when(RunCommand::RecordSkipped {
+                run_id: RUN,
+                workspace_id: Uuid::from_u128(1),
+                job_id: Uuid::from_u128(2),
+                first_skipped: t(0),
+                last_skipped: t(60),
+                skipped_count: 2,
+                at: t(100),
+            })
             .then_expect_events(vec![skipped.clone()]);
         Spec::with(())
             .given(vec![skipped])
             .when(RunCommand::Dispatch { attempt: 1, at: t(101) })
-            .then_expect_error(RunError::WrongState { status: RunStatus::Skipped, action: "dispatch", attempt: 1 });
+            .then_expect_error(RunError::WrongState {
+                status: RunStatus::Skipped,
+                action: "dispatch",
+                attempt: 1,
+            });
     }
 
     #[tokio::test]
     async fn fire_events_match_handle() {
         let events = fire_events(RUN, plan(0), t(0)).await.unwrap();
-        assert_eq!(events, vec![scheduled(0), RunEvent::RunDispatched { attempt: 1, at: t(0) }]);
+        assert_eq!(
+            events,
+            vec![scheduled(0), RunEvent::RunDispatched { attempt: 1, at: t(0) }]
+        );
     }
 }

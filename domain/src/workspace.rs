@@ -12,16 +12,44 @@ use uuid::Uuid;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum WorkspaceCommand {
-    Create { workspace_id: Uuid, name: String, timezone: String, at: DateTime<Utc> },
-    CreateApiKey { key_id: Uuid, name: String, prefix: String, secret_hash: String, at: DateTime<Utc> },
-    RevokeApiKey { key_id: Uuid, at: DateTime<Utc> },
+    Create {
+        workspace_id: Uuid,
+        name: String,
+        timezone: String,
+        at: DateTime<Utc>,
+    },
+    CreateApiKey {
+        key_id: Uuid,
+        name: String,
+        prefix: String,
+        secret_hash: String,
+        at: DateTime<Utc>,
+    },
+    RevokeApiKey {
+        key_id: Uuid,
+        at: DateTime<Utc>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum WorkspaceEvent {
-    WorkspaceCreated { workspace_id: Uuid, name: String, timezone: String, at: DateTime<Utc> },
-    ApiKeyCreated { key_id: Uuid, name: String, prefix: String, secret_hash: String, at: DateTime<Utc> },
-    ApiKeyRevoked { key_id: Uuid, at: DateTime<Utc> },
+    WorkspaceCreated {
+        workspace_id: Uuid,
+        name: String,
+        timezone: String,
+        at: DateTime<Utc>,
+    },
+    ApiKeyCreated {
+        key_id: Uuid,
+        name: String,
+        prefix: String,
+        secret_hash: String,
+        at: DateTime<Utc>,
+    },
+    ApiKeyRevoked {
+        key_id: Uuid,
+        at: DateTime<Utc>,
+    },
 }
 
 impl DomainEvent for WorkspaceEvent {
@@ -80,7 +108,9 @@ impl Workspace {
     /// The active key whose hash matches, if any.
     pub fn authenticate(&self, key: &str) -> Option<&ApiKey> {
         let hash = hash_api_key(key);
-        self.api_keys.iter().find(|k| !k.revoked && constant_time_eq(&k.secret_hash, &hash))
+        self.api_keys
+            .iter()
+            .find(|k| !k.revoked && constant_time_eq(&k.secret_hash, &hash))
     }
 }
 
@@ -97,7 +127,12 @@ impl Aggregate for Workspace {
 
     async fn handle(&mut self, command: Self::Command, _: &(), sink: &EventSink<Self>) -> Result<(), Self::Error> {
         match command {
-            WorkspaceCommand::Create { workspace_id, name, timezone, at } => {
+            WorkspaceCommand::Create {
+                workspace_id,
+                name,
+                timezone,
+                at,
+            } => {
                 if self.id.is_some() {
                     return Err(WorkspaceError::AlreadyExists);
                 }
@@ -105,38 +140,79 @@ impl Aggregate for Workspace {
                 if name.is_empty() || name.chars().count() > 200 {
                     return Err(WorkspaceError::InvalidName);
                 }
-                sink.write(WorkspaceEvent::WorkspaceCreated { workspace_id, name, timezone, at }, self).await;
+                sink.write(
+                    WorkspaceEvent::WorkspaceCreated {
+                        workspace_id,
+                        name,
+                        timezone,
+                        at,
+                    },
+                    self,
+                )
+                .await;
             }
-            WorkspaceCommand::CreateApiKey { key_id, name, prefix, secret_hash, at } => {
+            WorkspaceCommand::CreateApiKey {
+                key_id,
+                name,
+                prefix,
+                secret_hash,
+                at,
+            } => {
                 if self.id.is_none() {
                     return Err(WorkspaceError::NotFound);
                 }
                 if self.api_keys.iter().any(|k| k.key_id == key_id) {
                     return Err(WorkspaceError::KeyExists);
                 }
-                sink.write(WorkspaceEvent::ApiKeyCreated { key_id, name, prefix, secret_hash, at }, self).await;
+                sink.write(
+                    WorkspaceEvent::ApiKeyCreated {
+                        key_id,
+                        name,
+                        prefix,
+                        secret_hash,
+                        at,
+                    },
+                    self,
+                )
+                .await;
             }
-            WorkspaceCommand::RevokeApiKey { key_id, at } => {
-                match self.api_keys.iter().find(|k| k.key_id == key_id) {
-                    None => return Err(WorkspaceError::KeyNotFound),
-                    Some(k) if k.revoked => {}
-                    Some(_) => sink.write(WorkspaceEvent::ApiKeyRevoked { key_id, at }, self).await,
-                }
-            }
+            WorkspaceCommand::RevokeApiKey { key_id, at } => match self.api_keys.iter().find(|k| k.key_id == key_id) {
+                None => return Err(WorkspaceError::KeyNotFound),
+                Some(k) if k.revoked => {}
+                Some(_) => sink.write(WorkspaceEvent::ApiKeyRevoked { key_id, at }, self).await,
+            },
         }
         Ok(())
     }
 
     fn apply(&mut self, event: Self::Event) {
         match event {
-            WorkspaceEvent::WorkspaceCreated { workspace_id, name, timezone, at } => {
+            WorkspaceEvent::WorkspaceCreated {
+                workspace_id,
+                name,
+                timezone,
+                at,
+            } => {
                 self.id = Some(workspace_id);
                 self.name = name;
                 self.timezone = timezone;
                 self.created_at = Some(at);
             }
-            WorkspaceEvent::ApiKeyCreated { key_id, name, prefix, secret_hash, at } => {
-                self.api_keys.push(ApiKey { key_id, name, prefix, secret_hash, revoked: false, created_at: at });
+            WorkspaceEvent::ApiKeyCreated {
+                key_id,
+                name,
+                prefix,
+                secret_hash,
+                at,
+            } => {
+                self.api_keys.push(ApiKey {
+                    key_id,
+                    name,
+                    prefix,
+                    secret_hash,
+                    revoked: false,
+                    created_at: at,
+                });
             }
             WorkspaceEvent::ApiKeyRevoked { key_id, .. } => {
                 if let Some(k) = self.api_keys.iter_mut().find(|k| k.key_id == key_id) {
@@ -157,14 +233,24 @@ mod tests {
         DateTime::from_timestamp(1_800_000_000, 0).unwrap()
     }
     fn created() -> WorkspaceEvent {
-        WorkspaceEvent::WorkspaceCreated { workspace_id: Uuid::from_u128(1), name: "Acme".into(), timezone: "Europe/Moscow".into(), at: t0() }
+        WorkspaceEvent::WorkspaceCreated {
+            workspace_id: Uuid::from_u128(1),
+            name: "Acme".into(),
+            timezone: "Europe/Moscow".into(),
+            at: t0(),
+        }
     }
 
     #[test]
     fn create_workspace() {
         Spec::with(())
             .given_no_previous_events()
-            .when(WorkspaceCommand::Create { workspace_id: Uuid::from_u128(1), name: " Acme ".into(), timezone: "Europe/Moscow".into(), at: t0() })
+            .when(WorkspaceCommand::Create {
+                workspace_id: Uuid::from_u128(1),
+                name: " Acme ".into(),
+                timezone: "Europe/Moscow".into(),
+                at: t0(),
+            })
             .then_expect_events(vec![created()]);
     }
 
@@ -172,7 +258,12 @@ mod tests {
     fn create_twice_is_refused() {
         Spec::with(())
             .given(vec![created()])
-            .when(WorkspaceCommand::Create { workspace_id: Uuid::from_u128(1), name: "Acme".into(), timezone: "UTC".into(), at: t0() })
+            .when(WorkspaceCommand::Create {
+                workspace_id: Uuid::from_u128(1),
+                name: "Acme".into(),
+                timezone: "UTC".into(),
+                at: t0(),
+            })
             .then_expect_error(WorkspaceError::AlreadyExists);
     }
 
@@ -180,7 +271,12 @@ mod tests {
     fn blank_name_is_refused() {
         Spec::with(())
             .given_no_previous_events()
-            .when(WorkspaceCommand::Create { workspace_id: Uuid::from_u128(1), name: "  ".into(), timezone: "UTC".into(), at: t0() })
+            .when(WorkspaceCommand::Create {
+                workspace_id: Uuid::from_u128(1),
+                name: "  ".into(),
+                timezone: "UTC".into(),
+                at: t0(),
+            })
             .then_expect_error(WorkspaceError::InvalidName);
     }
 
@@ -189,10 +285,22 @@ mod tests {
         let key = "cbx_secret";
         let hash = hash_api_key(key);
         let k = Uuid::from_u128(9);
-        let added = WorkspaceEvent::ApiKeyCreated { key_id: k, name: "ci".into(), prefix: "cbx_sec".into(), secret_hash: hash.clone(), at: t0() };
+        let added = WorkspaceEvent::ApiKeyCreated {
+            key_id: k,
+            name: "ci".into(),
+            prefix: "cbx_sec".into(),
+            secret_hash: hash.clone(),
+            at: t0(),
+        };
         Spec::with(())
             .given(vec![created()])
-            .when(WorkspaceCommand::CreateApiKey { key_id: k, name: "ci".into(), prefix: "cbx_sec".into(), secret_hash: hash.clone(), at: t0() })
+            .when(WorkspaceCommand::CreateApiKey {
+                key_id: k,
+                name: "ci".into(),
+                prefix: "cbx_sec".into(),
+                secret_hash: hash.clone(),
+                at: t0(),
+            })
             .then_expect_events(vec![added.clone()]);
         Spec::with(())
             .given(vec![created(), added.clone()])
@@ -204,7 +312,13 @@ mod tests {
             .then_expect_error(WorkspaceError::KeyNotFound);
         Spec::with(())
             .given_no_previous_events()
-            .when(WorkspaceCommand::CreateApiKey { key_id: k, name: "ci".into(), prefix: "p".into(), secret_hash: hash, at: t0() })
+            .when(WorkspaceCommand::CreateApiKey {
+                key_id: k,
+                name: "ci".into(),
+                prefix: "p".into(),
+                secret_hash: hash,
+                at: t0(),
+            })
             .then_expect_error(WorkspaceError::NotFound);
 
         let mut ws = Workspace::default();

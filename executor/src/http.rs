@@ -34,7 +34,11 @@ impl Resolve for GuardedResolver {
         let host = name.as_str().to_string();
         Box::pin(async move {
             let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let allowed: Vec<SocketAddr> = addrs.iter().copied().filter(|a| allow_private || !is_forbidden_ip(a.ip())).collect();
+            let allowed: Vec<SocketAddr> = addrs
+                .iter()
+                .copied()
+                .filter(|a| allow_private || !is_forbidden_ip(a.ip()))
+                .collect();
             if allowed.is_empty() {
                 if let Some(first) = addrs.first() {
                     return Err(Box::new(BlockedTarget(first.ip())) as Box<dyn std::error::Error + Send + Sync>);
@@ -89,7 +93,11 @@ impl HttpCaller {
             .pool_max_idle_per_host(64)
             .user_agent(concat!("CronBox/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        Ok(Self { client, allow_private, max_response_bytes })
+        Ok(Self {
+            client,
+            allow_private,
+            max_response_bytes,
+        })
     }
 
     /// Performs one attempt. Never fails: every failure is an outcome to record.
@@ -140,7 +148,10 @@ impl HttpCaller {
             .take(MAX_STORED_HEADERS)
             .map(|(k, v)| {
                 let v = String::from_utf8_lossy(v.as_bytes());
-                (k.as_str().to_string(), v.chars().take(MAX_STORED_HEADER_VALUE).collect())
+                (
+                    k.as_str().to_string(),
+                    v.chars().take(MAX_STORED_HEADER_VALUE).collect(),
+                )
             })
             .collect();
         let mut kept = Vec::new();
@@ -156,7 +167,10 @@ impl HttpCaller {
                     }
                     if size > self.max_response_bytes as u64 {
                         // Stop reading; dropping the response closes the connection.
-                        error = Some((ErrorKind::TooLarge, format!("response body exceeds {} bytes", self.max_response_bytes)));
+                        error = Some((
+                            ErrorKind::TooLarge,
+                            format!("response body exceeds {} bytes", self.max_response_bytes),
+                        ));
                         break;
                     }
                 }
@@ -202,7 +216,10 @@ fn classify(e: &reqwest::Error) -> (ErrorKind, String) {
     let lower = message.to_ascii_lowercase();
     let kind = if e.is_timeout() {
         ErrorKind::Timeout
-    } else if lower.contains("dns error") || lower.contains("failed to lookup") || lower.contains("name or service not known") {
+    } else if lower.contains("dns error")
+        || lower.contains("failed to lookup")
+        || lower.contains("name or service not known")
+    {
         ErrorKind::Dns
     } else if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake") {
         ErrorKind::Tls

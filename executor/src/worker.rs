@@ -29,7 +29,12 @@ pub struct ExecutorConfig {
 
 impl Default for ExecutorConfig {
     fn default() -> Self {
-        Self { concurrency: 256, allow_private_targets: false, max_response_bytes: 1024 * 1024, consumer: ConsumerSettings::default() }
+        Self {
+            concurrency: 256,
+            allow_private_targets: false,
+            max_response_bytes: 1024 * 1024,
+            consumer: ConsumerSettings::default(),
+        }
     }
 }
 
@@ -47,7 +52,12 @@ const MAX_BATCH: usize = 1000;
 const PULL_EXPIRES: Duration = Duration::from_secs(5);
 
 /// Consumes runs until `shutdown`. Reconnects and re-subscribes by itself.
-pub async fn run(stores: Arc<Stores>, queue: RunQueue, config: ExecutorConfig, shutdown: CancellationToken) -> Result<(), ExecuteError> {
+pub async fn run(
+    stores: Arc<Stores>,
+    queue: RunQueue,
+    config: ExecutorConfig,
+    shutdown: CancellationToken,
+) -> Result<(), ExecuteError> {
     let caller = HttpCaller::new(config.allow_private_targets, config.max_response_bytes)?;
     let slots = Arc::new(Semaphore::new(config.concurrency));
     // Progress well inside ack_wait, so a long call is never redelivered while it runs.
@@ -76,7 +86,13 @@ pub async fn run(stores: Arc<Stores>, queue: RunQueue, config: ExecutorConfig, s
                     Err(_) => break,
                 }
             }
-            let mut batch = match consumer.batch().max_messages(permits.len()).expires(PULL_EXPIRES).messages().await {
+            let mut batch = match consumer
+                .batch()
+                .max_messages(permits.len())
+                .expires(PULL_EXPIRES)
+                .messages()
+                .await
+            {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::warn!(error = %e, "executor cannot pull; re-attaching");
@@ -151,7 +167,13 @@ async fn handle(stores: &Stores, caller: &HttpCaller, msg: jetstream::Message, h
 }
 
 /// Ok: done with this delivery (ack). Err(delay): ask for redelivery after `delay`.
-async fn perform(stores: &Stores, caller: &HttpCaller, msg: &jetstream::Message, d: &DispatchMessage, heartbeat: Duration) -> Result<(), Duration> {
+async fn perform(
+    stores: &Stores,
+    caller: &HttpCaller,
+    msg: &jetstream::Message,
+    d: &DispatchMessage,
+    heartbeat: Duration,
+) -> Result<(), Duration> {
     let id = d.run_id.to_string();
     let (run, _) = stores.runs.load(&id).await.map_err(|e| {
         tracing::warn!(error = %e, "cannot load run");
@@ -162,7 +184,17 @@ async fn perform(stores: &Stores, caller: &HttpCaller, msg: &jetstream::Message,
         return Ok(());
     }
     let Some(plan) = run.plan.clone() else { return Ok(()) };
-    match stores.runs.execute(&id, RunCommand::StartAttempt { attempt: d.attempt, at: Utc::now() }).await {
+    match stores
+        .runs
+        .execute(
+            &id,
+            RunCommand::StartAttempt {
+                attempt: d.attempt,
+                at: Utc::now(),
+            },
+        )
+        .await
+    {
         Ok(()) => {}
         Err(AggregateError::UserError(RunError::WrongState { .. })) => return Ok(()),
         // Another executor wrote to this run at the same moment: look again shortly.
@@ -194,7 +226,11 @@ async fn perform(stores: &Stores, caller: &HttpCaller, msg: &jetstream::Message,
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     let mut backoff = Duration::from_millis(100);
     loop {
-        let cmd = RunCommand::FinishAttempt { attempt: d.attempt, outcome: outcome.clone(), at: Utc::now() };
+        let cmd = RunCommand::FinishAttempt {
+            attempt: d.attempt,
+            outcome: outcome.clone(),
+            at: Utc::now(),
+        };
         match stores.runs.execute(&id, cmd).await {
             Ok(()) => return Ok(()),
             Err(AggregateError::UserError(RunError::WrongState { .. })) => return Ok(()),

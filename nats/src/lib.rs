@@ -64,7 +64,11 @@ pub struct ConsumerSettings {
 
 impl Default for ConsumerSettings {
     fn default() -> Self {
-        Self { ack_wait: Duration::from_secs(30), max_ack_pending: 20_000, max_deliver: 100 }
+        Self {
+            ack_wait: Duration::from_secs(30),
+            max_ack_pending: 20_000,
+            max_deliver: 100,
+        }
     }
 }
 
@@ -78,7 +82,11 @@ pub struct RunQueue {
 }
 
 fn valid_prefix(prefix: &str) -> bool {
-    !prefix.is_empty() && prefix.len() <= 64 && prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    !prefix.is_empty()
+        && prefix.len() <= 64
+        && prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 impl RunQueue {
@@ -95,7 +103,10 @@ impl RunQueue {
             .connection_timeout(Duration::from_secs(5))
             .connect(url)
             .await
-            .map_err(|source| NatsError::Connect { url: url.to_string(), source })?;
+            .map_err(|source| NatsError::Connect {
+                url: url.to_string(),
+                source,
+            })?;
         let js = jetstream::new(client.clone());
         let upper = prefix.to_ascii_uppercase().replace('-', "_");
         let queue = Self {
@@ -139,7 +150,9 @@ impl RunQueue {
         for m in messages {
             let sent = async {
                 let payload = serde_json::to_vec(m)?;
-                let publish = jetstream::message::PublishMessage::build().payload(payload.into()).message_id(m.message_id());
+                let publish = jetstream::message::PublishMessage::build()
+                    .payload(payload.into())
+                    .message_id(m.message_id());
                 Ok::<_, NatsError>(self.js.send_publish(self.subject.clone(), publish).await?)
             }
             .await;
@@ -156,8 +169,15 @@ impl RunQueue {
     }
 
     /// The durable pull consumer every executor shares.
-    pub async fn consumer(&self, settings: &ConsumerSettings) -> Result<jetstream::consumer::Consumer<pull::Config>, NatsError> {
-        let stream = self.js.get_stream(&self.stream).await.map_err(|e| NatsError::Consumer(Box::new(e)))?;
+    pub async fn consumer(
+        &self,
+        settings: &ConsumerSettings,
+    ) -> Result<jetstream::consumer::Consumer<pull::Config>, NatsError> {
+        let stream = self
+            .js
+            .get_stream(&self.stream)
+            .await
+            .map_err(|e| NatsError::Consumer(Box::new(e)))?;
         let config = pull::Config {
             durable_name: Some(self.consumer.clone()),
             ack_policy: jetstream::consumer::AckPolicy::Explicit,
@@ -169,10 +189,7 @@ impl RunQueue {
         // Create-or-update, so changed settings take effect on restart.
         match stream.create_consumer(config.clone()).await {
             Ok(c) => Ok(c),
-            Err(_) => stream
-                .get_consumer(&self.consumer)
-                .await
-                .map_err(|e| NatsError::Consumer(e.into())),
+            Err(_) => stream.get_consumer(&self.consumer).await.map_err(NatsError::Consumer),
         }
     }
 

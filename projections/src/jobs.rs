@@ -23,11 +23,13 @@ impl Projection for JobsProjection {
         Box::pin(async move {
             match ev.aggregate_type.as_str() {
                 "Job" => {
-                    let event: JobEvent = serde_json::from_value(ev.payload.clone()).map_err(|e| ProjectionError::decode(ev, e))?;
+                    let event: JobEvent =
+                        serde_json::from_value(ev.payload.clone()).map_err(|e| ProjectionError::decode(ev, e))?;
                     apply_job(tx, ev, event).await
                 }
                 "Run" => {
-                    let event: RunEvent = serde_json::from_value(ev.payload.clone()).map_err(|e| ProjectionError::decode(ev, e))?;
+                    let event: RunEvent =
+                        serde_json::from_value(ev.payload.clone()).map_err(|e| ProjectionError::decode(ev, e))?;
                     apply_run(tx, event).await
                 }
                 _ => Ok(()),
@@ -48,7 +50,12 @@ fn job_id(ev: &StoredEvent) -> Result<Uuid, ProjectionError> {
 async fn apply_job(tx: &mut PgConnection, ev: &StoredEvent, event: JobEvent) -> Result<(), ProjectionError> {
     let id = job_id(ev)?;
     match event {
-        JobEvent::JobCreated { workspace_id, definition, at, .. } => {
+        JobEvent::JobCreated {
+            workspace_id,
+            definition,
+            at,
+            ..
+        } => {
             let (kind, status, schedule, timezone, execute_at, next) = shape(&definition, at);
             sqlx::query(
                 "INSERT INTO jobs (id, workspace_id, kind, name, description, tags, status, definition, schedule, timezone,
@@ -100,11 +107,13 @@ async fn apply_job(tx: &mut PgConnection, ev: &StoredEvent, event: JobEvent) -> 
                 .await?;
         }
         JobEvent::JobResumed { at } => {
-            sqlx::query("UPDATE jobs SET status = 'active', anchor_at = greatest(anchor_at, $2), updated_at = $2 WHERE id = $1")
-                .bind(id)
-                .bind(at)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "UPDATE jobs SET status = 'active', anchor_at = greatest(anchor_at, $2), updated_at = $2 WHERE id = $1",
+            )
+            .bind(id)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
             refresh_next(tx, id).await?;
         }
         JobEvent::JobDeleted { at } => {
@@ -125,54 +134,86 @@ async fn apply_job(tx: &mut PgConnection, ev: &StoredEvent, event: JobEvent) -> 
 
 /// (kind, initial status, schedule, timezone, execute_at, next_run_at)
 #[allow(clippy::type_complexity)]
-fn shape(d: &JobDefinition, at: DateTime<Utc>) -> (&'static str, &'static str, Option<&str>, Option<&str>, Option<DateTime<Utc>>, Option<DateTime<Utc>>) {
+fn shape(
+    d: &JobDefinition,
+    at: DateTime<Utc>,
+) -> (
+    &'static str,
+    &'static str,
+    Option<&str>,
+    Option<&str>,
+    Option<DateTime<Utc>>,
+    Option<DateTime<Utc>>,
+) {
     match &d.kind {
-        JobKind::Cron { schedule, timezone } => {
-            ("cron", "active", Some(schedule), Some(timezone), None, next_cron_fire(schedule, timezone, at))
-        }
+        JobKind::Cron { schedule, timezone } => (
+            "cron",
+            "active",
+            Some(schedule),
+            Some(timezone),
+            None,
+            next_cron_fire(schedule, timezone, at),
+        ),
         JobKind::Delayed { execute_at, .. } => ("delayed", "pending", None, None, Some(*execute_at), Some(*execute_at)),
     }
 }
 
+/// (status, schedule, timezone, anchor_at) of a cron job.
+type CronRow = (String, Option<String>, Option<String>, Option<DateTime<Utc>>);
+
 /// Recomputes `next_run_at` of a cron job from its anchor (never from the clock).
 async fn refresh_next(tx: &mut PgConnection, id: Uuid) -> Result<(), ProjectionError> {
-    let row: Option<(String, Option<String>, Option<String>, Option<DateTime<Utc>>)> =
+    let row: Option<CronRow> =
         sqlx::query_as("SELECT status, schedule, timezone, anchor_at FROM jobs WHERE id = $1 AND kind = 'cron'")
             .bind(id)
             .fetch_optional(&mut *tx)
             .await?;
-    let Some((status, Some(schedule), Some(timezone), Some(anchor))) = row else { return Ok(()) };
-    let next = if status == "active" { next_cron_fire(&schedule, &timezone, anchor) } else { None };
-    sqlx::query("UPDATE jobs SET next_run_at = $2 WHERE id = $1").bind(id).bind(next).execute(&mut *tx).await?;
+    let Some((status, Some(schedule), Some(timezone), Some(anchor))) = row else {
+        return Ok(());
+    };
+    let next = if status == "active" {
+        next_cron_fire(&schedule, &timezone, anchor)
+    } else {
+        None
+    };
+    sqlx::query("UPDATE jobs SET next_run_at = $2 WHERE id = $1")
+        .bind(id)
+        .bind(next)
+        .execute(&mut *tx)
+        .await?;
     Ok(())
 }
 
 async fn apply_run(tx: &mut PgConnection, event: RunEvent) -> Result<(), ProjectionError> {
     match event {
-        RunEvent::RunScheduled { run_id, plan, .. } => {
-            match plan.trigger {
-                Trigger::Schedule => {
-                    sqlx::query("UPDATE jobs SET anchor_at = greatest(anchor_at, $2), last_run_id = $3 WHERE id = $1")
-                        .bind(plan.job_id)
-                        .bind(plan.scheduled_for)
-                        .bind(run_id)
-                        .execute(&mut *tx)
-                        .await?;
-                    refresh_next(tx, plan.job_id).await?;
-                }
-                Trigger::Delayed => {
-                    sqlx::query("UPDATE jobs SET status = 'running', next_run_at = NULL, last_run_id = $2 WHERE id = $1 AND status = 'pending'")
-                        .bind(plan.job_id)
-                        .bind(run_id)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                Trigger::Manual => {
-                    sqlx::query("UPDATE jobs SET last_run_id = $2 WHERE id = $1").bind(plan.job_id).bind(run_id).execute(&mut *tx).await?;
-                }
+        RunEvent::RunScheduled { run_id, plan, .. } => match plan.trigger {
+            Trigger::Schedule => {
+                sqlx::query("UPDATE jobs SET anchor_at = greatest(anchor_at, $2), last_run_id = $3 WHERE id = $1")
+                    .bind(plan.job_id)
+                    .bind(plan.scheduled_for)
+                    .bind(run_id)
+                    .execute(&mut *tx)
+                    .await?;
+                refresh_next(tx, plan.job_id).await?;
             }
-        }
-        RunEvent::RunSkipped { job_id, last_skipped, .. } => {
+            Trigger::Delayed => {
+                sqlx::query("UPDATE jobs SET status = 'running', next_run_at = NULL, last_run_id = $2 WHERE id = $1 AND status = 'pending'")
+                        .bind(plan.job_id)
+                        .bind(run_id)
+                        .execute(&mut *tx)
+                        .await?;
+            }
+            Trigger::Manual => {
+                sqlx::query("UPDATE jobs SET last_run_id = $2 WHERE id = $1")
+                    .bind(plan.job_id)
+                    .bind(run_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        },
+        RunEvent::RunSkipped {
+            job_id, last_skipped, ..
+        } => {
             sqlx::query("UPDATE jobs SET anchor_at = greatest(anchor_at, $2) WHERE id = $1")
                 .bind(job_id)
                 .bind(last_skipped)

@@ -23,5 +23,9 @@ pub use runner::{run_projection, Projection, ProjectionError};
 
 /// Every projection, by name.
 pub fn all() -> Vec<Box<dyn Projection>> {
-    vec![Box::new(jobs::JobsProjection), Box::new(runs::RunsProjection), Box::new(schedule::ScheduleProjection)]
+    vec![
+        Box::new(jobs::JobsProjection),
+        Box::new(runs::RunsProjection),
+        Box::new(schedule::ScheduleProjection),
+    ]
 }

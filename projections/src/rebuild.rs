@@ -17,21 +17,36 @@ const BATCH: i64 = 5000;
 
 /// Rebuilds `projection`; `progress` is told the number of events replayed so far. Returns the
 /// total number of events replayed.
-pub async fn rebuild(pool: &PgPool, projection: &dyn Projection, progress: impl Fn(usize)) -> Result<usize, ProjectionError> {
+pub async fn rebuild(
+    pool: &PgPool,
+    projection: &dyn Projection,
+    progress: impl Fn(usize),
+) -> Result<usize, ProjectionError> {
     let schema = format!("rebuild_{}_{}", projection.name(), uuid::Uuid::new_v4().simple());
     let mut conn = pool.acquire().await?;
-    sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&mut *conn).await?;
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&mut *conn)
+        .await?;
     for t in projection.tables() {
-        sqlx::query(&format!("CREATE TABLE {schema}.{t} (LIKE public.{t} INCLUDING ALL)")).execute(&mut *conn).await?;
+        sqlx::query(&format!("CREATE TABLE {schema}.{t} (LIKE public.{t} INCLUDING ALL)"))
+            .execute(&mut *conn)
+            .await?;
     }
     drop(conn);
     let result = replay_and_swap(pool, projection, &schema, progress).await;
     // On failure leave nothing behind; on success the schema is empty by now.
-    let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).execute(pool).await;
+    let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        .execute(pool)
+        .await;
     result
 }
 
-async fn replay_and_swap(pool: &PgPool, projection: &dyn Projection, schema: &str, progress: impl Fn(usize)) -> Result<usize, ProjectionError> {
+async fn replay_and_swap(
+    pool: &PgPool,
+    projection: &dyn Projection,
+    schema: &str,
+    progress: impl Fn(usize),
+) -> Result<usize, ProjectionError> {
     let mut cursor = Cursor::START;
     let mut total = 0;
     // Bulk of the log, without holding the live projection's lock.
@@ -46,11 +61,18 @@ async fn replay_and_swap(pool: &PgPool, projection: &dyn Projection, schema: &st
     }
     // Swap under the lock, after replaying what arrived meanwhile.
     let mut tx = pool.begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('cronbox-projection:' || $1))").bind(projection.name()).execute(&mut *tx).await?;
-    sqlx::query(&format!("SET LOCAL search_path TO {schema}, public")).execute(&mut *tx).await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('cronbox-projection:' || $1))")
+        .bind(projection.name())
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(&format!("SET LOCAL search_path TO {schema}, public"))
+        .execute(&mut *tx)
+        .await?;
     loop {
         let events = tail::read_after(&mut *tx, cursor, BATCH).await?;
-        let Some(last) = events.last().map(|e| e.cursor) else { break };
+        let Some(last) = events.last().map(|e| e.cursor) else {
+            break;
+        };
         for ev in &events {
             projection.apply(&mut tx, ev).await?;
         }
@@ -61,12 +83,16 @@ async fn replay_and_swap(pool: &PgPool, projection: &dyn Projection, schema: &st
     for t in projection.tables() {
         let old = index_names(&mut tx, t).await?;
         sqlx::query(&format!("DROP TABLE public.{t}")).execute(&mut *tx).await?;
-        sqlx::query(&format!("ALTER TABLE {schema}.{t} SET SCHEMA public")).execute(&mut *tx).await?;
+        sqlx::query(&format!("ALTER TABLE {schema}.{t} SET SCHEMA public"))
+            .execute(&mut *tx)
+            .await?;
         // `LIKE … INCLUDING ALL` names the copied indexes itself; give them back the names the
         // migrations chose, so later migrations and operators find them where they expect.
         for (shape, new_name) in index_names(&mut tx, t).await? {
             if let Some((_, old_name)) = old.iter().find(|(s, n)| *s == shape && *n != new_name) {
-                sqlx::query(&format!("ALTER INDEX public.{new_name} RENAME TO {old_name}")).execute(&mut *tx).await?;
+                sqlx::query(&format!("ALTER INDEX public.{new_name} RENAME TO {old_name}"))
+                    .execute(&mut *tx)
+                    .await?;
             }
         }
     }
@@ -95,9 +121,16 @@ async fn index_names(tx: &mut sqlx::PgConnection, table: &str) -> Result<Vec<(St
     .await?)
 }
 
-async fn replay_batch(pool: &PgPool, projection: &dyn Projection, schema: &str, cursor: Cursor) -> Result<(usize, Cursor), ProjectionError> {
+async fn replay_batch(
+    pool: &PgPool,
+    projection: &dyn Projection,
+    schema: &str,
+    cursor: Cursor,
+) -> Result<(usize, Cursor), ProjectionError> {
     let mut tx = pool.begin().await?;
-    sqlx::query(&format!("SET LOCAL search_path TO {schema}, public")).execute(&mut *tx).await?;
+    sqlx::query(&format!("SET LOCAL search_path TO {schema}, public"))
+        .execute(&mut *tx)
+        .await?;
     let events = tail::read_after(&mut *tx, cursor, BATCH).await?;
     let Some(last) = events.last().map(|e| e.cursor) else {
         tx.rollback().await?;

@@ -104,7 +104,12 @@ pub async fn catch_up(pool: &PgPool, projection: &dyn Projection) -> Result<usiz
 
 /// Follows the log for ever (until `shutdown`). Errors (e.g. the database restarting) are
 /// logged and retried with backoff; the checkpoint makes retries safe.
-pub async fn run_projection(pool: PgPool, mut waker: Waker, projection: Box<dyn Projection>, shutdown: CancellationToken) {
+pub async fn run_projection(
+    pool: PgPool,
+    mut waker: Waker,
+    projection: Box<dyn Projection>,
+    shutdown: CancellationToken,
+) {
     let mut backoff = Duration::from_millis(100);
     // After a wake-up that found nothing, the new rows may still be above the horizon (an older
     // transaction was open): poll again a few times quickly before going back to sleep.

@@ -23,8 +23,10 @@ impl Projection for RunsProjection {
             if ev.aggregate_type != "Run" {
                 return Ok(());
             }
-            let event: RunEvent = serde_json::from_value(ev.payload.clone()).map_err(|e| ProjectionError::decode(ev, e))?;
-            let id = Uuid::parse_str(&ev.aggregate_id).map_err(|e| ProjectionError::decode(ev, serde::de::Error::custom(e)))?;
+            let event: RunEvent =
+                serde_json::from_value(ev.payload.clone()).map_err(|e| ProjectionError::decode(ev, e))?;
+            let id = Uuid::parse_str(&ev.aggregate_id)
+                .map_err(|e| ProjectionError::decode(ev, serde::de::Error::custom(e)))?;
             apply(tx, id, event).await
         })
     }
@@ -47,7 +49,15 @@ async fn apply(tx: &mut PgConnection, id: Uuid, event: RunEvent) -> Result<(), P
             .execute(&mut *tx)
             .await?;
         }
-        RunEvent::RunSkipped { workspace_id, job_id, first_skipped, last_skipped, skipped_count, at, .. } => {
+        RunEvent::RunSkipped {
+            workspace_id,
+            job_id,
+            first_skipped,
+            last_skipped,
+            skipped_count,
+            at,
+            ..
+        } => {
             sqlx::query(
                 "INSERT INTO runs (id, workspace_id, job_id, trigger, status, scheduled_for, finished_at, skipped_count,
                                    error_type, error_message, created_at)

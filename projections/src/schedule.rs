@@ -21,18 +21,44 @@ pub const NAME: &str = "schedule";
 #[derive(Debug, Clone, PartialEq)]
 pub enum ScheduleChange {
     /// A job was created.
-    PutJob { job_id: Uuid, workspace_id: Uuid, definition: JobDefinition, anchor_at: DateTime<Utc> },
+    PutJob {
+        job_id: Uuid,
+        workspace_id: Uuid,
+        definition: JobDefinition,
+        anchor_at: DateTime<Utc>,
+    },
     /// A job's definition changed at `at`: its anchor moves up to `at`.
-    UpdateJob { job_id: Uuid, definition: JobDefinition, at: DateTime<Utc> },
+    UpdateJob {
+        job_id: Uuid,
+        definition: JobDefinition,
+        at: DateTime<Utc>,
+    },
     /// Paused (`active: false`) or resumed at `at` (fires during the pause are not misfires).
-    SetActive { job_id: Uuid, active: bool, at: DateTime<Utc> },
+    SetActive {
+        job_id: Uuid,
+        active: bool,
+        at: DateTime<Utc>,
+    },
     /// Fires up to `anchor_at` happened or were recorded as skipped.
-    Advance { job_id: Uuid, anchor_at: DateTime<Utc> },
+    Advance {
+        job_id: Uuid,
+        anchor_at: DateTime<Utc>,
+    },
     /// Deleted, or a delayed call that has fired.
-    RemoveJob { job_id: Uuid },
+    RemoveJob {
+        job_id: Uuid,
+    },
     /// A run waits for dispatch of `attempt` at `due_at` (manual runs, retries).
-    PutRun { run_id: Uuid, attempt: u32, workspace_id: Uuid, job_id: Uuid, due_at: DateTime<Utc> },
-    RemoveRun { run_id: Uuid },
+    PutRun {
+        run_id: Uuid,
+        attempt: u32,
+        workspace_id: Uuid,
+        job_id: Uuid,
+        due_at: DateTime<Utc>,
+    },
+    RemoveRun {
+        run_id: Uuid,
+    },
 }
 
 fn uuid_of(ev: &StoredEvent) -> Result<Uuid, ProjectionError> {
@@ -46,12 +72,30 @@ pub fn changes(ev: &StoredEvent) -> Result<Vec<ScheduleChange>, ProjectionError>
         "Job" => {
             let job_id = uuid_of(ev)?;
             match serde_json::from_value::<JobEvent>(ev.payload.clone()).map_err(|e| ProjectionError::decode(ev, e))? {
-                JobEvent::JobCreated { workspace_id, definition, at, .. } => {
-                    vec![PutJob { job_id, workspace_id, definition, anchor_at: at }]
+                JobEvent::JobCreated {
+                    workspace_id,
+                    definition,
+                    at,
+                    ..
+                } => {
+                    vec![PutJob {
+                        job_id,
+                        workspace_id,
+                        definition,
+                        anchor_at: at,
+                    }]
                 }
                 JobEvent::JobUpdated { definition, at } => vec![UpdateJob { job_id, definition, at }],
-                JobEvent::JobPaused { at } => vec![SetActive { job_id, active: false, at }],
-                JobEvent::JobResumed { at } => vec![SetActive { job_id, active: true, at }],
+                JobEvent::JobPaused { at } => vec![SetActive {
+                    job_id,
+                    active: false,
+                    at,
+                }],
+                JobEvent::JobResumed { at } => vec![SetActive {
+                    job_id,
+                    active: true,
+                    at,
+                }],
                 JobEvent::JobDeleted { .. } => vec![RemoveJob { job_id }],
                 JobEvent::RunRequested { .. } => vec![],
             }
@@ -60,7 +104,10 @@ pub fn changes(ev: &StoredEvent) -> Result<Vec<ScheduleChange>, ProjectionError>
             let run_id = uuid_of(ev)?;
             match serde_json::from_value::<RunEvent>(ev.payload.clone()).map_err(|e| ProjectionError::decode(ev, e))? {
                 RunEvent::RunScheduled { plan, at, .. } => match plan.trigger {
-                    Trigger::Schedule => vec![Advance { job_id: plan.job_id, anchor_at: plan.scheduled_for }],
+                    Trigger::Schedule => vec![Advance {
+                        job_id: plan.job_id,
+                        anchor_at: plan.scheduled_for,
+                    }],
                     Trigger::Delayed => vec![RemoveJob { job_id: plan.job_id }],
                     Trigger::Manual => vec![PutRun {
                         run_id,
@@ -70,9 +117,25 @@ pub fn changes(ev: &StoredEvent) -> Result<Vec<ScheduleChange>, ProjectionError>
                         due_at: at,
                     }],
                 },
-                RunEvent::RunSkipped { job_id, last_skipped, .. } => vec![Advance { job_id, anchor_at: last_skipped }],
-                RunEvent::RetryScheduled { workspace_id, job_id, attempt, retry_at } => {
-                    vec![PutRun { run_id, attempt, workspace_id, job_id, due_at: retry_at }]
+                RunEvent::RunSkipped {
+                    job_id, last_skipped, ..
+                } => vec![Advance {
+                    job_id,
+                    anchor_at: last_skipped,
+                }],
+                RunEvent::RetryScheduled {
+                    workspace_id,
+                    job_id,
+                    attempt,
+                    retry_at,
+                } => {
+                    vec![PutRun {
+                        run_id,
+                        attempt,
+                        workspace_id,
+                        job_id,
+                        due_at: retry_at,
+                    }]
                 }
                 RunEvent::RunDispatched { .. } | RunEvent::RunSucceeded { .. } | RunEvent::RunFailed { .. } => {
                     vec![RemoveRun { run_id }]
@@ -105,7 +168,12 @@ impl Projection for ScheduleProjection {
 
 async fn apply_change(tx: &mut PgConnection, change: ScheduleChange) -> Result<(), ProjectionError> {
     match change {
-        ScheduleChange::PutJob { job_id, workspace_id, definition, anchor_at } => {
+        ScheduleChange::PutJob {
+            job_id,
+            workspace_id,
+            definition,
+            anchor_at,
+        } => {
             sqlx::query(
                 "INSERT INTO schedule_jobs (job_id, workspace_id, active, definition, anchor_at) VALUES ($1, $2, true, $3, $4)
                  ON CONFLICT (job_id) DO NOTHING",
@@ -118,12 +186,14 @@ async fn apply_change(tx: &mut PgConnection, change: ScheduleChange) -> Result<(
             .await?;
         }
         ScheduleChange::UpdateJob { job_id, definition, at } => {
-            sqlx::query("UPDATE schedule_jobs SET definition = $2, anchor_at = greatest(anchor_at, $3) WHERE job_id = $1")
-                .bind(job_id)
-                .bind(Json(&definition))
-                .bind(at)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "UPDATE schedule_jobs SET definition = $2, anchor_at = greatest(anchor_at, $3) WHERE job_id = $1",
+            )
+            .bind(job_id)
+            .bind(Json(&definition))
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
         }
         ScheduleChange::SetActive { job_id, active, at } => {
             sqlx::query("UPDATE schedule_jobs SET active = $2, anchor_at = greatest(anchor_at, $3) WHERE job_id = $1")
@@ -141,9 +211,18 @@ async fn apply_change(tx: &mut PgConnection, change: ScheduleChange) -> Result<(
                 .await?;
         }
         ScheduleChange::RemoveJob { job_id } => {
-            sqlx::query("DELETE FROM schedule_jobs WHERE job_id = $1").bind(job_id).execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM schedule_jobs WHERE job_id = $1")
+                .bind(job_id)
+                .execute(&mut *tx)
+                .await?;
         }
-        ScheduleChange::PutRun { run_id, attempt, workspace_id, job_id, due_at } => {
+        ScheduleChange::PutRun {
+            run_id,
+            attempt,
+            workspace_id,
+            job_id,
+            due_at,
+        } => {
             sqlx::query(
                 "INSERT INTO schedule_runs (run_id, attempt, workspace_id, job_id, due_at) VALUES ($1, $2, $3, $4, $5)
                  ON CONFLICT (run_id) DO UPDATE SET attempt = $2, due_at = $5",
@@ -157,7 +236,10 @@ async fn apply_change(tx: &mut PgConnection, change: ScheduleChange) -> Result<(
             .await?;
         }
         ScheduleChange::RemoveRun { run_id } => {
-            sqlx::query("DELETE FROM schedule_runs WHERE run_id = $1").bind(run_id).execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM schedule_runs WHERE run_id = $1")
+                .bind(run_id)
+                .execute(&mut *tx)
+                .await?;
         }
     }
     Ok(())
@@ -181,16 +263,21 @@ pub struct RunRow {
     pub due_at: DateTime<Utc>,
 }
 
+/// (job_id, workspace_id, active, definition, anchor_at) of one schedule_jobs row.
+type ScheduleJobRow = (Uuid, Uuid, bool, Json<JobDefinition>, DateTime<Utc>);
+
 /// The whole index and the checkpoint it corresponds to, read in one snapshot. Jobs are read in
 /// pages (keyset on job_id) so a large index does not need one giant result set.
 pub async fn load(pool: &PgPool, page: i64) -> Result<(Cursor, Vec<JobRow>, Vec<RunRow>), ProjectionError> {
     let mut tx = pool.begin().await?;
-    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *tx).await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .execute(&mut *tx)
+        .await?;
     let cursor = checkpoint(&mut tx, NAME).await?;
     let mut jobs = Vec::new();
     let mut after = Uuid::nil();
     loop {
-        let rows: Vec<(Uuid, Uuid, bool, Json<JobDefinition>, DateTime<Utc>)> = sqlx::query_as(
+        let rows: Vec<ScheduleJobRow> = sqlx::query_as(
             "SELECT job_id, workspace_id, active, definition, anchor_at FROM schedule_jobs
               WHERE job_id > $1 ORDER BY job_id LIMIT $2",
         )
@@ -201,18 +288,32 @@ pub async fn load(pool: &PgPool, page: i64) -> Result<(Cursor, Vec<JobRow>, Vec<
         let n = rows.len();
         for (job_id, workspace_id, active, Json(definition), anchor_at) in rows {
             after = job_id;
-            jobs.push(JobRow { job_id, workspace_id, active, definition, anchor_at });
+            jobs.push(JobRow {
+                job_id,
+                workspace_id,
+                active,
+                definition,
+                anchor_at,
+            });
         }
         if (n as i64) < page {
             break;
         }
     }
     let runs: Vec<(Uuid, i32, Uuid, Uuid, DateTime<Utc>)> =
-        sqlx::query_as("SELECT run_id, attempt, workspace_id, job_id, due_at FROM schedule_runs").fetch_all(&mut *tx).await?;
+        sqlx::query_as("SELECT run_id, attempt, workspace_id, job_id, due_at FROM schedule_runs")
+            .fetch_all(&mut *tx)
+            .await?;
     tx.commit().await?;
     let runs = runs
         .into_iter()
-        .map(|(run_id, attempt, workspace_id, job_id, due_at)| RunRow { run_id, attempt: attempt.max(1) as u32, workspace_id, job_id, due_at })
+        .map(|(run_id, attempt, workspace_id, job_id, due_at)| RunRow {
+            run_id,
+            attempt: attempt.max(1) as u32,
+            workspace_id,
+            job_id,
+            due_at,
+        })
         .collect();
     Ok((cursor, jobs, runs))
 }

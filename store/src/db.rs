@@ -9,15 +9,22 @@ use crate::StoreError;
 
 /// The migrations, in order. Embedded so the binary needs no files at run time.
 const MIGRATIONS: &[(&str, &str)] = &[
-    ("0001_event_store", include_str!("../../migrations/0001_event_store.sql")),
-    ("0002_read_models", include_str!("../../migrations/0002_read_models.sql")),
+    (
+        "0001_event_store",
+        include_str!("../../migrations/0001_event_store.sql"),
+    ),
+    (
+        "0002_read_models",
+        include_str!("../../migrations/0002_read_models.sql"),
+    ),
 ];
 
 /// A pool that waits for PostgreSQL to come back instead of failing: connections are created
 /// lazily, so a process started before its database (or surviving a database restart) recovers
 /// by itself.
 pub fn pool(url: &str, max_connections: u32) -> Result<PgPool, StoreError> {
-    let options: PgConnectOptions = url.parse::<PgConnectOptions>()?
+    let options: PgConnectOptions = url
+        .parse::<PgConnectOptions>()?
         .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(1));
     Ok(PgPoolOptions::new()
         .max_connections(max_connections)
@@ -30,9 +37,13 @@ pub fn pool(url: &str, max_connections: u32) -> Result<PgPool, StoreError> {
 /// serialises them and each migration runs in its own transaction.
 pub async fn migrate(pool: &PgPool) -> Result<Vec<&'static str>, StoreError> {
     let mut conn = pool.acquire().await?;
-    sqlx::query("SELECT pg_advisory_lock(7262880177)").execute(&mut *conn).await?;
+    sqlx::query("SELECT pg_advisory_lock(7262880177)")
+        .execute(&mut *conn)
+        .await?;
     let result = apply_pending(&mut conn).await;
-    let unlock = sqlx::query("SELECT pg_advisory_unlock(7262880177)").execute(&mut *conn).await;
+    let unlock = sqlx::query("SELECT pg_advisory_unlock(7262880177)")
+        .execute(&mut *conn)
+        .await;
     let applied = result?;
     unlock?;
     Ok(applied)
@@ -44,7 +55,9 @@ async fn apply_pending(conn: &mut sqlx::PgConnection) -> Result<Vec<&'static str
     )
     .execute(&mut *conn)
     .await?;
-    let done: Vec<String> = sqlx::query_scalar("SELECT name FROM schema_migrations").fetch_all(&mut *conn).await?;
+    let done: Vec<String> = sqlx::query_scalar("SELECT name FROM schema_migrations")
+        .fetch_all(&mut *conn)
+        .await?;
     let mut applied = Vec::new();
     for (name, sql) in MIGRATIONS {
         if done.iter().any(|d| d == name) {
@@ -53,7 +66,11 @@ async fn apply_pending(conn: &mut sqlx::PgConnection) -> Result<Vec<&'static str
         let wrap = |source| StoreError::Migration { name, source };
         let mut tx = sqlx::Connection::begin(&mut *conn).await?;
         sqlx::raw_sql(sql).execute(&mut *tx).await.map_err(wrap)?;
-        sqlx::query("INSERT INTO schema_migrations (name) VALUES ($1)").bind(name).execute(&mut *tx).await.map_err(wrap)?;
+        sqlx::query("INSERT INTO schema_migrations (name) VALUES ($1)")
+            .bind(name)
+            .execute(&mut *tx)
+            .await
+            .map_err(wrap)?;
         tx.commit().await?;
         tracing::info!(migration = name, "applied migration");
         applied.push(*name);

@@ -58,7 +58,11 @@ impl StoredEvent {
 type Row = (i64, i64, String, String, i64, String, serde_json::Value, DateTime<Utc>);
 
 /// Up to `limit` committed events after `after`, in global order.
-pub async fn read_after<'e>(db: impl PgExecutor<'e>, after: Cursor, limit: i64) -> Result<Vec<StoredEvent>, StoreError> {
+pub async fn read_after<'e>(
+    db: impl PgExecutor<'e>,
+    after: Cursor,
+    limit: i64,
+) -> Result<Vec<StoredEvent>, StoreError> {
     let rows: Vec<Row> = sqlx::query_as(
         "SELECT xid::text::int8, global_seq, aggregate_type, aggregate_id, sequence, event_type, payload, recorded_at
            FROM events
@@ -74,15 +78,17 @@ pub async fn read_after<'e>(db: impl PgExecutor<'e>, after: Cursor, limit: i64) 
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(xid, seq, aggregate_type, aggregate_id, sequence, event_type, payload, recorded_at)| StoredEvent {
-            cursor: Cursor { xid, seq },
-            aggregate_type,
-            aggregate_id,
-            sequence,
-            event_type,
-            payload,
-            recorded_at,
-        })
+        .map(
+            |(xid, seq, aggregate_type, aggregate_id, sequence, event_type, payload, recorded_at)| StoredEvent {
+                cursor: Cursor { xid, seq },
+                aggregate_type,
+                aggregate_id,
+                sequence,
+                event_type,
+                payload,
+                recorded_at,
+            },
+        )
         .collect())
 }
 
@@ -105,8 +111,7 @@ pub async fn head<'e>(db: impl PgExecutor<'e>) -> Result<Cursor, StoreError> {
 /// A notification means "some transaction that wrote events committed", but its rows may still
 /// be above the horizon (an older transaction is still open), so readers that find nothing new
 /// after a wake-up poll again shortly (the settle loops of the projection runner and the
-/// dispatcher) rather than waiting for
-/// the next notification. A slow fallback poll covers lost notifications (e.g. while the LISTEN
+/// dispatcher) rather than waiting for the next notification. A slow fallback poll covers lost notifications (e.g. while the LISTEN
 /// connection was re-established after a database restart).
 #[derive(Clone)]
 pub struct Waker {

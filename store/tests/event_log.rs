@@ -23,13 +23,21 @@ struct Db {
 
 impl Db {
     async fn create() -> Self {
-        let admin = std::env::var("CRONBOX_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let admin = std::env::var("CRONBOX_TEST_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
         let name = format!("cbx_store_{}", Uuid::new_v4().simple());
         let conn = PgPool::connect(&admin).await.expect("connect to the test PostgreSQL");
-        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&conn).await.expect("create database");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&conn)
+            .await
+            .expect("create database");
         conn.close().await;
         let url = format!("{}/{name}", &admin[..admin.rfind('/').expect("a database in the URL")]);
-        let pool = sqlx::postgres::PgPoolOptions::new().max_connections(20).connect(&url).await.expect("connect");
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(20)
+            .connect(&url)
+            .await
+            .expect("connect");
         cronbox_store::db::migrate(&pool).await.expect("migrate");
         Self { name, admin, pool }
     }
@@ -37,7 +45,9 @@ impl Db {
     async fn drop_now(self) {
         self.pool.close().await;
         if let Ok(conn) = PgPool::connect(&self.admin).await {
-            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)).execute(&conn).await;
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
+                .execute(&conn)
+                .await;
         }
     }
 }
@@ -77,7 +87,15 @@ async fn rows(pool: &PgPool, id: &str) -> Vec<(i64, String, String, serde_json::
     .await
     .expect("read rows")
     .into_iter()
-    .map(|r| (r.get("sequence"), r.get("event_type"), r.get("event_version"), r.get("p"), r.get("m")))
+    .map(|r| {
+        (
+            r.get("sequence"),
+            r.get("event_type"),
+            r.get("event_version"),
+            r.get("p"),
+            r.get("m"),
+        )
+    })
     .collect()
 }
 
@@ -90,8 +108,23 @@ async fn batch_append_writes_exactly_what_cqrs_es_writes() {
 
     // Path 1: cqrs-es, one command per transaction.
     let by_cqrs = "cqrs";
-    stores.runs.execute(by_cqrs, RunCommand::Schedule { run_id, plan: plan(9), at }).await.expect("schedule");
-    stores.runs.execute(by_cqrs, RunCommand::Dispatch { attempt: 1, at }).await.expect("dispatch");
+    stores
+        .runs
+        .execute(
+            by_cqrs,
+            RunCommand::Schedule {
+                run_id,
+                plan: plan(9),
+                at,
+            },
+        )
+        .await
+        .expect("schedule");
+    stores
+        .runs
+        .execute(by_cqrs, RunCommand::Dispatch { attempt: 1, at })
+        .await
+        .expect("dispatch");
 
     // Path 2: the dispatcher's batch append.
     let by_batch = "batch";
@@ -114,7 +147,11 @@ async fn batch_append_writes_exactly_what_cqrs_es_writes() {
     let (loaded, version) = stores.runs.load(by_batch).await.expect("load");
     assert_eq!(version, 2);
     assert_eq!(loaded.status, RunStatus::Dispatched);
-    stores.runs.execute(by_batch, RunCommand::StartAttempt { attempt: 1, at }).await.expect("start after batch append");
+    stores
+        .runs
+        .execute(by_batch, RunCommand::StartAttempt { attempt: 1, at })
+        .await
+        .expect("start after batch append");
     assert_eq!(rows(&db.pool, by_batch).await.len(), 3);
     db.drop_now().await;
 }
@@ -157,7 +194,7 @@ async fn tail_sees_every_committed_event_exactly_once_under_concurrent_writers()
                     .collect();
                 append_new(&mut tx, &events).await.expect("append");
                 tokio::time::sleep(Duration::from_millis(xorshift(&mut rng) % 25)).await;
-                if xorshift(&mut rng) % 10 == 0 {
+                if xorshift(&mut rng).is_multiple_of(10) {
                     // Rolled back: never visible, must never be reported.
                     tx.rollback().await.expect("rollback");
                 } else {
@@ -183,7 +220,12 @@ async fn tail_sees_every_committed_event_exactly_once_under_concurrent_writers()
                 let done = writers_done.load(std::sync::atomic::Ordering::SeqCst);
                 let batch = tail::read_after(&pool, cursor, 7).await.expect("read");
                 for e in &batch {
-                    assert!(e.cursor > cursor, "tail went backwards: {:?} after {:?}", e.cursor, cursor);
+                    assert!(
+                        e.cursor > cursor,
+                        "tail went backwards: {:?} after {:?}",
+                        e.cursor,
+                        cursor
+                    );
                     cursor = e.cursor;
                     seen.push((e.aggregate_id.clone(), e.sequence));
                 }
@@ -209,9 +251,17 @@ async fn tail_sees_every_committed_event_exactly_once_under_concurrent_writers()
     assert_eq!(unique.len(), seen.len(), "the tail reported an event twice");
     let written_set: HashSet<&(String, i64)> = written.iter().collect();
     let missed: Vec<_> = written_set.difference(&unique).collect();
-    assert!(missed.is_empty(), "the tail skipped {} committed events, e.g. {:?}", missed.len(), missed.first());
+    assert!(
+        missed.is_empty(),
+        "the tail skipped {} committed events, e.g. {:?}",
+        missed.len(),
+        missed.first()
+    );
     let phantom: Vec<_> = unique.difference(&written_set).collect();
     assert!(phantom.is_empty(), "the tail reported rolled-back events: {phantom:?}");
-    assert!(written.len() > (WRITERS * TXS) as usize, "the writers wrote too little to prove anything");
+    assert!(
+        written.len() > (WRITERS * TXS) as usize,
+        "the writers wrote too little to prove anything"
+    );
     db.drop_now().await;
 }

@@ -36,7 +36,10 @@ fn with_database(url: &str, db: &str) -> String {
 }
 
 pub fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free loopback port")
+    StdListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
 }
 
 /// A fresh database, dropped when the value is dropped.
@@ -49,11 +52,20 @@ pub struct TestDb {
 impl TestDb {
     pub async fn create() -> Self {
         let name = format!("cbx_test_{}", Uuid::new_v4().simple());
-        let admin = PgPool::connect(&admin_url()).await.expect("connect to the test PostgreSQL");
-        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await.expect("create test database");
+        let admin = PgPool::connect(&admin_url())
+            .await
+            .expect("connect to the test PostgreSQL");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&admin)
+            .await
+            .expect("create test database");
         admin.close().await;
         let url = with_database(&admin_url(), &name);
-        let pool = sqlx::postgres::PgPoolOptions::new().max_connections(10).connect(&url).await.expect("connect to test database");
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(10)
+            .connect(&url)
+            .await
+            .expect("connect to test database");
         cronbox_store::db::migrate(&pool).await.expect("migrate test database");
         Self { name, url, pool }
     }
@@ -66,10 +78,14 @@ impl Drop for TestDb {
         // to the test's runtime, which is blocked here, so they are not closed gracefully:
         // `WITH (FORCE)` ends them.
         let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                return;
+            };
             rt.block_on(async move {
                 if let Ok(admin) = PgPool::connect(&admin_url()).await {
-                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&admin).await;
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&admin)
+                        .await;
                 }
             });
         })
@@ -117,10 +133,18 @@ impl TestEnv {
             target,
             workspace_id: String::new(),
             api_key: String::new(),
-            http: reqwest::Client::builder().timeout(Duration::from_secs(20)).build().expect("client"),
-            extra_env: extra_env.into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(20))
+                .build()
+                .expect("client"),
+            extra_env: extra_env
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
-        let out = env.cli(&["workspace", "create", "--name", "Test workspace", "--json"]).await;
+        let out = env
+            .cli(&["workspace", "create", "--name", "Test workspace", "--json"])
+            .await;
         let v: Value = serde_json::from_str(out.trim()).expect("workspace create --json prints JSON");
         env.workspace_id = v["workspace_id"].as_str().expect("workspace_id").to_string();
         env.api_key = v["api_key"].as_str().expect("api_key").to_string();
@@ -149,13 +173,28 @@ impl TestEnv {
 
     /// Runs a CLI command to completion and returns its stdout.
     pub async fn cli(&self, args: &[&str]) -> String {
-        let out = self.command(args).stdin(Stdio::null()).output().await.expect("run cronbox");
-        assert!(out.status.success(), "cronbox {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        let out = self
+            .command(args)
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .expect("run cronbox");
+        assert!(
+            out.status.success(),
+            "cronbox {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     pub async fn start_server(&mut self) {
-        let child = self.command(&["serve"]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().expect("spawn cronbox serve");
+        let child = self
+            .command(&["serve"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn cronbox serve");
         let base = format!("http://127.0.0.1:{}", self.port);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -181,7 +220,10 @@ impl TestEnv {
     pub async fn stop_server(&mut self) {
         if let Some(mut s) = self.server.take() {
             if let Some(pid) = s.child.id() {
-                let _ = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+                let _ = std::process::Command::new("kill")
+                    .arg("-TERM")
+                    .arg(pid.to_string())
+                    .status();
             }
             let _ = tokio::time::timeout(Duration::from_secs(15), s.child.wait()).await;
             let _ = s.child.start_kill();
@@ -208,7 +250,8 @@ impl TestEnv {
     }
 
     pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        self.request(reqwest::Method::POST, &self.ws_url(path), Some(body)).await
+        self.request(reqwest::Method::POST, &self.ws_url(path), Some(body))
+            .await
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
@@ -251,7 +294,9 @@ impl TestEnv {
     pub async fn delete_stream(&self) {
         if let Ok(client) = async_nats::connect(nats_url()).await {
             let js = async_nats::jetstream::new(client);
-            let _ = js.delete_stream(format!("{}_RUNS", self.prefix.to_ascii_uppercase())).await;
+            let _ = js
+                .delete_stream(format!("{}_RUNS", self.prefix.to_ascii_uppercase()))
+                .await;
         }
     }
 }
@@ -263,9 +308,13 @@ impl Drop for TestEnv {
         }
         let stream = format!("{}_RUNS", self.prefix.to_ascii_uppercase());
         let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                return;
+            };
             rt.block_on(async move {
-                if let Ok(Ok(client)) = tokio::time::timeout(Duration::from_secs(2), async_nats::connect(nats_url())).await {
+                if let Ok(Ok(client)) =
+                    tokio::time::timeout(Duration::from_secs(2), async_nats::connect(nats_url())).await
+                {
                     let js = async_nats::jetstream::new(client);
                     let _ = tokio::time::timeout(Duration::from_secs(2), js.delete_stream(stream)).await;
                 }

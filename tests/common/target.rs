@@ -34,7 +34,13 @@ pub struct Target {
     inner: Arc<Mutex<Inner>>,
 }
 
-async fn record(State(inner): State<Arc<Mutex<Inner>>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> (StatusCode, &'static str) {
+async fn record(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, &'static str) {
     let at = Utc::now();
     let path = uri.path().to_string();
     let hit = {
@@ -43,7 +49,10 @@ async fn record(State(inner): State<Arc<Mutex<Inner>>>, method: Method, uri: Uri
             at,
             method: method.to_string(),
             path: path.clone(),
-            run_id: headers.get("x-cronbox-run-id").and_then(|v| v.to_str().ok()).map(str::to_string),
+            run_id: headers
+                .get("x-cronbox-run-id")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
             headers: headers.clone(),
             body: body.to_vec(),
         });
