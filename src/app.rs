@@ -152,7 +152,9 @@ pub async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
         });
     }
     if roles.api {
+        let gates = cronbox_store::db::pool(&config.database_url, 4).context("invalid CRONBOX_DATABASE_URL")?;
         let state = cronbox_api::AppState {
+            gates,
             stores: stores.clone(),
             pool: pool.clone(),
             queue: Some(queue.clone()),

@@ -353,3 +353,65 @@ async fn cron_preview_agrees_with_the_schedule() {
     let v: serde_json::Value = bad.json().await.unwrap();
     assert_eq!(v["error"]["field"], "schedule");
 }
+
+/// Cancels racing the dispatcher at the due instant: a 204 means the call never reaches the
+/// target, a 409 means it ran. Never both, never neither.
+#[tokio::test]
+async fn cancel_at_the_due_instant_is_either_refused_or_final() {
+    let env = TestEnv::start().await;
+    let at = Utc::now() + chrono::Duration::milliseconds(1500);
+    let mut ids = Vec::new();
+    for i in 0..60 {
+        let (status, job) = env
+            .post(
+                "/delayed",
+                json!({"url": env.target_url(&format!("/race/{i}")), "execute_at": at.to_rfc3339()}),
+            )
+            .await;
+        assert_eq!(status, 201, "{job}");
+        ids.push(job["id"].as_str().unwrap().to_string());
+    }
+    // Spread the cancels over ±40 ms around the due instant.
+    let start = at - chrono::Duration::milliseconds(40);
+    tokio::time::sleep((start - Utc::now()).to_std().unwrap_or_default()).await;
+    let mut tasks = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        let (http, url, key) = (
+            env.http.clone(),
+            env.ws_url(&format!("/delayed/{id}")),
+            env.api_key.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_micros(1300 * i as u64)).await;
+            http.delete(url)
+                .bearer_auth(key)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }));
+    }
+    let mut outcomes = Vec::new();
+    for t in tasks {
+        outcomes.push(t.await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (mut cancelled, mut refused) = (0, 0);
+    for (i, status) in outcomes.iter().enumerate() {
+        let arrived = !env.target.arrivals_at(&format!("/race/{i}")).is_empty();
+        match status {
+            204 => {
+                cancelled += 1;
+                assert!(!arrived, "call {i} was cancelled (204) but still fired");
+            }
+            409 => {
+                refused += 1;
+                assert!(arrived, "call {i} was refused as executed (409) but never fired");
+            }
+            other => panic!("cancel of call {i} answered {other}"),
+        }
+    }
+    eprintln!("cancelled {cancelled}, refused {refused}");
+    assert_eq!(cancelled + refused, 60);
+}

@@ -54,6 +54,12 @@ impl From<FieldError> for ApiError {
     }
 }
 
+impl From<cronbox_store::StoreError> for ApiError {
+    fn from(e: cronbox_store::StoreError) -> Self {
+        Self::internal(e)
+    }
+}
+
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
         Self::internal(e)

@@ -12,6 +12,7 @@ use cronbox_domain::job::{Job, JobCommand, JobDefinition, JobError, JobKind, Job
 use cronbox_domain::request::{parse_target_url, RequestInput, RequestSpec};
 use cronbox_domain::run::{RunCommand, RunPlan, Trigger};
 use cronbox_domain::schedule::{CronSchedule, ScheduleError};
+use cronbox_store::job_gate;
 use serde_json::{json, Value};
 use sqlx::Row;
 use uuid::Uuid;
@@ -379,12 +380,15 @@ async fn cron_command(
     make: impl FnOnce(DateTime<Utc>) -> JobCommand,
 ) -> Result<Json<Value>, ApiError> {
     let (id, _) = load(state, caller, id, Kind::Cron).await?;
+    // Held until the command is committed, so no fire decided meanwhile slips past a pause.
+    let gate = job_gate::hold(&state.gates, id).await?;
     state
         .stores
         .jobs
         .execute(&id.to_string(), make(Utc::now()))
         .await
         .map_err(|e| from_aggregate(e, job_error))?;
+    gate.rollback().await?;
     let (job, _) = state
         .stores
         .jobs
@@ -416,6 +420,7 @@ pub async fn delete_cron(
     Path((_, id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let (id, _) = load(&state, &caller, &id, Kind::Cron).await?;
+    let gate = job_gate::hold(&state.gates, id).await?;
     state
         .stores
         .jobs
@@ -428,6 +433,7 @@ pub async fn delete_cron(
         )
         .await
         .map_err(|e| from_aggregate(e, job_error))?;
+    gate.rollback().await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -666,6 +672,9 @@ pub async fn delete_delayed(
         return Err(ApiError::NotFound("delayed call"));
     };
     let run_id = scheduled_run_id(id, *execute_at);
+    // Under the gate the dispatcher cannot record the fire between our check and our delete:
+    // either its run is already in the log (409) or it will see the cancellation and drop it.
+    let gate = job_gate::hold(&state.gates, id).await?;
     let fired: bool =
         sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM events WHERE aggregate_type = 'Run' AND aggregate_id = $1)")
             .bind(run_id.to_string())
@@ -683,6 +692,7 @@ pub async fn delete_delayed(
         )
         .await
         .map_err(|e| from_aggregate(e, job_error))?;
+    gate.rollback().await?;
     tracing::info!(job_id = %id, workspace_id = %caller.workspace_id, "delayed call cancelled");
     Ok(StatusCode::NO_CONTENT)
 }

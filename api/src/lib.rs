@@ -38,6 +38,10 @@ use crate::error::ApiError;
 pub struct AppState {
     pub stores: Arc<Stores>,
     pub pool: PgPool,
+    /// A few connections only for holding job gates ([`cronbox_store::job_gate`]). Separate from
+    /// `pool` because a gate holder needs a second connection to write its command: from one
+    /// shared pool, enough concurrent holders would starve themselves.
+    pub gates: PgPool,
     /// For readiness only: the API never publishes.
     pub queue: Option<RunQueue>,
     pub allow_private_targets: bool,

@@ -31,6 +31,7 @@ use cronbox_nats::{DispatchMessage, RunQueue};
 use cronbox_projections::schedule;
 use cronbox_store::aggregates::Stores;
 use cronbox_store::append::{append_new, NewEvent};
+use cronbox_store::job_gate;
 use cronbox_store::tail::{self, Cursor, Waker};
 use sqlx::PgPool;
 use tokio::sync::Semaphore;
@@ -211,11 +212,17 @@ impl Dispatcher {
         let mut events = Vec::new();
         let mut messages = Vec::new();
         let mut effects = Vec::new();
+        // (job, range of `events` its fire produced): checked against the job gate below.
+        let mut job_fires: Vec<(Uuid, std::ops::Range<usize>)> = Vec::new();
         for (due_at, key) in due {
             match key {
                 TimerKey::Job(job_id) => {
+                    let start = events.len();
                     self.plan_job(job_id, due_at, now, &mut events, &mut messages, &mut effects)
-                        .await?
+                        .await?;
+                    if events.len() > start {
+                        job_fires.push((job_id, start..events.len()));
+                    }
                 }
                 TimerKey::Run(run_id) => {
                     self.plan_run(run_id, now, &mut events, &mut messages, &mut effects)
@@ -224,6 +231,29 @@ impl Dispatcher {
             }
         }
         let mut tx = self.pool.begin().await?;
+        if !job_fires.is_empty() {
+            // A pause or cancel committed after our in-memory state was last updated wins: under
+            // the gate, drop the fires of jobs the log says are stopped.
+            let ids: Vec<Uuid> = job_fires.iter().map(|(id, _)| *id).collect();
+            job_gate::lock(&mut tx, &ids).await?;
+            let stopped = job_gate::stopped(&mut tx, &ids).await?;
+            if !stopped.is_empty() {
+                let mut dropped_runs = std::collections::HashSet::new();
+                let mut keep = vec![true; events.len()];
+                for (job_id, range) in &job_fires {
+                    if stopped.contains(job_id) {
+                        for i in range.clone() {
+                            keep[i] = false;
+                            dropped_runs.insert(events[i].aggregate_id.clone());
+                        }
+                        tracing::info!(job_id = %job_id, "fire dropped: the job was paused or deleted meanwhile");
+                    }
+                }
+                let mut k = keep.into_iter();
+                events.retain(|_| k.next().unwrap_or(true));
+                messages.retain(|(m, _)| !dropped_runs.contains(&m.run_id.to_string()));
+            }
+        }
         let inserted: std::collections::HashSet<(String, i64)> =
             append_new(&mut tx, &events).await?.into_iter().collect();
         // Publish only what this transaction recorded; a run someone already wrote (a repeat

@@ -15,6 +15,7 @@ pub mod aggregates;
 pub mod append;
 pub mod db;
 pub mod error;
+pub mod job_gate;
 pub mod tail;
 
 pub use error::StoreError;
