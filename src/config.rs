@@ -108,20 +108,7 @@ impl Config {
     /// Values that parse but cannot work (a zero-slot executor never calls anything, a zero
     /// ack wait floods the server with progress acks) are refused at start-up.
     fn validated(self) -> Result<Self, ConfigError> {
-        // The prefix names JetStream streams (upper-cased) and subject tokens: restricting it keeps
-        // two different prefixes from ever mapping to the same stream.
-        let prefix_ok = (1..=32).contains(&self.nats_prefix.len())
-            && self
-                .nats_prefix
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-        let checks: [(&'static str, bool, String, &'static str); 7] = [
-            (
-                "CRONBOX_NATS_PREFIX",
-                prefix_ok,
-                self.nats_prefix.clone(),
-                "must be 1-32 characters of a-z, 0-9 and _",
-            ),
+        let checks: [(&'static str, bool, String, &'static str); 6] = [
             (
                 "CRONBOX_EXECUTOR_CONCURRENCY",
                 (1..=10_000).contains(&self.executor_concurrency),

@@ -24,7 +24,7 @@ pub enum NatsError {
         #[source]
         source: async_nats::ConnectError,
     },
-    #[error("invalid NATS prefix {0:?}: use letters, digits, '-' or '_'")]
+    #[error("invalid NATS prefix {0:?}: use 1-32 of a-z, 0-9 and '_'")]
     Prefix(String),
     #[error("JetStream stream setup failed")]
     Stream(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -81,12 +81,13 @@ pub struct RunQueue {
     consumer: String,
 }
 
+/// Lower-case letters, digits and `_`: the stream name is the upper-cased prefix, so allowing
+/// upper case or `-` would let two different prefixes share one stream.
 fn valid_prefix(prefix: &str) -> bool {
-    !prefix.is_empty()
-        && prefix.len() <= 64
+    (1..=32).contains(&prefix.len())
         && prefix
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
 impl RunQueue {
@@ -108,7 +109,7 @@ impl RunQueue {
                 source,
             })?;
         let js = jetstream::new(client.clone());
-        let upper = prefix.to_ascii_uppercase().replace('-', "_");
+        let upper = prefix.to_ascii_uppercase();
         let queue = Self {
             client,
             js,
