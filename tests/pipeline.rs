@@ -343,6 +343,45 @@ async fn cron_preview_agrees_with_the_schedule() {
         ])
     );
     assert!(v["description"].as_str().unwrap().len() > 5);
+    // With a key, the timezone defaults to the workspace's; a bad key is still refused.
+    let out = env
+        .cli(&[
+            "workspace",
+            "create",
+            "--name",
+            "NY",
+            "--timezone",
+            "America/New_York",
+            "--json",
+        ])
+        .await;
+    let ny: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let url = format!(
+        "{}/v1/cron/preview?schedule=0%203%20*%20*%20*&count=1&after=2026-01-01T00:00:00Z",
+        env.base()
+    );
+    let v: serde_json::Value = env
+        .http
+        .get(&url)
+        .bearer_auth(ny["api_key"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["next"], json!(["2026-01-01T03:00:00-05:00"]));
+    assert_eq!(
+        env.http
+            .get(&url)
+            .bearer_auth("cbx_wrong")
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        401
+    );
     let bad = env
         .http
         .get(format!("{}/v1/cron/preview?schedule=0%200%2030%202%20*", env.base()))

@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 
-use axum::extract::{FromRequestParts, Path};
+use axum::extract::{FromRequestParts, OptionalFromRequestParts, Path};
 use axum::http::request::Parts;
 use rand::RngCore;
 use uuid::Uuid;
@@ -80,14 +80,30 @@ impl FromRequestParts<AppState> for Caller {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let caller = authenticate(state, parts).await?;
         // Routes under /v1/workspaces/{ws}: the key must belong to that workspace.
-        let params: Path<HashMap<String, String>> = Path::from_request_parts(parts, state)
-            .await
-            .map_err(|_| ApiError::NotFound("workspace"))?;
+        let params: Path<HashMap<String, String>> =
+            <Path<_> as FromRequestParts<AppState>>::from_request_parts(parts, state)
+                .await
+                .map_err(|_| ApiError::NotFound("workspace"))?;
         if let Some(ws) = params.get("ws") {
             if Uuid::try_parse(ws).ok() != Some(caller.workspace_id) {
                 return Err(ApiError::NotFound("workspace"));
             }
         }
         Ok(caller)
+    }
+}
+
+/// For routes that work without a key but do more with one: no `Authorization` header means
+/// anonymous; a header with a bad key is still a 401.
+impl OptionalFromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Option<Self>, Self::Rejection> {
+        if !parts.headers.contains_key(axum::http::header::AUTHORIZATION) {
+            return Ok(None);
+        }
+        <Caller as FromRequestParts<AppState>>::from_request_parts(parts, state)
+            .await
+            .map(Some)
     }
 }

@@ -9,16 +9,26 @@ use chrono::Utc;
 use cronbox_domain::schedule::{CronSchedule, ScheduleError, DEFAULT_TIMEZONE};
 use serde_json::{json, Value};
 
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::input::parse_time;
 
 pub const MAX_COUNT: usize = 100;
 
-pub async fn preview(Query(q): Query<HashMap<String, String>>) -> Result<Json<Value>, ApiError> {
+/// Needs no key (the UI's cron builder calls it before anything exists); with a key, the
+/// timezone defaults to the workspace's, as it does for a new job.
+pub async fn preview(
+    caller: Option<Caller>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
     let schedule = q
         .get("schedule")
         .ok_or_else(|| ApiError::field("schedule", "required", "schedule is required"))?;
-    let timezone = q.get("timezone").map(String::as_str).unwrap_or(DEFAULT_TIMEZONE);
+    let timezone = match (q.get("timezone"), &caller) {
+        (Some(tz), _) => tz.as_str(),
+        (None, Some(c)) => c.timezone.as_str(),
+        (None, None) => DEFAULT_TIMEZONE,
+    };
     let count = match q.get("count") {
         None => 5,
         Some(c) => match c.parse::<usize>() {

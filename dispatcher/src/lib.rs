@@ -386,7 +386,7 @@ impl Dispatcher {
                     for (i, ev) in evs.iter().enumerate() {
                         events.push(NewEvent::of::<Run>(run_id.to_string(), i as i64 + 1, ev)?);
                     }
-                    tracing::warn!(job_id = %job_id, workspace_id = %workspace_id, count, %first, %last, "cron fires missed while no dispatcher ran; recorded as skipped");
+                    tracing::warn!(job_id = %job_id, workspace_id = %workspace_id, count, %first, %last, "cron fires missed (dispatcher down or late beyond the grace window); recorded as skipped");
                 }
                 // Never leave a due timer where it is (that would spin): at least past `due_at`.
                 effects.push(Effect::Advance(job_id, decision.new_anchor.max(due_at)));

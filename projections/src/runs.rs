@@ -69,7 +69,7 @@ async fn apply(tx: &mut PgConnection, id: Uuid, event: RunEvent) -> Result<(), P
             .bind(first_skipped)
             .bind(at)
             .bind(skipped_count as i64)
-            .bind(format!("{skipped_count} fire(s) from {first_skipped} to {last_skipped} were missed while the dispatcher was down"))
+            .bind(format!("{skipped_count} fire(s) from {first_skipped} to {last_skipped} were missed: no dispatcher was running, or it was more than the grace window late"))
             .execute(&mut *tx)
             .await?;
         }
