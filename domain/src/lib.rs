@@ -12,6 +12,8 @@ pub mod job;
 pub mod request;
 pub mod run;
 pub mod schedule;
+pub mod session;
+pub mod user;
 pub mod workspace;
 
 pub use error::FieldError;

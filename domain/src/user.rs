@@ -1,0 +1,286 @@
+//! The user aggregate: a person who logs in. Passwords arrive here already hashed (argon2id, at
+//! the edge): the domain decides, it does not compute. Emails are unique across users; that is
+//! enforced by a reservation table before `Register` (an aggregate cannot see other aggregates).
+
+use chrono::{DateTime, Utc};
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::{Aggregate, DomainEvent};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::FieldError;
+
+pub const MIN_PASSWORD_CHARS: usize = 10;
+pub const MAX_PASSWORD_BYTES: usize = 256;
+
+/// Lower-cased, trimmed, and shaped like `local@domain.tld`: enough to catch typos and to make
+/// "A@x.ru" and "a@x.ru" one account. Deliverability is proven by the verification mail.
+pub fn normalize_email(raw: &str) -> Result<String, FieldError> {
+    let email = raw.trim().to_lowercase();
+    let bad = || FieldError::new("email", "invalid_email", "email must look like name@example.com");
+    if email.len() > 254 || email.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(bad());
+    }
+    let (local, domain) = email.split_once('@').ok_or_else(bad)?;
+    let domain_ok = domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !domain.contains("..")
+        && !domain.contains('@');
+    if local.is_empty() || local.len() > 64 || !domain_ok {
+        return Err(bad());
+    }
+    Ok(email)
+}
+
+/// Length rules only: composition rules make passwords worse, length makes them better.
+pub fn check_password(field: &str, password: &str) -> Result<(), FieldError> {
+    if password.chars().count() < MIN_PASSWORD_CHARS {
+        return Err(FieldError::new(
+            field,
+            "password_too_short",
+            format!("password must have at least {MIN_PASSWORD_CHARS} characters"),
+        ));
+    }
+    if password.len() > MAX_PASSWORD_BYTES {
+        return Err(FieldError::new(
+            field,
+            "password_too_long",
+            format!("password must be at most {MAX_PASSWORD_BYTES} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+pub fn check_name(name: &str) -> Result<String, FieldError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
+        return Err(FieldError::new("name", "invalid_name", "name must be 1 to 200 characters"));
+    }
+    Ok(name.to_string())
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum UserCommand {
+    Register {
+        user_id: Uuid,
+        email: String,
+        name: String,
+        password_hash: String,
+        superuser: bool,
+        at: DateTime<Utc>,
+    },
+    VerifyEmail {
+        at: DateTime<Utc>,
+    },
+    ChangePassword {
+        password_hash: String,
+        at: DateTime<Utc>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum UserEvent {
+    UserRegistered {
+        user_id: Uuid,
+        email: String,
+        name: String,
+        password_hash: String,
+        superuser: bool,
+        at: DateTime<Utc>,
+    },
+    EmailVerified {
+        at: DateTime<Utc>,
+    },
+    PasswordChanged {
+        password_hash: String,
+        at: DateTime<Utc>,
+    },
+}
+
+impl DomainEvent for UserEvent {
+    fn event_type(&self) -> String {
+        match self {
+            Self::UserRegistered { .. } => "UserRegistered",
+            Self::EmailVerified { .. } => "EmailVerified",
+            Self::PasswordChanged { .. } => "PasswordChanged",
+        }
+        .to_string()
+    }
+    fn event_version(&self) -> String {
+        "1".to_string()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UserError {
+    #[error("user already exists")]
+    AlreadyExists,
+    #[error("user not found")]
+    NotFound,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct User {
+    pub id: Option<Uuid>,
+    pub email: String,
+    pub name: String,
+    pub password_hash: String,
+    pub superuser: bool,
+    pub email_verified: bool,
+    pub created_at: Option<DateTime<Utc>>,
+    /// When the password last changed: sessions started before it are no longer honoured.
+    pub password_changed_at: Option<DateTime<Utc>>,
+}
+
+impl Aggregate for User {
+    const TYPE: &'static str = "User";
+    type Command = UserCommand;
+    type Event = UserEvent;
+    type Error = UserError;
+    type Services = ();
+
+    async fn handle(&mut self, command: Self::Command, _: &(), sink: &EventSink<Self>) -> Result<(), Self::Error> {
+        match command {
+            UserCommand::Register {
+                user_id,
+                email,
+                name,
+                password_hash,
+                superuser,
+                at,
+            } => {
+                if self.id.is_some() {
+                    return Err(UserError::AlreadyExists);
+                }
+                let event = UserEvent::UserRegistered {
+                    user_id,
+                    email,
+                    name,
+                    password_hash,
+                    superuser,
+                    at,
+                };
+                sink.write(event, self).await;
+            }
+            UserCommand::VerifyEmail { at } => {
+                if self.id.is_none() {
+                    return Err(UserError::NotFound);
+                }
+                if !self.email_verified {
+                    sink.write(UserEvent::EmailVerified { at }, self).await;
+                }
+            }
+            UserCommand::ChangePassword { password_hash, at } => {
+                if self.id.is_none() {
+                    return Err(UserError::NotFound);
+                }
+                sink.write(UserEvent::PasswordChanged { password_hash, at }, self).await;
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, event: Self::Event) {
+        match event {
+            UserEvent::UserRegistered {
+                user_id,
+                email,
+                name,
+                password_hash,
+                superuser,
+                at,
+            } => {
+                self.id = Some(user_id);
+                self.email = email;
+                self.name = name;
+                self.password_hash = password_hash;
+                self.superuser = superuser;
+                self.created_at = Some(at);
+            }
+            UserEvent::EmailVerified { .. } => self.email_verified = true,
+            UserEvent::PasswordChanged { password_hash, at } => {
+                self.password_hash = password_hash;
+                self.password_changed_at = Some(at);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cqrs_es::test::TestFramework;
+
+    type Spec = TestFramework<User>;
+    fn t(s: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap()
+    }
+    fn registered() -> UserEvent {
+        UserEvent::UserRegistered {
+            user_id: Uuid::from_u128(1),
+            email: "a@example.com".into(),
+            name: "Anna".into(),
+            password_hash: "$argon2id$x".into(),
+            superuser: false,
+            at: t(0),
+        }
+    }
+
+    #[test]
+    fn register_once() {
+        let cmd = UserCommand::Register {
+            user_id: Uuid::from_u128(1),
+            email: "a@example.com".into(),
+            name: "Anna".into(),
+            password_hash: "$argon2id$x".into(),
+            superuser: false,
+            at: t(0),
+        };
+        Spec::with(()).given_no_previous_events().when(cmd.clone()).then_expect_events(vec![registered()]);
+        Spec::with(()).given(vec![registered()]).when(cmd).then_expect_error(UserError::AlreadyExists);
+    }
+
+    #[test]
+    fn verify_email_is_idempotent() {
+        Spec::with(())
+            .given(vec![registered()])
+            .when(UserCommand::VerifyEmail { at: t(1) })
+            .then_expect_events(vec![UserEvent::EmailVerified { at: t(1) }]);
+        Spec::with(())
+            .given(vec![registered(), UserEvent::EmailVerified { at: t(1) }])
+            .when(UserCommand::VerifyEmail { at: t(2) })
+            .then_expect_events(vec![]);
+        Spec::with(())
+            .given_no_previous_events()
+            .when(UserCommand::VerifyEmail { at: t(1) })
+            .then_expect_error(UserError::NotFound);
+    }
+
+    #[test]
+    fn change_password() {
+        Spec::with(())
+            .given(vec![registered()])
+            .when(UserCommand::ChangePassword {
+                password_hash: "$argon2id$y".into(),
+                at: t(5),
+            })
+            .then_expect_events(vec![UserEvent::PasswordChanged {
+                password_hash: "$argon2id$y".into(),
+                at: t(5),
+            }]);
+    }
+
+    #[test]
+    fn input_rules() {
+        assert_eq!(normalize_email(" Anna@Example.COM ").unwrap(), "anna@example.com");
+        for bad in ["", "anna", "@example.com", "anna@", "anna@example", "a b@example.com", "a@b..c", "a@.b.c"] {
+            assert_eq!(normalize_email(bad).unwrap_err().field, "email", "{bad}");
+        }
+        assert_eq!(check_password("password", "short").unwrap_err().code, "password_too_short");
+        assert!(check_password("password", "correct horse battery").is_ok());
+        assert_eq!(check_password("password", &"x".repeat(300)).unwrap_err().code, "password_too_long");
+        assert_eq!(check_name("  Anna ").unwrap(), "Anna");
+        assert!(check_name(" ").is_err());
+    }
+}
