@@ -153,7 +153,11 @@ pub async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
     }
     if roles.api {
         let gates = cronbox_store::db::pool(&config.database_url, 4).context("invalid CRONBOX_DATABASE_URL")?;
+        let jwt = cronbox_api::accounts::load_jwt_key(&pool, config.jwt_secret.as_deref())
+            .await
+            .context("cannot load the JWT signing key")?;
         let state = cronbox_api::AppState {
+            jwt,
             gates,
             stores: stores.clone(),
             pool: pool.clone(),
@@ -167,6 +171,8 @@ pub async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
         let token = shutdown.clone();
         tasks.spawn(async move {
             let app = cronbox_api::router(state);
+            // Peer addresses feed the per-address login throttle.
+            let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
             if let Err(e) = axum::serve(listener, app)
                 .with_graceful_shutdown(async move { token.cancelled().await })
                 .await

@@ -17,6 +17,8 @@ pub struct Config {
     pub max_response_bytes: usize,
     pub db_max_connections: u32,
     pub log_format: String,
+    /// HS256 key for access tokens; generated once per database when unset.
+    pub jwt_secret: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +103,7 @@ impl Config {
             max_response_bytes: src.parse("CRONBOX_MAX_RESPONSE_BYTES", 1024 * 1024)?,
             db_max_connections: src.parse("CRONBOX_DB_MAX_CONNECTIONS", 20)?,
             log_format: src.get("CRONBOX_LOG_FORMAT").unwrap_or_else(|| "text".into()),
+            jwt_secret: src.get("CRONBOX_JWT_SECRET"),
         }
         .validated()
     }
@@ -108,7 +111,13 @@ impl Config {
     /// Values that parse but cannot work (a zero-slot executor never calls anything, a zero
     /// ack wait floods the server with progress acks) are refused at start-up.
     fn validated(self) -> Result<Self, ConfigError> {
-        let checks: [(&'static str, bool, String, &'static str); 6] = [
+        let checks: [(&'static str, bool, String, &'static str); 7] = [
+            (
+                "CRONBOX_JWT_SECRET",
+                self.jwt_secret.as_ref().is_none_or(|s| s.len() >= 32),
+                "(hidden)".into(),
+                "must be at least 32 bytes",
+            ),
             (
                 "CRONBOX_EXECUTOR_CONCURRENCY",
                 (1..=10_000).contains(&self.executor_concurrency),

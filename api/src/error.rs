@@ -19,6 +19,14 @@ pub enum ApiError {
     },
     #[error("missing or invalid API key")]
     Unauthorized,
+    /// One answer for every failed login, so it never tells which accounts exist.
+    #[error("invalid email or password")]
+    InvalidCredentials,
+    /// An access or refresh token that is malformed, expired, revoked or unknown.
+    #[error("invalid or expired token")]
+    InvalidToken,
+    #[error("too many attempts; retry in {retry_after} s")]
+    TooManyRequests { retry_after: u64 },
     #[error("{0} not found")]
     NotFound(&'static str),
     #[error("{message}")]
@@ -87,6 +95,9 @@ impl IntoResponse for ApiError {
         let (status, code, field) = match &self {
             ApiError::BadRequest { code, field, .. } => (StatusCode::BAD_REQUEST, *code, field.clone()),
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", None),
+            ApiError::InvalidCredentials => (StatusCode::UNAUTHORIZED, "invalid_credentials", None),
+            ApiError::InvalidToken => (StatusCode::UNAUTHORIZED, "invalid_token", None),
+            ApiError::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited", None),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", None),
             ApiError::Conflict { code, .. } => (StatusCode::CONFLICT, *code, None),
             ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large", None),
@@ -108,6 +119,12 @@ impl IntoResponse for ApiError {
             Json(json!({"error": {"code": code, "message": self.to_string(), "field": field}})),
         )
             .into_response();
+        if let ApiError::TooManyRequests { retry_after } = &self {
+            resp.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(*retry_after),
+            );
+        }
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut()
                 .insert("www-authenticate", axum::http::HeaderValue::from_static("Bearer"));

@@ -1,5 +1,6 @@
 //! The REST API (axum, JSON, under `/v1`).
 //!
+//! - [`accounts`]: sign-up, login, sessions (JWT access + rotating refresh tokens).
 //! - [`auth`]: API-key authentication producing a [`auth::Caller`] for one workspace.
 //! - [`jobs`]: cron jobs and delayed calls; [`executions`]: the execution log;
 //!   [`events`]: audit trails; [`preview`]: cron previews.
@@ -11,6 +12,7 @@
 //! read models the projections build (eventually consistent, typically within milliseconds).
 //! This crate does not fire anything: the dispatcher and executors do.
 
+pub mod accounts;
 pub mod auth;
 pub mod error;
 pub mod events;
@@ -45,6 +47,8 @@ pub struct AppState {
     /// For readiness only: the API never publishes.
     pub queue: Option<RunQueue>,
     pub allow_private_targets: bool,
+    /// Signs and checks access tokens.
+    pub jwt: accounts::JwtKey,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -65,6 +69,14 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .nest("/v1/workspaces/{ws}", ws)
         .route("/v1/cron/preview", get(preview::preview))
+        .route("/v1/auth/register", post(accounts::register))
+        .route("/v1/auth/login", post(accounts::login))
+        .route("/v1/auth/refresh", post(accounts::refresh))
+        .route("/v1/auth/logout", post(accounts::logout))
+        .route("/v1/auth/verify-email", post(accounts::verify_email))
+        .route("/v1/auth/password-reset", post(accounts::request_password_reset))
+        .route("/v1/auth/password-reset/confirm", post(accounts::confirm_password_reset))
+        .route("/v1/me", get(accounts::me))
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
         .fallback(|| async { ApiError::NotFound("route") })

@@ -162,7 +162,8 @@ impl Aggregate for Session {
                 } else if self.previous_hashes.contains(&presented_hash) {
                     // Not an error for cqrs-es: the event must be committed. The caller sees
                     // the revoked session and answers 401.
-                    sink.write(SessionEvent::SessionTokenReused { presented_hash, at }, self).await;
+                    sink.write(SessionEvent::SessionTokenReused { presented_hash, at }, self)
+                        .await;
                 } else {
                     return Err(SessionError::UnknownToken);
                 }
@@ -246,7 +247,10 @@ mod tests {
 
     #[test]
     fn refresh_rotates_the_current_token() {
-        Spec::with(()).given(vec![started()]).when(refresh("h1", 10)).then_expect_events(vec![rotated()]);
+        Spec::with(())
+            .given(vec![started()])
+            .when(refresh("h1", 10))
+            .then_expect_events(vec![rotated()]);
     }
 
     #[test]
@@ -263,14 +267,26 @@ mod tests {
             at: t(20),
         };
         // After that even the legitimate current token is dead.
-        Spec::with(()).given(vec![started(), rotated(), reused]).when(refresh("h2", 30)).then_expect_error(SessionError::Revoked);
+        Spec::with(())
+            .given(vec![started(), rotated(), reused])
+            .when(refresh("h2", 30))
+            .then_expect_error(SessionError::Revoked);
     }
 
     #[test]
     fn expired_unknown_and_missing() {
-        Spec::with(()).given(vec![started()]).when(refresh("h1", 1000)).then_expect_error(SessionError::Expired);
-        Spec::with(()).given(vec![started()]).when(refresh("nope", 10)).then_expect_error(SessionError::UnknownToken);
-        Spec::with(()).given_no_previous_events().when(refresh("h1", 10)).then_expect_error(SessionError::NotFound);
+        Spec::with(())
+            .given(vec![started()])
+            .when(refresh("h1", 1000))
+            .then_expect_error(SessionError::Expired);
+        Spec::with(())
+            .given(vec![started()])
+            .when(refresh("nope", 10))
+            .then_expect_error(SessionError::UnknownToken);
+        Spec::with(())
+            .given_no_previous_events()
+            .when(refresh("h1", 10))
+            .then_expect_error(SessionError::NotFound);
     }
 
     #[test]
@@ -283,8 +299,14 @@ mod tests {
             reason: "logout".into(),
             at: t(5),
         };
-        Spec::with(()).given(vec![started()]).when(cmd.clone()).then_expect_events(vec![revoked.clone()]);
-        Spec::with(()).given(vec![started(), revoked]).when(cmd).then_expect_events(vec![]);
+        Spec::with(())
+            .given(vec![started()])
+            .when(cmd.clone())
+            .then_expect_events(vec![revoked.clone()]);
+        Spec::with(())
+            .given(vec![started(), revoked])
+            .when(cmd)
+            .then_expect_events(vec![]);
     }
 
     #[test]

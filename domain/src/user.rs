@@ -55,7 +55,11 @@ pub fn check_password(field: &str, password: &str) -> Result<(), FieldError> {
 pub fn check_name(name: &str) -> Result<String, FieldError> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
-        return Err(FieldError::new("name", "invalid_name", "name must be 1 to 200 characters"));
+        return Err(FieldError::new(
+            "name",
+            "invalid_name",
+            "name must be 1 to 200 characters",
+        ));
     }
     Ok(name.to_string())
 }
@@ -237,8 +241,14 @@ mod tests {
             superuser: false,
             at: t(0),
         };
-        Spec::with(()).given_no_previous_events().when(cmd.clone()).then_expect_events(vec![registered()]);
-        Spec::with(()).given(vec![registered()]).when(cmd).then_expect_error(UserError::AlreadyExists);
+        Spec::with(())
+            .given_no_previous_events()
+            .when(cmd.clone())
+            .then_expect_events(vec![registered()]);
+        Spec::with(())
+            .given(vec![registered()])
+            .when(cmd)
+            .then_expect_error(UserError::AlreadyExists);
     }
 
     #[test]
@@ -274,12 +284,27 @@ mod tests {
     #[test]
     fn input_rules() {
         assert_eq!(normalize_email(" Anna@Example.COM ").unwrap(), "anna@example.com");
-        for bad in ["", "anna", "@example.com", "anna@", "anna@example", "a b@example.com", "a@b..c", "a@.b.c"] {
+        for bad in [
+            "",
+            "anna",
+            "@example.com",
+            "anna@",
+            "anna@example",
+            "a b@example.com",
+            "a@b..c",
+            "a@.b.c",
+        ] {
             assert_eq!(normalize_email(bad).unwrap_err().field, "email", "{bad}");
         }
-        assert_eq!(check_password("password", "short").unwrap_err().code, "password_too_short");
+        assert_eq!(
+            check_password("password", "short").unwrap_err().code,
+            "password_too_short"
+        );
         assert!(check_password("password", "correct horse battery").is_ok());
-        assert_eq!(check_password("password", &"x".repeat(300)).unwrap_err().code, "password_too_long");
+        assert_eq!(
+            check_password("password", &"x".repeat(300)).unwrap_err().code,
+            "password_too_long"
+        );
         assert_eq!(check_name("  Anna ").unwrap(), "Anna");
         assert!(check_name(" ").is_err());
     }

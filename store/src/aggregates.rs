@@ -2,7 +2,7 @@
 
 use cqrs_es::persist::PersistedEventStore;
 use cqrs_es::{Aggregate, AggregateError, EventStore};
-use cronbox_domain::{job::Job, run::Run, workspace::Workspace};
+use cronbox_domain::{job::Job, run::Run, session::Session, user::User, workspace::Workspace};
 use postgres_es::{PostgresCqrs, PostgresEventRepository};
 use sqlx::PgPool;
 
@@ -45,6 +45,8 @@ pub struct Stores {
     pub workspaces: AggregateStore<Workspace>,
     pub jobs: AggregateStore<Job>,
     pub runs: AggregateStore<Run>,
+    pub users: AggregateStore<User>,
+    pub sessions: AggregateStore<Session>,
 }
 
 impl Stores {
@@ -53,6 +55,8 @@ impl Stores {
             workspaces: AggregateStore::new(pool.clone()),
             jobs: AggregateStore::new(pool.clone()),
             runs: AggregateStore::new(pool.clone()),
+            users: AggregateStore::new(pool.clone()),
+            sessions: AggregateStore::new(pool.clone()),
             pool,
         }
     }

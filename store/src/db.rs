@@ -17,6 +17,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0002_read_models",
         include_str!("../../migrations/0002_read_models.sql"),
     ),
+    ("0003_accounts", include_str!("../../migrations/0003_accounts.sql")),
 ];
 
 /// A pool that waits for PostgreSQL to come back instead of failing: connections are created

@@ -1,0 +1,529 @@
+//! Accounts and sessions: sign-up, login, token refresh with rotation and reuse detection,
+//! logout, e-mail verification and password reset.
+//!
+//! - [`password`]: argon2id hashing on the blocking pool.
+//! - [`jwt`]: 15-minute HS256 access tokens.
+//! - [`throttle`]: failed-login limits per account and per address, shared through PostgreSQL.
+//!
+//! Refresh tokens are `cbr_<session id>_<secret>`: the session (a token family, its own
+//! aggregate) is found from the token itself, and only the SHA-256 of the secret is stored.
+
+pub mod jwt;
+pub mod password;
+pub mod throttle;
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use axum::Json;
+use chrono::{DateTime, Duration, Utc};
+use cronbox_domain::session::SessionCommand;
+use cronbox_domain::user::{check_name, check_password, normalize_email, User, UserCommand, UserError};
+use cronbox_domain::workspace::hash_api_key as sha256_hex;
+use rand::RngCore;
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::error::{from_aggregate, ApiError};
+use crate::input::{Fields, JsonObject};
+use crate::AppState;
+
+pub use jwt::JwtKey;
+
+pub const REFRESH_TTL_DAYS: i64 = 30;
+const VERIFY_TTL_HOURS: i64 = 48;
+const RESET_TTL_MINUTES: i64 = 60;
+/// A reservation whose registration never completed (crash between the two writes) is taken
+/// over after this long.
+const STALE_RESERVATION_MINUTES: i64 = 5;
+
+fn random_hex(bytes: usize) -> String {
+    let mut b = vec![0u8; bytes];
+    rand::rng().fill_bytes(&mut b);
+    hex::encode(b)
+}
+
+fn new_refresh_token(session: Uuid) -> String {
+    format!("cbr_{}_{}", session.simple(), random_hex(32))
+}
+
+fn session_of_refresh_token(token: &str) -> Option<Uuid> {
+    let rest = token.strip_prefix("cbr_")?;
+    let (id, secret) = rest.split_once('_')?;
+    (secret.len() == 64).then_some(())?;
+    Uuid::try_parse(id).ok()
+}
+
+fn required(f: &mut Fields, field: &str) -> Result<String, ApiError> {
+    f.string(field)?
+        .ok_or_else(|| ApiError::field(field, "required", format!("{field} is required")))
+}
+
+fn user_json(u: &User) -> Value {
+    json!({
+        "id": u.id,
+        "email": u.email,
+        "name": u.name,
+        "email_verified": u.email_verified,
+        "superuser": u.superuser,
+        "created_at": u.created_at,
+    })
+}
+
+fn user_error(e: UserError) -> ApiError {
+    match e {
+        UserError::AlreadyExists => ApiError::Conflict {
+            code: "email_taken",
+            message: "an account with this email already exists".into(),
+        },
+        UserError::NotFound => ApiError::NotFound("user"),
+    }
+}
+
+/// The signing key: `CRONBOX_JWT_SECRET` if configured, else one generated once per database so
+/// that every API process of the installation shares it.
+pub async fn load_jwt_key(pool: &PgPool, configured: Option<&str>) -> Result<JwtKey, sqlx::Error> {
+    if let Some(secret) = configured {
+        return Ok(JwtKey::new(secret.as_bytes()));
+    }
+    sqlx::query("INSERT INTO server_secrets (name, value) VALUES ('jwt_hs256', $1) ON CONFLICT (name) DO NOTHING")
+        .bind(random_hex(32))
+        .execute(pool)
+        .await?;
+    let secret: String = sqlx::query_scalar("SELECT value FROM server_secrets WHERE name = 'jwt_hs256'")
+        .fetch_one(pool)
+        .await?;
+    Ok(JwtKey::new(secret.as_bytes()))
+}
+
+/// Registers a user (also used by `cronbox admin create-user`). Returns the user.
+pub async fn register_user(
+    state: &AppState,
+    email: &str,
+    name: &str,
+    password: String,
+    superuser: bool,
+) -> Result<User, ApiError> {
+    let user_id = Uuid::new_v4();
+    if !reserve_email(&state.pool, state, email, user_id).await? {
+        return Err(user_error(UserError::AlreadyExists));
+    }
+    let password_hash = password::hash(password).await?;
+    let cmd = UserCommand::Register {
+        user_id,
+        email: email.to_string(),
+        name: name.to_string(),
+        password_hash,
+        superuser,
+        at: Utc::now(),
+    };
+    state
+        .stores
+        .users
+        .execute(&user_id.to_string(), cmd)
+        .await
+        .map_err(|e| from_aggregate(e, user_error))?;
+    let (user, _) = state
+        .stores
+        .users
+        .load(&user_id.to_string())
+        .await
+        .map_err(ApiError::internal)?;
+    tracing::info!(user_id = %user_id, "user registered");
+    Ok(user)
+}
+
+async fn reserve_email(pool: &PgPool, state: &AppState, email: &str, user_id: Uuid) -> Result<bool, ApiError> {
+    for _ in 0..2 {
+        let inserted =
+            sqlx::query("INSERT INTO user_emails (email, user_id) VALUES ($1, $2) ON CONFLICT (email) DO NOTHING")
+                .bind(email)
+                .bind(user_id)
+                .execute(pool)
+                .await?
+                .rows_affected();
+        if inserted == 1 {
+            return Ok(true);
+        }
+        let held: Option<(Uuid, DateTime<Utc>)> =
+            sqlx::query_as("SELECT user_id, created_at FROM user_emails WHERE email = $1")
+                .bind(email)
+                .fetch_optional(pool)
+                .await?;
+        let Some((holder, since)) = held else { continue };
+        let (existing, _) = state
+            .stores
+            .users
+            .load(&holder.to_string())
+            .await
+            .map_err(ApiError::internal)?;
+        if existing.id.is_some() || since > Utc::now() - Duration::minutes(STALE_RESERVATION_MINUTES) {
+            return Ok(false);
+        }
+        sqlx::query("DELETE FROM user_emails WHERE email = $1 AND user_id = $2")
+            .bind(email)
+            .bind(holder)
+            .execute(pool)
+            .await?;
+    }
+    Ok(false)
+}
+
+/// Stores a single-use token (its hash) and queues the mail that carries it.
+async fn mail_token(
+    pool: &PgPool,
+    user: &User,
+    kind: &str,
+    ttl: Duration,
+    subject: &str,
+    body: impl FnOnce(&str) -> String,
+) -> Result<(), ApiError> {
+    let token = random_hex(32);
+    let mut tx = pool.begin().await?;
+    sqlx::query("INSERT INTO auth_tokens (token_hash, kind, user_id, expires_at) VALUES ($1, $2, $3, $4)")
+        .bind(sha256_hex(&token))
+        .bind(kind)
+        .bind(user.id)
+        .bind(Utc::now() + ttl)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("INSERT INTO mail_outbox (to_email, kind, subject, body) VALUES ($1, $2, $3, $4)")
+        .bind(&user.email)
+        .bind(kind)
+        .bind(subject)
+        .bind(body(&token))
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Marks a mailed token used and returns its user, if it exists, is unused and unexpired.
+async fn consume_token(pool: &PgPool, kind: &str, token: &str) -> Result<Option<Uuid>, ApiError> {
+    Ok(sqlx::query_scalar(
+        "UPDATE auth_tokens SET used_at = now()
+          WHERE token_hash = $1 AND kind = $2 AND used_at IS NULL AND expires_at > now()
+          RETURNING user_id",
+    )
+    .bind(sha256_hex(token))
+    .bind(kind)
+    .fetch_optional(pool)
+    .await?)
+}
+
+async fn send_verification(pool: &PgPool, user: &User) -> Result<(), ApiError> {
+    mail_token(pool, user, "verify_email", Duration::hours(VERIFY_TTL_HOURS), "Confirm your CronBox e-mail", |t| {
+        format!("Confirm your address: POST /v1/auth/verify-email with {{\"token\": \"{t}\"}}. The token works once, for {VERIFY_TTL_HOURS} hours.")
+    })
+    .await
+}
+
+pub async fn register(
+    State(state): State<AppState>,
+    JsonObject(body): JsonObject,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let mut f = Fields(body);
+    let email = normalize_email(&required(&mut f, "email")?)?;
+    let password = required(&mut f, "password")?;
+    check_password("password", &password)?;
+    let name = check_name(&required(&mut f, "name")?)?;
+    f.finish()?;
+    let user = register_user(&state, &email, &name, password, false).await?;
+    send_verification(&state.pool, &user).await?;
+    Ok((StatusCode::CREATED, Json(user_json(&user))))
+}
+
+/// Starts a session for `user` and answers with its first token pair.
+async fn start_session(state: &AppState, user_id: Uuid) -> Result<Json<Value>, ApiError> {
+    let session_id = Uuid::new_v4();
+    let refresh = new_refresh_token(session_id);
+    let now = Utc::now();
+    let cmd = SessionCommand::Start {
+        session_id,
+        user_id,
+        token_hash: sha256_hex(&refresh),
+        expires_at: now + Duration::days(REFRESH_TTL_DAYS),
+        at: now,
+    };
+    state
+        .stores
+        .sessions
+        .execute(&session_id.to_string(), cmd)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(tokens(state, user_id, session_id, refresh, now))
+}
+
+fn tokens(state: &AppState, user: Uuid, session: Uuid, refresh: String, now: DateTime<Utc>) -> Json<Value> {
+    Json(json!({
+        "access_token": state.jwt.issue(user, session, now),
+        "refresh_token": refresh,
+        "token_type": "Bearer",
+        "expires_in": jwt::ACCESS_TTL_SECONDS,
+    }))
+}
+
+pub async fn login(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    JsonObject(body): JsonObject,
+) -> Result<Json<Value>, ApiError> {
+    let mut f = Fields(body);
+    let email = required(&mut f, "email")?;
+    let password = required(&mut f, "password")?;
+    f.finish()?;
+    // A malformed address cannot name an account; answering as for a wrong password keeps the
+    // response the same for every failure.
+    let email = normalize_email(&email).unwrap_or_else(|_| email.trim().to_lowercase());
+    let account_key = format!("login:account:{email}");
+    let keys = [
+        (account_key.clone(), throttle::ACCOUNT_LIMIT),
+        (format!("login:address:{}", peer.ip()), throttle::ADDRESS_LIMIT),
+    ];
+    throttle::check(&state.pool, &keys).await?;
+
+    let holder: Option<Uuid> = sqlx::query_scalar("SELECT user_id FROM user_emails WHERE email = $1")
+        .bind(&email)
+        .fetch_optional(&state.pool)
+        .await?;
+    let user = match holder {
+        Some(id) => Some(
+            state
+                .stores
+                .users
+                .load(&id.to_string())
+                .await
+                .map_err(ApiError::internal)?
+                .0,
+        ),
+        None => None,
+    };
+    let stored = user
+        .as_ref()
+        .filter(|u| u.id.is_some())
+        .map_or(password::DUMMY_HASH.to_string(), |u| u.password_hash.clone());
+    let ok = password::verify(password, stored).await?;
+    let Some(user_id) = user.and_then(|u| u.id).filter(|_| ok) else {
+        throttle::fail(&state.pool, &keys).await?;
+        tracing::info!(peer = %peer.ip(), "login failed");
+        return Err(ApiError::InvalidCredentials);
+    };
+    throttle::clear(&state.pool, &account_key).await?;
+    tracing::info!(user_id = %user_id, "login");
+    start_session(&state, user_id).await
+}
+
+pub async fn refresh(State(state): State<AppState>, JsonObject(body): JsonObject) -> Result<Json<Value>, ApiError> {
+    let mut f = Fields(body);
+    let presented = required(&mut f, "refresh_token")?;
+    f.finish()?;
+    let session_id = session_of_refresh_token(&presented).ok_or(ApiError::InvalidToken)?;
+    let id = session_id.to_string();
+    let next = new_refresh_token(session_id);
+    let now = Utc::now();
+    let cmd = SessionCommand::Refresh {
+        presented_hash: sha256_hex(&presented),
+        new_hash: sha256_hex(&next),
+        expires_at: now + Duration::days(REFRESH_TTL_DAYS),
+        at: now,
+    };
+    state
+        .stores
+        .sessions
+        .execute(&id, cmd)
+        .await
+        .map_err(|e| from_aggregate(e, |_| ApiError::InvalidToken))?;
+    let (session, _) = state.stores.sessions.load(&id).await.map_err(ApiError::internal)?;
+    if session.revoked {
+        tracing::warn!(session_id = %session_id, "refresh token reused; session revoked");
+        return Err(ApiError::InvalidToken);
+    }
+    let user_id = session.user_id.ok_or(ApiError::InvalidToken)?;
+    let (user, _) = state
+        .stores
+        .users
+        .load(&user_id.to_string())
+        .await
+        .map_err(ApiError::internal)?;
+    if user
+        .password_changed_at
+        .is_some_and(|p| session.started_at.is_none_or(|s| s < p))
+    {
+        revoke(&state, session_id, "password changed").await?;
+        return Err(ApiError::InvalidToken);
+    }
+    Ok(tokens(&state, user_id, session_id, next, now))
+}
+
+async fn revoke(state: &AppState, session: Uuid, reason: &str) -> Result<(), ApiError> {
+    let cmd = SessionCommand::Revoke {
+        reason: reason.into(),
+        at: Utc::now(),
+    };
+    state
+        .stores
+        .sessions
+        .execute(&session.to_string(), cmd)
+        .await
+        .map_err(|e| from_aggregate(e, |_| ApiError::InvalidToken))
+}
+
+/// Ends the caller's session: its refresh token stops working and so do its access tokens.
+pub async fn logout(State(state): State<AppState>, user: UserCaller) -> Result<StatusCode, ApiError> {
+    revoke(&state, user.session_id, "logout").await?;
+    tracing::info!(user_id = %user.user_id, session_id = %user.session_id, "logout");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn me(user: UserCaller) -> Json<Value> {
+    Json(user_json(&user.user))
+}
+
+pub async fn verify_email(
+    State(state): State<AppState>,
+    JsonObject(body): JsonObject,
+) -> Result<Json<Value>, ApiError> {
+    let mut f = Fields(body);
+    let token = required(&mut f, "token")?;
+    f.finish()?;
+    let user_id = consume_token(&state.pool, "verify_email", &token)
+        .await?
+        .ok_or_else(|| ApiError::field("token", "invalid_token", "the token is unknown, used or expired"))?;
+    let id = user_id.to_string();
+    state
+        .stores
+        .users
+        .execute(&id, UserCommand::VerifyEmail { at: Utc::now() })
+        .await
+        .map_err(|e| from_aggregate(e, user_error))?;
+    let (user, _) = state.stores.users.load(&id).await.map_err(ApiError::internal)?;
+    Ok(Json(user_json(&user)))
+}
+
+/// Always 202, whether or not the address has an account.
+pub async fn request_password_reset(
+    State(state): State<AppState>,
+    JsonObject(body): JsonObject,
+) -> Result<StatusCode, ApiError> {
+    let mut f = Fields(body);
+    let email = normalize_email(&required(&mut f, "email")?)?;
+    f.finish()?;
+    let holder: Option<Uuid> = sqlx::query_scalar("SELECT user_id FROM user_emails WHERE email = $1")
+        .bind(&email)
+        .fetch_optional(&state.pool)
+        .await?;
+    if let Some(id) = holder {
+        let (user, _) = state
+            .stores
+            .users
+            .load(&id.to_string())
+            .await
+            .map_err(ApiError::internal)?;
+        if user.id.is_some() {
+            mail_token(&state.pool, &user, "reset_password", Duration::minutes(RESET_TTL_MINUTES), "Reset your CronBox password", |t| {
+                format!("Set a new password: POST /v1/auth/password-reset/confirm with {{\"token\": \"{t}\", \"password\": \"...\"}}. The token works once, for {RESET_TTL_MINUTES} minutes.")
+            })
+            .await?;
+        }
+    }
+    Ok(StatusCode::ACCEPTED)
+}
+
+/// Sets the new password; every session started before it stops working.
+pub async fn confirm_password_reset(
+    State(state): State<AppState>,
+    JsonObject(body): JsonObject,
+) -> Result<StatusCode, ApiError> {
+    let mut f = Fields(body);
+    let token = required(&mut f, "token")?;
+    let password = required(&mut f, "password")?;
+    f.finish()?;
+    check_password("password", &password)?;
+    let user_id = consume_token(&state.pool, "reset_password", &token)
+        .await?
+        .ok_or_else(|| ApiError::field("token", "invalid_token", "the token is unknown, used or expired"))?;
+    let password_hash = password::hash(password).await?;
+    state
+        .stores
+        .users
+        .execute(
+            &user_id.to_string(),
+            UserCommand::ChangePassword {
+                password_hash,
+                at: Utc::now(),
+            },
+        )
+        .await
+        .map_err(|e| from_aggregate(e, user_error))?;
+    tracing::info!(user_id = %user_id, "password reset");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A logged-in user, from an access token whose session is still live.
+#[derive(Debug, Clone)]
+pub struct UserCaller {
+    pub user_id: Uuid,
+    pub session_id: Uuid,
+    pub user: User,
+}
+
+fn bearer(parts: &Parts) -> Option<&str> {
+    let v = parts.headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
+}
+
+async fn session_ended(pool: &PgPool, session: Uuid) -> Result<bool, ApiError> {
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM events WHERE aggregate_type = 'Session' AND aggregate_id = $1
+                          AND event_type IN ('SessionRevoked', 'SessionTokenReused'))",
+    )
+    .bind(session.to_string())
+    .fetch_one(pool)
+    .await?)
+}
+
+impl FromRequestParts<AppState> for UserCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let token = bearer(parts).ok_or(ApiError::InvalidToken)?;
+        let now = Utc::now();
+        let claims = state.jwt.verify(token, now).ok_or(ApiError::InvalidToken)?;
+        if session_ended(&state.pool, claims.sid).await? {
+            return Err(ApiError::InvalidToken);
+        }
+        let (user, _) = state
+            .stores
+            .users
+            .load(&claims.sub.to_string())
+            .await
+            .map_err(ApiError::internal)?;
+        if user.id.is_none() || user.password_changed_at.is_some_and(|p| claims.iat < p.timestamp()) {
+            return Err(ApiError::InvalidToken);
+        }
+        Ok(UserCaller {
+            user_id: claims.sub,
+            session_id: claims.sid,
+            user,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refresh_token_shape() {
+        let s = Uuid::new_v4();
+        let t = new_refresh_token(s);
+        assert_eq!(session_of_refresh_token(&t), Some(s));
+        assert_eq!(session_of_refresh_token("cbr_nope_x"), None);
+        assert_eq!(session_of_refresh_token(&t[..t.len() - 1]), None);
+        assert_eq!(session_of_refresh_token(&t.replace("cbr_", "cbx_")), None);
+    }
+}
