@@ -34,6 +34,28 @@ with open(sys.argv[3] + ".tmp", "w") as f:
   mv -f "$ws_file.tmp" "$ws_file"
   chmod 600 "$ws_file" # holds an API key
 fi
+# The first login: a superuser, created once per database like the workspace.
+admin_file=$CRONBOX_HOME/dev-admin.json
+saved_db=""
+if [[ -f $admin_file ]]; then
+  saved_db=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("database_url", ""))' "$admin_file")
+fi
+if [[ ! -f $admin_file || $saved_db != "$CRONBOX_DATABASE_URL" ]]; then
+  created=$("$bin" admin create-user --email admin@cronbox.local --name Administrator --superuser --json)
+  python3 -c '
+import json, sys
+u = json.loads(sys.argv[1])
+assert u.get("user_id") and u.get("password"), "unexpected output: %r" % sys.argv[1]
+u["database_url"] = sys.argv[2]
+with open(sys.argv[3] + ".tmp", "w") as f:
+    json.dump(u, f, indent=2)
+' "$created" "$CRONBOX_DATABASE_URL" "$admin_file"
+  mv -f "$admin_file.tmp" "$admin_file"
+  chmod 600 "$admin_file" # holds a password
+fi
+admin_email=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["email"])' "$admin_file")
+admin_password=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["password"])' "$admin_file")
+
 ws_id=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["workspace_id"])' "$ws_file")
 api_key=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["api_key"])' "$ws_file")
 url=http://$CRONBOX_LISTEN
@@ -45,6 +67,10 @@ CronBox dev server
   Workspace id: $ws_id
   API key:      $api_key
   (saved in $ws_file)
+  Login:        $admin_email / $admin_password   (superuser; saved in $admin_file)
+
+Log in (returns access and refresh tokens):
+  curl -s -X POST $url/v1/auth/login -H 'Content-Type: application/json' -d '{"email":"$admin_email","password":"$admin_password"}'
 
 Create a delayed call (fires in 60 s):
   curl -s -X POST $url/v1/workspaces/$ws_id/delayed -H "Authorization: Bearer $api_key" -H 'Content-Type: application/json' -d '{"url":"https://example.com/hook","method":"POST","delay_seconds":60,"body":"{\"hello\":\"world\"}"}'

@@ -227,6 +227,49 @@ pub async fn create_workspace(config: &Config, name: &str, timezone: &str, json:
     Ok(())
 }
 
+pub async fn create_user(
+    config: &Config,
+    email: &str,
+    name: &str,
+    password: Option<String>,
+    superuser: bool,
+    json: bool,
+) -> anyhow::Result<()> {
+    use cronbox_domain::user::{check_name, check_password, normalize_email, UserCommand};
+    let email = normalize_email(email).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let name = check_name(name).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let generated = password.is_none();
+    let password = password.unwrap_or_else(|| {
+        use rand::RngCore;
+        let mut b = [0u8; 12];
+        rand::rng().fill_bytes(&mut b);
+        hex::encode(b)
+    });
+    check_password("password", &password).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let pool = connect(config).await?;
+    let stores = Stores::new(pool);
+    let user = cronbox_api::accounts::register_user(&stores, &email, &name, password.clone(), superuser)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let id = user.id.context("user was not created")?;
+    // An operator vouches for the address.
+    stores
+        .users
+        .execute(&id.to_string(), UserCommand::VerifyEmail { at: chrono::Utc::now() })
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let shown = if generated { password.as_str() } else { "(as given)" };
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"user_id": id, "email": email, "password": shown, "superuser": superuser})
+        );
+    } else {
+        println!("user_id:   {id}\nemail:     {email}\npassword:  {shown}\nsuperuser: {superuser}");
+    }
+    Ok(())
+}
+
 pub async fn rebuild(config: &Config, name: Option<&str>) -> anyhow::Result<()> {
     let pool = connect(config).await?;
     let projections: Vec<_> = cronbox_projections::all()

@@ -33,6 +33,11 @@ enum Command {
         #[command(subcommand)]
         command: WorkspaceCommand,
     },
+    /// User administration.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
     /// Read-model maintenance.
     Projections {
         #[command(subcommand)]
@@ -49,6 +54,26 @@ enum WorkspaceCommand {
         #[arg(long, default_value = cronbox_domain::schedule::DEFAULT_TIMEZONE)]
         timezone: String,
         /// Print {"workspace_id": "...", "api_key": "..."}.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Creates a user (verified e-mail) and prints the login. Without --password, one is
+    /// generated and printed once.
+    CreateUser {
+        #[arg(long)]
+        email: String,
+        #[arg(long, default_value = "Administrator")]
+        name: String,
+        /// Read from the environment rather than the command line where possible.
+        #[arg(long, env = "CRONBOX_ADMIN_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
+        #[arg(long)]
+        superuser: bool,
+        /// Print {"user_id": "...", "email": "...", "password": "..."}.
         #[arg(long)]
         json: bool,
     },
@@ -116,6 +141,16 @@ fn main() -> std::process::ExitCode {
             Command::Workspace {
                 command: WorkspaceCommand::Create { name, timezone, json },
             } => app::create_workspace(&config, &name, &timezone, json).await,
+            Command::Admin {
+                command:
+                    AdminCommand::CreateUser {
+                        email,
+                        name,
+                        password,
+                        superuser,
+                        json,
+                    },
+            } => app::create_user(&config, &email, &name, password, superuser, json).await,
             Command::Projections {
                 command: ProjectionsCommand::Rebuild { name },
             } => app::rebuild(&config, name.as_deref()).await,

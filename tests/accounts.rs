@@ -345,3 +345,32 @@ async fn bad_input_on_auth_routes_is_a_clear_4xx() {
         .unwrap();
     assert_eq!(users, 0, "refused input stored nothing");
 }
+
+#[tokio::test]
+async fn admin_create_user_prints_a_working_login() {
+    let env = TestEnv::start().await;
+    let out = env
+        .cli(&[
+            "admin",
+            "create-user",
+            "--email",
+            "Root@Example.com",
+            "--superuser",
+            "--json",
+        ])
+        .await;
+    let created: Value = serde_json::from_str(out.trim()).expect("json");
+    assert_eq!(created["email"], "root@example.com");
+    let password = created["password"].as_str().expect("generated password");
+    assert!(password.len() >= 10);
+    let (s, t) = post(
+        &env,
+        "/v1/auth/login",
+        json!({"email": "root@example.com", "password": password}),
+    )
+    .await;
+    assert_eq!(s, 200, "{t}");
+    let (_, me, _) = call(&env, Method::GET, "/v1/me", t["access_token"].as_str(), None).await;
+    assert_eq!(me["superuser"], true);
+    assert_eq!(me["email_verified"], true);
+}

@@ -27,6 +27,8 @@ use serde_json::{json, Value};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use cronbox_store::aggregates::Stores;
+
 use crate::error::{from_aggregate, ApiError};
 use crate::input::{Fields, JsonObject};
 use crate::AppState;
@@ -101,14 +103,14 @@ pub async fn load_jwt_key(pool: &PgPool, configured: Option<&str>) -> Result<Jwt
 
 /// Registers a user (also used by `cronbox admin create-user`). Returns the user.
 pub async fn register_user(
-    state: &AppState,
+    stores: &Stores,
     email: &str,
     name: &str,
     password: String,
     superuser: bool,
 ) -> Result<User, ApiError> {
     let user_id = Uuid::new_v4();
-    if !reserve_email(&state.pool, state, email, user_id).await? {
+    if !reserve_email(stores, email, user_id).await? {
         return Err(user_error(UserError::AlreadyExists));
     }
     let password_hash = password::hash(password).await?;
@@ -120,14 +122,12 @@ pub async fn register_user(
         superuser,
         at: Utc::now(),
     };
-    state
-        .stores
+    stores
         .users
         .execute(&user_id.to_string(), cmd)
         .await
         .map_err(|e| from_aggregate(e, user_error))?;
-    let (user, _) = state
-        .stores
+    let (user, _) = stores
         .users
         .load(&user_id.to_string())
         .await
@@ -136,7 +136,8 @@ pub async fn register_user(
     Ok(user)
 }
 
-async fn reserve_email(pool: &PgPool, state: &AppState, email: &str, user_id: Uuid) -> Result<bool, ApiError> {
+async fn reserve_email(stores: &Stores, email: &str, user_id: Uuid) -> Result<bool, ApiError> {
+    let pool = &stores.pool;
     for _ in 0..2 {
         let inserted =
             sqlx::query("INSERT INTO user_emails (email, user_id) VALUES ($1, $2) ON CONFLICT (email) DO NOTHING")
@@ -154,8 +155,7 @@ async fn reserve_email(pool: &PgPool, state: &AppState, email: &str, user_id: Uu
                 .fetch_optional(pool)
                 .await?;
         let Some((holder, since)) = held else { continue };
-        let (existing, _) = state
-            .stores
+        let (existing, _) = stores
             .users
             .load(&holder.to_string())
             .await
@@ -231,7 +231,7 @@ pub async fn register(
     check_password("password", &password)?;
     let name = check_name(&required(&mut f, "name")?)?;
     f.finish()?;
-    let user = register_user(&state, &email, &name, password, false).await?;
+    let user = register_user(&state.stores, &email, &name, password, false).await?;
     send_verification(&state.pool, &user).await?;
     Ok((StatusCode::CREATED, Json(user_json(&user))))
 }
