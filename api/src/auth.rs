@@ -9,23 +9,50 @@
 //! Kept separate from the handlers so user sessions (next issue) plug in as another way to
 //! produce a [`Caller`].
 
-use std::collections::HashMap;
-
-use axum::extract::{FromRequestParts, OptionalFromRequestParts, Path};
+use axum::extract::{FromRequestParts, OptionalFromRequestParts, OriginalUri};
 use axum::http::request::Parts;
+use axum::http::Method;
+use cronbox_domain::workspace::{Role, Workspace};
 use rand::RngCore;
 use uuid::Uuid;
 
+use crate::accounts;
 use crate::error::ApiError;
 use crate::AppState;
 
-/// An authenticated caller acting in one workspace.
+/// Who is calling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Principal {
+    ApiKey(Uuid),
+    User(Uuid),
+}
+
+/// An authenticated caller acting in one workspace, with the role it acts with: a user's
+/// membership role, or for an API key `member` (`viewer` when the key is read-only).
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub workspace_id: Uuid,
-    pub key_id: Uuid,
+    pub principal: Principal,
+    pub role: Role,
     /// The workspace's default timezone for new cron jobs.
     pub timezone: String,
+    /// The workspace as loaded for this request (members, keys, settings).
+    pub workspace: Workspace,
+}
+
+impl Caller {
+    /// Refuses with 403 unless the caller's role is at least `role`. Only ever called after the
+    /// caller proved membership, so the 403 reveals nothing they do not know.
+    pub fn require(&self, role: Role) -> Result<(), ApiError> {
+        if self.role < role {
+            return Err(ApiError::Forbidden(format!(
+                "this needs the {} role; you have {}",
+                role.as_str(),
+                self.role.as_str()
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// Generates a new API key for a workspace: (full key, display prefix).
@@ -50,44 +77,93 @@ fn workspace_of_key(key: &str) -> Option<Uuid> {
     Uuid::try_parse(ws).ok()
 }
 
-fn bearer(parts: &Parts) -> Option<&str> {
+pub(crate) fn bearer(parts: &Parts) -> Option<&str> {
     let v = parts.headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = v.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
 }
 
-/// Checks the key and returns its workspace.
-pub async fn authenticate(state: &AppState, parts: &Parts) -> Result<Caller, ApiError> {
-    let key = bearer(parts).ok_or(ApiError::Unauthorized)?;
-    let ws = workspace_of_key(key).ok_or(ApiError::Unauthorized)?;
+async fn load_workspace(state: &AppState, ws: Uuid) -> Result<Workspace, ApiError> {
     let (workspace, _) = state
         .stores
         .workspaces
         .load(&ws.to_string())
         .await
         .map_err(ApiError::internal)?;
-    let key_id = workspace.authenticate(key).ok_or(ApiError::Unauthorized)?.key_id;
+    Ok(workspace)
+}
+
+/// Authenticates the bearer token for workspace `ws` (the path's, or the API key's own when the
+/// route has none). Another tenant's workspace is a 404, never a 403.
+pub async fn authenticate(state: &AppState, parts: &Parts, ws: Option<Uuid>) -> Result<Caller, ApiError> {
+    let token = bearer(parts).ok_or(ApiError::Unauthorized)?;
+    let (workspace_id, workspace, principal, role) = if token.starts_with("cbx_") {
+        let key_ws = workspace_of_key(token).ok_or(ApiError::Unauthorized)?;
+        let workspace = load_workspace(state, key_ws).await?;
+        let key = workspace.authenticate(token).ok_or(ApiError::Unauthorized)?;
+        let role = if key.read_only { Role::Viewer } else { Role::Member };
+        let principal = Principal::ApiKey(key.key_id);
+        if ws.is_some_and(|w| w != key_ws) {
+            return Err(ApiError::NotFound("workspace"));
+        }
+        note_key_use(state, key_ws, key.key_id).await;
+        (key_ws, workspace, principal, role)
+    } else {
+        let user = accounts::user_from_token(state, token).await?;
+        let ws = ws.ok_or(ApiError::NotFound("workspace"))?;
+        let workspace = load_workspace(state, ws).await?;
+        let role = workspace.role_of(user.user_id).ok_or(ApiError::NotFound("workspace"))?;
+        (ws, workspace, Principal::User(user.user_id), role)
+    };
     Ok(Caller {
-        workspace_id: ws,
-        key_id,
+        workspace_id,
+        principal,
+        role,
         timezone: workspace.timezone.clone(),
+        workspace,
     })
+}
+
+/// Records that a key was used, at most once a minute per key. Best effort: a failure here must
+/// not fail the request.
+async fn note_key_use(state: &AppState, ws: Uuid, key: Uuid) {
+    let r = sqlx::query(
+        "INSERT INTO api_key_usage (key_id, workspace_id, last_used_at) VALUES ($1, $2, now())
+         ON CONFLICT (key_id) DO UPDATE SET last_used_at = now()
+          WHERE api_key_usage.last_used_at < now() - interval '1 minute'",
+    )
+    .bind(key)
+    .bind(ws)
+    .execute(&state.pool)
+    .await;
+    if let Err(e) = r {
+        tracing::warn!(error = %e, key_id = %key, "cannot record API key use");
+    }
+}
+
+fn path_workspace(parts: &Parts) -> Result<Option<Uuid>, ApiError> {
+    // `/v1/workspaces/{ws}/...`, read from the URI as the client sent it: inside the nested
+    // workspace router `parts.uri` has the prefix stripped.
+    let uri = parts.extensions.get::<OriginalUri>().map_or(&parts.uri, |o| &o.0);
+    let mut segs = uri.path().trim_start_matches('/').split('/');
+    match (segs.next(), segs.next(), segs.next()) {
+        (Some("v1"), Some("workspaces"), Some(ws)) if !ws.is_empty() => Uuid::try_parse(ws)
+            .map(Some)
+            .map_err(|_| ApiError::NotFound("workspace")),
+        _ => Ok(None),
+    }
 }
 
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let caller = authenticate(state, parts).await?;
-        // Routes under /v1/workspaces/{ws}: the key must belong to that workspace.
-        let params: Path<HashMap<String, String>> =
-            <Path<_> as FromRequestParts<AppState>>::from_request_parts(parts, state)
-                .await
-                .map_err(|_| ApiError::NotFound("workspace"))?;
-        if let Some(ws) = params.get("ws") {
-            if Uuid::try_parse(ws).ok() != Some(caller.workspace_id) {
-                return Err(ApiError::NotFound("workspace"));
-            }
+        let ws = path_workspace(parts)?;
+        let caller = authenticate(state, parts, ws).await?;
+        // Reading needs membership; anything else changes something and needs at least member.
+        // Routes that need more (keys, members, settings) check it themselves.
+        if !matches!(parts.method, Method::GET | Method::HEAD) {
+            caller.require(Role::Member)?;
         }
         Ok(caller)
     }
@@ -100,6 +176,10 @@ impl OptionalFromRequestParts<AppState> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Option<Self>, Self::Rejection> {
         if !parts.headers.contains_key(axum::http::header::AUTHORIZATION) {
+            return Ok(None);
+        }
+        // A user token names no workspace: on routes without one it only identifies the user.
+        if path_workspace(parts)?.is_none() && bearer(parts).is_some_and(|t| !t.starts_with("cbx_")) {
             return Ok(None);
         }
         <Caller as FromRequestParts<AppState>>::from_request_parts(parts, state)

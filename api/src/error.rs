@@ -29,6 +29,9 @@ pub enum ApiError {
     TooManyRequests { retry_after: u64 },
     #[error("{0} not found")]
     NotFound(&'static str),
+    /// A member acting beyond their role.
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
     #[error("request body is larger than {0} bytes")]
@@ -99,6 +102,7 @@ impl IntoResponse for ApiError {
             ApiError::InvalidToken => (StatusCode::UNAUTHORIZED, "invalid_token", None),
             ApiError::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited", None),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", None),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", None),
             ApiError::Conflict { code, .. } => (StatusCode::CONFLICT, *code, None),
             ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large", None),
             ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", None),

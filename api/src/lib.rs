@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, patch, post};
 use axum::{Json, Router};
 use cronbox_nats::RunQueue;
 use cronbox_store::aggregates::Stores;
@@ -65,7 +65,21 @@ pub fn router(state: AppState) -> Router {
         .route("/delayed/{id}/events", get(delayed_events))
         .route("/executions", get(executions::list))
         .route("/executions/{id}", get(executions::get))
-        .route("/executions/{id}/events", get(executions::events));
+        .route("/executions/{id}/events", get(executions::events))
+        .route(
+            "/",
+            get(workspaces::get)
+                .patch(workspaces::update)
+                .delete(workspaces::delete),
+        )
+        .route("/members", get(workspaces::members))
+        .route(
+            "/members/{user_id}",
+            patch(workspaces::change_role).delete(workspaces::remove_member),
+        )
+        .route("/invites", post(workspaces::invite))
+        .route("/keys", post(workspaces::create_key).get(workspaces::list_keys))
+        .route("/keys/{id}", delete(workspaces::revoke_key));
     Router::new()
         .nest("/v1/workspaces/{ws}", ws)
         .route("/v1/cron/preview", get(preview::preview))
@@ -77,6 +91,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/auth/password-reset", post(accounts::request_password_reset))
         .route("/v1/auth/password-reset/confirm", post(accounts::confirm_password_reset))
         .route("/v1/me", get(accounts::me))
+        .route("/v1/workspaces", post(workspaces::create).get(workspaces::list))
+        .route("/v1/invites/accept", post(workspaces::accept_invite))
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
         .fallback(|| async { ApiError::NotFound("route") })

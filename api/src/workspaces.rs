@@ -1,18 +1,44 @@
-//! Creating workspaces and their API keys (used by the CLI now, by sign-up later).
+//! Workspaces as users see them: create and list their own, settings, members and roles,
+//! invitations, and API keys. Every command goes to the Workspace aggregate; lists of "my
+//! workspaces" come from the `workspaces` read model.
 
-use chrono::Utc;
-use cronbox_domain::schedule::parse_timezone;
-use cronbox_domain::workspace::{hash_api_key, WorkspaceCommand, WorkspaceError};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use chrono::{DateTime, Duration, Utc};
+use cronbox_domain::schedule::{parse_timezone, DEFAULT_TIMEZONE};
+use cronbox_domain::user::normalize_email;
+use cronbox_domain::workspace::{hash_api_key, Role, Workspace, WorkspaceCommand, WorkspaceError};
 use cronbox_store::aggregates::Stores;
+use rand::RngCore;
+use serde_json::{json, Value};
+use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::auth::new_api_key;
+use crate::accounts::UserCaller;
+use crate::auth::{new_api_key, Caller, Principal};
 use crate::error::{from_aggregate, ApiError};
+use crate::input::{parse_uuid, Fields, JsonObject};
+use crate::AppState;
+
+const INVITE_TTL_DAYS: i64 = 7;
 
 fn workspace_error(e: WorkspaceError) -> ApiError {
     match e {
-        WorkspaceError::InvalidName => ApiError::field("name", "invalid", e.to_string()),
-        WorkspaceError::NotFound | WorkspaceError::KeyNotFound => ApiError::NotFound("workspace"),
+        WorkspaceError::InvalidName => ApiError::field("name", "invalid_name", e.to_string()),
+        WorkspaceError::NotFound => ApiError::NotFound("workspace"),
+        WorkspaceError::KeyNotFound => ApiError::NotFound("api key"),
+        WorkspaceError::MemberNotFound => ApiError::NotFound("member"),
+        WorkspaceError::InvalidInvite => ApiError::field("token", "invalid_invite", e.to_string()),
+        WorkspaceError::OwnerOnly => ApiError::Forbidden(e.to_string()),
+        WorkspaceError::LastOwner => ApiError::Conflict {
+            code: "last_owner",
+            message: e.to_string(),
+        },
+        WorkspaceError::AlreadyMember => ApiError::Conflict {
+            code: "already_member",
+            message: e.to_string(),
+        },
         WorkspaceError::AlreadyExists | WorkspaceError::KeyExists => ApiError::Conflict {
             code: "already_exists",
             message: e.to_string(),
@@ -20,41 +46,480 @@ fn workspace_error(e: WorkspaceError) -> ApiError {
     }
 }
 
-/// Creates a workspace and its first API key. Returns (workspace id, the key — shown once).
-pub async fn create_workspace(stores: &Stores, name: &str, timezone: &str) -> Result<(Uuid, String), ApiError> {
-    parse_timezone(timezone).map_err(|e| ApiError::field("timezone", "invalid_timezone", e.to_string()))?;
-    let id = Uuid::new_v4();
-    let now = Utc::now();
+async fn execute(stores: &Stores, ws: Uuid, cmd: WorkspaceCommand) -> Result<Workspace, ApiError> {
+    let id = ws.to_string();
     stores
         .workspaces
-        .execute(
-            &id.to_string(),
-            WorkspaceCommand::Create {
-                workspace_id: id,
-                name: name.to_string(),
-                timezone: timezone.to_string(),
-                at: now,
-            },
-        )
+        .execute(&id, cmd)
         .await
         .map_err(|e| from_aggregate(e, workspace_error))?;
-    let key = create_api_key(stores, id, "default").await?;
+    Ok(stores.workspaces.load(&id).await.map_err(ApiError::internal)?.0)
+}
+
+fn check_timezone(tz: &str) -> Result<(), ApiError> {
+    parse_timezone(tz)
+        .map(|_| ())
+        .map_err(|e| ApiError::field("timezone", "invalid_timezone", e.to_string()))
+}
+
+/// 3–40 of `a-z 0-9 -`, not starting or ending with `-`: safe in URLs and unambiguous.
+fn check_slug(slug: &str) -> Result<String, ApiError> {
+    let ok = (3..=40).contains(&slug.len())
+        && slug
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !slug.starts_with('-')
+        && !slug.ends_with('-');
+    if !ok {
+        return Err(ApiError::field(
+            "slug",
+            "invalid_slug",
+            "slug must be 3-40 of a-z, 0-9 and '-', not starting or ending with '-'",
+        ));
+    }
+    Ok(slug.to_string())
+}
+
+/// Generates a slug from a name when none is given: the name's ASCII letters and digits plus a
+/// random suffix, so it is practically always free.
+fn slug_from(name: &str) -> String {
+    let mut base: String = name
+        .to_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect::<String>()
+        .split('-')
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join("-");
+    base.truncate(30);
+    let base = base.trim_end_matches('-');
+    let mut suffix = [0u8; 3];
+    rand::rng().fill_bytes(&mut suffix);
+    if base.is_empty() {
+        format!("ws-{}", hex::encode(suffix))
+    } else {
+        format!("{base}-{}", hex::encode(suffix))
+    }
+}
+
+async fn reserve_slug(pool: &PgPool, slug: &str, ws: Uuid) -> Result<(), ApiError> {
+    let inserted =
+        sqlx::query("INSERT INTO workspace_slugs (slug, workspace_id) VALUES ($1, $2) ON CONFLICT (slug) DO NOTHING")
+            .bind(slug)
+            .bind(ws)
+            .execute(pool)
+            .await?
+            .rows_affected();
+    if inserted == 0 {
+        return Err(ApiError::Conflict {
+            code: "slug_taken",
+            message: format!("the slug {slug:?} is taken"),
+        });
+    }
+    Ok(())
+}
+
+async fn release_slug(pool: &PgPool, slug: &str, ws: Uuid) -> Result<(), ApiError> {
+    sqlx::query("DELETE FROM workspace_slugs WHERE slug = $1 AND workspace_id = $2")
+        .bind(slug)
+        .bind(ws)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+fn workspace_json(w: &Workspace, role: Option<Role>) -> Value {
+    json!({
+        "id": w.id,
+        "name": w.name,
+        "slug": w.slug,
+        "timezone": w.timezone,
+        "role": role.map(Role::as_str),
+        "created_at": w.created_at,
+    })
+}
+
+/// Creates a workspace and its first API key (the CLI's `workspace create`). Returns (workspace
+/// id, the key — shown once).
+pub async fn create_workspace(stores: &Stores, name: &str, timezone: &str) -> Result<(Uuid, String), ApiError> {
+    check_timezone(timezone)?;
+    let id = Uuid::new_v4();
+    let cmd = WorkspaceCommand::Create {
+        workspace_id: id,
+        name: name.to_string(),
+        timezone: timezone.to_string(),
+        slug: None,
+        owner: None,
+        at: Utc::now(),
+    };
+    execute(stores, id, cmd).await?;
+    let (key, _) = create_api_key(stores, id, "default", false).await?;
     Ok((id, key))
 }
 
-pub async fn create_api_key(stores: &Stores, workspace_id: Uuid, name: &str) -> Result<String, ApiError> {
+/// Returns (the key — shown once, its id).
+pub async fn create_api_key(
+    stores: &Stores,
+    workspace_id: Uuid,
+    name: &str,
+    read_only: bool,
+) -> Result<(String, Uuid), ApiError> {
     let (key, prefix) = new_api_key(workspace_id);
+    let key_id = Uuid::new_v4();
     let cmd = WorkspaceCommand::CreateApiKey {
-        key_id: Uuid::new_v4(),
+        key_id,
         name: name.to_string(),
         prefix,
         secret_hash: hash_api_key(&key),
+        read_only,
         at: Utc::now(),
     };
-    stores
+    execute(stores, workspace_id, cmd).await?;
+    Ok((key, key_id))
+}
+
+/// `POST /v1/workspaces`: the caller becomes its owner.
+pub async fn create(
+    State(state): State<AppState>,
+    user: UserCaller,
+    JsonObject(body): JsonObject,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let mut f = Fields(body);
+    let name = f
+        .string("name")?
+        .ok_or_else(|| ApiError::field("name", "required", "name is required"))?;
+    let slug = f.string("slug")?.map(|s| check_slug(&s)).transpose()?;
+    let timezone = f.string("timezone")?.unwrap_or_else(|| DEFAULT_TIMEZONE.to_string());
+    f.finish()?;
+    check_timezone(&timezone)?;
+    if name.trim().is_empty() || name.trim().chars().count() > 200 {
+        return Err(workspace_error(WorkspaceError::InvalidName));
+    }
+    let id = Uuid::new_v4();
+    let slug = slug.unwrap_or_else(|| slug_from(&name));
+    reserve_slug(&state.pool, &slug, id).await?;
+    let cmd = WorkspaceCommand::Create {
+        workspace_id: id,
+        name,
+        timezone,
+        slug: Some(slug.clone()),
+        owner: Some(user.user_id),
+        at: Utc::now(),
+    };
+    let ws = match execute(&state.stores, id, cmd).await {
+        Ok(ws) => ws,
+        Err(e) => {
+            release_slug(&state.pool, &slug, id).await?;
+            return Err(e);
+        }
+    };
+    tracing::info!(workspace_id = %id, user_id = %user.user_id, "workspace created");
+    Ok((StatusCode::CREATED, Json(workspace_json(&ws, Some(Role::Owner)))))
+}
+
+/// (id, name, slug, timezone, role, created_at)
+type MyWorkspaceRow = (Uuid, String, Option<String>, String, String, DateTime<Utc>);
+
+/// `GET /v1/workspaces`: the caller's workspaces with their role in each.
+pub async fn list(State(state): State<AppState>, user: UserCaller) -> Result<Json<Value>, ApiError> {
+    let rows: Vec<MyWorkspaceRow> = sqlx::query_as(
+        "SELECT w.id, w.name, w.slug, w.timezone, m.role, w.created_at
+           FROM workspace_members m JOIN workspaces w ON w.id = m.workspace_id
+          WHERE m.user_id = $1 AND NOT w.deleted
+          ORDER BY w.created_at, w.id",
+    )
+    .bind(user.user_id)
+    .fetch_all(&state.pool)
+    .await?;
+    let items: Vec<Value> = rows
+        .into_iter()
+        .map(|(id, name, slug, timezone, role, created_at)| {
+            json!({"id": id, "name": name, "slug": slug, "timezone": timezone, "role": role, "created_at": created_at})
+        })
+        .collect();
+    Ok(Json(json!({ "items": items })))
+}
+
+pub async fn get(caller: Caller) -> Json<Value> {
+    Json(workspace_json(&caller.workspace, Some(caller.role)))
+}
+
+pub async fn update(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonObject(body): JsonObject,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Role::Admin)?;
+    let mut f = Fields(body);
+    let name = f.string("name")?;
+    let timezone = f.string("timezone")?;
+    let slug = f.string("slug")?.map(|s| check_slug(&s)).transpose()?;
+    f.finish()?;
+    if let Some(tz) = &timezone {
+        check_timezone(tz)?;
+    }
+    let old_slug = caller.workspace.slug.clone();
+    let new_slug = slug.filter(|s| Some(s) != old_slug.as_ref());
+    if let Some(s) = &new_slug {
+        reserve_slug(&state.pool, s, caller.workspace_id).await?;
+    }
+    let cmd = WorkspaceCommand::Update {
+        name,
+        timezone,
+        slug: new_slug.clone(),
+        at: Utc::now(),
+    };
+    let ws = match execute(&state.stores, caller.workspace_id, cmd).await {
+        Ok(ws) => ws,
+        Err(e) => {
+            if let Some(s) = &new_slug {
+                release_slug(&state.pool, s, caller.workspace_id).await?;
+            }
+            return Err(e);
+        }
+    };
+    if let (Some(_), Some(old)) = (&new_slug, &old_slug) {
+        release_slug(&state.pool, old, caller.workspace_id).await?;
+    }
+    Ok(Json(workspace_json(&ws, Some(caller.role))))
+}
+
+pub async fn delete(State(state): State<AppState>, caller: Caller) -> Result<StatusCode, ApiError> {
+    caller.require(Role::Owner)?;
+    execute(
+        &state.stores,
+        caller.workspace_id,
+        WorkspaceCommand::Delete { at: Utc::now() },
+    )
+    .await?;
+    tracing::info!(workspace_id = %caller.workspace_id, "workspace deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn members(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
+    let mut items = Vec::with_capacity(caller.workspace.members.len());
+    for m in &caller.workspace.members {
+        let (user, _) = state
+            .stores
+            .users
+            .load(&m.user_id.to_string())
+            .await
+            .map_err(ApiError::internal)?;
+        items.push(json!({
+            "user_id": m.user_id,
+            "email": user.email,
+            "name": user.name,
+            "role": m.role.as_str(),
+            "joined_at": m.joined_at,
+        }));
+    }
+    Ok(Json(json!({ "items": items })))
+}
+
+fn role_field(f: &mut Fields, default: Option<Role>) -> Result<Role, ApiError> {
+    match f.string("role")? {
+        Some(r) => Role::parse(&r).ok_or_else(|| {
+            ApiError::field(
+                "role",
+                "invalid_role",
+                "role must be one of owner, admin, member, viewer",
+            )
+        }),
+        None => default.ok_or_else(|| ApiError::field("role", "required", "role is required")),
+    }
+}
+
+pub async fn change_role(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((_, user)): Path<(String, String)>,
+    JsonObject(body): JsonObject,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Role::Admin)?;
+    let user_id = parse_uuid("user_id", &user).map_err(|_| ApiError::NotFound("member"))?;
+    let mut f = Fields(body);
+    let role = role_field(&mut f, None)?;
+    f.finish()?;
+    let cmd = WorkspaceCommand::ChangeRole {
+        user_id,
+        role,
+        by_role: caller.role,
+        at: Utc::now(),
+    };
+    execute(&state.stores, caller.workspace_id, cmd).await?;
+    Ok(Json(json!({"user_id": user_id, "role": role.as_str()})))
+}
+
+/// Removes a member; members may also remove themselves (leave), whatever their role.
+pub async fn remove_member(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((_, user)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let user_id = parse_uuid("user_id", &user).map_err(|_| ApiError::NotFound("member"))?;
+    let leaving = caller.principal == Principal::User(user_id);
+    if !leaving {
+        caller.require(Role::Admin)?;
+    }
+    let cmd = WorkspaceCommand::RemoveMember {
+        user_id,
+        by_role: (!leaving).then_some(caller.role),
+        at: Utc::now(),
+    };
+    execute(&state.stores, caller.workspace_id, cmd).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn invite(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonObject(body): JsonObject,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    caller.require(Role::Admin)?;
+    let mut f = Fields(body);
+    let email = normalize_email(
+        &f.string("email")?
+            .ok_or_else(|| ApiError::field("email", "required", "email is required"))?,
+    )?;
+    let role = role_field(&mut f, Some(Role::Member))?;
+    f.finish()?;
+    let mut secret = [0u8; 32];
+    rand::rng().fill_bytes(&mut secret);
+    let token = format!("cbi_{}_{}", caller.workspace_id.simple(), hex::encode(secret));
+    let invite_id = Uuid::new_v4();
+    let expires_at = Utc::now() + Duration::days(INVITE_TTL_DAYS);
+    let cmd = WorkspaceCommand::Invite {
+        invite_id,
+        email: email.clone(),
+        role,
+        token_hash: hash_api_key(&token),
+        expires_at,
+        by_role: caller.role,
+        at: Utc::now(),
+    };
+    execute(&state.stores, caller.workspace_id, cmd).await?;
+    sqlx::query("INSERT INTO mail_outbox (to_email, kind, subject, body) VALUES ($1, 'invite', $2, $3)")
+        .bind(&email)
+        .bind(format!("You are invited to {} on CronBox", caller.workspace.name))
+        .bind(format!(
+            "Join as {}: log in (or sign up with this address), then POST /v1/invites/accept with {{\"token\": \"{token}\"}}. The invitation expires in {INVITE_TTL_DAYS} days.",
+            role.as_str()
+        ))
+        .execute(&state.pool)
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"id": invite_id, "email": email, "role": role.as_str(), "expires_at": expires_at})),
+    ))
+}
+
+/// `POST /v1/invites/accept`: the logged-in user whose address was invited joins.
+pub async fn accept_invite(
+    State(state): State<AppState>,
+    user: UserCaller,
+    JsonObject(body): JsonObject,
+) -> Result<Json<Value>, ApiError> {
+    let mut f = Fields(body);
+    let token = f
+        .string("token")?
+        .ok_or_else(|| ApiError::field("token", "required", "token is required"))?;
+    f.finish()?;
+    let invalid = || workspace_error(WorkspaceError::InvalidInvite);
+    let ws = token
+        .strip_prefix("cbi_")
+        .and_then(|r| r.split_once('_'))
+        .and_then(|(ws, _)| Uuid::try_parse(ws).ok())
+        .ok_or_else(invalid)?;
+    let cmd = WorkspaceCommand::AcceptInvite {
+        token_hash: hash_api_key(&token),
+        user_id: user.user_id,
+        email: user.user.email.clone(),
+        at: Utc::now(),
+    };
+    // An unknown or deleted workspace is the same invalid invitation.
+    let workspace = execute(&state.stores, ws, cmd).await.map_err(|e| match e {
+        ApiError::NotFound(_) => invalid(),
+        other => other,
+    })?;
+    let role = workspace.role_of(user.user_id);
+    Ok(Json(workspace_json(&workspace, role)))
+}
+
+pub async fn create_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonObject(body): JsonObject,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    caller.require(Role::Admin)?;
+    let mut f = Fields(body);
+    let name = f.string("name")?.unwrap_or_else(|| "api key".into());
+    let read_only = f.bool("read_only")?.unwrap_or(false);
+    f.finish()?;
+    if name.trim().is_empty() || name.chars().count() > 100 {
+        return Err(ApiError::field(
+            "name",
+            "invalid_name",
+            "name must be 1 to 100 characters",
+        ));
+    }
+    let (key, key_id) = create_api_key(&state.stores, caller.workspace_id, name.trim(), read_only).await?;
+    let (ws, _) = state
+        .stores
         .workspaces
-        .execute(&workspace_id.to_string(), cmd)
+        .load(&caller.workspace_id.to_string())
         .await
-        .map_err(|e| from_aggregate(e, workspace_error))?;
-    Ok(key)
+        .map_err(ApiError::internal)?;
+    let stored = ws
+        .api_keys
+        .iter()
+        .find(|k| k.key_id == key_id)
+        .ok_or(ApiError::NotFound("api key"))?;
+    let mut v = key_json(stored, None);
+    v["key"] = json!(key);
+    Ok((StatusCode::CREATED, Json(v)))
+}
+
+fn key_json(k: &cronbox_domain::workspace::ApiKey, last_used: Option<DateTime<Utc>>) -> Value {
+    json!({
+        "id": k.key_id,
+        "name": k.name,
+        "prefix": k.prefix,
+        "read_only": k.read_only,
+        "revoked": k.revoked,
+        "created_at": k.created_at,
+        "last_used_at": last_used,
+    })
+}
+
+pub async fn list_keys(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
+    caller.require(Role::Admin)?;
+    let used: Vec<(Uuid, DateTime<Utc>)> =
+        sqlx::query_as("SELECT key_id, last_used_at FROM api_key_usage WHERE workspace_id = $1")
+            .bind(caller.workspace_id)
+            .fetch_all(&state.pool)
+            .await?;
+    let items: Vec<Value> = caller
+        .workspace
+        .api_keys
+        .iter()
+        .map(|k| key_json(k, used.iter().find(|(id, _)| *id == k.key_id).map(|(_, t)| *t)))
+        .collect();
+    Ok(Json(json!({ "items": items })))
+}
+
+pub async fn revoke_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((_, key)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    caller.require(Role::Admin)?;
+    let key_id = parse_uuid("id", &key).map_err(|_| ApiError::NotFound("api key"))?;
+    execute(
+        &state.stores,
+        caller.workspace_id,
+        WorkspaceCommand::RevokeApiKey { key_id, at: Utc::now() },
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
 }

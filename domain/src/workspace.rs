@@ -1,7 +1,9 @@
-//! The workspace aggregate: the tenant. It owns the API keys, stored as SHA-256 hashes of the
-//! full key (keys are 128-bit random secrets, so a fast hash is the right tool; argon2 is for
-//! low-entropy passwords). Authentication loads this aggregate directly from the event store, so a
-//! key revoked by one API process fails at once on every other: there is no cache to go stale.
+//! The workspace aggregate: the tenant. It owns its members (users with a role), pending
+//! invitations and API keys. API keys are stored as SHA-256 hashes of the full key (keys are
+//! 192-bit random secrets, so a fast hash is the right tool; argon2 is for low-entropy
+//! passwords). Authentication loads this aggregate directly from the event store, so a key
+//! revoked or a member removed by one API process is refused at once by every other: there is no
+//! cache to go stale.
 
 use chrono::{DateTime, Utc};
 use cqrs_es::event_sink::EventSink;
@@ -10,12 +12,59 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+/// What a member may do. Ordered: each role can do everything the roles below it can.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Read only.
+    Viewer,
+    /// Manage jobs.
+    Member,
+    /// Manage jobs, keys, members and settings.
+    Admin,
+    /// Everything, including deleting the workspace and making owners.
+    Owner,
+}
+
+impl Role {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "viewer" => Some(Self::Viewer),
+            "member" => Some(Self::Member),
+            "admin" => Some(Self::Admin),
+            "owner" => Some(Self::Owner),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Viewer => "viewer",
+            Self::Member => "member",
+            Self::Admin => "admin",
+            Self::Owner => "owner",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum WorkspaceCommand {
     Create {
         workspace_id: Uuid,
         name: String,
         timezone: String,
+        /// Unique across workspaces; reserved by the caller before this command.
+        slug: Option<String>,
+        /// The creating user, who becomes the first owner (none for CLI-created workspaces).
+        owner: Option<Uuid>,
+        at: DateTime<Utc>,
+    },
+    Update {
+        name: Option<String>,
+        timezone: Option<String>,
+        slug: Option<String>,
+        at: DateTime<Utc>,
+    },
+    Delete {
         at: DateTime<Utc>,
     },
     CreateApiKey {
@@ -23,10 +72,39 @@ pub enum WorkspaceCommand {
         name: String,
         prefix: String,
         secret_hash: String,
+        read_only: bool,
         at: DateTime<Utc>,
     },
     RevokeApiKey {
         key_id: Uuid,
+        at: DateTime<Utc>,
+    },
+    Invite {
+        invite_id: Uuid,
+        email: String,
+        role: Role,
+        token_hash: String,
+        expires_at: DateTime<Utc>,
+        /// The role of whoever invites: only owners may invite owners.
+        by_role: Role,
+        at: DateTime<Utc>,
+    },
+    AcceptInvite {
+        token_hash: String,
+        user_id: Uuid,
+        email: String,
+        at: DateTime<Utc>,
+    },
+    ChangeRole {
+        user_id: Uuid,
+        role: Role,
+        by_role: Role,
+        at: DateTime<Utc>,
+    },
+    RemoveMember {
+        user_id: Uuid,
+        /// `None` when members leave by themselves.
+        by_role: Option<Role>,
         at: DateTime<Utc>,
     },
 }
@@ -37,6 +115,19 @@ pub enum WorkspaceEvent {
         workspace_id: Uuid,
         name: String,
         timezone: String,
+        #[serde(default)]
+        slug: Option<String>,
+        #[serde(default)]
+        owner: Option<Uuid>,
+        at: DateTime<Utc>,
+    },
+    WorkspaceUpdated {
+        name: String,
+        timezone: String,
+        slug: Option<String>,
+        at: DateTime<Utc>,
+    },
+    WorkspaceDeleted {
         at: DateTime<Utc>,
     },
     ApiKeyCreated {
@@ -44,10 +135,35 @@ pub enum WorkspaceEvent {
         name: String,
         prefix: String,
         secret_hash: String,
+        #[serde(default)]
+        read_only: bool,
         at: DateTime<Utc>,
     },
     ApiKeyRevoked {
         key_id: Uuid,
+        at: DateTime<Utc>,
+    },
+    MemberInvited {
+        invite_id: Uuid,
+        email: String,
+        role: Role,
+        token_hash: String,
+        expires_at: DateTime<Utc>,
+        at: DateTime<Utc>,
+    },
+    MemberAdded {
+        user_id: Uuid,
+        role: Role,
+        invite_id: Option<Uuid>,
+        at: DateTime<Utc>,
+    },
+    MemberRoleChanged {
+        user_id: Uuid,
+        role: Role,
+        at: DateTime<Utc>,
+    },
+    MemberRemoved {
+        user_id: Uuid,
         at: DateTime<Utc>,
     },
 }
@@ -56,8 +172,14 @@ impl DomainEvent for WorkspaceEvent {
     fn event_type(&self) -> String {
         match self {
             Self::WorkspaceCreated { .. } => "WorkspaceCreated",
+            Self::WorkspaceUpdated { .. } => "WorkspaceUpdated",
+            Self::WorkspaceDeleted { .. } => "WorkspaceDeleted",
             Self::ApiKeyCreated { .. } => "ApiKeyCreated",
             Self::ApiKeyRevoked { .. } => "ApiKeyRevoked",
+            Self::MemberInvited { .. } => "MemberInvited",
+            Self::MemberAdded { .. } => "MemberAdded",
+            Self::MemberRoleChanged { .. } => "MemberRoleChanged",
+            Self::MemberRemoved { .. } => "MemberRemoved",
         }
         .to_string()
     }
@@ -78,6 +200,16 @@ pub enum WorkspaceError {
     KeyNotFound,
     #[error("api key id already used")]
     KeyExists,
+    #[error("the invitation is unknown, used, expired or for another address")]
+    InvalidInvite,
+    #[error("not a member of this workspace")]
+    MemberNotFound,
+    #[error("already a member of this workspace")]
+    AlreadyMember,
+    #[error("only an owner can grant, change or remove the owner role")]
+    OwnerOnly,
+    #[error("a workspace must keep at least one owner")]
+    LastOwner,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -86,8 +218,26 @@ pub struct ApiKey {
     pub name: String,
     pub prefix: String,
     pub secret_hash: String,
+    pub read_only: bool,
     pub revoked: bool,
     pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Member {
+    pub user_id: Uuid,
+    pub role: Role,
+    pub joined_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Invite {
+    pub invite_id: Uuid,
+    pub email: String,
+    pub role: Role,
+    pub token_hash: String,
+    pub expires_at: DateTime<Utc>,
+    pub accepted: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -95,11 +245,16 @@ pub struct Workspace {
     pub id: Option<Uuid>,
     pub name: String,
     pub timezone: String,
+    pub slug: Option<String>,
+    pub deleted: bool,
     pub created_at: Option<DateTime<Utc>>,
     pub api_keys: Vec<ApiKey>,
+    pub members: Vec<Member>,
+    pub invites: Vec<Invite>,
 }
 
-/// Hash of an API key as stored. Keys are random, so no salt or stretching is needed.
+/// Hash of an API key (or any other random secret token) as stored. Keys are random, so no salt
+/// or stretching is needed.
 pub fn hash_api_key(key: &str) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))
 }
@@ -107,15 +262,45 @@ pub fn hash_api_key(key: &str) -> String {
 impl Workspace {
     /// The active key whose hash matches, if any.
     pub fn authenticate(&self, key: &str) -> Option<&ApiKey> {
+        if self.deleted {
+            return None;
+        }
         let hash = hash_api_key(key);
         self.api_keys
             .iter()
             .find(|k| !k.revoked && constant_time_eq(&k.secret_hash, &hash))
     }
+
+    /// The role of `user` here, if a member (and the workspace is not deleted).
+    pub fn role_of(&self, user: Uuid) -> Option<Role> {
+        if self.deleted {
+            return None;
+        }
+        self.members.iter().find(|m| m.user_id == user).map(|m| m.role)
+    }
+
+    fn exists(&self) -> Result<(), WorkspaceError> {
+        if self.id.is_none() || self.deleted {
+            return Err(WorkspaceError::NotFound);
+        }
+        Ok(())
+    }
+
+    fn owners(&self) -> usize {
+        self.members.iter().filter(|m| m.role == Role::Owner).count()
+    }
 }
 
 fn constant_time_eq(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn check_name(name: &str) -> Result<String, WorkspaceError> {
+    let name = name.trim().to_string();
+    if name.is_empty() || name.chars().count() > 200 {
+        return Err(WorkspaceError::InvalidName);
+    }
+    Ok(name)
 }
 
 impl Aggregate for Workspace {
@@ -126,61 +311,168 @@ impl Aggregate for Workspace {
     type Services = ();
 
     async fn handle(&mut self, command: Self::Command, _: &(), sink: &EventSink<Self>) -> Result<(), Self::Error> {
+        let mut events = Vec::new();
         match command {
             WorkspaceCommand::Create {
                 workspace_id,
                 name,
                 timezone,
+                slug,
+                owner,
                 at,
             } => {
                 if self.id.is_some() {
                     return Err(WorkspaceError::AlreadyExists);
                 }
-                let name = name.trim().to_string();
-                if name.is_empty() || name.chars().count() > 200 {
-                    return Err(WorkspaceError::InvalidName);
+                events.push(WorkspaceEvent::WorkspaceCreated {
+                    workspace_id,
+                    name: check_name(&name)?,
+                    timezone,
+                    slug,
+                    owner,
+                    at,
+                });
+                if let Some(user_id) = owner {
+                    events.push(WorkspaceEvent::MemberAdded {
+                        user_id,
+                        role: Role::Owner,
+                        invite_id: None,
+                        at,
+                    });
                 }
-                sink.write(
-                    WorkspaceEvent::WorkspaceCreated {
-                        workspace_id,
+            }
+            WorkspaceCommand::Update {
+                name,
+                timezone,
+                slug,
+                at,
+            } => {
+                self.exists()?;
+                let name = match name {
+                    Some(n) => check_name(&n)?,
+                    None => self.name.clone(),
+                };
+                let timezone = timezone.unwrap_or_else(|| self.timezone.clone());
+                let slug = slug.or_else(|| self.slug.clone());
+                if (&name, &timezone, &slug) != (&self.name, &self.timezone, &self.slug) {
+                    events.push(WorkspaceEvent::WorkspaceUpdated {
                         name,
                         timezone,
+                        slug,
                         at,
-                    },
-                    self,
-                )
-                .await;
+                    });
+                }
+            }
+            WorkspaceCommand::Delete { at } => {
+                self.exists()?;
+                events.push(WorkspaceEvent::WorkspaceDeleted { at });
             }
             WorkspaceCommand::CreateApiKey {
                 key_id,
                 name,
                 prefix,
                 secret_hash,
+                read_only,
                 at,
             } => {
-                if self.id.is_none() {
-                    return Err(WorkspaceError::NotFound);
-                }
+                self.exists()?;
                 if self.api_keys.iter().any(|k| k.key_id == key_id) {
                     return Err(WorkspaceError::KeyExists);
                 }
-                sink.write(
-                    WorkspaceEvent::ApiKeyCreated {
-                        key_id,
-                        name,
-                        prefix,
-                        secret_hash,
-                        at,
-                    },
-                    self,
-                )
-                .await;
+                events.push(WorkspaceEvent::ApiKeyCreated {
+                    key_id,
+                    name,
+                    prefix,
+                    secret_hash,
+                    read_only,
+                    at,
+                });
             }
-            WorkspaceCommand::RevokeApiKey { key_id, at } => match self.api_keys.iter().find(|k| k.key_id == key_id) {
-                None => return Err(WorkspaceError::KeyNotFound),
-                Some(k) if k.revoked => {}
-                Some(_) => sink.write(WorkspaceEvent::ApiKeyRevoked { key_id, at }, self).await,
-            },
+            WorkspaceCommand::RevokeApiKey { key_id, at } => {
+                self.exists()?;
+                match self.api_keys.iter().find(|k| k.key_id == key_id) {
+                    None => return Err(WorkspaceError::KeyNotFound),
+                    Some(k) if k.revoked => {}
+                    Some(_) => events.push(WorkspaceEvent::ApiKeyRevoked { key_id, at }),
+                }
+            }
+            WorkspaceCommand::Invite {
+                invite_id,
+                email,
+                role,
+                token_hash,
+                expires_at,
+                by_role,
+                at,
+            } => {
+                self.exists()?;
+                if role == Role::Owner && by_role != Role::Owner {
+                    return Err(WorkspaceError::OwnerOnly);
+                }
+                events.push(WorkspaceEvent::MemberInvited {
+                    invite_id,
+                    email,
+                    role,
+                    token_hash,
+                    expires_at,
+                    at,
+                });
+            }
+            WorkspaceCommand::AcceptInvite {
+                token_hash,
+                user_id,
+                email,
+                at,
+            } => {
+                self.exists()?;
+                let invite = self
+                    .invites
+                    .iter()
+                    .find(|i| !i.accepted && constant_time_eq(&i.token_hash, &token_hash))
+                    .filter(|i| i.expires_at > at && i.email == email)
+                    .ok_or(WorkspaceError::InvalidInvite)?;
+                if self.role_of(user_id).is_some() {
+                    return Err(WorkspaceError::AlreadyMember);
+                }
+                events.push(WorkspaceEvent::MemberAdded {
+                    user_id,
+                    role: invite.role,
+                    invite_id: Some(invite.invite_id),
+                    at,
+                });
+            }
+            WorkspaceCommand::ChangeRole {
+                user_id,
+                role,
+                by_role,
+                at,
+            } => {
+                self.exists()?;
+                let current = self.role_of(user_id).ok_or(WorkspaceError::MemberNotFound)?;
+                if (role == Role::Owner || current == Role::Owner) && by_role != Role::Owner {
+                    return Err(WorkspaceError::OwnerOnly);
+                }
+                if current == Role::Owner && role != Role::Owner && self.owners() == 1 {
+                    return Err(WorkspaceError::LastOwner);
+                }
+                if current != role {
+                    events.push(WorkspaceEvent::MemberRoleChanged { user_id, role, at });
+                }
+            }
+            WorkspaceCommand::RemoveMember { user_id, by_role, at } => {
+                self.exists()?;
+                let current = self.role_of(user_id).ok_or(WorkspaceError::MemberNotFound)?;
+                if current == Role::Owner && by_role.is_some_and(|r| r != Role::Owner) {
+                    return Err(WorkspaceError::OwnerOnly);
+                }
+                if current == Role::Owner && self.owners() == 1 {
+                    return Err(WorkspaceError::LastOwner);
+                }
+                events.push(WorkspaceEvent::MemberRemoved { user_id, at });
+            }
+        }
+        for e in events {
+            sink.write(e, self).await;
         }
         Ok(())
     }
@@ -191,18 +483,30 @@ impl Aggregate for Workspace {
                 workspace_id,
                 name,
                 timezone,
+                slug,
                 at,
+                ..
             } => {
                 self.id = Some(workspace_id);
                 self.name = name;
                 self.timezone = timezone;
+                self.slug = slug;
                 self.created_at = Some(at);
             }
+            WorkspaceEvent::WorkspaceUpdated {
+                name, timezone, slug, ..
+            } => {
+                self.name = name;
+                self.timezone = timezone;
+                self.slug = slug;
+            }
+            WorkspaceEvent::WorkspaceDeleted { .. } => self.deleted = true,
             WorkspaceEvent::ApiKeyCreated {
                 key_id,
                 name,
                 prefix,
                 secret_hash,
+                read_only,
                 at,
             } => {
                 self.api_keys.push(ApiKey {
@@ -210,6 +514,7 @@ impl Aggregate for Workspace {
                     name,
                     prefix,
                     secret_hash,
+                    read_only,
                     revoked: false,
                     created_at: at,
                 });
@@ -219,6 +524,42 @@ impl Aggregate for Workspace {
                     k.revoked = true;
                 }
             }
+            WorkspaceEvent::MemberInvited {
+                invite_id,
+                email,
+                role,
+                token_hash,
+                expires_at,
+                ..
+            } => self.invites.push(Invite {
+                invite_id,
+                email,
+                role,
+                token_hash,
+                expires_at,
+                accepted: false,
+            }),
+            WorkspaceEvent::MemberAdded {
+                user_id,
+                role,
+                invite_id,
+                at,
+            } => {
+                if let Some(i) = self.invites.iter_mut().find(|i| Some(i.invite_id) == invite_id) {
+                    i.accepted = true;
+                }
+                self.members.push(Member {
+                    user_id,
+                    role,
+                    joined_at: at,
+                });
+            }
+            WorkspaceEvent::MemberRoleChanged { user_id, role, .. } => {
+                if let Some(m) = self.members.iter_mut().find(|m| m.user_id == user_id) {
+                    m.role = role;
+                }
+            }
+            WorkspaceEvent::MemberRemoved { user_id, .. } => self.members.retain(|m| m.user_id != user_id),
         }
     }
 }
@@ -237,6 +578,8 @@ mod tests {
             workspace_id: Uuid::from_u128(1),
             name: "Acme".into(),
             timezone: "Europe/Moscow".into(),
+            slug: None,
+            owner: None,
             at: t0(),
         }
     }
@@ -249,6 +592,8 @@ mod tests {
                 workspace_id: Uuid::from_u128(1),
                 name: " Acme ".into(),
                 timezone: "Europe/Moscow".into(),
+                slug: None,
+                owner: None,
                 at: t0(),
             })
             .then_expect_events(vec![created()]);
@@ -262,6 +607,8 @@ mod tests {
                 workspace_id: Uuid::from_u128(1),
                 name: "Acme".into(),
                 timezone: "UTC".into(),
+                slug: None,
+                owner: None,
                 at: t0(),
             })
             .then_expect_error(WorkspaceError::AlreadyExists);
@@ -275,6 +622,8 @@ mod tests {
                 workspace_id: Uuid::from_u128(1),
                 name: "  ".into(),
                 timezone: "UTC".into(),
+                slug: None,
+                owner: None,
                 at: t0(),
             })
             .then_expect_error(WorkspaceError::InvalidName);
@@ -290,6 +639,7 @@ mod tests {
             name: "ci".into(),
             prefix: "cbx_sec".into(),
             secret_hash: hash.clone(),
+            read_only: false,
             at: t0(),
         };
         Spec::with(())
@@ -299,6 +649,7 @@ mod tests {
                 name: "ci".into(),
                 prefix: "cbx_sec".into(),
                 secret_hash: hash.clone(),
+                read_only: false,
                 at: t0(),
             })
             .then_expect_events(vec![added.clone()]);
@@ -317,6 +668,7 @@ mod tests {
                 name: "ci".into(),
                 prefix: "p".into(),
                 secret_hash: hash,
+                read_only: false,
                 at: t0(),
             })
             .then_expect_error(WorkspaceError::NotFound);
@@ -328,5 +680,176 @@ mod tests {
         assert!(ws.authenticate("cbx_other").is_none());
         ws.apply(WorkspaceEvent::ApiKeyRevoked { key_id: k, at: t0() });
         assert!(ws.authenticate(key).is_none());
+    }
+
+    const OWNER: Uuid = Uuid::from_u128(100);
+    const BOB: Uuid = Uuid::from_u128(101);
+
+    fn owned() -> Vec<WorkspaceEvent> {
+        vec![
+            WorkspaceEvent::WorkspaceCreated {
+                workspace_id: Uuid::from_u128(1),
+                name: "Acme".into(),
+                timezone: "UTC".into(),
+                slug: Some("acme".into()),
+                owner: Some(OWNER),
+                at: t0(),
+            },
+            WorkspaceEvent::MemberAdded {
+                user_id: OWNER,
+                role: Role::Owner,
+                invite_id: None,
+                at: t0(),
+            },
+        ]
+    }
+    fn invited(role: Role) -> WorkspaceEvent {
+        WorkspaceEvent::MemberInvited {
+            invite_id: Uuid::from_u128(7),
+            email: "bob@example.com".into(),
+            role,
+            token_hash: "tok".into(),
+            expires_at: t0() + chrono::Duration::days(7),
+            at: t0(),
+        }
+    }
+    fn bob(role: Role) -> WorkspaceEvent {
+        WorkspaceEvent::MemberAdded {
+            user_id: BOB,
+            role,
+            invite_id: Some(Uuid::from_u128(7)),
+            at: t0(),
+        }
+    }
+    fn with(extra: Vec<WorkspaceEvent>) -> Vec<WorkspaceEvent> {
+        let mut v = owned();
+        v.extend(extra);
+        v
+    }
+
+    #[test]
+    fn creator_becomes_owner() {
+        Spec::with(())
+            .given_no_previous_events()
+            .when(WorkspaceCommand::Create {
+                workspace_id: Uuid::from_u128(1),
+                name: "Acme".into(),
+                timezone: "UTC".into(),
+                slug: Some("acme".into()),
+                owner: Some(OWNER),
+                at: t0(),
+            })
+            .then_expect_events(owned());
+    }
+
+    #[test]
+    fn invitations_are_accepted_once_by_the_invited_address_before_expiry() {
+        let accept = |email: &str, at| WorkspaceCommand::AcceptInvite {
+            token_hash: "tok".into(),
+            user_id: BOB,
+            email: email.into(),
+            at,
+        };
+        Spec::with(())
+            .given(with(vec![invited(Role::Member)]))
+            .when(accept("bob@example.com", t0()))
+            .then_expect_events(vec![bob(Role::Member)]);
+        Spec::with(())
+            .given(with(vec![invited(Role::Member)]))
+            .when(accept("eve@example.com", t0()))
+            .then_expect_error(WorkspaceError::InvalidInvite);
+        Spec::with(())
+            .given(with(vec![invited(Role::Member)]))
+            .when(accept("bob@example.com", t0() + chrono::Duration::days(8)))
+            .then_expect_error(WorkspaceError::InvalidInvite);
+        Spec::with(())
+            .given(with(vec![invited(Role::Member), bob(Role::Member)]))
+            .when(accept("bob@example.com", t0()))
+            .then_expect_error(WorkspaceError::InvalidInvite);
+    }
+
+    #[test]
+    fn only_owners_make_owners_and_the_last_owner_stays() {
+        let invite_owner = |by_role| WorkspaceCommand::Invite {
+            invite_id: Uuid::from_u128(7),
+            email: "bob@example.com".into(),
+            role: Role::Owner,
+            token_hash: "tok".into(),
+            expires_at: t0() + chrono::Duration::days(7),
+            by_role,
+            at: t0(),
+        };
+        Spec::with(())
+            .given(owned())
+            .when(invite_owner(Role::Admin))
+            .then_expect_error(WorkspaceError::OwnerOnly);
+        Spec::with(())
+            .given(owned())
+            .when(invite_owner(Role::Owner))
+            .then_expect_events(vec![invited(Role::Owner)]);
+        let demote_owner = WorkspaceCommand::ChangeRole {
+            user_id: OWNER,
+            role: Role::Admin,
+            by_role: Role::Owner,
+            at: t0(),
+        };
+        Spec::with(())
+            .given(owned())
+            .when(demote_owner)
+            .then_expect_error(WorkspaceError::LastOwner);
+        let leave = WorkspaceCommand::RemoveMember {
+            user_id: OWNER,
+            by_role: None,
+            at: t0(),
+        };
+        Spec::with(())
+            .given(owned())
+            .when(leave.clone())
+            .then_expect_error(WorkspaceError::LastOwner);
+        // With a second owner the first may leave.
+        Spec::with(())
+            .given(with(vec![invited(Role::Owner), bob(Role::Owner)]))
+            .when(leave)
+            .then_expect_events(vec![WorkspaceEvent::MemberRemoved {
+                user_id: OWNER,
+                at: t0(),
+            }]);
+        // Admins cannot touch owners.
+        Spec::with(())
+            .given(with(vec![invited(Role::Admin), bob(Role::Admin)]))
+            .when(WorkspaceCommand::RemoveMember {
+                user_id: OWNER,
+                by_role: Some(Role::Admin),
+                at: t0(),
+            })
+            .then_expect_error(WorkspaceError::OwnerOnly);
+        Spec::with(())
+            .given(with(vec![invited(Role::Viewer), bob(Role::Viewer)]))
+            .when(WorkspaceCommand::ChangeRole {
+                user_id: BOB,
+                role: Role::Member,
+                by_role: Role::Admin,
+                at: t0(),
+            })
+            .then_expect_events(vec![WorkspaceEvent::MemberRoleChanged {
+                user_id: BOB,
+                role: Role::Member,
+                at: t0(),
+            }]);
+    }
+
+    #[test]
+    fn a_deleted_workspace_refuses_everything() {
+        let deleted = with(vec![WorkspaceEvent::WorkspaceDeleted { at: t0() }]);
+        Spec::with(())
+            .given(deleted.clone())
+            .when(WorkspaceCommand::Delete { at: t0() })
+            .then_expect_error(WorkspaceError::NotFound);
+        let mut ws = Workspace::default();
+        for e in deleted {
+            ws.apply(e);
+        }
+        assert_eq!(ws.role_of(OWNER), None);
+        assert!(Role::Owner > Role::Admin && Role::Admin > Role::Member && Role::Member > Role::Viewer);
     }
 }

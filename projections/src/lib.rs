@@ -11,6 +11,8 @@
 //! - [`schedule`]: the due-schedule index the dispatcher loads at start-up; [`schedule::changes`]
 //!   is the pure reducer the dispatcher also applies to its in-memory copy.
 //!
+//! - [`workspaces`]: workspaces and their members, for "my workspaces" lists.
+//!
 //! Projections never read the clock: rebuilding from the log yields the same rows.
 
 pub mod jobs;
@@ -18,6 +20,7 @@ pub mod rebuild;
 pub mod runner;
 pub mod runs;
 pub mod schedule;
+pub mod workspaces;
 
 pub use runner::{run_projection, Projection, ProjectionError};
 
@@ -27,5 +30,6 @@ pub fn all() -> Vec<Box<dyn Projection>> {
         Box::new(jobs::JobsProjection),
         Box::new(runs::RunsProjection),
         Box::new(schedule::ScheduleProjection),
+        Box::new(workspaces::WorkspacesProjection),
     ]
 }

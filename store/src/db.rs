@@ -18,6 +18,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("../../migrations/0002_read_models.sql"),
     ),
     ("0003_accounts", include_str!("../../migrations/0003_accounts.sql")),
+    ("0004_workspaces", include_str!("../../migrations/0004_workspaces.sql")),
 ];
 
 /// A pool that waits for PostgreSQL to come back instead of failing: connections are created

@@ -206,18 +206,20 @@ async fn tail_sees_every_committed_event_exactly_once_under_concurrent_writers()
         }));
     }
 
-    let writers_done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // How many events the writers committed, once they are all done (usize::MAX until then).
+    // The reader cannot stop at its first empty read after that: the visibility horizon is
+    // cluster-wide, so a transaction of a test running in another database may hold it back for
+    // a while. It stops once it has seen that many, after a short look for extra copies.
+    let expected = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(usize::MAX));
     let reader = {
         let pool = db.pool.clone();
-        let writers_done = writers_done.clone();
+        let expected = expected.clone();
         tokio::spawn(async move {
             let mut seen = Vec::new();
             let mut cursor = Cursor::START;
             let deadline = Instant::now() + Duration::from_secs(90);
-            while Instant::now() < deadline {
-                // Read the flag before reading: an empty read that started after every writer
-                // had finished proves nothing is left.
-                let done = writers_done.load(std::sync::atomic::Ordering::SeqCst);
+            let mut extra_reads = 0;
+            while Instant::now() < deadline && extra_reads < 20 {
                 let batch = tail::read_after(&pool, cursor, 7).await.expect("read");
                 for e in &batch {
                     assert!(
@@ -229,11 +231,11 @@ async fn tail_sees_every_committed_event_exactly_once_under_concurrent_writers()
                     cursor = e.cursor;
                     seen.push((e.aggregate_id.clone(), e.sequence));
                 }
+                if seen.len() >= expected.load(std::sync::atomic::Ordering::SeqCst) {
+                    extra_reads += 1;
+                }
                 if batch.is_empty() {
-                    if done {
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
                 }
             }
             seen
@@ -244,7 +246,7 @@ async fn tail_sees_every_committed_event_exactly_once_under_concurrent_writers()
     for h in handles {
         written.extend(h.await.expect("writer"));
     }
-    writers_done.store(true, std::sync::atomic::Ordering::SeqCst);
+    expected.store(written.len(), std::sync::atomic::Ordering::SeqCst);
     let seen = reader.await.expect("reader");
 
     let unique: HashSet<&(String, i64)> = seen.iter().collect();

@@ -470,12 +470,6 @@ pub struct UserCaller {
     pub user: User,
 }
 
-fn bearer(parts: &Parts) -> Option<&str> {
-    let v = parts.headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = v.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
-}
-
 async fn session_ended(pool: &PgPool, session: Uuid) -> Result<bool, ApiError> {
     Ok(sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM events WHERE aggregate_type = 'Session' AND aggregate_id = $1
@@ -486,30 +480,34 @@ async fn session_ended(pool: &PgPool, session: Uuid) -> Result<bool, ApiError> {
     .await?)
 }
 
+/// The user behind an access token whose session is still live.
+pub async fn user_from_token(state: &AppState, token: &str) -> Result<UserCaller, ApiError> {
+    let claims = state.jwt.verify(token, Utc::now()).ok_or(ApiError::InvalidToken)?;
+    if session_ended(&state.pool, claims.sid).await? {
+        return Err(ApiError::InvalidToken);
+    }
+    let (user, _) = state
+        .stores
+        .users
+        .load(&claims.sub.to_string())
+        .await
+        .map_err(ApiError::internal)?;
+    if user.id.is_none() || user.password_changed_at.is_some_and(|p| claims.iat < p.timestamp()) {
+        return Err(ApiError::InvalidToken);
+    }
+    Ok(UserCaller {
+        user_id: claims.sub,
+        session_id: claims.sid,
+        user,
+    })
+}
+
 impl FromRequestParts<AppState> for UserCaller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let token = bearer(parts).ok_or(ApiError::InvalidToken)?;
-        let now = Utc::now();
-        let claims = state.jwt.verify(token, now).ok_or(ApiError::InvalidToken)?;
-        if session_ended(&state.pool, claims.sid).await? {
-            return Err(ApiError::InvalidToken);
-        }
-        let (user, _) = state
-            .stores
-            .users
-            .load(&claims.sub.to_string())
-            .await
-            .map_err(ApiError::internal)?;
-        if user.id.is_none() || user.password_changed_at.is_some_and(|p| claims.iat < p.timestamp()) {
-            return Err(ApiError::InvalidToken);
-        }
-        Ok(UserCaller {
-            user_id: claims.sub,
-            session_id: claims.sid,
-            user,
-        })
+        let token = crate::auth::bearer(parts).ok_or(ApiError::InvalidToken)?;
+        user_from_token(state, token).await
     }
 }
 
