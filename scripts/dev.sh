@@ -21,7 +21,7 @@ if [[ -f $ws_file ]]; then
   saved_db=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("database_url", ""))' "$ws_file")
 fi
 if [[ ! -f $ws_file || $saved_db != "$CRONBOX_DATABASE_URL" ]]; then
-  created=$("$bin" workspace create --name "Local dev" --json)
+  created=$("$bin" workspace create --name "Local dev" --plan business --json)
   # Keep the CLI's JSON, plus the database it belongs to.
   python3 -c '
 import json, sys

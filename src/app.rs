@@ -213,10 +213,16 @@ pub async fn migrate(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn create_workspace(config: &Config, name: &str, timezone: &str, json: bool) -> anyhow::Result<()> {
+pub async fn create_workspace(
+    config: &Config,
+    name: &str,
+    timezone: &str,
+    plan: &str,
+    json: bool,
+) -> anyhow::Result<()> {
     let pool = connect(config).await?;
     let stores = Stores::new(pool);
-    let (id, key) = cronbox_api::workspaces::create_workspace(&stores, name, timezone)
+    let (id, key) = cronbox_api::workspaces::create_workspace(&stores, name, timezone, plan)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     if json {
@@ -224,6 +230,16 @@ pub async fn create_workspace(config: &Config, name: &str, timezone: &str, json:
     } else {
         println!("workspace_id: {id}\napi_key:      {key}\n(the key is shown only once)");
     }
+    Ok(())
+}
+
+pub async fn set_plan(config: &Config, workspace: uuid::Uuid, plan: &str) -> anyhow::Result<()> {
+    let pool = connect(config).await?;
+    let stores = Stores::new(pool);
+    let plan = cronbox_api::workspaces::set_plan(&stores, workspace, plan)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!("workspace {workspace} is now on the {} plan", plan.name);
     Ok(())
 }
 
@@ -270,14 +286,28 @@ pub async fn create_user(
     Ok(())
 }
 
+/// The name `projections rebuild` knows the plan-limit counters by.
+const USAGE_COUNTERS: &str = "usage_counters";
+
 pub async fn rebuild(config: &Config, name: Option<&str>) -> anyhow::Result<()> {
     let pool = connect(config).await?;
     let projections: Vec<_> = cronbox_projections::all()
         .into_iter()
         .filter(|p| name.is_none_or(|n| p.name() == n))
         .collect();
-    if projections.is_empty() {
+    // The plan-limit counters are an inline projection (written with the commands), rebuilt by
+    // replaying the log under a table lock rather than by the tail.
+    let counters = name.is_none_or(|n| n == USAGE_COUNTERS);
+    if projections.is_empty() && !counters {
         anyhow::bail!("no projection named {:?}", name.unwrap_or_default());
+    }
+    if counters {
+        let started = std::time::Instant::now();
+        let rows = cronbox_store::usage::rebuild(&pool).await?;
+        println!(
+            "{USAGE_COUNTERS}: rebuilt {rows} counter(s) in {:.1}s",
+            started.elapsed().as_secs_f64()
+        );
     }
     for p in projections {
         let started = std::time::Instant::now();

@@ -53,9 +53,19 @@ enum WorkspaceCommand {
         name: String,
         #[arg(long, default_value = cronbox_domain::schedule::DEFAULT_TIMEZONE)]
         timezone: String,
+        /// The plan's code (see `GET /v1/plans`).
+        #[arg(long, default_value = cronbox_domain::workspace::DEFAULT_PLAN)]
+        plan: String,
         /// Print {"workspace_id": "...", "api_key": "..."}.
         #[arg(long)]
         json: bool,
+    },
+    /// Moves a workspace to another plan.
+    SetPlan {
+        #[arg(long)]
+        workspace: uuid::Uuid,
+        #[arg(long)]
+        plan: String,
     },
 }
 
@@ -139,8 +149,17 @@ fn main() -> std::process::ExitCode {
             }
             Command::Migrate => app::migrate(&config).await,
             Command::Workspace {
-                command: WorkspaceCommand::Create { name, timezone, json },
-            } => app::create_workspace(&config, &name, &timezone, json).await,
+                command:
+                    WorkspaceCommand::Create {
+                        name,
+                        timezone,
+                        plan,
+                        json,
+                    },
+            } => app::create_workspace(&config, &name, &timezone, &plan, json).await,
+            Command::Workspace {
+                command: WorkspaceCommand::SetPlan { workspace, plan },
+            } => app::set_plan(&config, workspace, &plan).await,
             Command::Admin {
                 command:
                     AdminCommand::CreateUser {

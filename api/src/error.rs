@@ -34,12 +34,58 @@ pub enum ApiError {
     Forbidden(String),
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
+    /// A command the workspace's plan does not allow (403 `plan_limit`).
+    #[error("{0}")]
+    PlanLimit(Box<PlanLimit>),
     #[error("request body is larger than {0} bytes")]
     TooLarge(usize),
     #[error("service unavailable")]
     Unavailable,
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// Which limit of which plan a refused command ran into, and how far.
+#[derive(Debug)]
+pub struct PlanLimit {
+    /// The plan column, e.g. `max_active_cron_jobs`.
+    pub limit: &'static str,
+    pub plan: String,
+    pub plan_name: String,
+    /// Current usage, or for per-job limits the value asked for.
+    pub used: i64,
+    pub allowed: i64,
+    /// The request field at fault, for per-job limits.
+    pub field: Option<&'static str>,
+}
+
+impl std::fmt::Display for PlanLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let what = self
+            .limit
+            .trim_start_matches("max_")
+            .trim_start_matches("min_")
+            .replace('_', " ");
+        if self.limit.starts_with("min_") {
+            write!(
+                f,
+                "the {} plan needs a {what} of at least {}; this asks for {}",
+                self.plan_name, self.allowed, self.used
+            )
+        } else if self.field.is_some() {
+            write!(
+                f,
+                "the {} plan allows at most {} {what}; this asks for {}",
+                self.plan_name, self.allowed, self.used
+            )
+        } else {
+            write!(
+                f,
+                "the {} plan allows {} {what}; the workspace has {}",
+                self.plan_name, self.allowed, self.used
+            )
+        }
+    }
 }
 
 impl ApiError {
@@ -104,6 +150,7 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", None),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", None),
             ApiError::Conflict { code, .. } => (StatusCode::CONFLICT, *code, None),
+            ApiError::PlanLimit(p) => (StatusCode::FORBIDDEN, "plan_limit", p.field.map(String::from)),
             ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large", None),
             ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", None),
             ApiError::Internal(e) => {
@@ -118,11 +165,14 @@ impl IntoResponse for ApiError {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal", None)
             }
         };
-        let mut resp = (
-            status,
-            Json(json!({"error": {"code": code, "message": self.to_string(), "field": field}})),
-        )
-            .into_response();
+        let mut body = json!({"error": {"code": code, "message": self.to_string(), "field": field}});
+        if let ApiError::PlanLimit(p) = &self {
+            body["error"]["limit"] = json!(p.limit);
+            body["error"]["plan"] = json!(p.plan);
+            body["error"]["usage"] = json!(p.used);
+            body["error"]["allowed"] = json!(p.allowed);
+        }
+        let mut resp = (status, Json(body)).into_response();
         if let ApiError::TooManyRequests { retry_after } = &self {
             resp.headers_mut().insert(
                 axum::http::header::RETRY_AFTER,

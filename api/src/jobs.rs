@@ -11,8 +11,9 @@ use cronbox_domain::ids::scheduled_run_id;
 use cronbox_domain::job::{Job, JobCommand, JobDefinition, JobError, JobKind, JobStatus};
 use cronbox_domain::request::{parse_target_url, RequestInput, RequestSpec};
 use cronbox_domain::run::{RunCommand, RunPlan, Trigger};
-use cronbox_domain::schedule::{CronSchedule, ScheduleError};
+use cronbox_domain::schedule::{parse_timezone, CronSchedule, ScheduleError};
 use cronbox_store::job_gate;
+use cronbox_store::usage::{self, MeteredError};
 use serde_json::{json, Value};
 use sqlx::Row;
 use uuid::Uuid;
@@ -20,6 +21,7 @@ use uuid::Uuid;
 use crate::auth::Caller;
 use crate::error::{from_aggregate, ApiError};
 use crate::input::{Fields, JsonObject};
+use crate::plans::{self, Plan};
 use crate::{pagination, AppState};
 
 /// How far in the past `execute_at` may be (clock skew between client and server).
@@ -45,6 +47,29 @@ impl Kind {
             Kind::Delayed => "delayed call",
         }
     }
+}
+
+/// Runs a job command that may move plan-limit counters (create, pause, resume, delete),
+/// refusing it with 403 `plan_limit` when the workspace's plan does not allow it.
+async fn metered(
+    state: &AppState,
+    caller: &Caller,
+    plan: &Plan,
+    id: Uuid,
+    command: JobCommand,
+) -> Result<(), ApiError> {
+    let tz = parse_timezone(&caller.timezone).unwrap_or(chrono_tz::UTC);
+    usage::execute_job(
+        &state.stores.jobs,
+        &state.pool,
+        id,
+        command,
+        tz,
+        plan.limits(),
+        Utc::now(),
+    )
+    .await
+    .map_err(|e| plans::metered_error(plan, e, job_error))
 }
 
 fn job_error(e: JobError) -> ApiError {
@@ -290,6 +315,8 @@ pub async fn create_cron(
         },
     };
     f.finish()?;
+    let plan = plans::of_caller(&state, &caller).await?;
+    plan.check_definition(&definition)?;
     let id = Uuid::new_v4();
     let cmd = JobCommand::Create {
         job_id: id,
@@ -297,12 +324,7 @@ pub async fn create_cron(
         definition,
         at: Utc::now(),
     };
-    state
-        .stores
-        .jobs
-        .execute(&id.to_string(), cmd)
-        .await
-        .map_err(|e| from_aggregate(e, job_error))?;
+    metered(&state, &caller, &plan, id, cmd).await?;
     tracing::info!(job_id = %id, workspace_id = %caller.workspace_id, "cron job created");
     let (job, _) = state
         .stores
@@ -352,6 +374,7 @@ pub async fn update_cron(
         },
     };
     f.finish()?;
+    plans::of_caller(&state, &caller).await?.check_definition(&definition)?;
     state
         .stores
         .jobs
@@ -380,14 +403,10 @@ async fn cron_command(
     make: impl FnOnce(DateTime<Utc>) -> JobCommand,
 ) -> Result<Json<Value>, ApiError> {
     let (id, _) = load(state, caller, id, Kind::Cron).await?;
+    let plan = plans::of_caller(state, caller).await?;
     // Held until the command is committed, so no fire decided meanwhile slips past a pause.
     let gate = job_gate::hold(&state.gates, id).await?;
-    state
-        .stores
-        .jobs
-        .execute(&id.to_string(), make(Utc::now()))
-        .await
-        .map_err(|e| from_aggregate(e, job_error))?;
+    metered(state, caller, &plan, id, make(Utc::now())).await?;
     gate.rollback().await?;
     let (job, _) = state
         .stores
@@ -420,19 +439,13 @@ pub async fn delete_cron(
     Path((_, id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let (id, _) = load(&state, &caller, &id, Kind::Cron).await?;
+    let plan = plans::of_caller(&state, &caller).await?;
     let gate = job_gate::hold(&state.gates, id).await?;
-    state
-        .stores
-        .jobs
-        .execute(
-            &id.to_string(),
-            JobCommand::Delete {
-                already_fired: false,
-                at: Utc::now(),
-            },
-        )
-        .await
-        .map_err(|e| from_aggregate(e, job_error))?;
+    let cmd = JobCommand::Delete {
+        already_fired: false,
+        at: Utc::now(),
+    };
+    metered(&state, &caller, &plan, id, cmd).await?;
     gate.rollback().await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -579,6 +592,8 @@ pub async fn create_delayed(
         },
     };
     f.finish()?;
+    let plan = plans::of_caller(&state, &caller).await?;
+    plan.check_definition(&definition)?;
 
     let mut id = Uuid::new_v4();
     if let Some(key) = &key {
@@ -613,13 +628,11 @@ pub async fn create_delayed(
         definition,
         at: now,
     };
-    match state.stores.jobs.execute(&id.to_string(), cmd).await {
+    let tz = parse_timezone(&caller.timezone).unwrap_or(chrono_tz::UTC);
+    match usage::execute_job(&state.stores.jobs, &state.pool, id, cmd, tz, plan.limits(), now).await {
         Ok(()) => {}
         // Lost a race with a concurrent create under the same idempotency key.
-        Err(cqrs_es::AggregateError::UserError(JobError::AlreadyExists))
-        | Err(cqrs_es::AggregateError::AggregateConflict)
-            if key.is_some() =>
-        {
+        Err(MeteredError::Command(JobError::AlreadyExists)) | Err(MeteredError::Conflict) if key.is_some() => {
             let (job, _) = state
                 .stores
                 .jobs
@@ -628,7 +641,7 @@ pub async fn create_delayed(
                 .map_err(ApiError::internal)?;
             return Ok((StatusCode::OK, Json(render_any(&state, &job).await?)));
         }
-        Err(e) => return Err(from_aggregate(e, job_error)),
+        Err(e) => return Err(plans::metered_error(&plan, e, job_error)),
     }
     tracing::info!(job_id = %id, workspace_id = %caller.workspace_id, %execute_at, "delayed call created");
     let (job, _) = state

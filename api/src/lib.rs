@@ -5,6 +5,7 @@
 //! - [`jobs`]: cron jobs and delayed calls; [`executions`]: the execution log;
 //!   [`events`]: audit trails; [`preview`]: cron previews.
 //! - [`error`]: the one error type and its mapping to `{"error": {"code", "message", "field"}}`.
+//! - [`plans`]: plans, limits and the usage report.
 //! - [`input`], [`pagination`]: reading bodies and query strings, keyset cursors.
 //!
 //! Commands go to the event store (cqrs-es); reads of a single resource come from the event store
@@ -20,6 +21,7 @@ pub mod executions;
 pub mod input;
 pub mod jobs;
 pub mod pagination;
+pub mod plans;
 pub mod preview;
 pub mod workspaces;
 
@@ -27,7 +29,7 @@ use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
-use axum::routing::{delete, get, patch, post};
+use axum::routing::{delete, get, patch, post, put};
 use axum::{Json, Router};
 use cronbox_nats::RunQueue;
 use cronbox_store::aggregates::Stores;
@@ -79,7 +81,9 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/invites", post(workspaces::invite))
         .route("/keys", post(workspaces::create_key).get(workspaces::list_keys))
-        .route("/keys/{id}", delete(workspaces::revoke_key));
+        .route("/keys/{id}", delete(workspaces::revoke_key))
+        .route("/usage", get(plans::usage))
+        .route("/plan", put(plans::set_plan));
     Router::new()
         .nest("/v1/workspaces/{ws}", ws)
         .route("/v1/cron/preview", get(preview::preview))
@@ -91,6 +95,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/auth/password-reset", post(accounts::request_password_reset))
         .route("/v1/auth/password-reset/confirm", post(accounts::confirm_password_reset))
         .route("/v1/me", get(accounts::me))
+        .route("/v1/plans", get(plans::list))
         .route("/v1/workspaces", post(workspaces::create).get(workspaces::list))
         .route("/v1/invites/accept", post(workspaces::accept_invite))
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))

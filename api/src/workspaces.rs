@@ -19,6 +19,7 @@ use crate::accounts::UserCaller;
 use crate::auth::{new_api_key, Caller, Principal};
 use crate::error::{from_aggregate, ApiError};
 use crate::input::{parse_uuid, Fields, JsonObject};
+use crate::plans::{self, Plan};
 use crate::AppState;
 
 const INVITE_TTL_DAYS: i64 = 7;
@@ -39,6 +40,8 @@ fn workspace_error(e: WorkspaceError) -> ApiError {
             code: "already_member",
             message: e.to_string(),
         },
+        // Handlers that can hit a limit map it with the plan (see `execute_limited`).
+        WorkspaceError::LimitReached { .. } => ApiError::Forbidden(e.to_string()),
         WorkspaceError::AlreadyExists | WorkspaceError::KeyExists => ApiError::Conflict {
             code: "already_exists",
             message: e.to_string(),
@@ -53,6 +56,19 @@ async fn execute(stores: &Stores, ws: Uuid, cmd: WorkspaceCommand) -> Result<Wor
         .execute(&id, cmd)
         .await
         .map_err(|e| from_aggregate(e, workspace_error))?;
+    Ok(stores.workspaces.load(&id).await.map_err(ApiError::internal)?.0)
+}
+
+/// Like [`execute`] for commands a plan limits (new keys, new members): the refusal names the
+/// plan and usage.
+async fn execute_limited(stores: &Stores, ws: Uuid, cmd: WorkspaceCommand, plan: &Plan) -> Result<Workspace, ApiError> {
+    let id = ws.to_string();
+    stores.workspaces.execute(&id, cmd).await.map_err(|e| {
+        from_aggregate(e, |e| match e {
+            WorkspaceError::LimitReached { what, used, limit } => plan.refused_list(what, used, limit),
+            other => workspace_error(other),
+        })
+    })?;
     Ok(stores.workspaces.load(&id).await.map_err(ApiError::internal)?.0)
 }
 
@@ -135,15 +151,24 @@ fn workspace_json(w: &Workspace, role: Option<Role>) -> Value {
         "name": w.name,
         "slug": w.slug,
         "timezone": w.timezone,
+        "plan": w.plan(),
         "role": role.map(Role::as_str),
         "created_at": w.created_at,
     })
 }
 
-/// Creates a workspace and its first API key (the CLI's `workspace create`). Returns (workspace
-/// id, the key — shown once).
-pub async fn create_workspace(stores: &Stores, name: &str, timezone: &str) -> Result<(Uuid, String), ApiError> {
+/// Creates a workspace on `plan` and its first API key (the CLI's `workspace create`). Returns
+/// (workspace id, the key — shown once).
+pub async fn create_workspace(
+    stores: &Stores,
+    name: &str,
+    timezone: &str,
+    plan: &str,
+) -> Result<(Uuid, String), ApiError> {
     check_timezone(timezone)?;
+    let plan = plans::find(&stores.pool, plan)
+        .await?
+        .ok_or_else(|| ApiError::field("plan", "unknown", format!("no plan is called {plan:?}")))?;
     let id = Uuid::new_v4();
     let cmd = WorkspaceCommand::Create {
         workspace_id: id,
@@ -151,11 +176,25 @@ pub async fn create_workspace(stores: &Stores, name: &str, timezone: &str) -> Re
         timezone: timezone.to_string(),
         slug: None,
         owner: None,
+        plan: Some(plan.code),
         at: Utc::now(),
     };
     execute(stores, id, cmd).await?;
-    let (key, _) = create_api_key(stores, id, "default", false).await?;
+    let (key, _) = create_api_key(stores, id, "default", false, None).await?;
     Ok((id, key))
+}
+
+/// Moves a workspace to another plan (the CLI's `workspace set-plan`, the admin API).
+pub async fn set_plan(stores: &Stores, workspace_id: Uuid, plan: &str) -> Result<Plan, ApiError> {
+    let plan = plans::find(&stores.pool, plan)
+        .await?
+        .ok_or_else(|| ApiError::field("plan", "unknown", format!("no plan is called {plan:?}")))?;
+    let cmd = WorkspaceCommand::SetPlan {
+        plan: plan.code.clone(),
+        at: Utc::now(),
+    };
+    execute(stores, workspace_id, cmd).await?;
+    Ok(plan)
 }
 
 /// Returns (the key — shown once, its id).
@@ -164,6 +203,7 @@ pub async fn create_api_key(
     workspace_id: Uuid,
     name: &str,
     read_only: bool,
+    plan: Option<&Plan>,
 ) -> Result<(String, Uuid), ApiError> {
     let (key, prefix) = new_api_key(workspace_id);
     let key_id = Uuid::new_v4();
@@ -173,9 +213,13 @@ pub async fn create_api_key(
         prefix,
         secret_hash: hash_api_key(&key),
         read_only,
+        max_keys: plan.and_then(Plan::max_api_keys),
         at: Utc::now(),
     };
-    execute(stores, workspace_id, cmd).await?;
+    match plan {
+        Some(plan) => execute_limited(stores, workspace_id, cmd, plan).await?,
+        None => execute(stores, workspace_id, cmd).await?,
+    };
     Ok((key, key_id))
 }
 
@@ -205,6 +249,7 @@ pub async fn create(
         timezone,
         slug: Some(slug.clone()),
         owner: Some(user.user_id),
+        plan: None,
         at: Utc::now(),
     };
     let ws = match execute(&state.stores, id, cmd).await {
@@ -384,6 +429,13 @@ pub async fn invite(
     )?;
     let role = role_field(&mut f, Some(Role::Member))?;
     f.finish()?;
+    // Refused here already so nobody is invited into a team that cannot take them; accepting
+    // checks again, exactly, since several invitations may be out at once.
+    let plan = plans::of_caller(&state, &caller).await?;
+    let members = caller.workspace.members.len() as u32;
+    if let Some(max) = plan.max_members().filter(|&m| members >= m) {
+        return Err(plan.refused_list("members", members, max));
+    }
     let mut secret = [0u8; 32];
     rand::rng().fill_bytes(&mut secret);
     let token = format!("cbi_{}_{}", caller.workspace_id.simple(), hex::encode(secret));
@@ -431,17 +483,27 @@ pub async fn accept_invite(
         .and_then(|r| r.split_once('_'))
         .and_then(|(ws, _)| Uuid::try_parse(ws).ok())
         .ok_or_else(invalid)?;
+    let (target, _) = state
+        .stores
+        .workspaces
+        .load(&ws.to_string())
+        .await
+        .map_err(ApiError::internal)?;
+    let plan = plans::of_workspace(&state.pool, target.plan()).await?;
     let cmd = WorkspaceCommand::AcceptInvite {
         token_hash: hash_api_key(&token),
         user_id: user.user_id,
         email: user.user.email.clone(),
+        max_members: plan.max_members(),
         at: Utc::now(),
     };
     // An unknown or deleted workspace is the same invalid invitation.
-    let workspace = execute(&state.stores, ws, cmd).await.map_err(|e| match e {
-        ApiError::NotFound(_) => invalid(),
-        other => other,
-    })?;
+    let workspace = execute_limited(&state.stores, ws, cmd, &plan)
+        .await
+        .map_err(|e| match e {
+            ApiError::NotFound(_) => invalid(),
+            other => other,
+        })?;
     let role = workspace.role_of(user.user_id);
     Ok(Json(workspace_json(&workspace, role)))
 }
@@ -463,7 +525,8 @@ pub async fn create_key(
             "name must be 1 to 100 characters",
         ));
     }
-    let (key, key_id) = create_api_key(&state.stores, caller.workspace_id, name.trim(), read_only).await?;
+    let plan = plans::of_caller(&state, &caller).await?;
+    let (key, key_id) = create_api_key(&state.stores, caller.workspace_id, name.trim(), read_only, Some(&plan)).await?;
     let (ws, _) = state
         .stores
         .workspaces

@@ -170,6 +170,21 @@ impl CronSchedule {
             .collect()
     }
 
+    /// The shortest gap between consecutive fires among the first `samples` fires after `after`
+    /// (None for a schedule with fewer than two). Plans set a minimum interval; sampling real
+    /// fire times, not the expression's text, catches `0,1 * * * *` as a one-minute schedule.
+    pub fn min_interval(&self, after: DateTime<Utc>, samples: usize) -> Option<Duration> {
+        let mut fires = self.fires_after(after).take(samples);
+        let mut prev = fires.next()?;
+        let mut min: Option<Duration> = None;
+        for t in fires {
+            let gap = t - prev;
+            min = Some(min.map_or(gap, |m| m.min(gap)));
+            prev = t;
+        }
+        min
+    }
+
     /// English description (croner's describe()).
     pub fn describe(&self) -> String {
         self.cron.describe()
@@ -1244,5 +1259,21 @@ mod tests {
         let walls: Vec<String> = list.iter().map(|t| t.format("%Y-%m-%d %H:%M %Z").to_string()).collect();
         assert_eq!(walls, ["2026-03-29 03:00 CEST", "2026-03-30 02:30 CEST"]);
         assert_eq!(list[0].timezone(), chrono_tz::Europe::Berlin);
+    }
+
+    #[test]
+    fn min_interval_samples_real_fire_times() {
+        let from: DateTime<Utc> = "2026-11-25T00:00:00Z".parse().unwrap();
+        let gap = |expr: &str| {
+            CronSchedule::parse(expr, "UTC")
+                .unwrap()
+                .min_interval(from, 1000)
+                .map(|d| d.num_seconds())
+        };
+        assert_eq!(gap("*/5 * * * *"), Some(300));
+        assert_eq!(gap("0,1 * * * *"), Some(60));
+        assert_eq!(gap("*/10 * * * * *"), Some(10));
+        assert_eq!(gap("@daily"), Some(86_400));
+        assert_eq!(gap("0 0 1 * *"), Some(28 * 86_400));
     }
 }

@@ -56,6 +56,12 @@ pub enum WorkspaceCommand {
         slug: Option<String>,
         /// The creating user, who becomes the first owner (none for CLI-created workspaces).
         owner: Option<Uuid>,
+        /// Plan code; `None` is the default plan.
+        plan: Option<String>,
+        at: DateTime<Utc>,
+    },
+    SetPlan {
+        plan: String,
         at: DateTime<Utc>,
     },
     Update {
@@ -73,6 +79,8 @@ pub enum WorkspaceCommand {
         prefix: String,
         secret_hash: String,
         read_only: bool,
+        /// The plan's cap on live keys (None: no cap).
+        max_keys: Option<u32>,
         at: DateTime<Utc>,
     },
     RevokeApiKey {
@@ -93,6 +101,8 @@ pub enum WorkspaceCommand {
         token_hash: String,
         user_id: Uuid,
         email: String,
+        /// The plan's cap on members (None: no cap).
+        max_members: Option<u32>,
         at: DateTime<Utc>,
     },
     ChangeRole {
@@ -119,6 +129,12 @@ pub enum WorkspaceEvent {
         slug: Option<String>,
         #[serde(default)]
         owner: Option<Uuid>,
+        #[serde(default)]
+        plan: Option<String>,
+        at: DateTime<Utc>,
+    },
+    WorkspacePlanChanged {
+        plan: String,
         at: DateTime<Utc>,
     },
     WorkspaceUpdated {
@@ -173,6 +189,7 @@ impl DomainEvent for WorkspaceEvent {
         match self {
             Self::WorkspaceCreated { .. } => "WorkspaceCreated",
             Self::WorkspaceUpdated { .. } => "WorkspaceUpdated",
+            Self::WorkspacePlanChanged { .. } => "WorkspacePlanChanged",
             Self::WorkspaceDeleted { .. } => "WorkspaceDeleted",
             Self::ApiKeyCreated { .. } => "ApiKeyCreated",
             Self::ApiKeyRevoked { .. } => "ApiKeyRevoked",
@@ -210,6 +227,9 @@ pub enum WorkspaceError {
     OwnerOnly,
     #[error("a workspace must keep at least one owner")]
     LastOwner,
+    /// The plan allows `limit` and the workspace already has `used`.
+    #[error("the plan allows {limit} {what}; the workspace has {used}")]
+    LimitReached { what: &'static str, used: u32, limit: u32 },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -246,12 +266,17 @@ pub struct Workspace {
     pub name: String,
     pub timezone: String,
     pub slug: Option<String>,
+    /// Plan code (see the `plans` table); empty means [`DEFAULT_PLAN`].
+    pub plan: String,
     pub deleted: bool,
     pub created_at: Option<DateTime<Utc>>,
     pub api_keys: Vec<ApiKey>,
     pub members: Vec<Member>,
     pub invites: Vec<Invite>,
 }
+
+/// The plan of a workspace created without one.
+pub const DEFAULT_PLAN: &str = "free";
 
 /// Hash of an API key (or any other random secret token) as stored. Keys are random, so no salt
 /// or stretching is needed.
@@ -277,6 +302,19 @@ impl Workspace {
             return None;
         }
         self.members.iter().find(|m| m.user_id == user).map(|m| m.role)
+    }
+
+    /// API keys not revoked.
+    pub fn live_api_keys(&self) -> u32 {
+        self.api_keys.iter().filter(|k| !k.revoked).count() as u32
+    }
+
+    pub fn plan(&self) -> &str {
+        if self.plan.is_empty() {
+            DEFAULT_PLAN
+        } else {
+            &self.plan
+        }
     }
 
     fn exists(&self) -> Result<(), WorkspaceError> {
@@ -319,6 +357,7 @@ impl Aggregate for Workspace {
                 timezone,
                 slug,
                 owner,
+                plan,
                 at,
             } => {
                 if self.id.is_some() {
@@ -330,6 +369,7 @@ impl Aggregate for Workspace {
                     timezone,
                     slug,
                     owner,
+                    plan,
                     at,
                 });
                 if let Some(user_id) = owner {
@@ -363,6 +403,12 @@ impl Aggregate for Workspace {
                     });
                 }
             }
+            WorkspaceCommand::SetPlan { plan, at } => {
+                self.exists()?;
+                if plan != self.plan() {
+                    events.push(WorkspaceEvent::WorkspacePlanChanged { plan, at });
+                }
+            }
             WorkspaceCommand::Delete { at } => {
                 self.exists()?;
                 events.push(WorkspaceEvent::WorkspaceDeleted { at });
@@ -373,11 +419,20 @@ impl Aggregate for Workspace {
                 prefix,
                 secret_hash,
                 read_only,
+                max_keys,
                 at,
             } => {
                 self.exists()?;
                 if self.api_keys.iter().any(|k| k.key_id == key_id) {
                     return Err(WorkspaceError::KeyExists);
+                }
+                let used = self.live_api_keys();
+                if let Some(limit) = max_keys.filter(|&l| used >= l) {
+                    return Err(WorkspaceError::LimitReached {
+                        what: "api_keys",
+                        used,
+                        limit,
+                    });
                 }
                 events.push(WorkspaceEvent::ApiKeyCreated {
                     key_id,
@@ -422,6 +477,7 @@ impl Aggregate for Workspace {
                 token_hash,
                 user_id,
                 email,
+                max_members,
                 at,
             } => {
                 self.exists()?;
@@ -433,6 +489,14 @@ impl Aggregate for Workspace {
                     .ok_or(WorkspaceError::InvalidInvite)?;
                 if self.role_of(user_id).is_some() {
                     return Err(WorkspaceError::AlreadyMember);
+                }
+                let used = self.members.len() as u32;
+                if let Some(limit) = max_members.filter(|&l| used >= l) {
+                    return Err(WorkspaceError::LimitReached {
+                        what: "members",
+                        used,
+                        limit,
+                    });
                 }
                 events.push(WorkspaceEvent::MemberAdded {
                     user_id,
@@ -484,6 +548,7 @@ impl Aggregate for Workspace {
                 name,
                 timezone,
                 slug,
+                plan,
                 at,
                 ..
             } => {
@@ -491,8 +556,10 @@ impl Aggregate for Workspace {
                 self.name = name;
                 self.timezone = timezone;
                 self.slug = slug;
+                self.plan = plan.unwrap_or_default();
                 self.created_at = Some(at);
             }
+            WorkspaceEvent::WorkspacePlanChanged { plan, .. } => self.plan = plan,
             WorkspaceEvent::WorkspaceUpdated {
                 name, timezone, slug, ..
             } => {
@@ -580,6 +647,7 @@ mod tests {
             timezone: "Europe/Moscow".into(),
             slug: None,
             owner: None,
+            plan: None,
             at: t0(),
         }
     }
@@ -594,6 +662,7 @@ mod tests {
                 timezone: "Europe/Moscow".into(),
                 slug: None,
                 owner: None,
+                plan: None,
                 at: t0(),
             })
             .then_expect_events(vec![created()]);
@@ -609,6 +678,7 @@ mod tests {
                 timezone: "UTC".into(),
                 slug: None,
                 owner: None,
+                plan: None,
                 at: t0(),
             })
             .then_expect_error(WorkspaceError::AlreadyExists);
@@ -624,6 +694,7 @@ mod tests {
                 timezone: "UTC".into(),
                 slug: None,
                 owner: None,
+                plan: None,
                 at: t0(),
             })
             .then_expect_error(WorkspaceError::InvalidName);
@@ -650,9 +721,26 @@ mod tests {
                 prefix: "cbx_sec".into(),
                 secret_hash: hash.clone(),
                 read_only: false,
+                max_keys: Some(1),
                 at: t0(),
             })
             .then_expect_events(vec![added.clone()]);
+        Spec::with(())
+            .given(vec![created(), added.clone()])
+            .when(WorkspaceCommand::CreateApiKey {
+                key_id: Uuid::from_u128(99),
+                name: "second".into(),
+                prefix: "cbx_two".into(),
+                secret_hash: "h2".into(),
+                read_only: false,
+                max_keys: Some(1),
+                at: t0(),
+            })
+            .then_expect_error(WorkspaceError::LimitReached {
+                what: "api_keys",
+                used: 1,
+                limit: 1,
+            });
         Spec::with(())
             .given(vec![created(), added.clone()])
             .when(WorkspaceCommand::RevokeApiKey { key_id: k, at: t0() })
@@ -669,6 +757,7 @@ mod tests {
                 prefix: "p".into(),
                 secret_hash: hash,
                 read_only: false,
+                max_keys: None,
                 at: t0(),
             })
             .then_expect_error(WorkspaceError::NotFound);
@@ -693,6 +782,7 @@ mod tests {
                 timezone: "UTC".into(),
                 slug: Some("acme".into()),
                 owner: Some(OWNER),
+                plan: None,
                 at: t0(),
             },
             WorkspaceEvent::MemberAdded {
@@ -737,6 +827,7 @@ mod tests {
                 timezone: "UTC".into(),
                 slug: Some("acme".into()),
                 owner: Some(OWNER),
+                plan: None,
                 at: t0(),
             })
             .then_expect_events(owned());
@@ -748,6 +839,7 @@ mod tests {
             token_hash: "tok".into(),
             user_id: BOB,
             email: email.into(),
+            max_members: None,
             at,
         };
         Spec::with(())
@@ -766,6 +858,21 @@ mod tests {
             .given(with(vec![invited(Role::Member), bob(Role::Member)]))
             .when(accept("bob@example.com", t0()))
             .then_expect_error(WorkspaceError::InvalidInvite);
+        // The owner is one member: a plan allowing one refuses Bob.
+        Spec::with(())
+            .given(with(vec![invited(Role::Member)]))
+            .when(WorkspaceCommand::AcceptInvite {
+                token_hash: "tok".into(),
+                user_id: BOB,
+                email: "bob@example.com".into(),
+                max_members: Some(1),
+                at: t0(),
+            })
+            .then_expect_error(WorkspaceError::LimitReached {
+                what: "members",
+                used: 1,
+                limit: 1,
+            });
     }
 
     #[test]

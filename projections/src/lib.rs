@@ -12,6 +12,7 @@
 //!   is the pure reducer the dispatcher also applies to its in-memory copy.
 //!
 //! - [`workspaces`]: workspaces and their members, for "my workspaces" lists.
+//! - [`usage`]: runs per workspace and month, for the usage report.
 //!
 //! Projections never read the clock: rebuilding from the log yields the same rows.
 
@@ -20,6 +21,7 @@ pub mod rebuild;
 pub mod runner;
 pub mod runs;
 pub mod schedule;
+pub mod usage;
 pub mod workspaces;
 
 pub use runner::{run_projection, Projection, ProjectionError};
@@ -31,5 +33,6 @@ pub fn all() -> Vec<Box<dyn Projection>> {
         Box::new(runs::RunsProjection),
         Box::new(schedule::ScheduleProjection),
         Box::new(workspaces::WorkspacesProjection),
+        Box::new(usage::UsageProjection),
     ]
 }

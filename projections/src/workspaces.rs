@@ -38,17 +38,20 @@ async fn apply(tx: &mut PgConnection, id: Uuid, event: WorkspaceEvent) -> Result
             name,
             timezone,
             slug,
+            plan,
             at,
             ..
         } => {
             sqlx::query(
-                "INSERT INTO workspaces (id, name, slug, timezone, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $5)
+                "INSERT INTO workspaces (id, name, slug, timezone, plan, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $6)
                  ON CONFLICT (id) DO NOTHING",
             )
             .bind(id)
             .bind(name)
             .bind(slug)
             .bind(timezone)
+            .bind(plan.as_deref().unwrap_or(cronbox_domain::workspace::DEFAULT_PLAN))
             .bind(at)
             .execute(&mut *tx)
             .await?;
@@ -99,6 +102,14 @@ async fn apply(tx: &mut PgConnection, id: Uuid, event: WorkspaceEvent) -> Result
             sqlx::query("DELETE FROM workspace_members WHERE workspace_id = $1 AND user_id = $2")
                 .bind(id)
                 .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        WorkspaceEvent::WorkspacePlanChanged { plan, at } => {
+            sqlx::query("UPDATE workspaces SET plan = $2, updated_at = $3 WHERE id = $1")
+                .bind(id)
+                .bind(plan)
+                .bind(at)
                 .execute(&mut *tx)
                 .await?;
         }

@@ -8,6 +8,8 @@
 //!   hot path), in exactly the rows cqrs-es itself would write.
 //! - [`tail`] reads committed events in one global order that never skips a late-committing
 //!   transaction, and wakes readers on commit via LISTEN/NOTIFY.
+//! - [`usage`] handles job commands together with the plan-limit counters they move, in one
+//!   transaction (an inline projection, so limits are exact under concurrency).
 //!
 //! This crate knows the schema of the event log; it knows nothing about read models.
 
@@ -17,5 +19,6 @@ pub mod db;
 pub mod error;
 pub mod job_gate;
 pub mod tail;
+pub mod usage;
 
 pub use error::StoreError;

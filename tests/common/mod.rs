@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod target;
+pub mod users;
 
 use std::net::TcpListener as StdListener;
 use std::process::Stdio;
@@ -143,7 +144,15 @@ impl TestEnv {
                 .collect(),
         };
         let out = env
-            .cli(&["workspace", "create", "--name", "Test workspace", "--json"])
+            .cli(&[
+                "workspace",
+                "create",
+                "--name",
+                "Test workspace",
+                "--plan",
+                "business",
+                "--json",
+            ])
             .await;
         let v: Value = serde_json::from_str(out.trim()).expect("workspace create --json prints JSON");
         env.workspace_id = v["workspace_id"].as_str().expect("workspace_id").to_string();

@@ -1,0 +1,278 @@
+//! Plans and their limits, the usage report, and the checks every command makes against them.
+//!
+//! Plans are rows of the `plans` table (migrations/0005_plans.sql): adding a plan or changing a
+//! limit is data, not code. A workspace names its plan in its event stream
+//! (`WorkspaceCreated.plan`, `WorkspacePlanChanged`). Count limits over many aggregates (active
+//! cron jobs, delayed calls per month) are enforced by `cronbox_store::usage` in the command's
+//! transaction; limits over one workspace's own lists (members, API keys) by the workspace
+//! aggregate; per-job limits (timeout, retries, cron interval) here, when the command is read.
+
+use axum::extract::{Path, State};
+use axum::Json;
+use chrono::{Duration, Utc};
+use cronbox_domain::job::{JobDefinition, JobKind};
+use cronbox_domain::schedule::{parse_timezone, CronSchedule};
+use cronbox_domain::usage::{month_bounds, month_of, Counter};
+use cronbox_store::usage::{self, Limits, MeteredError};
+use serde_json::{json, Value};
+use sqlx::postgres::PgRow;
+use sqlx::{PgPool, Row};
+
+use crate::accounts::UserCaller;
+use crate::auth::Caller;
+use crate::error::{ApiError, PlanLimit};
+use crate::input::{Fields, JsonObject};
+use crate::AppState;
+
+/// Fire times sampled to find a schedule's shortest interval.
+const INTERVAL_SAMPLES: usize = 1000;
+
+/// One row of `plans`. Limits that are `None` are unlimited.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub code: String,
+    pub name: String,
+    pub position: i32,
+    pub price_kopecks: i64,
+    pub max_active_cron_jobs: Option<i32>,
+    pub max_delayed_per_month: Option<i32>,
+    pub min_cron_interval_seconds: i32,
+    pub max_timeout_seconds: i32,
+    pub max_retries: i32,
+    pub log_retention_days: i32,
+    pub max_members: Option<i32>,
+    pub max_api_keys: Option<i32>,
+    pub requests_per_minute: i32,
+}
+
+const COLUMNS: &str = "code, name, position, price_kopecks, max_active_cron_jobs, max_delayed_per_month,
+    min_cron_interval_seconds, max_timeout_seconds, max_retries, log_retention_days, max_members,
+    max_api_keys, requests_per_minute";
+
+impl<'r> sqlx::FromRow<'r, PgRow> for Plan {
+    fn from_row(row: &'r PgRow) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            code: row.try_get("code")?,
+            name: row.try_get("name")?,
+            position: row.try_get("position")?,
+            price_kopecks: row.try_get("price_kopecks")?,
+            max_active_cron_jobs: row.try_get("max_active_cron_jobs")?,
+            max_delayed_per_month: row.try_get("max_delayed_per_month")?,
+            min_cron_interval_seconds: row.try_get("min_cron_interval_seconds")?,
+            max_timeout_seconds: row.try_get("max_timeout_seconds")?,
+            max_retries: row.try_get("max_retries")?,
+            log_retention_days: row.try_get("log_retention_days")?,
+            max_members: row.try_get("max_members")?,
+            max_api_keys: row.try_get("max_api_keys")?,
+            requests_per_minute: row.try_get("requests_per_minute")?,
+        })
+    }
+}
+
+impl Plan {
+    pub fn limits(&self) -> Limits {
+        Limits {
+            active_cron_jobs: self.max_active_cron_jobs.map(i64::from),
+            delayed_calls: self.max_delayed_per_month.map(i64::from),
+        }
+    }
+
+    pub fn max_members(&self) -> Option<u32> {
+        self.max_members.and_then(|v| u32::try_from(v).ok())
+    }
+
+    pub fn max_api_keys(&self) -> Option<u32> {
+        self.max_api_keys.and_then(|v| u32::try_from(v).ok())
+    }
+
+    fn refuse(&self, limit: &'static str, used: i64, allowed: i64, field: Option<&'static str>) -> ApiError {
+        ApiError::PlanLimit(Box::new(PlanLimit {
+            limit,
+            plan: self.code.clone(),
+            plan_name: self.name.clone(),
+            used,
+            allowed,
+            field,
+        }))
+    }
+
+    /// Per-job limits: request timeout, retries and (for cron jobs) the shortest interval
+    /// between two fires.
+    pub fn check_definition(&self, definition: &JobDefinition) -> Result<(), ApiError> {
+        let request = &definition.request;
+        if i64::from(request.timeout_seconds) > i64::from(self.max_timeout_seconds) {
+            return Err(self.refuse(
+                "max_timeout_seconds",
+                i64::from(request.timeout_seconds),
+                i64::from(self.max_timeout_seconds),
+                Some("timeout_seconds"),
+            ));
+        }
+        if i64::from(request.retry_count) > i64::from(self.max_retries) {
+            return Err(self.refuse(
+                "max_retries",
+                i64::from(request.retry_count),
+                i64::from(self.max_retries),
+                Some("retry_count"),
+            ));
+        }
+        if let JobKind::Cron { schedule, timezone } = &definition.kind {
+            let parsed = CronSchedule::parse(schedule, timezone)
+                .map_err(|e| ApiError::field("schedule", "invalid", e.to_string()))?;
+            let min = Duration::seconds(i64::from(self.min_cron_interval_seconds));
+            if let Some(gap) = parsed.min_interval(Utc::now(), INTERVAL_SAMPLES).filter(|g| *g < min) {
+                return Err(self.refuse(
+                    "min_cron_interval_seconds",
+                    gap.num_seconds(),
+                    min.num_seconds(),
+                    Some("schedule"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The (n+1)-th of a counted resource.
+    pub fn refused_count(&self, counter: Counter, used: i64, allowed: i64) -> ApiError {
+        let limit = match counter {
+            Counter::ActiveCronJobs => "max_active_cron_jobs",
+            Counter::DelayedCalls => "max_delayed_per_month",
+        };
+        self.refuse(limit, used, allowed, None)
+    }
+
+    /// Refusal by the workspace aggregate (members, API keys).
+    pub fn refused_list(&self, what: &'static str, used: u32, allowed: u32) -> ApiError {
+        let limit = match what {
+            "members" => "max_members",
+            _ => "max_api_keys",
+        };
+        self.refuse(limit, i64::from(used), i64::from(allowed), None)
+    }
+
+    pub fn to_json(&self) -> Value {
+        json!({
+            "code": self.code,
+            "name": self.name,
+            "price_kopecks": self.price_kopecks,
+            "currency": "RUB",
+            "limits": {
+                "max_active_cron_jobs": self.max_active_cron_jobs,
+                "max_delayed_per_month": self.max_delayed_per_month,
+                "min_cron_interval_seconds": self.min_cron_interval_seconds,
+                "max_timeout_seconds": self.max_timeout_seconds,
+                "max_retries": self.max_retries,
+                "log_retention_days": self.log_retention_days,
+                "max_members": self.max_members,
+                "max_api_keys": self.max_api_keys,
+                "requests_per_minute": self.requests_per_minute,
+            }
+        })
+    }
+}
+
+/// The plan called `code`; None if no such plan exists.
+pub async fn find(pool: &PgPool, code: &str) -> Result<Option<Plan>, ApiError> {
+    Ok(sqlx::query_as(&format!("SELECT {COLUMNS} FROM plans WHERE code = $1"))
+        .bind(code)
+        .fetch_optional(pool)
+        .await?)
+}
+
+/// The caller's workspace's plan. A workspace naming a plan that was since removed from the
+/// table falls back to the default plan rather than failing every request.
+pub async fn of_caller(state: &AppState, caller: &Caller) -> Result<Plan, ApiError> {
+    of_workspace(&state.pool, caller.workspace.plan()).await
+}
+
+pub async fn of_workspace(pool: &PgPool, code: &str) -> Result<Plan, ApiError> {
+    if let Some(p) = find(pool, code).await? {
+        return Ok(p);
+    }
+    tracing::warn!(plan = code, "workspace names an unknown plan; using the default");
+    find(pool, cronbox_domain::workspace::DEFAULT_PLAN)
+        .await?
+        .ok_or_else(|| {
+            ApiError::internal(std::io::Error::other(
+                "the default plan is missing from the plans table",
+            ))
+        })
+}
+
+/// Maps a metered command's failure: limits name the plan, the rest as usual.
+pub fn metered_error(
+    plan: &Plan,
+    e: MeteredError,
+    job_error: impl FnOnce(cronbox_domain::job::JobError) -> ApiError,
+) -> ApiError {
+    match e {
+        MeteredError::Command(e) => job_error(e),
+        MeteredError::LimitReached { counter, used, limit } => plan.refused_count(counter, used, limit),
+        MeteredError::Conflict => ApiError::Conflict {
+            code: "concurrent_modification",
+            message: "the resource was modified concurrently; retry the request".into(),
+        },
+        MeteredError::Store(e) => ApiError::internal(e),
+    }
+}
+
+/// `GET /v1/plans`: every plan, cheapest first. Public: it is the price list.
+pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let plans: Vec<Plan> = sqlx::query_as(&format!("SELECT {COLUMNS} FROM plans ORDER BY position, code"))
+        .fetch_all(&state.pool)
+        .await?;
+    Ok(Json(
+        json!({"items": plans.iter().map(Plan::to_json).collect::<Vec<_>>()}),
+    ))
+}
+
+/// `GET /v1/workspaces/{ws}/usage`: the plan, and usage against each of its limits.
+pub async fn usage(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
+    let plan = of_caller(&state, &caller).await?;
+    let tz = parse_timezone(&caller.timezone).unwrap_or(chrono_tz::UTC);
+    let now = Utc::now();
+    let month = month_of(now, tz);
+    let (start, end) = month_bounds(now, tz);
+    let ws = caller.workspace_id;
+    let active = usage::used(&state.pool, ws, Counter::ActiveCronJobs, "").await?;
+    let delayed = usage::used(&state.pool, ws, Counter::DelayedCalls, &month).await?;
+    let runs: Option<i64> = sqlx::query_scalar("SELECT runs FROM usage_runs WHERE workspace_id = $1 AND period = $2")
+        .bind(ws)
+        .bind(&month)
+        .fetch_optional(&state.pool)
+        .await?;
+    let w = &caller.workspace;
+    Ok(Json(json!({
+        "plan": plan.to_json(),
+        "period": {"month": month, "timezone": tz.name(), "start": start, "end": end},
+        "usage": {
+            "active_cron_jobs": {"used": active, "limit": plan.max_active_cron_jobs},
+            "delayed_calls_this_month": {"used": delayed, "limit": plan.max_delayed_per_month},
+            "runs_this_month": {"used": runs.unwrap_or(0), "limit": null},
+            "members": {"used": w.members.len(), "limit": plan.max_members},
+            "api_keys": {"used": w.live_api_keys(), "limit": plan.max_api_keys},
+        }
+    })))
+}
+
+/// `PUT /v1/workspaces/{ws}/plan` (superusers only, until billing drives it): `{"plan": code}`.
+pub async fn set_plan(
+    State(state): State<AppState>,
+    user: UserCaller,
+    Path(ws): Path<String>,
+    JsonObject(body): JsonObject,
+) -> Result<Json<Value>, ApiError> {
+    if !user.user.superuser {
+        // Only operators move plans; to everyone else the route does not exist.
+        return Err(ApiError::NotFound("route"));
+    }
+    let id = uuid::Uuid::parse_str(&ws).map_err(|_| ApiError::NotFound("workspace"))?;
+    let mut f = Fields(body);
+    let code = f
+        .string("plan")?
+        .ok_or_else(|| ApiError::field("plan", "required", "plan is required"))?;
+    f.finish()?;
+    let plan = crate::workspaces::set_plan(&state.stores, id, &code).await?;
+    tracing::info!(workspace_id = %id, plan = %plan.code, by = %user.user_id, "workspace plan changed");
+    Ok(Json(json!({"workspace_id": id, "plan": plan.to_json()})))
+}

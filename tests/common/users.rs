@@ -1,0 +1,78 @@
+//! Users for tests that act as people rather than API keys: register and log in, read mailed
+//! tokens, make a superuser.
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use super::TestEnv;
+
+pub const PW: &str = "correct horse battery";
+
+pub async fn call(env: &TestEnv, method: Method, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
+    let mut r = env
+        .http
+        .request(method, format!("{}{path}", env.base()))
+        .bearer_auth(token);
+    if let Some(b) = body {
+        r = r.json(&b);
+    }
+    let resp = r.send().await.expect("request");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// Registers and logs in; returns the access token.
+pub async fn user(env: &TestEnv, email: &str) -> String {
+    let (s, v) = call(
+        env,
+        Method::POST,
+        "/v1/auth/register",
+        "-",
+        Some(json!({"email": email, "password": PW, "name": email})),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = call(
+        env,
+        Method::POST,
+        "/v1/auth/login",
+        "-",
+        Some(json!({"email": email, "password": PW})),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    v["access_token"].as_str().unwrap().to_string()
+}
+
+pub async fn token_from_mail(env: &TestEnv, to: &str) -> String {
+    let body: String = sqlx::query_scalar(
+        "SELECT body FROM mail_outbox WHERE to_email = $1 AND kind = 'invite' ORDER BY id DESC LIMIT 1",
+    )
+    .bind(to)
+    .fetch_one(&env.db.pool)
+    .await
+    .expect("invite mail");
+    let start = body.find("\"token\": \"").expect("token") + 10;
+    let end = body[start..].find('"').expect("end") + start;
+    body[start..end].to_string()
+}
+
+/// A superuser created with the CLI, logged in; returns the access token.
+pub async fn superuser(env: &TestEnv, email: &str) -> String {
+    let out = env
+        .cli(&["admin", "create-user", "--email", email, "--superuser", "--json"])
+        .await;
+    let created: Value = serde_json::from_str(out.trim()).expect("create-user --json prints JSON");
+    let password = created["password"].as_str().expect("generated password");
+    let (s, v) = call(
+        env,
+        Method::POST,
+        "/v1/auth/login",
+        "-",
+        Some(json!({"email": email, "password": password})),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    v["access_token"].as_str().unwrap().to_string()
+}
