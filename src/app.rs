@@ -112,6 +112,12 @@ pub async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
                 "projection"
             });
         }
+        let every = Duration::from_secs(config.retention_sweep_seconds);
+        let task = cronbox_projections::retention::run(pool.clone(), every, shutdown.clone());
+        tasks.spawn(async move {
+            task.await;
+            "retention"
+        });
     }
     if roles.dispatcher {
         let cfg = cronbox_dispatcher::DispatcherConfig {
@@ -309,6 +315,7 @@ pub async fn rebuild(config: &Config, name: Option<&str>) -> anyhow::Result<()> 
             started.elapsed().as_secs_f64()
         );
     }
+    let runs_rebuilt = projections.iter().any(|p| p.name() == "runs");
     for p in projections {
         let started = std::time::Instant::now();
         let n = cronbox_projections::rebuild::rebuild(&pool, p.as_ref(), |done| {
@@ -320,6 +327,11 @@ pub async fn rebuild(config: &Config, name: Option<&str>) -> anyhow::Result<()> 
             p.name(),
             started.elapsed().as_secs_f64()
         );
+    }
+    if runs_rebuilt {
+        // The replay brought back runs past their retention; the log keeps them, the view not.
+        let n = cronbox_projections::retention::sweep(&pool, chrono::Utc::now()).await?;
+        println!("runs: {n} run(s) past retention removed again");
     }
     Ok(())
 }

@@ -19,6 +19,8 @@ pub struct Config {
     pub log_format: String,
     /// HS256 key for access tokens; generated once per database when unset.
     pub jwt_secret: Option<String>,
+    /// How often runs past their plan's retention are removed from the execution log.
+    pub retention_sweep_seconds: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +106,7 @@ impl Config {
             db_max_connections: src.parse("CRONBOX_DB_MAX_CONNECTIONS", 20)?,
             log_format: src.get("CRONBOX_LOG_FORMAT").unwrap_or_else(|| "text".into()),
             jwt_secret: src.get("CRONBOX_JWT_SECRET"),
+            retention_sweep_seconds: src.parse("CRONBOX_RETENTION_SWEEP_SECONDS", 600)?,
         }
         .validated()
     }
@@ -111,7 +114,13 @@ impl Config {
     /// Values that parse but cannot work (a zero-slot executor never calls anything, a zero
     /// ack wait floods the server with progress acks) are refused at start-up.
     fn validated(self) -> Result<Self, ConfigError> {
-        let checks: [(&'static str, bool, String, &'static str); 7] = [
+        let checks: [(&'static str, bool, String, &'static str); 8] = [
+            (
+                "CRONBOX_RETENTION_SWEEP_SECONDS",
+                (1..=86_400).contains(&self.retention_sweep_seconds),
+                self.retention_sweep_seconds.to_string(),
+                "must be 1..=86400",
+            ),
             (
                 "CRONBOX_JWT_SECRET",
                 self.jwt_secret.as_ref().is_none_or(|s| s.len() >= 32),

@@ -348,3 +348,59 @@ async fn members_and_api_keys_are_capped_by_the_plan() {
     assert_eq!(usage["usage"]["members"], json!({"used": 2, "limit": 2}));
     assert_eq!(usage["usage"]["api_keys"], json!({"used": 2, "limit": 2}));
 }
+
+#[tokio::test]
+async fn runs_past_retention_leave_the_execution_log_but_not_the_event_log() {
+    let env = TestEnv::start_with(vec![("CRONBOX_RETENTION_SWEEP_SECONDS", "1")]).await;
+    let anna = user(&env, "anna@example.com").await;
+    let free = workspace(&env, &anna).await;
+    let body = json!({"url": env.target_url("/hook"), "delay_seconds": 0});
+
+    // One run on the free plan (7 days), one in the harness's business workspace (365 days).
+    let (s, job) = call(
+        &env,
+        Method::POST,
+        &format!("/v1/workspaces/{free}/delayed"),
+        &anna,
+        Some(body.clone()),
+    )
+    .await;
+    assert_eq!(s, 201, "{job}");
+    let free_run = job["run_id"].as_str().expect("run_id").to_string();
+    let (s, job) = env.post("/delayed", body).await;
+    assert_eq!(s, 201, "{job}");
+    let business_run = job["run_id"].as_str().expect("run_id").to_string();
+    let free_get = format!("/v1/workspaces/{free}/executions/{free_run}");
+    env.eventually(Duration::from_secs(20), "the free run to finish", || async {
+        let (_, r) = call(&env, Method::GET, &free_get, &anna, None).await;
+        (r["status"] == "succeeded").then_some(())
+    })
+    .await;
+    env.wait_execution(&business_run, Duration::from_secs(20)).await;
+
+    // Ten days pass (for the read model).
+    sqlx::query("UPDATE runs SET scheduled_for = scheduled_for - interval '10 days'")
+        .execute(&env.db.pool)
+        .await
+        .unwrap();
+    env.eventually(Duration::from_secs(20), "the sweep to remove the free run", || async {
+        let (s, _) = call(&env, Method::GET, &free_get, &anna, None).await;
+        (s == 404).then_some(())
+    })
+    .await;
+    let attempts: i64 = sqlx::query_scalar("SELECT count(*) FROM run_attempts WHERE run_id = $1::uuid")
+        .bind(&free_run)
+        .fetch_one(&env.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(attempts, 0, "its attempts went with it");
+    let events: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM events WHERE aggregate_type = 'Run' AND aggregate_id = $1")
+            .bind(&free_run)
+            .fetch_one(&env.db.pool)
+            .await
+            .unwrap();
+    assert!(events >= 4, "the event log keeps the run: {events} events");
+    let (s, _) = env.get(&format!("/executions/{business_run}")).await;
+    assert_eq!(s, 200, "the business plan keeps a year");
+}

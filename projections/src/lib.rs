@@ -13,11 +13,14 @@
 //!
 //! - [`workspaces`]: workspaces and their members, for "my workspaces" lists.
 //! - [`usage`]: runs per workspace and month, for the usage report.
+//! - [`retention`]: removes runs past their plan's retention from the execution log (a sweep
+//!   on the clock, apart from the projections).
 //!
 //! Projections never read the clock: rebuilding from the log yields the same rows.
 
 pub mod jobs;
 pub mod rebuild;
+pub mod retention;
 pub mod runner;
 pub mod runs;
 pub mod schedule;
