@@ -169,7 +169,26 @@ pub async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
             pool: pool.clone(),
             queue: Some(queue.clone()),
             allow_private_targets: config.allow_private_targets,
+            plans: Default::default(),
+            limiter: cronbox_api::rate_limit::RateLimiter::new(
+                pool.clone(),
+                config.rate_limit_per_address,
+                config.rate_limit,
+            ),
         };
+        let (sweep_pool, token) = (pool.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            loop {
+                if let Err(e) = cronbox_api::rate_limit::forget_old_windows(&sweep_pool).await {
+                    tracing::warn!(error = %e, "cannot drop old rate-limit windows");
+                }
+                tokio::select! {
+                    _ = token.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+                }
+            }
+            "rate-limit cleanup"
+        });
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;

@@ -21,6 +21,10 @@ pub struct Config {
     pub jwt_secret: Option<String>,
     /// How often runs past their plan's retention are removed from the execution log.
     pub retention_sweep_seconds: u64,
+    /// Requests per minute are limited (per key/user from the plan, per address otherwise).
+    pub rate_limit: bool,
+    /// Requests per minute per client address on routes without credentials.
+    pub rate_limit_per_address: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +111,8 @@ impl Config {
             log_format: src.get("CRONBOX_LOG_FORMAT").unwrap_or_else(|| "text".into()),
             jwt_secret: src.get("CRONBOX_JWT_SECRET"),
             retention_sweep_seconds: src.parse("CRONBOX_RETENTION_SWEEP_SECONDS", 600)?,
+            rate_limit: src.get("CRONBOX_RATE_LIMIT").is_none() || src.flag("CRONBOX_RATE_LIMIT")?,
+            rate_limit_per_address: src.parse("CRONBOX_RATE_LIMIT_PER_ADDRESS", 120)?,
         }
         .validated()
     }
@@ -114,7 +120,13 @@ impl Config {
     /// Values that parse but cannot work (a zero-slot executor never calls anything, a zero
     /// ack wait floods the server with progress acks) are refused at start-up.
     fn validated(self) -> Result<Self, ConfigError> {
-        let checks: [(&'static str, bool, String, &'static str); 8] = [
+        let checks: [(&'static str, bool, String, &'static str); 9] = [
+            (
+                "CRONBOX_RATE_LIMIT_PER_ADDRESS",
+                self.rate_limit_per_address >= 1,
+                self.rate_limit_per_address.to_string(),
+                "must be at least 1",
+            ),
             (
                 "CRONBOX_RETENTION_SWEEP_SECONDS",
                 (1..=86_400).contains(&self.retention_sweep_seconds),

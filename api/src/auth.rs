@@ -18,6 +18,7 @@ use uuid::Uuid;
 
 use crate::accounts;
 use crate::error::ApiError;
+use crate::rate_limit::Subject;
 use crate::AppState;
 
 /// Who is calling.
@@ -160,6 +161,13 @@ impl FromRequestParts<AppState> for Caller {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let ws = path_workspace(parts)?;
         let caller = authenticate(state, parts, ws).await?;
+        let subject = match caller.principal {
+            Principal::ApiKey(key) => Subject::ApiKey(key),
+            Principal::User(user) => Subject::UserIn(user, caller.workspace_id),
+        };
+        let plan = crate::plans::of_caller(state, &caller).await?;
+        let rpm = u32::try_from(plan.requests_per_minute).unwrap_or(0);
+        crate::edge::limit(state, parts, subject, rpm).await?;
         // Reading needs membership; anything else changes something and needs at least member.
         // Routes that need more (keys, members, settings) check it themselves.
         if !matches!(parts.method, Method::GET | Method::HEAD) {

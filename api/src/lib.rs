@@ -6,6 +6,8 @@
 //!   [`events`]: audit trails; [`preview`]: cron previews.
 //! - [`error`]: the one error type and its mapping to `{"error": {"code", "message", "field"}}`.
 //! - [`plans`]: plans, limits and the usage report.
+//! - [`edge`]: request ids, per-address limits, `RateLimit-*` headers; [`rate_limit`]: the
+//!   requests-per-minute counters shared by every API process.
 //! - [`input`], [`pagination`]: reading bodies and query strings, keyset cursors.
 //!
 //! Commands go to the event store (cqrs-es); reads of a single resource come from the event store
@@ -15,6 +17,7 @@
 
 pub mod accounts;
 pub mod auth;
+pub mod edge;
 pub mod error;
 pub mod events;
 pub mod executions;
@@ -23,6 +26,7 @@ pub mod jobs;
 pub mod pagination;
 pub mod plans;
 pub mod preview;
+pub mod rate_limit;
 pub mod workspaces;
 
 use std::sync::Arc;
@@ -51,6 +55,8 @@ pub struct AppState {
     pub allow_private_targets: bool,
     /// Signs and checks access tokens.
     pub jwt: accounts::JwtKey,
+    pub plans: plans::PlanCache,
+    pub limiter: rate_limit::RateLimiter,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -105,6 +111,7 @@ pub fn router(state: AppState) -> Router {
             (StatusCode::METHOD_NOT_ALLOWED, Json(json!({"error": {"code": "method_not_allowed", "message": "method not allowed on this route", "field": null}})))
         })
         .layer(DefaultBodyLimit::max(input::MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), edge::layer))
         .with_state(state)
 }
 

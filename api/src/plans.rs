@@ -7,6 +7,10 @@
 //! transaction; limits over one workspace's own lists (members, API keys) by the workspace
 //! aggregate; per-job limits (timeout, retries, cron interval) here, when the command is read.
 
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
 use axum::extract::{Path, State};
 use axum::Json;
 use chrono::{Duration, Utc};
@@ -171,6 +175,45 @@ impl Plan {
     }
 }
 
+/// Plans read from the table at most every [`PLAN_CACHE_TTL`], or at once when a workspace names
+/// a plan the cache does not know yet. A changed limit therefore applies within that time.
+#[derive(Clone, Default)]
+pub struct PlanCache(Arc<RwLock<Option<(Instant, Arc<HashMap<String, Plan>>)>>>);
+
+pub const PLAN_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(30);
+
+impl PlanCache {
+    async fn reload(&self, pool: &PgPool) -> Result<Arc<HashMap<String, Plan>>, ApiError> {
+        let plans: Vec<Plan> = sqlx::query_as(&format!("SELECT {COLUMNS} FROM plans"))
+            .fetch_all(pool)
+            .await?;
+        let map = Arc::new(
+            plans
+                .into_iter()
+                .map(|p| (p.code.clone(), p))
+                .collect::<HashMap<_, _>>(),
+        );
+        if let Ok(mut slot) = self.0.write() {
+            *slot = Some((Instant::now(), map.clone()));
+        }
+        Ok(map)
+    }
+
+    fn fresh(&self) -> Option<Arc<HashMap<String, Plan>>> {
+        let slot = self.0.read().ok()?;
+        let (at, map) = slot.as_ref()?;
+        (at.elapsed() < PLAN_CACHE_TTL).then(|| map.clone())
+    }
+
+    /// The plan called `code`, or None if the table has no such plan.
+    pub async fn get(&self, pool: &PgPool, code: &str) -> Result<Option<Plan>, ApiError> {
+        if let Some(p) = self.fresh().and_then(|m| m.get(code).cloned()) {
+            return Ok(Some(p));
+        }
+        Ok(self.reload(pool).await?.get(code).cloned())
+    }
+}
+
 /// The plan called `code`; None if no such plan exists.
 pub async fn find(pool: &PgPool, code: &str) -> Result<Option<Plan>, ApiError> {
     Ok(sqlx::query_as(&format!("SELECT {COLUMNS} FROM plans WHERE code = $1"))
@@ -182,15 +225,17 @@ pub async fn find(pool: &PgPool, code: &str) -> Result<Option<Plan>, ApiError> {
 /// The caller's workspace's plan. A workspace naming a plan that was since removed from the
 /// table falls back to the default plan rather than failing every request.
 pub async fn of_caller(state: &AppState, caller: &Caller) -> Result<Plan, ApiError> {
-    of_workspace(&state.pool, caller.workspace.plan()).await
+    of_workspace(state, caller.workspace.plan()).await
 }
 
-pub async fn of_workspace(pool: &PgPool, code: &str) -> Result<Plan, ApiError> {
-    if let Some(p) = find(pool, code).await? {
+pub async fn of_workspace(state: &AppState, code: &str) -> Result<Plan, ApiError> {
+    if let Some(p) = state.plans.get(&state.pool, code).await? {
         return Ok(p);
     }
     tracing::warn!(plan = code, "workspace names an unknown plan; using the default");
-    find(pool, cronbox_domain::workspace::DEFAULT_PLAN)
+    state
+        .plans
+        .get(&state.pool, cronbox_domain::workspace::DEFAULT_PLAN)
         .await?
         .ok_or_else(|| {
             ApiError::internal(std::io::Error::other(

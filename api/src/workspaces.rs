@@ -489,7 +489,7 @@ pub async fn accept_invite(
         .load(&ws.to_string())
         .await
         .map_err(ApiError::internal)?;
-    let plan = plans::of_workspace(&state.pool, target.plan()).await?;
+    let plan = plans::of_workspace(&state, target.plan()).await?;
     let cmd = WorkspaceCommand::AcceptInvite {
         token_hash: hash_api_key(&token),
         user_id: user.user_id,

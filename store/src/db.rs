@@ -20,6 +20,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ("0003_accounts", include_str!("../../migrations/0003_accounts.sql")),
     ("0004_workspaces", include_str!("../../migrations/0004_workspaces.sql")),
     ("0005_plans", include_str!("../../migrations/0005_plans.sql")),
+    (
+        "0006_rate_limits",
+        include_str!("../../migrations/0006_rate_limits.sql"),
+    ),
 ];
 
 /// A pool that waits for PostgreSQL to come back instead of failing: connections are created

@@ -218,6 +218,32 @@ impl TestEnv {
         self.server = Some(Server { child, base });
     }
 
+    /// Starts one more `cronbox api` process on its own port against the same database; returns
+    /// it (killed when dropped) and its base URL.
+    pub async fn start_extra_api(&self) -> (Child, String) {
+        let port = free_port();
+        let child = self
+            .command(&["api"])
+            .env("CRONBOX_LISTEN", format!("127.0.0.1:{port}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn cronbox api");
+        let base = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = self.http.get(format!("{base}/readyz")).send().await {
+                if r.status().is_success() {
+                    break;
+                }
+            }
+            assert!(Instant::now() < deadline, "cronbox api did not become ready");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        (child, base)
+    }
+
     /// SIGKILL: no graceful shutdown, no flushing.
     pub async fn kill_server(&mut self) {
         if let Some(mut s) = self.server.take() {

@@ -507,7 +507,12 @@ impl FromRequestParts<AppState> for UserCaller {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let token = crate::auth::bearer(parts).ok_or(ApiError::InvalidToken)?;
-        user_from_token(state, token).await
+        let user = user_from_token(state, token).await?;
+        // Outside a workspace no plan applies: the default plan's rate does.
+        let plan = crate::plans::of_workspace(state, cronbox_domain::workspace::DEFAULT_PLAN).await?;
+        let rpm = u32::try_from(plan.requests_per_minute).unwrap_or(0);
+        crate::edge::limit(state, parts, crate::rate_limit::Subject::User(user.user_id), rpm).await?;
+        Ok(user)
     }
 }
 
