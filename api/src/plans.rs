@@ -178,12 +178,14 @@ impl Plan {
 /// Plans read from the table at most every [`PLAN_CACHE_TTL`], or at once when a workspace names
 /// a plan the cache does not know yet. A changed limit therefore applies within that time.
 #[derive(Clone, Default)]
-pub struct PlanCache(Arc<RwLock<Option<(Instant, Arc<HashMap<String, Plan>>)>>>);
+pub struct PlanCache(Arc<RwLock<Option<(Instant, PlanMap)>>>);
+
+type PlanMap = Arc<HashMap<String, Plan>>;
 
 pub const PLAN_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl PlanCache {
-    async fn reload(&self, pool: &PgPool) -> Result<Arc<HashMap<String, Plan>>, ApiError> {
+    async fn reload(&self, pool: &PgPool) -> Result<PlanMap, ApiError> {
         let plans: Vec<Plan> = sqlx::query_as(&format!("SELECT {COLUMNS} FROM plans"))
             .fetch_all(pool)
             .await?;
@@ -199,7 +201,7 @@ impl PlanCache {
         Ok(map)
     }
 
-    fn fresh(&self) -> Option<Arc<HashMap<String, Plan>>> {
+    fn fresh(&self) -> Option<PlanMap> {
         let slot = self.0.read().ok()?;
         let (at, map) = slot.as_ref()?;
         (at.elapsed() < PLAN_CACHE_TTL).then(|| map.clone())
