@@ -338,6 +338,17 @@ async fn idempotency_key_returns_the_existing_call() {
     }
     assert_eq!(ids.len(), 1);
     assert_eq!(created, 1);
+
+    // A retry of the very same request after its execute_at has passed is still a repeat,
+    // not a new call in the past.
+    let at = (chrono::Utc::now() + chrono::Duration::seconds(1)).to_rfc3339();
+    let body = json!({"url": env.target_url("/idem"), "execute_at": at, "idempotency_key": "late-retry"});
+    let (s, first) = env.post("/delayed", body.clone()).await;
+    assert_eq!(s, 201, "{first}");
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let (s, again) = env.post("/delayed", body).await;
+    assert_eq!(s, 200, "{again}");
+    assert_eq!(again["id"], first["id"]);
 }
 
 #[tokio::test]

@@ -46,6 +46,15 @@ fn summary(r: &PgRow) -> Result<Value, sqlx::Error> {
     }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/executions",
+    tag = "executions",
+    summary = "List runs (newest first by scheduled_for)",
+    params(crate::openapi::WsPath, crate::openapi::schemas::ExecutionListQuery),
+    responses((status = 200, description = "A page of runs", body = crate::openapi::schemas::ExecutionList)),
+    security(("api_key" = []), ("access_token" = []))
+)]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -90,6 +99,15 @@ pub async fn list(
     Ok(Json(json!({"items": items, "next_cursor": next_cursor})))
 }
 
+#[utoipa::path(
+    get,
+    path = "/executions/{id}",
+    tag = "executions",
+    summary = "Get a run with its request, last response and attempts",
+    params(crate::openapi::WsIdPath),
+    responses((status = 200, description = "The run", body = crate::openapi::schemas::ExecutionDetail)),
+    security(("api_key" = []), ("access_token" = []))
+)]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
@@ -121,6 +139,15 @@ pub async fn get(
     Ok(Json(v))
 }
 
+#[utoipa::path(
+    get,
+    path = "/executions/{id}/events",
+    tag = "executions",
+    summary = "The run's audit trail",
+    params(crate::openapi::WsIdPath),
+    responses((status = 200, description = "Its events in order", body = crate::openapi::schemas::EventList)),
+    security(("api_key" = []), ("access_token" = []))
+)]
 pub async fn events(
     State(state): State<AppState>,
     caller: Caller,

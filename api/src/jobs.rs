@@ -288,6 +288,16 @@ async fn load(state: &AppState, caller: &Caller, raw_id: &str, kind: Kind) -> Re
 
 // ---------- cron ----------
 
+#[utoipa::path(
+    post,
+    path = "/cron",
+    tag = "cron jobs",
+    summary = "Create a cron job",
+    params(crate::openapi::WsPath),
+    request_body = crate::openapi::schemas::CronJobCreate,
+    responses((status = 201, description = "The job", body = crate::openapi::schemas::CronJob), (status = 403, description = "Role too low, or `plan_limit`: the plan does not allow it (with `limit`, `plan`, `usage`, `allowed`)", body = crate::openapi::schemas::ErrorResponse)),
+    security(("api_key" = []), ("access_token" = []))
+)]
 pub async fn create_cron(
     State(state): State<AppState>,
     caller: Caller,
@@ -335,6 +345,15 @@ pub async fn create_cron(
     Ok((StatusCode::CREATED, Json(render(&state, &job).await?)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/cron/{id}",
+    tag = "cron jobs",
+    summary = "Get a cron job",
+    params(crate::openapi::WsIdPath),
+    responses((status = 200, description = "The job", body = crate::openapi::schemas::CronJob)),
+    security(("api_key" = []), ("access_token" = []))
+)]
 pub async fn get_cron(
     State(state): State<AppState>,
     caller: Caller,
@@ -344,6 +363,16 @@ pub async fn get_cron(
     Ok(Json(render(&state, &job).await?))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/cron/{id}",
+    tag = "cron jobs",
+    summary = "Change a cron job (only the fields given)",
+    params(crate::openapi::WsIdPath),
+    request_body = crate::openapi::schemas::CronJobUpdate,
+    responses((status = 200, description = "The job", body = crate::openapi::schemas::CronJob), (status = 403, description = "Role too low, or `plan_limit`: the plan does not allow it (with `limit`, `plan`, `usage`, `allowed`)", body = crate::openapi::schemas::ErrorResponse)),
+    security(("api_key" = []), ("access_token" = []))
+)]
 pub async fn update_cron(
     State(state): State<AppState>,
     caller: Caller,
@@ -417,6 +446,15 @@ async fn cron_command(
     Ok(Json(render(state, &job).await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/cron/{id}/pause",
+    tag = "cron jobs",
+    summary = "Pause a cron job",
+    params(crate::openapi::WsIdPath),
+    responses((status = 200, description = "The job", body = crate::openapi::schemas::CronJob)),
+    security(("api_key" = []), ("access_token" = []))
+)]
 pub async fn pause_cron(
     State(state): State<AppState>,
     caller: Caller,
@@ -425,6 +463,15 @@ pub async fn pause_cron(
     cron_command(&state, &caller, &id, |at| JobCommand::Pause { at }).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/cron/{id}/resume",
+    tag = "cron jobs",
+    summary = "Resume a paused cron job",
+    params(crate::openapi::WsIdPath),
+    responses((status = 200, description = "The job", body = crate::openapi::schemas::CronJob), (status = 403, description = "Role too low, or `plan_limit`: the plan does not allow it (with `limit`, `plan`, `usage`, `allowed`)", body = crate::openapi::schemas::ErrorResponse)),
+    security(("api_key" = []), ("access_token" = []))
+)]
 pub async fn resume_cron(
     State(state): State<AppState>,
     caller: Caller,
@@ -433,6 +480,15 @@ pub async fn resume_cron(
     cron_command(&state, &caller, &id, |at| JobCommand::Resume { at }).await
 }
 
+#[utoipa::path(
+    delete,
+    path = "/cron/{id}",
+    tag = "cron jobs",
+    summary = "Delete a cron job",
+    params(crate::openapi::WsIdPath),
+    responses((status = 204, description = "Deleted")),
+    security(("api_key" = []), ("access_token" = []))
+)]
 pub async fn delete_cron(
     State(state): State<AppState>,
     caller: Caller,
@@ -451,6 +507,15 @@ pub async fn delete_cron(
 }
 
 /// "Run now": a manual run, dispatched at once, recorded on the job's stream too.
+#[utoipa::path(
+    post,
+    path = "/cron/{id}/run",
+    tag = "cron jobs",
+    summary = "Run now (a manual run, dispatched at once)",
+    params(crate::openapi::WsIdPath),
+    responses((status = 202, description = "The run was recorded", body = crate::openapi::schemas::RunRequested)),
+    security(("api_key" = []), ("access_token" = []))
+)]
 pub async fn run_cron(
     State(state): State<AppState>,
     caller: Caller,
@@ -524,6 +589,16 @@ fn idempotency_key(f: &mut Fields, headers: &HeaderMap) -> Result<Option<String>
     Ok(key)
 }
 
+#[utoipa::path(
+    post,
+    path = "/delayed",
+    tag = "delayed calls",
+    summary = "Create a delayed call",
+    params(crate::openapi::WsPath, ("Idempotency-Key" = Option<String>, Header, description = "Same as the body field `idempotency_key`")),
+    request_body = crate::openapi::schemas::DelayedCallCreate,
+    responses((status = 201, description = "The call", body = crate::openapi::schemas::DelayedCall), (status = 200, description = "A call with this idempotency key already exists; it is returned unchanged", body = crate::openapi::schemas::DelayedCall), (status = 403, description = "Role too low, or `plan_limit`: the plan does not allow it (with `limit`, `plan`, `usage`, `allowed`)", body = crate::openapi::schemas::ErrorResponse)),
+    security(("api_key" = []), ("access_token" = []))
+)]
 pub async fn create_delayed(
     State(state): State<AppState>,
     caller: Caller,
@@ -531,6 +606,29 @@ pub async fn create_delayed(
     JsonObject(body): JsonObject,
 ) -> Result<impl IntoResponse, ApiError> {
     let mut f = Fields(body);
+    let key = idempotency_key(&mut f, &headers)?;
+    // A repeat of a create that happened answers with that call, whatever the body says now:
+    // a retry after `execute_at` has passed, or after a plan change, must not turn into a 400.
+    if let Some(k) = &key {
+        let existing: Option<Uuid> = sqlx::query_scalar(
+            "SELECT job_id FROM delayed_idempotency WHERE workspace_id = $1 AND idempotency_key = $2",
+        )
+        .bind(caller.workspace_id)
+        .bind(k)
+        .fetch_optional(&state.pool)
+        .await?;
+        if let Some(id) = existing {
+            let (job, _) = state
+                .stores
+                .jobs
+                .load(&id.to_string())
+                .await
+                .map_err(ApiError::internal)?;
+            if job.id.is_some() {
+                return Ok((StatusCode::OK, Json(render_any(&state, &job).await?)));
+            }
+        }
+    }
     let now = Utc::now();
     let execute_at = match (f.time("execute_at")?, f.int("delay_seconds")?) {
         (Some(_), Some(_)) => {
@@ -577,7 +675,6 @@ pub async fn create_delayed(
         None => None,
         Some(u) => Some(parse_target_url("callback_url", &u, state.allow_private_targets)?),
     };
-    let key = idempotency_key(&mut f, &headers)?;
     let definition = JobDefinition {
         name: f.string("name")?.unwrap_or_else(|| "delayed call".to_string()),
         description: f.string("description")?.unwrap_or_default(),
@@ -666,6 +763,15 @@ async fn render_any(state: &AppState, job: &Job) -> Result<Value, ApiError> {
     render(state, job).await
 }
 
+#[utoipa::path(
+    get,
+    path = "/delayed/{id}",
+    tag = "delayed calls",
+    summary = "Get a delayed call",
+    params(crate::openapi::WsIdPath),
+    responses((status = 200, description = "The call", body = crate::openapi::schemas::DelayedCall)),
+    security(("api_key" = []), ("access_token" = []))
+)]
 pub async fn get_delayed(
     State(state): State<AppState>,
     caller: Caller,
@@ -675,6 +781,15 @@ pub async fn get_delayed(
     Ok(Json(render(&state, &job).await?))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/delayed/{id}",
+    tag = "delayed calls",
+    summary = "Cancel a delayed call",
+    params(crate::openapi::WsIdPath),
+    responses((status = 204, description = "Cancelled"), (status = 409, description = "`already_executed`: its run was already recorded", body = crate::openapi::schemas::ErrorResponse)),
+    security(("api_key" = []), ("access_token" = []))
+)]
 pub async fn delete_delayed(
     State(state): State<AppState>,
     caller: Caller,
@@ -712,6 +827,15 @@ pub async fn delete_delayed(
 
 // ---------- lists ----------
 
+#[utoipa::path(
+    get,
+    path = "/cron",
+    tag = "cron jobs",
+    summary = "List cron jobs (newest first)",
+    params(crate::openapi::WsPath, crate::openapi::schemas::CronListQuery),
+    responses((status = 200, description = "A page of jobs", body = crate::openapi::schemas::CronJobList)),
+    security(("api_key" = []), ("access_token" = []))
+)]
 pub async fn list_cron(
     State(state): State<AppState>,
     caller: Caller,
@@ -720,6 +844,15 @@ pub async fn list_cron(
     list(&state, &caller, Kind::Cron, &q).await
 }
 
+#[utoipa::path(
+    get,
+    path = "/delayed",
+    tag = "delayed calls",
+    summary = "List delayed calls (newest first)",
+    params(crate::openapi::WsPath, crate::openapi::schemas::DelayedListQuery),
+    responses((status = 200, description = "A page of calls", body = crate::openapi::schemas::DelayedCallList)),
+    security(("api_key" = []), ("access_token" = []))
+)]
 pub async fn list_delayed(
     State(state): State<AppState>,
     caller: Caller,
@@ -806,6 +939,15 @@ async fn list(
 }
 
 /// `…/cron/{id}/events` and `…/delayed/{id}/events`: the job's stored events.
+#[utoipa::path(
+    get,
+    path = "/cron/{id}/events",
+    tag = "cron jobs",
+    summary = "The job's audit trail",
+    params(crate::openapi::WsIdPath),
+    responses((status = 200, description = "Its events in order", body = crate::openapi::schemas::EventList)),
+    security(("api_key" = []), ("access_token" = []))
+)]
 pub async fn cron_events(
     State(state): State<AppState>,
     caller: Caller,
@@ -815,6 +957,15 @@ pub async fn cron_events(
     crate::events::aggregate_events(&state, "Job", id).await
 }
 
+#[utoipa::path(
+    get,
+    path = "/delayed/{id}/events",
+    tag = "delayed calls",
+    summary = "The call's audit trail",
+    params(crate::openapi::WsIdPath),
+    responses((status = 200, description = "Its events in order", body = crate::openapi::schemas::EventList)),
+    security(("api_key" = []), ("access_token" = []))
+)]
 pub async fn delayed_events(
     State(state): State<AppState>,
     caller: Caller,

@@ -23,6 +23,7 @@ pub mod events;
 pub mod executions;
 pub mod input;
 pub mod jobs;
+pub mod openapi;
 pub mod pagination;
 pub mod plans;
 pub mod preview;
@@ -33,12 +34,15 @@ use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
-use axum::routing::{delete, get, patch, post, put};
 use axum::{Json, Router};
 use cronbox_nats::RunQueue;
 use cronbox_store::aggregates::Stores;
 use serde_json::json;
 use sqlx::PgPool;
+
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::error::ApiError;
 
@@ -59,53 +63,57 @@ pub struct AppState {
     pub limiter: rate_limit::RateLimiter,
 }
 
+/// The whole API. Every route goes through `routes!`, which also adds its `#[utoipa::path]`
+/// to the OpenAPI document: nothing is served undocumented.
 pub fn router(state: AppState) -> Router {
     use jobs::*;
-    let ws = Router::new()
-        .route("/cron", post(create_cron).get(list_cron))
-        .route("/cron/{id}", get(get_cron).patch(update_cron).delete(delete_cron))
-        .route("/cron/{id}/run", post(run_cron))
-        .route("/cron/{id}/pause", post(pause_cron))
-        .route("/cron/{id}/resume", post(resume_cron))
-        .route("/cron/{id}/events", get(cron_events))
-        .route("/delayed", post(create_delayed).get(list_delayed))
-        .route("/delayed/{id}", get(get_delayed).delete(delete_delayed))
-        .route("/delayed/{id}/events", get(delayed_events))
-        .route("/executions", get(executions::list))
-        .route("/executions/{id}", get(executions::get))
-        .route("/executions/{id}/events", get(executions::events))
-        .route(
-            "/",
-            get(workspaces::get)
-                .patch(workspaces::update)
-                .delete(workspaces::delete),
-        )
-        .route("/members", get(workspaces::members))
-        .route(
-            "/members/{user_id}",
-            patch(workspaces::change_role).delete(workspaces::remove_member),
-        )
-        .route("/invites", post(workspaces::invite))
-        .route("/keys", post(workspaces::create_key).get(workspaces::list_keys))
-        .route("/keys/{id}", delete(workspaces::revoke_key))
-        .route("/usage", get(plans::usage))
-        .route("/plan", put(plans::set_plan));
-    Router::new()
+    let ws = OpenApiRouter::new()
+        .routes(routes!(create_cron, list_cron))
+        .routes(routes!(get_cron, update_cron, delete_cron))
+        .routes(routes!(run_cron))
+        .routes(routes!(pause_cron))
+        .routes(routes!(resume_cron))
+        .routes(routes!(cron_events))
+        .routes(routes!(create_delayed, list_delayed))
+        .routes(routes!(get_delayed, delete_delayed))
+        .routes(routes!(delayed_events))
+        .routes(routes!(executions::list))
+        .routes(routes!(executions::get))
+        .routes(routes!(executions::events))
+        .routes(routes!(workspaces::get, workspaces::update, workspaces::delete))
+        .routes(routes!(workspaces::members))
+        .routes(routes!(workspaces::change_role, workspaces::remove_member))
+        .routes(routes!(workspaces::invite))
+        .routes(routes!(workspaces::create_key, workspaces::list_keys))
+        .routes(routes!(workspaces::revoke_key))
+        .routes(routes!(plans::usage))
+        .routes(routes!(plans::set_plan));
+    let (router, doc) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .nest("/v1/workspaces/{ws}", ws)
-        .route("/v1/cron/preview", get(preview::preview))
-        .route("/v1/auth/register", post(accounts::register))
-        .route("/v1/auth/login", post(accounts::login))
-        .route("/v1/auth/refresh", post(accounts::refresh))
-        .route("/v1/auth/logout", post(accounts::logout))
-        .route("/v1/auth/verify-email", post(accounts::verify_email))
-        .route("/v1/auth/password-reset", post(accounts::request_password_reset))
-        .route("/v1/auth/password-reset/confirm", post(accounts::confirm_password_reset))
-        .route("/v1/me", get(accounts::me))
-        .route("/v1/plans", get(plans::list))
-        .route("/v1/workspaces", post(workspaces::create).get(workspaces::list))
-        .route("/v1/invites/accept", post(workspaces::accept_invite))
-        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
-        .route("/readyz", get(readyz))
+        .routes(routes!(preview::preview))
+        .routes(routes!(accounts::register))
+        .routes(routes!(accounts::login))
+        .routes(routes!(accounts::refresh))
+        .routes(routes!(accounts::logout))
+        .routes(routes!(accounts::verify_email))
+        .routes(routes!(accounts::request_password_reset))
+        .routes(routes!(accounts::confirm_password_reset))
+        .routes(routes!(accounts::me))
+        .routes(routes!(plans::list))
+        .routes(routes!(workspaces::create, workspaces::list))
+        .routes(routes!(workspaces::accept_invite))
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(openapi::openapi_json))
+        .routes(routes!(openapi::docs))
+        .split_for_parts();
+    // The modifiers run on the assembled document, so they see the nested paths too.
+    let mut doc = doc;
+    for m in openapi::modifiers() {
+        m.modify(&mut doc);
+    }
+    openapi::publish(&doc);
+    router
         .fallback(|| async { ApiError::NotFound("route") })
         .method_not_allowed_fallback(|| async {
             (StatusCode::METHOD_NOT_ALLOWED, Json(json!({"error": {"code": "method_not_allowed", "message": "method not allowed on this route", "field": null}})))
@@ -115,6 +123,22 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "service", responses((status = 200, description = "Alive", body = openapi::schemas::Health)))]
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// Readiness: PostgreSQL and NATS are reachable.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "service",
+    responses(
+        (status = 200, description = "Ready", body = openapi::schemas::Ready),
+        (status = 503, description = "A dependency is down", body = openapi::schemas::Ready)
+    )
+)]
 async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
     let db = cronbox_store::db::ping(&state.pool).await;
     let nats = match &state.queue {

@@ -264,6 +264,13 @@ pub fn metered_error(
 }
 
 /// `GET /v1/plans`: every plan, cheapest first. Public: it is the price list.
+#[utoipa::path(
+    get,
+    path = "/v1/plans",
+    tag = "plans",
+    summary = "The plans and their limits (public)",
+    responses((status = 200, description = "Plans, cheapest first", body = crate::openapi::schemas::PlanList))
+)]
 pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let plans: Vec<Plan> = sqlx::query_as(&format!("SELECT {COLUMNS} FROM plans ORDER BY position, code"))
         .fetch_all(&state.pool)
@@ -274,6 +281,15 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError
 }
 
 /// `GET /v1/workspaces/{ws}/usage`: the plan, and usage against each of its limits.
+#[utoipa::path(
+    get,
+    path = "/usage",
+    tag = "plans",
+    summary = "The workspace's plan and usage against each limit",
+    params(crate::openapi::WsPath),
+    responses((status = 200, description = "Usage", body = crate::openapi::schemas::Usage)),
+    security(("api_key" = []), ("access_token" = []))
+)]
 pub async fn usage(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
     let plan = of_caller(&state, &caller).await?;
     let tz = parse_timezone(&caller.timezone).unwrap_or(chrono_tz::UTC);
@@ -303,6 +319,16 @@ pub async fn usage(State(state): State<AppState>, caller: Caller) -> Result<Json
 }
 
 /// `PUT /v1/workspaces/{ws}/plan` (superusers only, until billing drives it): `{"plan": code}`.
+#[utoipa::path(
+    put,
+    path = "/plan",
+    tag = "plans",
+    summary = "Move a workspace to another plan (superusers; 404 for others)",
+    params(crate::openapi::WsPath),
+    request_body = crate::openapi::schemas::SetPlan,
+    responses((status = 200, description = "The new plan", body = crate::openapi::schemas::PlanChanged), (status = 404, description = "Not a superuser, or no such workspace", body = crate::openapi::schemas::ErrorResponse)),
+    security(("access_token" = []))
+)]
 pub async fn set_plan(
     State(state): State<AppState>,
     user: UserCaller,

@@ -17,6 +17,15 @@ pub const MAX_COUNT: usize = 100;
 
 /// Needs no key (the UI's cron builder calls it before anything exists); with a key, the
 /// timezone defaults to the workspace's, as it does for a new job.
+#[utoipa::path(
+    get,
+    path = "/v1/cron/preview",
+    tag = "tools",
+    summary = "Next fire times of a cron expression",
+    params(crate::openapi::schemas::PreviewQuery),
+    responses((status = 200, description = "The next fires", body = crate::openapi::schemas::CronPreview)),
+    security((), ("api_key" = []))
+)]
 pub async fn preview(
     caller: Option<Caller>,
     Query(q): Query<HashMap<String, String>>,

@@ -224,6 +224,15 @@ pub async fn create_api_key(
 }
 
 /// `POST /v1/workspaces`: the caller becomes its owner.
+#[utoipa::path(
+    post,
+    path = "/v1/workspaces",
+    tag = "workspaces",
+    summary = "Create a workspace (you become its owner)",
+    request_body = crate::openapi::schemas::WorkspaceCreate,
+    responses((status = 201, description = "The workspace", body = crate::openapi::schemas::Workspace), (status = 409, description = "`slug_taken`: the slug is in use", body = crate::openapi::schemas::ErrorResponse)),
+    security(("access_token" = []))
+)]
 pub async fn create(
     State(state): State<AppState>,
     user: UserCaller,
@@ -267,6 +276,14 @@ pub async fn create(
 type MyWorkspaceRow = (Uuid, String, Option<String>, String, String, DateTime<Utc>);
 
 /// `GET /v1/workspaces`: the caller's workspaces with their role in each.
+#[utoipa::path(
+    get,
+    path = "/v1/workspaces",
+    tag = "workspaces",
+    summary = "Your workspaces with your role in each",
+    responses((status = 200, description = "Workspaces", body = crate::openapi::schemas::WorkspaceList)),
+    security(("access_token" = []))
+)]
 pub async fn list(State(state): State<AppState>, user: UserCaller) -> Result<Json<Value>, ApiError> {
     let rows: Vec<MyWorkspaceRow> = sqlx::query_as(
         "SELECT w.id, w.name, w.slug, w.timezone, m.role, w.created_at
@@ -286,10 +303,29 @@ pub async fn list(State(state): State<AppState>, user: UserCaller) -> Result<Jso
     Ok(Json(json!({ "items": items })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/",
+    tag = "workspaces",
+    summary = "Get a workspace",
+    params(crate::openapi::WsPath),
+    responses((status = 200, description = "The workspace", body = crate::openapi::schemas::Workspace)),
+    security(("api_key" = []), ("access_token" = []))
+)]
 pub async fn get(caller: Caller) -> Json<Value> {
     Json(workspace_json(&caller.workspace, Some(caller.role)))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/",
+    tag = "workspaces",
+    summary = "Change name, slug or timezone (admin)",
+    params(crate::openapi::WsPath),
+    request_body = crate::openapi::schemas::WorkspaceUpdate,
+    responses((status = 200, description = "The workspace", body = crate::openapi::schemas::Workspace), (status = 409, description = "`slug_taken`", body = crate::openapi::schemas::ErrorResponse)),
+    security(("api_key" = []), ("access_token" = []))
+)]
 pub async fn update(
     State(state): State<AppState>,
     caller: Caller,
@@ -330,6 +366,15 @@ pub async fn update(
     Ok(Json(workspace_json(&ws, Some(caller.role))))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/",
+    tag = "workspaces",
+    summary = "Delete a workspace (owner)",
+    params(crate::openapi::WsPath),
+    responses((status = 204, description = "Deleted")),
+    security(("api_key" = []), ("access_token" = []))
+)]
 pub async fn delete(State(state): State<AppState>, caller: Caller) -> Result<StatusCode, ApiError> {
     caller.require(Role::Owner)?;
     execute(
@@ -338,10 +383,23 @@ pub async fn delete(State(state): State<AppState>, caller: Caller) -> Result<Sta
         WorkspaceCommand::Delete { at: Utc::now() },
     )
     .await?;
+    // The slug is free again for anyone.
+    if let Some(slug) = &caller.workspace.slug {
+        release_slug(&state.pool, slug, caller.workspace_id).await?;
+    }
     tracing::info!(workspace_id = %caller.workspace_id, "workspace deleted");
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    get,
+    path = "/members",
+    tag = "workspaces",
+    summary = "List members",
+    params(crate::openapi::WsPath),
+    responses((status = 200, description = "Members", body = crate::openapi::schemas::MemberList)),
+    security(("api_key" = []), ("access_token" = []))
+)]
 pub async fn members(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
     let mut items = Vec::with_capacity(caller.workspace.members.len());
     for m in &caller.workspace.members {
@@ -375,6 +433,16 @@ fn role_field(f: &mut Fields, default: Option<Role>) -> Result<Role, ApiError> {
     }
 }
 
+#[utoipa::path(
+    patch,
+    path = "/members/{user_id}",
+    tag = "workspaces",
+    summary = "Change a member's role (admin; owners only for owners)",
+    params(crate::openapi::WsUserPath),
+    request_body = crate::openapi::schemas::RoleChange,
+    responses((status = 200, description = "The new role", body = crate::openapi::schemas::RoleChanged), (status = 409, description = "`last_owner`: a workspace keeps at least one owner", body = crate::openapi::schemas::ErrorResponse)),
+    security(("api_key" = []), ("access_token" = []))
+)]
 pub async fn change_role(
     State(state): State<AppState>,
     caller: Caller,
@@ -397,6 +465,15 @@ pub async fn change_role(
 }
 
 /// Removes a member; members may also remove themselves (leave), whatever their role.
+#[utoipa::path(
+    delete,
+    path = "/members/{user_id}",
+    tag = "workspaces",
+    summary = "Remove a member, or leave",
+    params(crate::openapi::WsUserPath),
+    responses((status = 204, description = "Removed"), (status = 409, description = "`last_owner`", body = crate::openapi::schemas::ErrorResponse)),
+    security(("api_key" = []), ("access_token" = []))
+)]
 pub async fn remove_member(
     State(state): State<AppState>,
     caller: Caller,
@@ -416,6 +493,16 @@ pub async fn remove_member(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    post,
+    path = "/invites",
+    tag = "workspaces",
+    summary = "Invite by e-mail (admin); the token is mailed",
+    params(crate::openapi::WsPath),
+    request_body = crate::openapi::schemas::InviteCreate,
+    responses((status = 201, description = "The invitation", body = crate::openapi::schemas::Invite), (status = 403, description = "Role too low, or `plan_limit`: the plan does not allow it (with `limit`, `plan`, `usage`, `allowed`)", body = crate::openapi::schemas::ErrorResponse)),
+    security(("api_key" = []), ("access_token" = []))
+)]
 pub async fn invite(
     State(state): State<AppState>,
     caller: Caller,
@@ -467,6 +554,15 @@ pub async fn invite(
 }
 
 /// `POST /v1/invites/accept`: the logged-in user whose address was invited joins.
+#[utoipa::path(
+    post,
+    path = "/v1/invites/accept",
+    tag = "workspaces",
+    summary = "Accept an invitation sent to your address",
+    request_body = crate::openapi::schemas::InviteAccept,
+    responses((status = 200, description = "The workspace joined", body = crate::openapi::schemas::Workspace), (status = 403, description = "`plan_limit`: the team is full", body = crate::openapi::schemas::ErrorResponse), (status = 409, description = "`already_member`", body = crate::openapi::schemas::ErrorResponse)),
+    security(("access_token" = []))
+)]
 pub async fn accept_invite(
     State(state): State<AppState>,
     user: UserCaller,
@@ -508,6 +604,16 @@ pub async fn accept_invite(
     Ok(Json(workspace_json(&workspace, role)))
 }
 
+#[utoipa::path(
+    post,
+    path = "/keys",
+    tag = "api keys",
+    summary = "Create an API key (admin); the secret is shown once",
+    params(crate::openapi::WsPath),
+    request_body = crate::openapi::schemas::ApiKeyCreate,
+    responses((status = 201, description = "The key with its secret", body = crate::openapi::schemas::ApiKeyCreated), (status = 403, description = "Role too low, or `plan_limit`: the plan does not allow it (with `limit`, `plan`, `usage`, `allowed`)", body = crate::openapi::schemas::ErrorResponse)),
+    security(("api_key" = []), ("access_token" = []))
+)]
 pub async fn create_key(
     State(state): State<AppState>,
     caller: Caller,
@@ -516,9 +622,10 @@ pub async fn create_key(
     caller.require(Role::Admin)?;
     let mut f = Fields(body);
     let name = f.string("name")?.unwrap_or_else(|| "api key".into());
+    let name = name.trim();
     let read_only = f.bool("read_only")?.unwrap_or(false);
     f.finish()?;
-    if name.trim().is_empty() || name.chars().count() > 100 {
+    if name.is_empty() || name.chars().count() > 100 {
         return Err(ApiError::field(
             "name",
             "invalid_name",
@@ -526,7 +633,7 @@ pub async fn create_key(
         ));
     }
     let plan = plans::of_caller(&state, &caller).await?;
-    let (key, key_id) = create_api_key(&state.stores, caller.workspace_id, name.trim(), read_only, Some(&plan)).await?;
+    let (key, key_id) = create_api_key(&state.stores, caller.workspace_id, name, read_only, Some(&plan)).await?;
     let (ws, _) = state
         .stores
         .workspaces
@@ -555,6 +662,15 @@ fn key_json(k: &cronbox_domain::workspace::ApiKey, last_used: Option<DateTime<Ut
     })
 }
 
+#[utoipa::path(
+    get,
+    path = "/keys",
+    tag = "api keys",
+    summary = "List API keys (without secrets)",
+    params(crate::openapi::WsPath),
+    responses((status = 200, description = "Keys", body = crate::openapi::schemas::ApiKeyList)),
+    security(("api_key" = []), ("access_token" = []))
+)]
 pub async fn list_keys(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
     caller.require(Role::Admin)?;
     let used: Vec<(Uuid, DateTime<Utc>)> =
@@ -571,6 +687,15 @@ pub async fn list_keys(State(state): State<AppState>, caller: Caller) -> Result<
     Ok(Json(json!({ "items": items })))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/keys/{id}",
+    tag = "api keys",
+    summary = "Revoke an API key (admin)",
+    params(crate::openapi::WsIdPath),
+    responses((status = 204, description = "Revoked")),
+    security(("api_key" = []), ("access_token" = []))
+)]
 pub async fn revoke_key(
     State(state): State<AppState>,
     caller: Caller,

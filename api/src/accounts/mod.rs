@@ -221,6 +221,14 @@ async fn send_verification(pool: &PgPool, user: &User) -> Result<(), ApiError> {
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/auth/register",
+    tag = "accounts",
+    summary = "Sign up; a verification mail is queued",
+    request_body = crate::openapi::schemas::Register,
+    responses((status = 201, description = "The user", body = crate::openapi::schemas::Me), (status = 409, description = "`email_taken`", body = crate::openapi::schemas::ErrorResponse))
+)]
 pub async fn register(
     State(state): State<AppState>,
     JsonObject(body): JsonObject,
@@ -266,6 +274,14 @@ fn tokens(state: &AppState, user: Uuid, session: Uuid, refresh: String, now: Dat
     }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/auth/login",
+    tag = "accounts",
+    summary = "Log in",
+    request_body = crate::openapi::schemas::Login,
+    responses((status = 200, description = "A new session", body = crate::openapi::schemas::TokenPair), (status = 401, description = "`invalid_credentials` (the same for every failure)", body = crate::openapi::schemas::ErrorResponse), (status = 429, description = "Too many failed attempts for this account or address", body = crate::openapi::schemas::ErrorResponse))
+)]
 pub async fn login(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -316,6 +332,14 @@ pub async fn login(
     start_session(&state, user_id).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/auth/refresh",
+    tag = "accounts",
+    summary = "Exchange a refresh token for a new pair (the old one stops working)",
+    request_body = crate::openapi::schemas::RefreshRequest,
+    responses((status = 200, description = "The new pair", body = crate::openapi::schemas::TokenPair), (status = 401, description = "`invalid_token`; reuse of a rotated token also ends the session", body = crate::openapi::schemas::ErrorResponse))
+)]
 pub async fn refresh(State(state): State<AppState>, JsonObject(body): JsonObject) -> Result<Json<Value>, ApiError> {
     let mut f = Fields(body);
     let presented = required(&mut f, "refresh_token")?;
@@ -372,16 +396,40 @@ async fn revoke(state: &AppState, session: Uuid, reason: &str) -> Result<(), Api
 }
 
 /// Ends the caller's session: its refresh token stops working and so do its access tokens.
+#[utoipa::path(
+    post,
+    path = "/v1/auth/logout",
+    tag = "accounts",
+    summary = "End the session of this access token",
+    responses((status = 204, description = "Logged out")),
+    security(("access_token" = []))
+)]
 pub async fn logout(State(state): State<AppState>, user: UserCaller) -> Result<StatusCode, ApiError> {
     revoke(&state, user.session_id, "logout").await?;
     tracing::info!(user_id = %user.user_id, session_id = %user.session_id, "logout");
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/me",
+    tag = "accounts",
+    summary = "The logged-in user",
+    responses((status = 200, description = "The user", body = crate::openapi::schemas::Me)),
+    security(("access_token" = []))
+)]
 pub async fn me(user: UserCaller) -> Json<Value> {
     Json(user_json(&user.user))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/auth/verify-email",
+    tag = "accounts",
+    summary = "Confirm the e-mail address with the mailed token",
+    request_body = crate::openapi::schemas::VerifyEmail,
+    responses((status = 200, description = "The user", body = crate::openapi::schemas::Me))
+)]
 pub async fn verify_email(
     State(state): State<AppState>,
     JsonObject(body): JsonObject,
@@ -404,6 +452,14 @@ pub async fn verify_email(
 }
 
 /// Always 202, whether or not the address has an account.
+#[utoipa::path(
+    post,
+    path = "/v1/auth/password-reset",
+    tag = "accounts",
+    summary = "Mail a password-reset token (always 202, known address or not)",
+    request_body = crate::openapi::schemas::PasswordResetRequest,
+    responses((status = 202, description = "Accepted"))
+)]
 pub async fn request_password_reset(
     State(state): State<AppState>,
     JsonObject(body): JsonObject,
@@ -433,6 +489,14 @@ pub async fn request_password_reset(
 }
 
 /// Sets the new password; every session started before it stops working.
+#[utoipa::path(
+    post,
+    path = "/v1/auth/password-reset/confirm",
+    tag = "accounts",
+    summary = "Set a new password with the mailed token; ends every session",
+    request_body = crate::openapi::schemas::PasswordResetConfirm,
+    responses((status = 204, description = "Password changed"))
+)]
 pub async fn confirm_password_reset(
     State(state): State<AppState>,
     JsonObject(body): JsonObject,

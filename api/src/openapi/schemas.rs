@@ -1,0 +1,1150 @@
+//! The wire format of the API, for the OpenAPI document only.
+//!
+//! Handlers read bodies field by field ([`crate::input::Fields`]) and build their answers with
+//! `serde_json::json!`, so nothing here is ever constructed, serialised or parsed: these types
+//! exist only so that `utoipa` can describe the JSON the handlers really read and write. Keep
+//! them in step with the handlers (`jobs::view`, `jobs::request_fields`, `executions::summary`,
+//! `workspaces::workspace_json`, …). `tests/openapi.rs` checks the document against the router:
+//! every documented operation is served, nothing undocumented is, and every `$ref` resolves.
+//!
+//! Conventions: a request field that is `Option` may be left out (and, except where a field says
+//! otherwise, sending it as `null` is the same as leaving it out). Every request body is a JSON
+//! object and an unknown field is refused with `400 unknown_field`. A response field that is
+//! `Option` and marked `required` is always present and may be `null`. Times are RFC 3339.
+
+#![allow(dead_code)]
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+// ---------------------------------------------------------------- errors
+
+/// Every error response: `{"error": {...}}`.
+#[derive(ToSchema)]
+pub struct ErrorResponse {
+    /// What went wrong.
+    pub error: ErrorDetail,
+}
+
+/// The error object. `limit`, `plan`, `usage` and `allowed` appear only on `403 plan_limit`.
+#[derive(ToSchema)]
+pub struct ErrorDetail {
+    /// Machine-readable code, e.g. `invalid_schedule`, `required`, `unknown_field`,
+    /// `unauthorized`, `invalid_credentials`, `invalid_token`, `forbidden`, `plan_limit`,
+    /// `not_found`, `method_not_allowed`, `already_executed`, `already_exists`,
+    /// `concurrent_modification`, `too_large`, `rate_limited`, `unavailable`, `internal`.
+    #[schema(examples("invalid_schedule"))]
+    pub code: String,
+    /// Human-readable explanation (English).
+    pub message: String,
+    /// The offending input field (`headers.X-Foo` for one header), or null.
+    #[schema(required = true, examples("schedule"))]
+    pub field: Option<String>,
+    /// `plan_limit` only: the plan limit that refused the command, e.g. `max_active_cron_jobs`,
+    /// `max_delayed_per_month`, `min_cron_interval_seconds`, `max_timeout_seconds`,
+    /// `max_retries`, `max_members`, `max_api_keys`.
+    pub limit: Option<String>,
+    /// `plan_limit` only: the workspace's plan code, e.g. `free`.
+    pub plan: Option<String>,
+    /// `plan_limit` only: current usage, or for per-job limits the value asked for (for
+    /// `min_cron_interval_seconds`, the schedule's shortest gap in seconds).
+    pub usage: Option<i64>,
+    /// `plan_limit` only: what the plan allows.
+    pub allowed: Option<i64>,
+}
+
+// ---------------------------------------------------------------- cron jobs
+
+/// Body of `POST …/cron`: a new recurring job.
+#[derive(ToSchema)]
+pub struct CronJobCreate {
+    /// Name, 1-200 characters (required).
+    #[schema(examples("nightly report"))]
+    pub name: String,
+    /// Cron expression (required): 5 fields, or 6 with leading seconds, or a nickname such as
+    /// `@daily`; at most 200 characters. The plan's `min_cron_interval_seconds` applies.
+    #[schema(examples("30 2 * * *"))]
+    pub schedule: String,
+    /// IANA time zone the schedule is read in; default: the workspace's time zone.
+    #[schema(examples("Europe/Berlin"))]
+    pub timezone: Option<String>,
+    /// Free text, at most 2000 characters; default empty.
+    pub description: Option<String>,
+    /// Labels for filtering lists: at most 20, each 1-64 characters; default none.
+    #[schema(max_items = 20)]
+    pub tags: Option<Vec<String>>,
+    /// Target URL (required): absolute `http`/`https`, at most 2048 characters, no credentials;
+    /// private, loopback and reserved addresses are refused unless the operator allows them.
+    #[schema(examples("https://example.com/hooks/report"), max_length = 2048)]
+    pub url: String,
+    /// HTTP method: `GET`, `POST`, `PUT`, `PATCH`, `DELETE` or `HEAD` (case-insensitive);
+    /// default `GET`.
+    #[schema(examples("POST"), default = "GET")]
+    pub method: Option<String>,
+    /// Request headers, name to value: at most 50 headers and 16 KiB in all; values visible
+    /// ASCII, space and tab. `Host`, `Content-Length`, `Transfer-Encoding`, `Connection`,
+    /// `Keep-Alive`, `Upgrade`, `TE`, `Trailer`, `Proxy-Connection` and `X-CronBox-*` are refused.
+    pub headers: Option<BTreeMap<String, String>>,
+    /// Request body, a string of at most 64 KiB; default none.
+    pub body: Option<String>,
+    /// Timeout of one attempt in seconds, 1-300, default 10; the plan may allow less
+    /// (`max_timeout_seconds`).
+    #[schema(minimum = 1, maximum = 300, default = 10)]
+    pub timeout_seconds: Option<i64>,
+    /// Retries after a failed attempt, 0-10, default 0; the plan may allow fewer (`max_retries`).
+    #[schema(minimum = 0, maximum = 10, default = 0)]
+    pub retry_count: Option<i64>,
+    /// Fixed delay before each retry in seconds, 0-86400, default 60.
+    #[schema(minimum = 0, maximum = 86400, default = 60)]
+    pub retry_delay_seconds: Option<i64>,
+    /// Notify on failure; default true (stored only: no notifications are sent yet).
+    #[schema(default = true)]
+    pub notify_on_failure: Option<bool>,
+    /// Notify on recovery; default true (stored only: no notifications are sent yet).
+    #[schema(default = true)]
+    pub notify_on_recovery: Option<bool>,
+}
+
+/// Body of `PATCH …/cron/{id}`: only the fields given change; the same rules as on create.
+/// `null` means "unchanged" for every field except `body`, where `null` clears the body.
+#[derive(ToSchema)]
+pub struct CronJobUpdate {
+    /// New name, 1-200 characters.
+    pub name: Option<String>,
+    /// New cron expression (see create).
+    #[schema(examples("*/15 * * * *"))]
+    pub schedule: Option<String>,
+    /// New IANA time zone.
+    #[schema(examples("Europe/Berlin"))]
+    pub timezone: Option<String>,
+    /// New description, at most 2000 characters (`""` clears it).
+    pub description: Option<String>,
+    /// New tags, replacing all of them (`[]` clears them); at most 20 of 1-64 characters.
+    #[schema(max_items = 20)]
+    pub tags: Option<Vec<String>>,
+    /// New target URL (same rules as on create).
+    #[schema(max_length = 2048)]
+    pub url: Option<String>,
+    /// New HTTP method: `GET`, `POST`, `PUT`, `PATCH`, `DELETE` or `HEAD`.
+    pub method: Option<String>,
+    /// New headers, replacing the whole set (`{}` removes all); same limits as on create.
+    pub headers: Option<BTreeMap<String, String>>,
+    /// New request body (at most 64 KiB); `"body": null` clears the body, leaving it out keeps it.
+    pub body: Option<String>,
+    /// New timeout in seconds, 1-300; the plan may allow less.
+    #[schema(minimum = 1, maximum = 300)]
+    pub timeout_seconds: Option<i64>,
+    /// New retry count, 0-10; the plan may allow fewer.
+    #[schema(minimum = 0, maximum = 10)]
+    pub retry_count: Option<i64>,
+    /// New retry delay in seconds, 0-86400.
+    #[schema(minimum = 0, maximum = 86400)]
+    pub retry_delay_seconds: Option<i64>,
+    /// New notify-on-failure flag.
+    pub notify_on_failure: Option<bool>,
+    /// New notify-on-recovery flag.
+    pub notify_on_recovery: Option<bool>,
+}
+
+/// A cron job as every cron endpoint returns it.
+#[derive(ToSchema)]
+pub struct CronJob {
+    /// Job id.
+    pub id: Uuid,
+    /// Workspace the job belongs to.
+    pub workspace_id: Uuid,
+    /// Always `cron`.
+    #[schema(examples("cron"))]
+    pub kind: String,
+    /// Name.
+    pub name: String,
+    /// Description (empty string if none).
+    pub description: String,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// Target URL, normalised.
+    pub url: String,
+    /// HTTP method, upper case.
+    #[schema(examples("GET"))]
+    pub method: String,
+    /// Request headers, name to value.
+    pub headers: BTreeMap<String, String>,
+    /// Request body, or null.
+    #[schema(required = true)]
+    pub body: Option<String>,
+    /// Timeout of one attempt in seconds.
+    pub timeout_seconds: u32,
+    /// Retries after a failed attempt.
+    pub retry_count: u32,
+    /// Delay before each retry in seconds.
+    pub retry_delay_seconds: u32,
+    /// Notify-on-failure flag (stored only).
+    pub notify_on_failure: bool,
+    /// Notify-on-recovery flag (stored only).
+    pub notify_on_recovery: bool,
+    /// Cron expression as stored (trimmed).
+    #[schema(examples("30 2 * * *"))]
+    pub schedule: String,
+    /// IANA time zone of the schedule.
+    #[schema(examples("Europe/Berlin"))]
+    pub timezone: String,
+    /// The schedule in English, e.g. "At 02:30." (empty if it cannot be described).
+    pub description_of_schedule: String,
+    /// `active` or `paused`.
+    #[schema(examples("active"))]
+    pub status: String,
+    /// Next fire time; null while paused.
+    #[schema(required = true)]
+    pub next_run_at: Option<DateTime<Utc>>,
+    /// When the last finished run ended, or null.
+    #[schema(required = true)]
+    pub last_run_at: Option<DateTime<Utc>>,
+    /// Outcome of the last finished run: `succeeded` or `failed`, or null.
+    #[schema(required = true)]
+    pub last_status: Option<String>,
+    /// Failed runs in a row since the last success.
+    pub consecutive_failures: i32,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Time of the last change (update, pause, resume).
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A page of cron jobs, newest first.
+#[derive(ToSchema)]
+pub struct CronJobList {
+    /// The jobs on this page.
+    pub items: Vec<CronJob>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    #[schema(required = true)]
+    pub next_cursor: Option<String>,
+}
+
+/// Answer of `POST …/cron/{id}/run` (202): a manual run was scheduled for now.
+#[derive(ToSchema)]
+pub struct RunRequested {
+    /// The new run's id (see `…/executions/{id}`).
+    pub run_id: Uuid,
+    /// The cron job.
+    pub job_id: Uuid,
+    /// Always `scheduled`.
+    #[schema(examples("scheduled"))]
+    pub status: String,
+    /// When the run was requested (it is dispatched at once).
+    pub scheduled_for: DateTime<Utc>,
+}
+
+// ---------------------------------------------------------------- delayed calls
+
+/// Body of `POST …/delayed`: a one-off call. Give exactly one of `execute_at` and
+/// `delay_seconds`.
+#[derive(ToSchema)]
+pub struct DelayedCallCreate {
+    /// The instant to call, RFC 3339 with offset; at most 5 s in the past and at most 366 days
+    /// ahead; truncated to milliseconds.
+    #[schema(examples("2026-12-01T09:00:00+01:00"))]
+    pub execute_at: Option<DateTime<Utc>>,
+    /// Call this many seconds from now instead, 0-31622400 (366 days).
+    #[schema(minimum = 0, maximum = 31622400)]
+    pub delay_seconds: Option<i64>,
+    /// URL validated and stored (same rules as `url`); nothing calls it yet.
+    pub callback_url: Option<String>,
+    /// 1-255 visible ASCII characters, unique per workspace; may also be sent as the
+    /// `Idempotency-Key` header (both must then be equal). A repeat with a used key returns the
+    /// existing call with 200 and creates nothing; its body is not compared.
+    #[schema(examples("order-1234-reminder"), min_length = 1, max_length = 255)]
+    pub idempotency_key: Option<String>,
+    /// Name, 1-200 characters; default `delayed call`.
+    #[schema(default = "delayed call")]
+    pub name: Option<String>,
+    /// Free text, at most 2000 characters; default empty.
+    pub description: Option<String>,
+    /// Labels: at most 20, each 1-64 characters; default none.
+    #[schema(max_items = 20)]
+    pub tags: Option<Vec<String>>,
+    /// Target URL (required): absolute `http`/`https`, at most 2048 characters, no credentials;
+    /// private, loopback and reserved addresses are refused unless the operator allows them.
+    #[schema(examples("https://example.com/hooks/remind"), max_length = 2048)]
+    pub url: String,
+    /// HTTP method: `GET`, `POST`, `PUT`, `PATCH`, `DELETE` or `HEAD` (case-insensitive);
+    /// default `GET`.
+    #[schema(examples("POST"), default = "GET")]
+    pub method: Option<String>,
+    /// Request headers, name to value: at most 50 headers and 16 KiB in all; `Host`,
+    /// `Content-Length`, `Transfer-Encoding`, `Connection`, `Keep-Alive`, `Upgrade`, `TE`,
+    /// `Trailer`, `Proxy-Connection` and `X-CronBox-*` are refused.
+    pub headers: Option<BTreeMap<String, String>>,
+    /// Request body, a string of at most 64 KiB; default none.
+    pub body: Option<String>,
+    /// Timeout of one attempt in seconds, 1-300, default 10; the plan may allow less
+    /// (`max_timeout_seconds`).
+    #[schema(minimum = 1, maximum = 300, default = 10)]
+    pub timeout_seconds: Option<i64>,
+    /// Retries after a failed attempt, 0-10, default 0; the plan may allow fewer (`max_retries`).
+    #[schema(minimum = 0, maximum = 10, default = 0)]
+    pub retry_count: Option<i64>,
+    /// Fixed delay before each retry in seconds, 0-86400, default 60.
+    #[schema(minimum = 0, maximum = 86400, default = 60)]
+    pub retry_delay_seconds: Option<i64>,
+    /// Notify on failure; default true (stored only).
+    #[schema(default = true)]
+    pub notify_on_failure: Option<bool>,
+    /// Notify on recovery; default true (stored only).
+    #[schema(default = true)]
+    pub notify_on_recovery: Option<bool>,
+}
+
+/// A delayed call as every delayed-call endpoint returns it.
+#[derive(ToSchema)]
+pub struct DelayedCall {
+    /// Call id.
+    pub id: Uuid,
+    /// Workspace the call belongs to.
+    pub workspace_id: Uuid,
+    /// Always `delayed`.
+    #[schema(examples("delayed"))]
+    pub kind: String,
+    /// Name.
+    pub name: String,
+    /// Description (empty string if none).
+    pub description: String,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// Target URL, normalised.
+    pub url: String,
+    /// HTTP method, upper case.
+    #[schema(examples("POST"))]
+    pub method: String,
+    /// Request headers, name to value.
+    pub headers: BTreeMap<String, String>,
+    /// Request body, or null.
+    #[schema(required = true)]
+    pub body: Option<String>,
+    /// Timeout of one attempt in seconds.
+    pub timeout_seconds: u32,
+    /// Retries after a failed attempt.
+    pub retry_count: u32,
+    /// Delay before each retry in seconds.
+    pub retry_delay_seconds: u32,
+    /// Notify-on-failure flag (stored only).
+    pub notify_on_failure: bool,
+    /// Notify-on-recovery flag (stored only).
+    pub notify_on_recovery: bool,
+    /// When the call is due (millisecond precision).
+    pub execute_at: DateTime<Utc>,
+    /// Stored callback URL, or null.
+    #[schema(required = true)]
+    pub callback_url: Option<String>,
+    /// Idempotency key it was created with, or null.
+    #[schema(required = true)]
+    pub idempotency_key: Option<String>,
+    /// Id of the run this call fires, known in advance (derived from the id and `execute_at`):
+    /// `…/executions/{run_id}` works once the call has fired.
+    pub run_id: Uuid,
+    /// `pending`, `running`, `succeeded` or `failed`; `cancelled` only when an idempotent
+    /// repeat returns a call that was cancelled.
+    #[schema(examples("pending"))]
+    pub status: String,
+    /// `execute_at` while pending, otherwise null.
+    #[schema(required = true)]
+    pub next_run_at: Option<DateTime<Utc>>,
+    /// When the run ended, or null.
+    #[schema(required = true)]
+    pub last_run_at: Option<DateTime<Utc>>,
+    /// `succeeded` or `failed` once the run ended, else null.
+    #[schema(required = true)]
+    pub last_status: Option<String>,
+    /// 1 after a failed run, else 0.
+    pub consecutive_failures: i32,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Time of the last change.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A page of delayed calls, newest first (cancelled calls are not listed).
+#[derive(ToSchema)]
+pub struct DelayedCallList {
+    /// The calls on this page.
+    pub items: Vec<DelayedCall>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    #[schema(required = true)]
+    pub next_cursor: Option<String>,
+}
+
+/// Query of `GET …/cron`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CronListQuery {
+    /// Page size, 1-200, default 50.
+    #[param(minimum = 1, maximum = 200, default = 50)]
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Only jobs with this status: `active` or `paused`.
+    #[param(example = "active")]
+    pub status: Option<String>,
+    /// Only jobs carrying this tag.
+    pub tag: Option<String>,
+}
+
+/// Query of `GET …/delayed`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DelayedListQuery {
+    /// Page size, 1-200, default 50.
+    #[param(minimum = 1, maximum = 200, default = 50)]
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Only calls with this status: `pending`, `running`, `succeeded` or `failed`.
+    #[param(example = "pending")]
+    pub status: Option<String>,
+    /// Only calls carrying this tag.
+    pub tag: Option<String>,
+}
+
+// ---------------------------------------------------------------- executions
+
+/// One run (execution) in the log, as listed.
+#[derive(ToSchema)]
+pub struct Execution {
+    /// Run id.
+    pub id: Uuid,
+    /// The cron job or delayed call that made it.
+    pub job_id: Uuid,
+    /// `schedule` (a cron fire), `delayed` (a delayed call) or `manual` ("run now").
+    #[schema(examples("schedule"))]
+    pub trigger: String,
+    /// `scheduled`, `dispatched`, `running`, `retry_scheduled`, `succeeded`, `failed` or `skipped`.
+    #[schema(examples("succeeded"))]
+    pub status: String,
+    /// The instant the run was due (for a skipped run, the first missed fire).
+    pub scheduled_for: DateTime<Utc>,
+    /// Attempts made so far.
+    pub attempts: i32,
+    /// When the latest attempt was handed to the executors, or null.
+    #[schema(required = true)]
+    pub dispatched_at: Option<DateTime<Utc>>,
+    /// When the first attempt started, or null.
+    #[schema(required = true)]
+    pub started_at: Option<DateTime<Utc>>,
+    /// When the run ended (succeeded, failed or skipped), or null.
+    #[schema(required = true)]
+    pub finished_at: Option<DateTime<Utc>>,
+    /// When the next retry is due while `retry_scheduled`, else null.
+    #[schema(required = true)]
+    pub retry_at: Option<DateTime<Utc>>,
+    /// `started_at` − `scheduled_for` in milliseconds, or null before the first attempt.
+    #[schema(required = true)]
+    pub lateness_ms: Option<i64>,
+    /// HTTP status of the latest attempt, or null (no attempt yet, or no response).
+    #[schema(required = true)]
+    pub status_code: Option<i32>,
+    /// Duration of the latest attempt in milliseconds, or null.
+    #[schema(required = true)]
+    pub duration_ms: Option<i64>,
+    /// Why it failed: `timeout`, `connect`, `dns`, `tls`, `too_large`, `http_status`,
+    /// `blocked_target`, `other`, or `missed` on skipped runs; null on success.
+    #[schema(required = true)]
+    pub error_type: Option<String>,
+    /// Detail of the latest failure (for skipped runs, the missed range), or null.
+    #[schema(required = true)]
+    pub error_message: Option<String>,
+    /// Skipped runs only: how many fires were missed; else null.
+    #[schema(required = true)]
+    pub skipped_count: Option<i64>,
+}
+
+/// One run with its request, last response and attempts (`GET …/executions/{id}`).
+#[derive(ToSchema)]
+pub struct ExecutionDetail {
+    /// Run id.
+    pub id: Uuid,
+    /// The cron job or delayed call that made it.
+    pub job_id: Uuid,
+    /// `schedule`, `delayed` or `manual`.
+    #[schema(examples("schedule"))]
+    pub trigger: String,
+    /// `scheduled`, `dispatched`, `running`, `retry_scheduled`, `succeeded`, `failed` or `skipped`.
+    #[schema(examples("succeeded"))]
+    pub status: String,
+    /// The instant the run was due.
+    pub scheduled_for: DateTime<Utc>,
+    /// Attempts made so far (the count; see `attempt_log` for each).
+    pub attempts: i32,
+    /// When the latest attempt was handed to the executors, or null.
+    #[schema(required = true)]
+    pub dispatched_at: Option<DateTime<Utc>>,
+    /// When the first attempt started, or null.
+    #[schema(required = true)]
+    pub started_at: Option<DateTime<Utc>>,
+    /// When the run ended, or null.
+    #[schema(required = true)]
+    pub finished_at: Option<DateTime<Utc>>,
+    /// When the next retry is due while `retry_scheduled`, else null.
+    #[schema(required = true)]
+    pub retry_at: Option<DateTime<Utc>>,
+    /// `started_at` − `scheduled_for` in milliseconds, or null.
+    #[schema(required = true)]
+    pub lateness_ms: Option<i64>,
+    /// HTTP status of the latest attempt, or null.
+    #[schema(required = true)]
+    pub status_code: Option<i32>,
+    /// Duration of the latest attempt in milliseconds, or null.
+    #[schema(required = true)]
+    pub duration_ms: Option<i64>,
+    /// `timeout`, `connect`, `dns`, `tls`, `too_large`, `http_status`, `blocked_target`,
+    /// `other` or `missed`; null on success.
+    #[schema(required = true)]
+    pub error_type: Option<String>,
+    /// Detail of the latest failure, or null.
+    #[schema(required = true)]
+    pub error_message: Option<String>,
+    /// Skipped runs only: how many fires were missed; else null.
+    #[schema(required = true)]
+    pub skipped_count: Option<i64>,
+    /// The request as sent, frozen when the run was recorded; null for skipped runs.
+    #[schema(required = true)]
+    pub request: Option<ExecutionRequest>,
+    /// The latest attempt's response; null before any attempt finished.
+    #[schema(required = true)]
+    pub response: Option<ExecutionResponse>,
+    /// One entry per attempt, in order.
+    pub attempt_log: Vec<Attempt>,
+}
+
+/// The request a run sends (note: headers are a list here, not an object).
+#[derive(ToSchema)]
+pub struct ExecutionRequest {
+    /// Target URL.
+    pub url: String,
+    /// HTTP method, upper case.
+    #[schema(examples("POST"))]
+    pub method: String,
+    /// Headers in the order given.
+    pub headers: Vec<RequestHeader>,
+    /// Body, or null.
+    #[schema(required = true)]
+    pub body: Option<String>,
+    /// Timeout of one attempt in seconds.
+    pub timeout_seconds: u32,
+    /// Retries after a failed attempt.
+    pub retry_count: u32,
+    /// Delay before each retry in seconds.
+    pub retry_delay_seconds: u32,
+}
+
+/// One request header.
+#[derive(ToSchema)]
+pub struct RequestHeader {
+    /// Header name as given.
+    pub name: String,
+    /// Header value.
+    pub value: String,
+}
+
+/// What the latest attempt received.
+#[derive(ToSchema)]
+pub struct ExecutionResponse {
+    /// HTTP status, or null when no response arrived (transport error).
+    #[schema(required = true)]
+    pub status_code: Option<u16>,
+    /// Response headers as `[name, value]` pairs.
+    pub headers: Vec<(String, String)>,
+    /// The first 10 KiB of the body (lossy UTF-8), or null.
+    #[schema(required = true)]
+    pub body: Option<String>,
+    /// Full body size in bytes.
+    pub size: u64,
+}
+
+/// One attempt of a run.
+#[derive(ToSchema)]
+pub struct Attempt {
+    /// Attempt number, from 1.
+    pub attempt: i32,
+    /// When it started, or null (not recorded yet).
+    #[schema(required = true)]
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it finished, or null while in flight.
+    #[schema(required = true)]
+    pub finished_at: Option<DateTime<Utc>>,
+    /// What it observed; null while in flight.
+    #[schema(required = true)]
+    pub outcome: Option<AttemptOutcome>,
+}
+
+/// What one attempt observed on the wire.
+#[derive(ToSchema)]
+pub struct AttemptOutcome {
+    /// HTTP status, or null when no response arrived.
+    #[schema(required = true)]
+    pub status_code: Option<u16>,
+    /// Response headers as `[name, value]` pairs.
+    pub response_headers: Vec<(String, String)>,
+    /// The first 10 KiB of the body (lossy UTF-8), or null.
+    #[schema(required = true)]
+    pub response_body: Option<String>,
+    /// Full body size in bytes.
+    pub response_size: u64,
+    /// Duration in milliseconds.
+    pub duration_ms: u64,
+    /// Transport-level failure: `timeout`, `connect`, `dns`, `tls`, `too_large`,
+    /// `blocked_target` or `other`; null when a response arrived (even a non-2xx one).
+    #[schema(required = true)]
+    pub error_kind: Option<String>,
+    /// Detail of the failure, or null.
+    #[schema(required = true)]
+    pub error_message: Option<String>,
+}
+
+/// A page of runs, newest `scheduled_for` first.
+#[derive(ToSchema)]
+pub struct ExecutionList {
+    /// The runs on this page.
+    pub items: Vec<Execution>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    #[schema(required = true)]
+    pub next_cursor: Option<String>,
+}
+
+/// Query of `GET …/executions`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ExecutionListQuery {
+    /// Page size, 1-200, default 50.
+    #[param(minimum = 1, maximum = 200, default = 50)]
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Only runs of this cron job or delayed call.
+    pub job_id: Option<Uuid>,
+    /// Only runs with this status: `scheduled`, `dispatched`, `running`, `retry_scheduled`,
+    /// `succeeded`, `failed` or `skipped`.
+    #[param(example = "failed")]
+    pub status: Option<String>,
+}
+
+// ---------------------------------------------------------------- audit trail
+
+/// The stored events of one aggregate, in order.
+#[derive(ToSchema)]
+pub struct EventList {
+    /// `Job` (cron jobs and delayed calls) or `Run` (executions).
+    #[schema(examples("Job"))]
+    pub aggregate_type: String,
+    /// The job's or run's id.
+    pub aggregate_id: Uuid,
+    /// The events, oldest first.
+    pub items: Vec<StoredEvent>,
+}
+
+/// One stored event.
+#[derive(ToSchema)]
+pub struct StoredEvent {
+    /// Position in the aggregate's stream, from 1.
+    pub sequence: i64,
+    /// Event type: `JobCreated`, `JobUpdated`, `JobPaused`, `JobResumed`, `JobDeleted`,
+    /// `RunRequested`; `RunScheduled`, `RunDispatched`, `AttemptStarted`, `AttemptFinished`,
+    /// `RetryScheduled`, `RunSucceeded`, `RunFailed`, `RunSkipped`.
+    #[schema(examples("JobCreated"))]
+    pub r#type: String,
+    /// Event schema version (a string).
+    #[schema(examples("1"))]
+    pub version: String,
+    /// When the event was stored.
+    pub recorded_at: DateTime<Utc>,
+    /// The event's fields (shape depends on `type`).
+    pub data: Value,
+}
+
+// ---------------------------------------------------------------- cron preview
+
+/// Query of `GET /v1/cron/preview`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PreviewQuery {
+    /// Cron expression to preview (required).
+    #[param(example = "30 2 * * *")]
+    pub schedule: String,
+    /// IANA time zone; default the workspace's when a key is sent, else `Europe/Moscow`.
+    #[param(example = "Europe/Berlin")]
+    pub timezone: Option<String>,
+    /// How many fire times, 1-100, default 5.
+    #[param(minimum = 1, maximum = 100, default = 5)]
+    pub count: Option<u32>,
+    /// List fire times strictly after this instant (RFC 3339 with offset); default now.
+    pub after: Option<DateTime<Utc>>,
+}
+
+/// The next fire times of a schedule, computed by the dispatcher's own code.
+#[derive(ToSchema)]
+pub struct CronPreview {
+    /// The expression as parsed.
+    #[schema(examples("30 2 * * *"))]
+    pub schedule: String,
+    /// The time zone used, as given.
+    #[schema(examples("Europe/Berlin"))]
+    pub timezone: String,
+    /// The schedule in English.
+    #[schema(examples("At 02:30."))]
+    pub description: String,
+    /// Upcoming fire times, RFC 3339 with the zone's offset (not UTC).
+    pub next: Vec<DateTime<Utc>>,
+}
+
+// ---------------------------------------------------------------- accounts
+
+/// Body of `POST /v1/auth/register`.
+#[derive(ToSchema)]
+pub struct Register {
+    /// E-mail address (normalised to lower case); must be unused.
+    #[schema(examples("anna@example.com"))]
+    pub email: String,
+    /// Password: at least 10 characters, at most 256 bytes.
+    #[schema(min_length = 10)]
+    pub password: String,
+    /// Display name, 1-200 characters.
+    #[schema(examples("Anna"))]
+    pub name: String,
+}
+
+/// Body of `POST /v1/auth/login`.
+#[derive(ToSchema)]
+pub struct Login {
+    /// E-mail address.
+    #[schema(examples("anna@example.com"))]
+    pub email: String,
+    /// Password.
+    pub password: String,
+}
+
+/// Answer of login and refresh: a new access token and refresh token.
+#[derive(ToSchema)]
+pub struct TokenPair {
+    /// HS256 JWT for `Authorization: Bearer`, valid 15 minutes.
+    pub access_token: String,
+    /// Refresh token (`cbr_…`), valid 30 days from its last use; single use (rotated).
+    pub refresh_token: String,
+    /// Always `Bearer`.
+    #[schema(examples("Bearer"))]
+    pub token_type: String,
+    /// Access token lifetime in seconds (900).
+    #[schema(examples(900))]
+    pub expires_in: i64,
+}
+
+/// Body of `POST /v1/auth/refresh`.
+#[derive(ToSchema)]
+pub struct RefreshRequest {
+    /// The current refresh token; it stops working. Presenting one already rotated away revokes
+    /// the whole session.
+    pub refresh_token: String,
+}
+
+/// Body of `POST /v1/auth/verify-email`.
+#[derive(ToSchema)]
+pub struct VerifyEmail {
+    /// The single-use token from the verification mail (valid 48 hours).
+    pub token: String,
+}
+
+/// Body of `POST /v1/auth/password-reset`.
+#[derive(ToSchema)]
+pub struct PasswordResetRequest {
+    /// The account's e-mail address (the answer is 202 whether or not it exists).
+    #[schema(examples("anna@example.com"))]
+    pub email: String,
+}
+
+/// Body of `POST /v1/auth/password-reset/confirm`.
+#[derive(ToSchema)]
+pub struct PasswordResetConfirm {
+    /// The single-use token from the reset mail (valid 60 minutes).
+    pub token: String,
+    /// The new password: at least 10 characters, at most 256 bytes.
+    #[schema(min_length = 10)]
+    pub password: String,
+}
+
+/// A user: `GET /v1/me`, and the answer of register (201) and verify-email (200).
+#[derive(ToSchema)]
+pub struct Me {
+    /// User id.
+    pub id: Uuid,
+    /// E-mail address, lower case.
+    pub email: String,
+    /// Display name.
+    pub name: String,
+    /// Whether the address was confirmed.
+    pub email_verified: bool,
+    /// Operator account (may change plans).
+    pub superuser: bool,
+    /// Sign-up time.
+    pub created_at: DateTime<Utc>,
+}
+
+// ---------------------------------------------------------------- workspaces
+
+/// Body of `POST /v1/workspaces`; the caller becomes its owner.
+#[derive(ToSchema)]
+pub struct WorkspaceCreate {
+    /// Name, 1-200 characters.
+    #[schema(examples("Shop"))]
+    pub name: String,
+    /// URL-safe handle, unique: 3-40 of `a-z 0-9 -`, not starting or ending with `-`; default
+    /// generated from the name.
+    #[schema(examples("shop"), min_length = 3, max_length = 40)]
+    pub slug: Option<String>,
+    /// IANA time zone, the default for new cron jobs and for usage months; default
+    /// `Europe/Moscow`.
+    #[schema(examples("Europe/Berlin"), default = "Europe/Moscow")]
+    pub timezone: Option<String>,
+}
+
+/// Body of `PATCH /v1/workspaces/{ws}` (admin or owner): only the fields given change.
+#[derive(ToSchema)]
+pub struct WorkspaceUpdate {
+    /// New name, 1-200 characters.
+    pub name: Option<String>,
+    /// New IANA time zone.
+    #[schema(examples("Europe/Berlin"))]
+    pub timezone: Option<String>,
+    /// New slug (same rules as on create); the old one is released.
+    #[schema(min_length = 3, max_length = 40)]
+    pub slug: Option<String>,
+}
+
+/// A workspace, with the caller's role in it.
+#[derive(ToSchema)]
+pub struct Workspace {
+    /// Workspace id.
+    pub id: Uuid,
+    /// Name.
+    pub name: String,
+    /// Slug, or null (workspaces created with the CLI have none).
+    #[schema(required = true)]
+    pub slug: Option<String>,
+    /// IANA time zone.
+    #[schema(examples("Europe/Moscow"))]
+    pub timezone: String,
+    /// Plan code, e.g. `free`.
+    #[schema(examples("free"))]
+    pub plan: String,
+    /// The caller's role: `owner`, `admin`, `member` or `viewer` (an API key acts as `member`,
+    /// or `viewer` when read-only).
+    #[schema(examples("owner"))]
+    pub role: String,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+}
+
+/// One of the caller's workspaces as `GET /v1/workspaces` lists it (no `plan`).
+#[derive(ToSchema)]
+pub struct WorkspaceSummary {
+    /// Workspace id.
+    pub id: Uuid,
+    /// Name.
+    pub name: String,
+    /// Slug, or null.
+    #[schema(required = true)]
+    pub slug: Option<String>,
+    /// IANA time zone.
+    pub timezone: String,
+    /// The caller's role: `owner`, `admin`, `member` or `viewer`.
+    #[schema(examples("owner"))]
+    pub role: String,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+}
+
+/// The caller's workspaces, oldest first (not paginated).
+#[derive(ToSchema)]
+pub struct WorkspaceList {
+    /// Every workspace the caller is a member of.
+    pub items: Vec<WorkspaceSummary>,
+}
+
+/// A member of a workspace.
+#[derive(ToSchema)]
+pub struct Member {
+    /// User id.
+    pub user_id: Uuid,
+    /// E-mail address.
+    pub email: String,
+    /// Display name.
+    pub name: String,
+    /// `owner`, `admin`, `member` or `viewer`.
+    #[schema(examples("member"))]
+    pub role: String,
+    /// When they joined.
+    pub joined_at: DateTime<Utc>,
+}
+
+/// The members of a workspace (not paginated).
+#[derive(ToSchema)]
+pub struct MemberList {
+    /// Every member.
+    pub items: Vec<Member>,
+}
+
+/// Body of `PATCH …/members/{user_id}` (admin or owner; only owners make owners; the last owner
+/// cannot be demoted).
+#[derive(ToSchema)]
+pub struct RoleChange {
+    /// The new role: `owner`, `admin`, `member` or `viewer` (required).
+    #[schema(examples("viewer"))]
+    pub role: String,
+}
+
+/// Answer of `PATCH …/members/{user_id}`.
+#[derive(ToSchema)]
+pub struct RoleChanged {
+    /// The member's user id.
+    pub user_id: Uuid,
+    /// Their role now.
+    #[schema(examples("viewer"))]
+    pub role: String,
+}
+
+/// Body of `POST …/invites` (admin or owner; only owners invite owners). The token is mailed.
+#[derive(ToSchema)]
+pub struct InviteCreate {
+    /// Address to invite.
+    #[schema(examples("bob@example.com"))]
+    pub email: String,
+    /// Role on joining: `owner`, `admin`, `member` or `viewer`; default `member`.
+    #[schema(examples("member"), default = "member")]
+    pub role: Option<String>,
+}
+
+/// A sent invitation (its token is only in the mail).
+#[derive(ToSchema)]
+pub struct Invite {
+    /// Invitation id.
+    pub id: Uuid,
+    /// Invited address, lower case.
+    pub email: String,
+    /// Role on joining.
+    #[schema(examples("member"))]
+    pub role: String,
+    /// When the invitation stops working (7 days after sending).
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Body of `POST /v1/invites/accept`: the logged-in user, whose address was invited, joins. The
+/// answer is the joined `Workspace`.
+#[derive(ToSchema)]
+pub struct InviteAccept {
+    /// The `cbi_…` token from the invitation mail.
+    pub token: String,
+}
+
+// ---------------------------------------------------------------- API keys
+
+/// Body of `POST …/keys` (admin or owner).
+#[derive(ToSchema)]
+pub struct ApiKeyCreate {
+    /// Label, 1-100 characters (trimmed); default `api key`.
+    #[schema(examples("ci"), default = "api key")]
+    pub name: Option<String>,
+    /// A read-only key acts as `viewer` instead of `member`; default false.
+    #[schema(default = false)]
+    pub read_only: Option<bool>,
+}
+
+/// An API key, without its secret.
+#[derive(ToSchema)]
+pub struct ApiKey {
+    /// Key id (for revoking).
+    pub id: Uuid,
+    /// Label.
+    pub name: String,
+    /// The key's first 12 characters, for recognising it.
+    #[schema(examples("cbx_0f8e2c1a"))]
+    pub prefix: String,
+    /// Whether the key acts as `viewer`.
+    pub read_only: bool,
+    /// Whether the key was revoked (revoked keys stay listed).
+    pub revoked: bool,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Last use, to the minute, or null if never used.
+    #[schema(required = true)]
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+/// A new API key, with its secret: shown this once, stored only as a hash.
+#[derive(ToSchema)]
+pub struct ApiKeyCreated {
+    /// Key id (for revoking).
+    pub id: Uuid,
+    /// Label.
+    pub name: String,
+    /// The key's first 12 characters.
+    #[schema(examples("cbx_0f8e2c1a"))]
+    pub prefix: String,
+    /// Whether the key acts as `viewer`.
+    pub read_only: bool,
+    /// Always false.
+    pub revoked: bool,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Always null for a new key.
+    #[schema(required = true)]
+    pub last_used_at: Option<DateTime<Utc>>,
+    /// The full key (`cbx_<workspace id>_<secret>`) for `Authorization: Bearer`; never shown again.
+    pub key: String,
+}
+
+/// The workspace's API keys, revoked ones included (not paginated).
+#[derive(ToSchema)]
+pub struct ApiKeyList {
+    /// Every key.
+    pub items: Vec<ApiKey>,
+}
+
+// ---------------------------------------------------------------- plans and usage
+
+/// A plan and its limits.
+#[derive(ToSchema)]
+pub struct Plan {
+    /// Plan code, e.g. `free`, `starter`, `pro`, `business`.
+    #[schema(examples("free"))]
+    pub code: String,
+    /// Display name.
+    #[schema(examples("Free"))]
+    pub name: String,
+    /// Monthly price in kopecks (1/100 RUB).
+    pub price_kopecks: i64,
+    /// Always `RUB`.
+    #[schema(examples("RUB"))]
+    pub currency: String,
+    /// The limits; null means unlimited.
+    pub limits: PlanLimits,
+}
+
+/// A plan's limits.
+#[derive(ToSchema)]
+pub struct PlanLimits {
+    /// Cron jobs neither paused nor deleted; null = unlimited.
+    #[schema(required = true)]
+    pub max_active_cron_jobs: Option<i32>,
+    /// Delayed calls created per calendar month (workspace time zone); null = unlimited.
+    #[schema(required = true)]
+    pub max_delayed_per_month: Option<i32>,
+    /// Shortest allowed gap between two fires of a cron job, in seconds.
+    pub min_cron_interval_seconds: i32,
+    /// Largest `timeout_seconds` allowed.
+    pub max_timeout_seconds: i32,
+    /// Largest `retry_count` allowed.
+    pub max_retries: i32,
+    /// Days finished runs stay in the execution log.
+    pub log_retention_days: i32,
+    /// Members per workspace; null = unlimited.
+    #[schema(required = true)]
+    pub max_members: Option<i32>,
+    /// API keys (not revoked) per workspace; null = unlimited.
+    #[schema(required = true)]
+    pub max_api_keys: Option<i32>,
+    /// API requests per minute per key, or per user in the workspace.
+    pub requests_per_minute: i32,
+}
+
+/// Every plan, cheapest first.
+#[derive(ToSchema)]
+pub struct PlanList {
+    /// The plans.
+    pub items: Vec<Plan>,
+}
+
+/// `GET …/usage`: the workspace's plan and its usage against each limit.
+#[derive(ToSchema)]
+pub struct Usage {
+    /// The workspace's plan.
+    pub plan: Plan,
+    /// The current usage month.
+    pub period: UsagePeriod,
+    /// Usage counters.
+    pub usage: UsageCounters,
+}
+
+/// The calendar month monthly counters cover, in the workspace's time zone.
+#[derive(ToSchema)]
+pub struct UsagePeriod {
+    /// `YYYY-MM`.
+    #[schema(examples("2026-11"))]
+    pub month: String,
+    /// IANA time zone the month is taken in.
+    #[schema(examples("Europe/Moscow"))]
+    pub timezone: String,
+    /// Start of the month (inclusive).
+    pub start: DateTime<Utc>,
+    /// Start of the next month (exclusive).
+    pub end: DateTime<Utc>,
+}
+
+/// Usage against each limit.
+#[derive(ToSchema)]
+pub struct UsageCounters {
+    /// Cron jobs neither paused nor deleted.
+    pub active_cron_jobs: UsageCounter,
+    /// Delayed calls created this month (cancelled ones count).
+    pub delayed_calls_this_month: UsageCounter,
+    /// Runs this month (no limit: `limit` is always null).
+    pub runs_this_month: UsageCounter,
+    /// Members.
+    pub members: UsageCounter,
+    /// API keys not revoked.
+    pub api_keys: UsageCounter,
+}
+
+/// One counter.
+#[derive(ToSchema)]
+pub struct UsageCounter {
+    /// Current value.
+    pub used: i64,
+    /// The plan's limit, or null if unlimited.
+    #[schema(required = true)]
+    pub limit: Option<i64>,
+}
+
+/// Body of `PUT …/plan` (superusers only; 404 for everyone else).
+#[derive(ToSchema)]
+pub struct SetPlan {
+    /// Code of the new plan.
+    #[schema(examples("pro"))]
+    pub plan: String,
+}
+
+/// Answer of `PUT …/plan`.
+#[derive(ToSchema)]
+pub struct PlanChanged {
+    /// The workspace.
+    pub workspace_id: Uuid,
+    /// Its plan now.
+    pub plan: Plan,
+}
+
+// ---------------------------------------------------------------- service
+
+/// `GET /healthz`: the process is up.
+#[derive(ToSchema)]
+pub struct Health {
+    /// Always `ok`.
+    #[schema(examples("ok"))]
+    pub status: String,
+}
+
+/// `GET /readyz`: dependencies reachable (503 with the same body if either is false).
+#[derive(ToSchema)]
+pub struct Ready {
+    /// PostgreSQL answers.
+    pub postgres: bool,
+    /// NATS JetStream is reachable (true when this process has no queue configured).
+    pub nats: bool,
+}
