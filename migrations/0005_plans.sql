@@ -38,6 +38,19 @@ CREATE TABLE usage_counters
     PRIMARY KEY (workspace_id, counter, period)
 );
 
+-- A database that already has jobs starts from its read models; `cronbox projections rebuild
+-- usage_counters` recomputes the counters exactly from the log.
+INSERT INTO usage_counters (workspace_id, counter, period, used)
+SELECT workspace_id, 'active_cron_jobs', '', count(*)
+  FROM jobs WHERE kind = 'cron' AND status = 'active'
+ GROUP BY workspace_id;
+
+INSERT INTO usage_counters (workspace_id, counter, period, used)
+SELECT j.workspace_id, 'delayed_calls', to_char(j.created_at AT TIME ZONE coalesce(w.timezone, 'Europe/Moscow'), 'YYYY-MM'), count(*)
+  FROM jobs j LEFT JOIN workspaces w ON w.id = j.workspace_id
+ WHERE j.kind = 'delayed'
+ GROUP BY 1, 3;
+
 -- Runs per workspace and month (the asynchronous `usage` projection). It keeps each workspace's
 -- timezone itself, so a month boundary never depends on another projection's progress.
 CREATE TABLE usage_timezones

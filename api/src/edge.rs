@@ -69,7 +69,8 @@ pub async fn layer(State(state): State<AppState>, mut req: Request, next: Next) 
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let address = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
-    let span = tracing::info_span!("request", request_id = %ctx.id, %method, %path);
+    // At error level so the span (and its request_id) exists whatever RUST_LOG lets through.
+    let span = tracing::error_span!("request", request_id = %ctx.id, %method, %path);
     async move {
         let started = Instant::now();
         let mut resp = match address.filter(|_| public(&path)) {
