@@ -141,7 +141,7 @@ pub async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
     if roles.executor {
         let cfg = cronbox_executor::ExecutorConfig {
             concurrency: config.executor_concurrency,
-            allow_private_targets: config.allow_private_targets,
+            targets: config.targets.clone(),
             max_response_bytes: config.max_response_bytes,
             consumer: ConsumerSettings {
                 ack_wait: Duration::from_secs(config.ack_wait_seconds),
@@ -168,7 +168,7 @@ pub async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
             stores: stores.clone(),
             pool: pool.clone(),
             queue: Some(queue.clone()),
-            allow_private_targets: config.allow_private_targets,
+            targets: config.targets.clone(),
             plans: Default::default(),
             limiter: cronbox_api::rate_limit::RateLimiter::new(
                 pool.clone(),

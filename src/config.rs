@@ -4,13 +4,17 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
 
+use cronbox_domain::target::{Cidr, TargetPolicy};
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub database_url: String,
     pub nats_url: String,
     pub nats_prefix: String,
     pub listen: SocketAddr,
-    pub allow_private_targets: bool,
+    /// Which addresses user URLs may reach (`CRONBOX_ALLOW_PRIVATE_TARGETS`,
+    /// `CRONBOX_ALLOWED_TARGET_CIDRS`).
+    pub targets: TargetPolicy,
     pub executor_concurrency: usize,
     pub ack_wait_seconds: u64,
     pub misfire_grace_seconds: i64,
@@ -87,6 +91,30 @@ fn read_file(path: &Path) -> Result<HashMap<String, String>, ConfigError> {
         .collect())
 }
 
+/// The SSRF guard: on unless `CRONBOX_ALLOW_PRIVATE_TARGETS=1`; `CRONBOX_ALLOWED_TARGET_CIDRS`
+/// (comma-separated) lets chosen private blocks through while the guard stays on.
+fn targets(src: &Source) -> Result<TargetPolicy, ConfigError> {
+    if src.flag("CRONBOX_ALLOW_PRIVATE_TARGETS")? {
+        return Ok(TargetPolicy::open());
+    }
+    let Some(list) = src.get("CRONBOX_ALLOWED_TARGET_CIDRS") else {
+        return Ok(TargetPolicy::guarded());
+    };
+    let cidrs = list
+        .split(',')
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .map(|c| {
+            c.parse::<Cidr>().map_err(|e| ConfigError::Invalid {
+                key: "CRONBOX_ALLOWED_TARGET_CIDRS",
+                value: list.clone(),
+                reason: e.to_string(),
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(TargetPolicy::allowing(cidrs))
+}
+
 impl Config {
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
         let src = Source(match file {
@@ -102,7 +130,7 @@ impl Config {
                 .unwrap_or_else(|| "nats://127.0.0.1:4222".into()),
             nats_prefix: src.get("CRONBOX_NATS_PREFIX").unwrap_or_else(|| "cronbox".into()),
             listen: src.parse("CRONBOX_LISTEN", SocketAddr::from(([127, 0, 0, 1], 8080)))?,
-            allow_private_targets: src.flag("CRONBOX_ALLOW_PRIVATE_TARGETS")?,
+            targets: targets(&src)?,
             executor_concurrency: src.parse("CRONBOX_EXECUTOR_CONCURRENCY", 256)?,
             ack_wait_seconds: src.parse("CRONBOX_ACK_WAIT_SECONDS", 30)?,
             misfire_grace_seconds: src.parse("CRONBOX_MISFIRE_GRACE_SECONDS", 60)?,

@@ -12,6 +12,7 @@ use cronbox_domain::job::{Job, JobCommand, JobDefinition, JobError, JobKind, Job
 use cronbox_domain::request::{parse_target_url, RequestInput, RequestSpec};
 use cronbox_domain::run::{RunCommand, RunPlan, Trigger};
 use cronbox_domain::schedule::{parse_timezone, CronSchedule, ScheduleError};
+use cronbox_domain::target::TargetPolicy;
 use cronbox_store::job_gate;
 use cronbox_store::usage::{self, MeteredError};
 use serde_json::{json, Value};
@@ -22,6 +23,7 @@ use crate::auth::Caller;
 use crate::error::{from_aggregate, ApiError};
 use crate::input::{Fields, JsonObject};
 use crate::plans::{self, Plan};
+use crate::targets;
 use crate::{pagination, AppState};
 
 /// How far in the past `execute_at` may be (clock skew between client and server).
@@ -72,6 +74,19 @@ async fn metered(
     .map_err(|e| plans::metered_error(plan, e, job_error))
 }
 
+/// The URLs of a definition, checked against what their host names resolve to now.
+async fn check_targets(state: &AppState, definition: &JobDefinition) -> Result<(), ApiError> {
+    targets::check_resolved(&state.targets, "url", &definition.request.url).await?;
+    if let JobKind::Delayed {
+        callback_url: Some(callback),
+        ..
+    } = &definition.kind
+    {
+        targets::check_resolved(&state.targets, "callback_url", callback).await?;
+    }
+    Ok(())
+}
+
 fn job_error(e: JobError) -> ApiError {
     match e {
         JobError::Invalid(f) => f.into(),
@@ -100,7 +115,7 @@ fn schedule_error(e: ScheduleError) -> ApiError {
 }
 
 /// Reads the request-spec fields shared by both kinds. `base` supplies current values (PATCH).
-fn request_fields(f: &mut Fields, base: Option<&RequestSpec>, allow_private: bool) -> Result<RequestSpec, ApiError> {
+fn request_fields(f: &mut Fields, base: Option<&RequestSpec>, targets: &TargetPolicy) -> Result<RequestSpec, ApiError> {
     let url = match (f.string("url")?, base) {
         (Some(u), _) => u,
         (None, Some(b)) => b.url.clone(),
@@ -128,7 +143,7 @@ fn request_fields(f: &mut Fields, base: Option<&RequestSpec>, allow_private: boo
             .int("retry_delay_seconds")?
             .or(base.map(|b| i64::from(b.retry_delay_seconds))),
     };
-    Ok(RequestSpec::parse(input, allow_private)?)
+    Ok(RequestSpec::parse(input, targets)?)
 }
 
 // ---------- views ----------
@@ -316,7 +331,7 @@ pub async fn create_cron(
         name,
         description: f.string("description")?.unwrap_or_default(),
         tags: f.strings("tags")?.unwrap_or_default(),
-        request: request_fields(&mut f, None, state.allow_private_targets)?,
+        request: request_fields(&mut f, None, &state.targets)?,
         notify_on_failure: f.bool("notify_on_failure")?.unwrap_or(true),
         notify_on_recovery: f.bool("notify_on_recovery")?.unwrap_or(true),
         kind: JobKind::Cron {
@@ -327,6 +342,7 @@ pub async fn create_cron(
     f.finish()?;
     let plan = plans::of_caller(&state, &caller).await?;
     plan.check_definition(&definition)?;
+    check_targets(&state, &definition).await?;
     let id = Uuid::new_v4();
     let cmd = JobCommand::Create {
         job_id: id,
@@ -394,7 +410,7 @@ pub async fn update_cron(
         name: f.string("name")?.unwrap_or(current.name.clone()),
         description: f.string("description")?.unwrap_or(current.description.clone()),
         tags: f.strings("tags")?.unwrap_or(current.tags.clone()),
-        request: request_fields(&mut f, Some(&current.request), state.allow_private_targets)?,
+        request: request_fields(&mut f, Some(&current.request), &state.targets)?,
         notify_on_failure: f.bool("notify_on_failure")?.unwrap_or(current.notify_on_failure),
         notify_on_recovery: f.bool("notify_on_recovery")?.unwrap_or(current.notify_on_recovery),
         kind: JobKind::Cron {
@@ -404,6 +420,7 @@ pub async fn update_cron(
     };
     f.finish()?;
     plans::of_caller(&state, &caller).await?.check_definition(&definition)?;
+    check_targets(&state, &definition).await?;
     state
         .stores
         .jobs
@@ -673,13 +690,13 @@ pub async fn create_delayed(
     let execute_at = DateTime::from_timestamp_millis(execute_at.timestamp_millis()).unwrap_or(execute_at);
     let callback_url = match f.string("callback_url")? {
         None => None,
-        Some(u) => Some(parse_target_url("callback_url", &u, state.allow_private_targets)?),
+        Some(u) => Some(parse_target_url("callback_url", &u, &state.targets)?),
     };
     let definition = JobDefinition {
         name: f.string("name")?.unwrap_or_else(|| "delayed call".to_string()),
         description: f.string("description")?.unwrap_or_default(),
         tags: f.strings("tags")?.unwrap_or_default(),
-        request: request_fields(&mut f, None, state.allow_private_targets)?,
+        request: request_fields(&mut f, None, &state.targets)?,
         notify_on_failure: f.bool("notify_on_failure")?.unwrap_or(true),
         notify_on_recovery: f.bool("notify_on_recovery")?.unwrap_or(true),
         kind: JobKind::Delayed {
@@ -691,6 +708,7 @@ pub async fn create_delayed(
     f.finish()?;
     let plan = plans::of_caller(&state, &caller).await?;
     plan.check_definition(&definition)?;
+    check_targets(&state, &definition).await?;
 
     let mut id = Uuid::new_v4();
     if let Some(key) = &key {

@@ -28,6 +28,7 @@ pub mod pagination;
 pub mod plans;
 pub mod preview;
 pub mod rate_limit;
+pub mod targets;
 pub mod workspaces;
 
 use std::sync::Arc;
@@ -56,7 +57,8 @@ pub struct AppState {
     pub gates: PgPool,
     /// For readiness only: the API never publishes.
     pub queue: Option<RunQueue>,
-    pub allow_private_targets: bool,
+    /// Which addresses user URLs may reach (the SSRF guard).
+    pub targets: cronbox_domain::target::TargetPolicy,
     /// Signs and checks access tokens.
     pub jwt: accounts::JwtKey,
     pub plans: plans::PlanCache,

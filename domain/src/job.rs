@@ -329,7 +329,7 @@ mod tests {
                 url: "https://example.com/hook".into(),
                 ..Default::default()
             },
-            false,
+            &crate::target::TargetPolicy::guarded(),
         )
         .unwrap()
     }

@@ -13,6 +13,7 @@ pub mod request;
 pub mod run;
 pub mod schedule;
 pub mod session;
+pub mod target;
 pub mod usage;
 pub mod user;
 pub mod workspace;

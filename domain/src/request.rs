@@ -1,10 +1,11 @@
 //! The HTTP request a job sends, shared by cron jobs and delayed calls. `RequestSpec::parse` is the
 //! only way to build one from user input, so everything inward can trust its fields.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr};
 
 use serde::{Deserialize, Serialize};
 
+use crate::target::TargetPolicy;
 use crate::FieldError;
 
 pub const MAX_URL_LEN: usize = 2048;
@@ -102,10 +103,10 @@ const RESERVED_HEADERS: &[&str] = &[
 ];
 
 impl RequestSpec {
-    /// Validates user input. `allow_private` lets literal private/loopback addresses through
+    /// Validates user input. `targets` decides which literal addresses the url may name
     /// (operators and the test suite); host names are checked again at execution time.
-    pub fn parse(input: RequestInput, allow_private: bool) -> Result<Self, FieldError> {
-        let url = parse_target_url("url", &input.url, allow_private)?;
+    pub fn parse(input: RequestInput, targets: &TargetPolicy) -> Result<Self, FieldError> {
+        let url = parse_target_url("url", &input.url, targets)?;
         let method = match input.method.as_deref() {
             None => HttpMethod::Get,
             Some(m) => HttpMethod::parse(m)?,
@@ -208,7 +209,7 @@ fn parse_headers(raw: Vec<(String, String)>) -> Result<Vec<Header>, FieldError> 
 
 /// Parses an absolute http(s) URL. Literal IP hosts are checked here; names are resolved and
 /// checked by the executor at call time (so a name cannot be re-pointed after creation).
-pub fn parse_target_url(field: &str, raw: &str, allow_private: bool) -> Result<String, FieldError> {
+pub fn parse_target_url(field: &str, raw: &str, targets: &TargetPolicy) -> Result<String, FieldError> {
     let raw = raw.trim();
     if raw.is_empty() {
         return Err(FieldError::new(field, "required", "url is required"));
@@ -235,7 +236,7 @@ pub fn parse_target_url(field: &str, raw: &str, allow_private: bool) -> Result<S
         Some(h) => h,
         None => return Err(FieldError::new(field, "invalid_url", "url has no host")),
     };
-    if !allow_private {
+    if !targets.is_open() {
         let ip = match host {
             url::Host::Ipv4(ip) => Some(IpAddr::V4(ip)),
             url::Host::Ipv6(ip) => Some(IpAddr::V6(ip)),
@@ -249,7 +250,7 @@ pub fn parse_target_url(field: &str, raw: &str, allow_private: bool) -> Result<S
             }
         };
         if let Some(ip) = ip {
-            if is_forbidden_ip(ip) {
+            if !targets.permits(ip) {
                 return Err(FieldError::new(
                     field,
                     "blocked_target",
@@ -259,48 +260,6 @@ pub fn parse_target_url(field: &str, raw: &str, allow_private: bool) -> Result<S
         }
     }
     Ok(url.to_string())
-}
-
-/// Addresses a user's URL may not reach unless the operator allows private targets.
-pub fn is_forbidden_ip(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => is_forbidden_v4(v4),
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_forbidden_v4(v4);
-            }
-            let seg = v6.segments();
-            // IPv4-compatible (::a.b.c.d, deprecated) forms of v4 addresses.
-            if seg[..6].iter().all(|s| *s == 0) && !v6.is_loopback() && !v6.is_unspecified() {
-                let v4 = Ipv4Addr::new((seg[6] >> 8) as u8, seg[6] as u8, (seg[7] >> 8) as u8, seg[7] as u8);
-                return is_forbidden_v4(v4);
-            }
-            v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (seg[0] & 0xfe00) == 0xfc00 // unique local fc00::/7
-                || (seg[0] & 0xffc0) == 0xfe80 // link local fe80::/10
-                || (seg[0] & 0xffc0) == 0xfec0 // site local fec0::/10 (deprecated)
-                || v6 == Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, 0, 0) // NAT64 prefix itself
-                || seg[0] == 0x2001 && seg[1] == 0x0db8 // documentation
-        }
-    }
-}
-
-fn is_forbidden_v4(ip: Ipv4Addr) -> bool {
-    let o = ip.octets();
-    ip.is_loopback()
-        || ip.is_private()
-        || ip.is_link_local()
-        || ip.is_unspecified()
-        || ip.is_broadcast()
-        || ip.is_multicast()
-        || ip.is_documentation()
-        || o[0] == 0 // "this network"
-        || (o[0] == 100 && (o[1] & 0xc0) == 64) // CGNAT 100.64/10
-        || (o[0] == 192 && o[1] == 0 && o[2] == 0) // IETF protocol assignments
-        || (o[0] == 198 && (o[1] & 0xfe) == 18) // benchmarking 198.18/15
-        || o[0] >= 240 // reserved 240/4
 }
 
 #[cfg(test)]
@@ -316,7 +275,7 @@ mod tests {
 
     #[test]
     fn defaults_are_applied() {
-        let spec = RequestSpec::parse(input("https://example.com/hook"), false).unwrap();
+        let spec = RequestSpec::parse(input("https://example.com/hook"), &TargetPolicy::guarded()).unwrap();
         assert_eq!(spec.method, HttpMethod::Get);
         assert_eq!(spec.timeout_seconds, 10);
         assert_eq!(spec.retry_count, 0);
@@ -332,7 +291,7 @@ mod tests {
             "http://",
             "https://u:p@example.com/",
         ] {
-            let err = RequestSpec::parse(input(bad), false).unwrap_err();
+            let err = RequestSpec::parse(input(bad), &TargetPolicy::guarded()).unwrap_err();
             assert_eq!(err.field, "url", "{bad}");
         }
     }
@@ -350,29 +309,38 @@ mod tests {
             "http://2130706433/",
             "http://100.64.0.1/",
         ] {
-            let err = RequestSpec::parse(input(bad), false).unwrap_err();
+            let err = RequestSpec::parse(input(bad), &TargetPolicy::guarded()).unwrap_err();
             assert_eq!(err.code, "blocked_target", "{bad}");
-            assert!(RequestSpec::parse(input(bad), true).is_ok(), "{bad}");
+            assert!(RequestSpec::parse(input(bad), &TargetPolicy::open()).is_ok(), "{bad}");
         }
-        assert!(RequestSpec::parse(input("http://93.184.215.14/"), false).is_ok());
+        assert!(RequestSpec::parse(input("http://93.184.215.14/"), &TargetPolicy::guarded()).is_ok());
     }
 
     #[test]
     fn method_timeout_retry_bounds() {
         let mut i = input("https://example.com");
         i.method = Some("TRACE".into());
-        assert_eq!(RequestSpec::parse(i, false).unwrap_err().field, "method");
+        assert_eq!(
+            RequestSpec::parse(i, &TargetPolicy::guarded()).unwrap_err().field,
+            "method"
+        );
         let mut i = input("https://example.com");
         i.timeout_seconds = Some(301);
-        assert_eq!(RequestSpec::parse(i, false).unwrap_err().field, "timeout_seconds");
+        assert_eq!(
+            RequestSpec::parse(i, &TargetPolicy::guarded()).unwrap_err().field,
+            "timeout_seconds"
+        );
         let mut i = input("https://example.com");
         i.retry_count = Some(11);
-        assert_eq!(RequestSpec::parse(i, false).unwrap_err().field, "retry_count");
+        assert_eq!(
+            RequestSpec::parse(i, &TargetPolicy::guarded()).unwrap_err().field,
+            "retry_count"
+        );
         let mut i = input("https://example.com");
         i.retry_count = Some(10);
         i.timeout_seconds = Some(300);
         i.method = Some("post".into());
-        let spec = RequestSpec::parse(i, false).unwrap();
+        let spec = RequestSpec::parse(i, &TargetPolicy::guarded()).unwrap();
         assert_eq!(
             (spec.retry_count, spec.timeout_seconds, spec.method),
             (10, 300, HttpMethod::Post)
@@ -383,15 +351,27 @@ mod tests {
     fn header_rules() {
         let mut i = input("https://example.com");
         i.headers = vec![("X-Ok".into(), "a\r\nInjected: 1".into())];
-        assert_eq!(RequestSpec::parse(i, false).unwrap_err().field, "headers.X-Ok");
+        assert_eq!(
+            RequestSpec::parse(i, &TargetPolicy::guarded()).unwrap_err().field,
+            "headers.X-Ok"
+        );
         let mut i = input("https://example.com");
         i.headers = vec![("Host".into(), "evil".into())];
-        assert_eq!(RequestSpec::parse(i, false).unwrap_err().code, "reserved_header");
+        assert_eq!(
+            RequestSpec::parse(i, &TargetPolicy::guarded()).unwrap_err().code,
+            "reserved_header"
+        );
         let mut i = input("https://example.com");
         i.headers = vec![("x-CronBox-Attempt".into(), "7".into())];
-        assert_eq!(RequestSpec::parse(i, false).unwrap_err().code, "reserved_header");
+        assert_eq!(
+            RequestSpec::parse(i, &TargetPolicy::guarded()).unwrap_err().code,
+            "reserved_header"
+        );
         let mut i = input("https://example.com");
         i.body = Some("x".repeat(MAX_BODY_BYTES + 1));
-        assert_eq!(RequestSpec::parse(i, false).unwrap_err().field, "body");
+        assert_eq!(
+            RequestSpec::parse(i, &TargetPolicy::guarded()).unwrap_err().field,
+            "body"
+        );
     }
 }

@@ -484,7 +484,7 @@ mod tests {
                     retry_delay_seconds: Some(30),
                     ..Default::default()
                 },
-                false,
+                &crate::target::TargetPolicy::guarded(),
             )
             .unwrap(),
             callback_url: None,

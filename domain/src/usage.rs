@@ -168,7 +168,7 @@ mod tests {
                     url: "https://example.com/".into(),
                     ..Default::default()
                 },
-                false,
+                &crate::target::TargetPolicy::guarded(),
             )
             .unwrap(),
             notify_on_failure: true,

@@ -6,7 +6,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cronbox_domain::request::{is_forbidden_ip, RequestSpec};
+use cronbox_domain::request::RequestSpec;
+use cronbox_domain::target::TargetPolicy;
 use cronbox_domain::run::{AttemptOutcome, ErrorKind, MAX_STORED_BODY_BYTES};
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use uuid::Uuid;
@@ -23,21 +24,23 @@ pub struct BlockedTarget(pub IpAddr);
 #[error("host {0} resolves to no public address")]
 pub struct NoPublicAddress(pub String);
 
-/// Resolves with the system resolver and drops forbidden addresses.
+/// Resolves with the system resolver and drops forbidden addresses. The connection is made to
+/// exactly the addresses returned here, so a name cannot resolve to a public address for a
+/// check and a private one for the connect.
 struct GuardedResolver {
-    allow_private: bool,
+    targets: Arc<TargetPolicy>,
 }
 
 impl Resolve for GuardedResolver {
     fn resolve(&self, name: Name) -> Resolving {
-        let allow_private = self.allow_private;
+        let targets = self.targets.clone();
         let host = name.as_str().to_string();
         Box::pin(async move {
             let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             let allowed: Vec<SocketAddr> = addrs
                 .iter()
                 .copied()
-                .filter(|a| allow_private || !is_forbidden_ip(a.ip()))
+                .filter(|a| targets.permits(a.ip()))
                 .collect();
             if allowed.is_empty() {
                 if let Some(first) = addrs.first() {
@@ -51,27 +54,28 @@ impl Resolve for GuardedResolver {
 }
 
 /// A literal IP host that is forbidden (literal hosts never reach the resolver).
-fn blocked_literal(url: &reqwest::Url, allow_private: bool) -> Option<IpAddr> {
-    if allow_private {
-        return None;
-    }
+fn blocked_literal(url: &reqwest::Url, targets: &TargetPolicy) -> Option<IpAddr> {
     let ip = match url.host()? {
         url::Host::Ipv4(ip) => IpAddr::V4(ip),
         url::Host::Ipv6(ip) => IpAddr::V6(ip),
         url::Host::Domain(_) => return None,
     };
-    is_forbidden_ip(ip).then_some(ip)
+    (!targets.permits(ip)).then_some(ip)
 }
 
 #[derive(Clone)]
 pub struct HttpCaller {
     client: reqwest::Client,
-    allow_private: bool,
+    targets: Arc<TargetPolicy>,
     max_response_bytes: usize,
 }
 
 impl HttpCaller {
-    pub fn new(allow_private: bool, max_response_bytes: usize) -> Result<Self, reqwest::Error> {
+    pub fn new(targets: TargetPolicy, max_response_bytes: usize) -> Result<Self, reqwest::Error> {
+        let targets = Arc::new(targets);
+        let hop_targets = targets.clone();
+        // Browsers' method rules apply (reqwest's own: 301/302/303 turn POST into GET, 307/308
+        // keep it) and credentials are dropped when the host changes.
         let policy = reqwest::redirect::Policy::custom(move |attempt| {
             if attempt.previous().len() >= MAX_REDIRECTS {
                 return attempt.error("too many redirects");
@@ -79,13 +83,15 @@ impl HttpCaller {
             if !matches!(attempt.url().scheme(), "http" | "https") {
                 return attempt.error("redirect to a non-http(s) url");
             }
-            if let Some(ip) = blocked_literal(attempt.url(), allow_private) {
+            if let Some(ip) = blocked_literal(attempt.url(), &hop_targets) {
                 return attempt.error(BlockedTarget(ip));
             }
             attempt.follow()
         });
         let client = reqwest::Client::builder()
-            .dns_resolver(Arc::new(GuardedResolver { allow_private }))
+            .dns_resolver(Arc::new(GuardedResolver {
+                targets: targets.clone(),
+            }))
             .no_proxy()
             .redirect(policy)
             .connect_timeout(Duration::from_secs(10))
@@ -95,7 +101,7 @@ impl HttpCaller {
             .build()?;
         Ok(Self {
             client,
-            allow_private,
+            targets,
             max_response_bytes,
         })
     }
@@ -118,7 +124,7 @@ impl HttpCaller {
             Ok(u) => u,
             Err(e) => return fail(ErrorKind::Other, format!("invalid url: {e}")),
         };
-        if let Some(ip) = blocked_literal(&url, self.allow_private) {
+        if let Some(ip) = blocked_literal(&url, &self.targets) {
             return fail(ErrorKind::BlockedTarget, BlockedTarget(ip).to_string());
         }
         let method = reqwest::Method::from_bytes(spec.method.as_str().as_bytes()).unwrap_or(reqwest::Method::GET);

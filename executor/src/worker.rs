@@ -8,6 +8,7 @@ use async_nats::jetstream::{self, AckKind};
 use chrono::Utc;
 use cqrs_es::AggregateError;
 use cronbox_domain::run::{RunCommand, RunError};
+use cronbox_domain::target::TargetPolicy;
 use cronbox_nats::{ConsumerSettings, DispatchMessage, RunQueue};
 use cronbox_store::aggregates::Stores;
 use futures::StreamExt;
@@ -21,7 +22,8 @@ use crate::http::HttpCaller;
 pub struct ExecutorConfig {
     /// Calls in flight in this process.
     pub concurrency: usize,
-    pub allow_private_targets: bool,
+    /// Which addresses calls may reach (the SSRF guard).
+    pub targets: TargetPolicy,
     /// The most response body bytes read; a larger body fails the attempt as `too_large`.
     pub max_response_bytes: usize,
     pub consumer: ConsumerSettings,
@@ -31,7 +33,7 @@ impl Default for ExecutorConfig {
     fn default() -> Self {
         Self {
             concurrency: 256,
-            allow_private_targets: false,
+            targets: TargetPolicy::guarded(),
             max_response_bytes: 1024 * 1024,
             consumer: ConsumerSettings::default(),
         }
@@ -58,7 +60,7 @@ pub async fn run(
     config: ExecutorConfig,
     shutdown: CancellationToken,
 ) -> Result<(), ExecuteError> {
-    let caller = HttpCaller::new(config.allow_private_targets, config.max_response_bytes)?;
+    let caller = HttpCaller::new(config.targets.clone(), config.max_response_bytes)?;
     let slots = Arc::new(Semaphore::new(config.concurrency));
     // Progress well inside ack_wait, so a long call is never redelivered while it runs.
     let heartbeat = config.consumer.ack_wait / 3;

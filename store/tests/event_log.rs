@@ -63,7 +63,7 @@ fn plan(job: u128) -> RunPlan {
             retry_count: Some(1),
             retry_delay_seconds: None,
         },
-        false,
+        &cronbox_domain::target::TargetPolicy::guarded(),
     )
     .expect("valid request");
     RunPlan {
