@@ -8,6 +8,15 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/provision.sh
 
 export CRONBOX_LISTEN=${CRONBOX_LISTEN:-127.0.0.1:8080}
+# The master key sealing signing secrets: made once, kept next to the data it unlocks.
+if [[ -z ${CRONBOX_SECRETS_KEY:-} ]]; then
+  key_file=$CRONBOX_HOME/secrets.key
+  if [[ ! -s $key_file ]]; then
+    (umask 077 && python3 -c 'import secrets; print(secrets.token_hex(32))' >"$key_file")
+  fi
+  CRONBOX_SECRETS_KEY=$(<"$key_file")
+  export CRONBOX_SECRETS_KEY
+fi
 bin=target/release/cronbox
 
 cargo build --release --bin cronbox

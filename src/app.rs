@@ -103,6 +103,17 @@ pub async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
         .await
         .context("cannot set up NATS")?;
     let mut tasks = tokio::task::JoinSet::new();
+    // Signing secrets are sealed with a key that never enters the database.
+    let keyring = if roles.api || roles.executor {
+        let text = config.secrets_key.as_deref().context(
+            "CRONBOX_SECRETS_KEY is required: 32 random bytes as 64 hex digits (e.g. `openssl rand -hex 32`); \
+             scripts/dev.sh and scripts/test.sh make one",
+        )?;
+        let key = cronbox_store::signing::MasterKey::parse(text).context("invalid CRONBOX_SECRETS_KEY")?;
+        Some(Arc::new(cronbox_store::signing::Keyring::new(pool.clone(), key)))
+    } else {
+        None
+    };
 
     if roles.api || roles.dispatcher {
         for projection in cronbox_projections::all() {
@@ -150,8 +161,9 @@ pub async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
             },
         };
         let (stores, queue, shutdown) = (stores.clone(), queue.clone(), shutdown.clone());
+        let keyring = keyring.clone().context("the executor needs the keyring")?;
         tasks.spawn(async move {
-            if let Err(e) = cronbox_executor::run(stores, queue, cfg, shutdown).await {
+            if let Err(e) = cronbox_executor::run(stores, queue, cfg, keyring, shutdown).await {
                 tracing::error!(error = %e, "executor stopped");
             }
             "executor"
@@ -169,6 +181,7 @@ pub async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
             pool: pool.clone(),
             queue: Some(queue.clone()),
             targets: config.targets.clone(),
+            keyring: keyring.clone().context("the API needs the keyring")?,
             plans: Default::default(),
             limiter: cronbox_api::rate_limit::RateLimiter::new(
                 pool.clone(),

@@ -23,6 +23,9 @@ pub struct Config {
     pub log_format: String,
     /// HS256 key for access tokens; generated once per database when unset.
     pub jwt_secret: Option<String>,
+    /// The master key for secrets at rest (32 bytes, hex or base64); required by the API and
+    /// executor roles.
+    pub secrets_key: Option<String>,
     /// How often runs past their plan's retention are removed from the execution log.
     pub retention_sweep_seconds: u64,
     /// Requests per minute are limited (per key/user from the plan, per address otherwise).
@@ -138,6 +141,7 @@ impl Config {
             db_max_connections: src.parse("CRONBOX_DB_MAX_CONNECTIONS", 20)?,
             log_format: src.get("CRONBOX_LOG_FORMAT").unwrap_or_else(|| "text".into()),
             jwt_secret: src.get("CRONBOX_JWT_SECRET"),
+            secrets_key: src.get("CRONBOX_SECRETS_KEY"),
             retention_sweep_seconds: src.parse("CRONBOX_RETENTION_SWEEP_SECONDS", 600)?,
             rate_limit: src.get("CRONBOX_RATE_LIMIT").is_none() || src.flag("CRONBOX_RATE_LIMIT")?,
             rate_limit_per_address: src.parse("CRONBOX_RATE_LIMIT_PER_ADDRESS", 120)?,

@@ -28,6 +28,7 @@ pub mod pagination;
 pub mod plans;
 pub mod preview;
 pub mod rate_limit;
+pub mod signing;
 pub mod targets;
 pub mod workspaces;
 
@@ -62,6 +63,8 @@ pub struct AppState {
     /// Signs and checks access tokens.
     pub jwt: accounts::JwtKey,
     pub plans: plans::PlanCache,
+    /// Workspace signing secrets (sealed at rest).
+    pub keyring: Arc<cronbox_store::signing::Keyring>,
     pub limiter: rate_limit::RateLimiter,
 }
 
@@ -89,7 +92,9 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(workspaces::create_key, workspaces::list_keys))
         .routes(routes!(workspaces::revoke_key))
         .routes(routes!(plans::usage))
-        .routes(routes!(plans::set_plan));
+        .routes(routes!(plans::set_plan))
+        .routes(routes!(signing::get))
+        .routes(routes!(signing::rotate));
     let (router, doc) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .nest("/v1/workspaces/{ws}", ws)
         .routes(routes!(preview::preview))

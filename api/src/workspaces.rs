@@ -49,7 +49,7 @@ fn workspace_error(e: WorkspaceError) -> ApiError {
     }
 }
 
-async fn execute(stores: &Stores, ws: Uuid, cmd: WorkspaceCommand) -> Result<Workspace, ApiError> {
+pub(crate) async fn execute(stores: &Stores, ws: Uuid, cmd: WorkspaceCommand) -> Result<Workspace, ApiError> {
     let id = ws.to_string();
     stores
         .workspaces

@@ -16,6 +16,7 @@ pub mod session;
 pub mod target;
 pub mod usage;
 pub mod user;
+pub mod webhook;
 pub mod workspace;
 
 pub use error::FieldError;

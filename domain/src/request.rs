@@ -90,6 +90,9 @@ pub struct RequestInput {
 
 /// Headers the HTTP client owns; letting users set them would corrupt framing or routing.
 const RESERVED_HEADERS: &[&str] = &[
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
     "host",
     "content-length",
     "transfer-encoding",

@@ -64,6 +64,12 @@ pub enum WorkspaceCommand {
         plan: String,
         at: DateTime<Utc>,
     },
+    /// Records a signing-secret rotation (the secret itself never enters the log).
+    RecordSecretRotation {
+        secret_id: Uuid,
+        previous_expires_at: Option<DateTime<Utc>>,
+        at: DateTime<Utc>,
+    },
     Update {
         name: Option<String>,
         timezone: Option<String>,
@@ -137,6 +143,11 @@ pub enum WorkspaceEvent {
         plan: String,
         at: DateTime<Utc>,
     },
+    SigningSecretRotated {
+        secret_id: Uuid,
+        previous_expires_at: Option<DateTime<Utc>>,
+        at: DateTime<Utc>,
+    },
     WorkspaceUpdated {
         name: String,
         timezone: String,
@@ -190,6 +201,7 @@ impl DomainEvent for WorkspaceEvent {
             Self::WorkspaceCreated { .. } => "WorkspaceCreated",
             Self::WorkspaceUpdated { .. } => "WorkspaceUpdated",
             Self::WorkspacePlanChanged { .. } => "WorkspacePlanChanged",
+            Self::SigningSecretRotated { .. } => "SigningSecretRotated",
             Self::WorkspaceDeleted { .. } => "WorkspaceDeleted",
             Self::ApiKeyCreated { .. } => "ApiKeyCreated",
             Self::ApiKeyRevoked { .. } => "ApiKeyRevoked",
@@ -409,6 +421,18 @@ impl Aggregate for Workspace {
                     events.push(WorkspaceEvent::WorkspacePlanChanged { plan, at });
                 }
             }
+            WorkspaceCommand::RecordSecretRotation {
+                secret_id,
+                previous_expires_at,
+                at,
+            } => {
+                self.exists()?;
+                events.push(WorkspaceEvent::SigningSecretRotated {
+                    secret_id,
+                    previous_expires_at,
+                    at,
+                });
+            }
             WorkspaceCommand::Delete { at } => {
                 self.exists()?;
                 events.push(WorkspaceEvent::WorkspaceDeleted { at });
@@ -560,6 +584,7 @@ impl Aggregate for Workspace {
                 self.created_at = Some(at);
             }
             WorkspaceEvent::WorkspacePlanChanged { plan, .. } => self.plan = plan,
+            WorkspaceEvent::SigningSecretRotated { .. } => {}
             WorkspaceEvent::WorkspaceUpdated {
                 name, timezone, slug, ..
             } => {

@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cronbox_domain::request::RequestSpec;
-use cronbox_domain::target::TargetPolicy;
 use cronbox_domain::run::{AttemptOutcome, ErrorKind, MAX_STORED_BODY_BYTES};
+use cronbox_domain::target::TargetPolicy;
+use cronbox_domain::webhook::{self, SigningSecret};
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use uuid::Uuid;
 
@@ -37,11 +38,7 @@ impl Resolve for GuardedResolver {
         let host = name.as_str().to_string();
         Box::pin(async move {
             let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let allowed: Vec<SocketAddr> = addrs
-                .iter()
-                .copied()
-                .filter(|a| targets.permits(a.ip()))
-                .collect();
+            let allowed: Vec<SocketAddr> = addrs.iter().copied().filter(|a| targets.permits(a.ip())).collect();
             if allowed.is_empty() {
                 if let Some(first) = addrs.first() {
                     return Err(Box::new(BlockedTarget(first.ip())) as Box<dyn std::error::Error + Send + Sync>);
@@ -106,15 +103,29 @@ impl HttpCaller {
         })
     }
 
-    /// Performs one attempt. Never fails: every failure is an outcome to record.
-    pub async fn call(&self, request: &RequestSpec, run_id: Uuid, attempt: u32) -> AttemptOutcome {
+    /// Performs one attempt, signed with `secrets` (Standard Webhooks; `webhook-id` is the run
+    /// id, the same for every attempt and redelivery). Never fails: every failure is an outcome
+    /// to record.
+    pub async fn call(
+        &self,
+        request: &RequestSpec,
+        run_id: Uuid,
+        attempt: u32,
+        secrets: &[SigningSecret],
+    ) -> AttemptOutcome {
         let started = Instant::now();
-        let mut outcome = self.call_inner(request, run_id, attempt).await;
+        let mut outcome = self.call_inner(request, run_id, attempt, secrets).await;
         outcome.duration_ms = started.elapsed().as_millis() as u64;
         outcome
     }
 
-    async fn call_inner(&self, spec: &RequestSpec, run_id: Uuid, attempt: u32) -> AttemptOutcome {
+    async fn call_inner(
+        &self,
+        spec: &RequestSpec,
+        run_id: Uuid,
+        attempt: u32,
+        secrets: &[SigningSecret],
+    ) -> AttemptOutcome {
         let fail = |kind: ErrorKind, message: String| AttemptOutcome {
             error_kind: Some(kind),
             error_message: Some(message),
@@ -137,6 +148,16 @@ impl HttpCaller {
         for h in &spec.headers {
             req = req.header(h.name.as_str(), h.value.as_str());
         }
+        let id = run_id.to_string();
+        let timestamp = chrono::Utc::now().timestamp();
+        let body = spec.body.as_deref().unwrap_or_default().as_bytes();
+        req = req
+            .header(webhook::ID_HEADER, &id)
+            .header(webhook::TIMESTAMP_HEADER, timestamp)
+            .header(
+                webhook::SIGNATURE_HEADER,
+                webhook::signature_header(secrets, &id, timestamp, body),
+            );
         if let Some(body) = &spec.body {
             req = req.body(body.clone());
         }

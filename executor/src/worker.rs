@@ -11,6 +11,7 @@ use cronbox_domain::run::{RunCommand, RunError};
 use cronbox_domain::target::TargetPolicy;
 use cronbox_nats::{ConsumerSettings, DispatchMessage, RunQueue};
 use cronbox_store::aggregates::Stores;
+use cronbox_store::signing::Keyring;
 use futures::StreamExt;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -58,6 +59,7 @@ pub async fn run(
     stores: Arc<Stores>,
     queue: RunQueue,
     config: ExecutorConfig,
+    keyring: Arc<Keyring>,
     shutdown: CancellationToken,
 ) -> Result<(), ExecuteError> {
     let caller = HttpCaller::new(config.targets.clone(), config.max_response_bytes)?;
@@ -110,9 +112,9 @@ pub async fn run(
                 match next {
                     Some(Ok(msg)) => {
                         let Some(permit) = permits.pop() else { break };
-                        let (stores, caller) = (stores.clone(), caller.clone());
+                        let (stores, caller, keyring) = (stores.clone(), caller.clone(), keyring.clone());
                         tokio::spawn(async move {
-                            handle(&stores, &caller, msg, heartbeat).await;
+                            handle(&stores, &caller, &keyring, msg, heartbeat).await;
                             drop(permit);
                         });
                     }
@@ -141,7 +143,7 @@ async fn sleep_or_cancel(d: Duration, shutdown: &CancellationToken) {
 }
 
 /// Handles one delivery. Every path ends in ack, nak (redeliver later) or term (never again).
-async fn handle(stores: &Stores, caller: &HttpCaller, msg: jetstream::Message, heartbeat: Duration) {
+async fn handle(stores: &Stores, caller: &HttpCaller, keyring: &Keyring, msg: jetstream::Message, heartbeat: Duration) {
     let dispatch: DispatchMessage = match serde_json::from_slice(&msg.payload) {
         Ok(d) => d,
         Err(e) => {
@@ -152,7 +154,7 @@ async fn handle(stores: &Stores, caller: &HttpCaller, msg: jetstream::Message, h
     };
     let span = tracing::info_span!("run", run_id = %dispatch.run_id, job_id = %dispatch.job_id, workspace_id = %dispatch.workspace_id, attempt = dispatch.attempt);
     async move {
-        match perform(stores, caller, &msg, &dispatch, heartbeat).await {
+        match perform(stores, caller, keyring, &msg, &dispatch, heartbeat).await {
             Ok(()) => {
                 if let Err(e) = msg.double_ack().await {
                     // The outcome is committed: a redelivery will find it and ack at once.
@@ -172,6 +174,7 @@ async fn handle(stores: &Stores, caller: &HttpCaller, msg: jetstream::Message, h
 async fn perform(
     stores: &Stores,
     caller: &HttpCaller,
+    keyring: &Keyring,
     msg: &jetstream::Message,
     d: &DispatchMessage,
     heartbeat: Duration,
@@ -186,6 +189,11 @@ async fn perform(
         return Ok(());
     }
     let Some(plan) = run.plan.clone() else { return Ok(()) };
+    // Before the attempt is recorded: without its secrets no request may go out unsigned.
+    let secrets = keyring.signing(plan.workspace_id).await.map_err(|e| {
+        tracing::warn!(error = %e, "cannot read the workspace's signing secrets");
+        Duration::from_secs(2)
+    })?;
     match stores
         .runs
         .execute(
@@ -207,7 +215,7 @@ async fn perform(
     }
     let lateness_ms = (Utc::now() - plan.scheduled_for).num_milliseconds();
     let outcome = {
-        let call = caller.call(&plan.request, d.run_id, d.attempt);
+        let call = caller.call(&plan.request, d.run_id, d.attempt, &secrets);
         tokio::pin!(call);
         loop {
             tokio::select! {

@@ -114,6 +114,7 @@ async fn apply(tx: &mut PgConnection, id: Uuid, event: WorkspaceEvent) -> Result
                 .await?;
         }
         WorkspaceEvent::ApiKeyCreated { .. }
+        | WorkspaceEvent::SigningSecretRotated { .. }
         | WorkspaceEvent::ApiKeyRevoked { .. }
         | WorkspaceEvent::MemberInvited { .. } => {}
     }

@@ -24,6 +24,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0006_rate_limits",
         include_str!("../../migrations/0006_rate_limits.sql"),
     ),
+    ("0007_signing", include_str!("../../migrations/0007_signing.sql")),
 ];
 
 /// A pool that waits for PostgreSQL to come back instead of failing: connections are created
@@ -88,4 +89,21 @@ async fn apply_pending(conn: &mut sqlx::PgConnection) -> Result<Vec<&'static str
 /// True when PostgreSQL answers.
 pub async fn ping(pool: &PgPool) -> bool {
     sqlx::query("SELECT 1").execute(pool).await.is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    /// A file added to migrations/ but not to [`super::MIGRATIONS`] would never be applied.
+    #[test]
+    fn every_migration_file_is_listed_in_order() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../migrations");
+        let mut files: Vec<String> = std::fs::read_dir(dir)
+            .expect("migrations directory")
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter_map(|n| n.strip_suffix(".sql").map(str::to_owned))
+            .collect();
+        files.sort();
+        let listed: Vec<&str> = super::MIGRATIONS.iter().map(|(name, _)| *name).collect();
+        assert_eq!(files, listed);
+    }
 }

@@ -8,6 +8,7 @@
 //!   hot path), in exactly the rows cqrs-es itself would write.
 //! - [`tail`] reads committed events in one global order that never skips a late-committing
 //!   transaction, and wakes readers on commit via LISTEN/NOTIFY.
+//! - [`signing`] keeps workspace signing secrets encrypted at rest and rotates them.
 //! - [`usage`] handles job commands together with the plan-limit counters they move, in one
 //!   transaction (an inline projection, so limits are exact under concurrency).
 //!
@@ -18,6 +19,7 @@ pub mod append;
 pub mod db;
 pub mod error;
 pub mod job_gate;
+pub mod signing;
 pub mod tail;
 pub mod usage;
 

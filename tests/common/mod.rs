@@ -36,6 +36,9 @@ fn with_database(url: &str, db: &str) -> String {
     }
 }
 
+/// The master key the test servers seal signing secrets with.
+pub const TEST_SECRETS_KEY: &str = "5c0ffee05c0ffee05c0ffee05c0ffee05c0ffee05c0ffee05c0ffee05c0ffee0";
+
 pub fn free_port() -> u16 {
     StdListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -169,6 +172,7 @@ impl TestEnv {
             .env("CRONBOX_NATS_PREFIX", &self.prefix)
             .env("CRONBOX_LISTEN", format!("127.0.0.1:{}", self.port))
             .env("CRONBOX_ALLOW_PRIVATE_TARGETS", "1")
+            .env("CRONBOX_SECRETS_KEY", TEST_SECRETS_KEY)
             .env("CRONBOX_ACK_WAIT_SECONDS", "6")
             .env("CRONBOX_DB_MAX_CONNECTIONS", "8")
             .env("CRONBOX_EXECUTOR_CONCURRENCY", "64")

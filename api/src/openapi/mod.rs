@@ -35,6 +35,7 @@ pub const ACCESS_TOKEN: &str = "access_token";
         (name = "workspaces", description = "Workspaces, members, invitations"),
         (name = "api keys", description = "Workspace API keys"),
         (name = "plans", description = "Plans, limits and usage"),
+        (name = "signing", description = "The secret that signs every outgoing request (Standard Webhooks)"),
         (name = "cron jobs", description = "Recurring jobs"),
         (name = "delayed calls", description = "One-off calls at an instant"),
         (name = "executions", description = "Runs and their attempts"),

@@ -1130,6 +1130,51 @@ pub struct PlanChanged {
     pub plan: Plan,
 }
 
+// ---------------------------------------------------------------- signing
+
+/// `GET …/signing-secret`.
+#[derive(ToSchema)]
+pub struct SigningSecretView {
+    /// The current secret's id.
+    pub id: Uuid,
+    /// The current secret, `whsec_<base64>`: give it to your receivers (see README, "Verifying
+    /// requests").
+    #[schema(examples("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"))]
+    pub secret: String,
+    pub created_at: DateTime<Utc>,
+    /// Older secrets that still sign alongside it until `expires_at` (values not shown).
+    pub previous: Vec<PreviousSecret>,
+}
+
+/// A rotated secret still in its overlap period.
+#[derive(ToSchema)]
+pub struct PreviousSecret {
+    pub id: Uuid,
+    pub created_at: DateTime<Utc>,
+    /// When it stops signing.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Body of `POST …/signing-secret/rotate`.
+#[derive(ToSchema)]
+pub struct RotateSecret {
+    /// How long the previous secret keeps signing next to the new one: 0 to 604800 seconds,
+    /// default 86400.
+    pub overlap_seconds: Option<i64>,
+}
+
+/// Answer of `POST …/signing-secret/rotate`.
+#[derive(ToSchema)]
+pub struct SigningSecretRotated {
+    pub id: Uuid,
+    /// The new current secret, `whsec_<base64>`.
+    pub secret: String,
+    pub created_at: DateTime<Utc>,
+    /// When the previous secret stops signing (now, if the overlap was 0).
+    #[schema(required = true)]
+    pub previous_expires_at: Option<DateTime<Utc>>,
+}
+
 // ---------------------------------------------------------------- service
 
 /// `GET /healthz`: the process is up.
