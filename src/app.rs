@@ -134,6 +134,7 @@ pub async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
         let cfg = cronbox_dispatcher::DispatcherConfig {
             grace: chrono::Duration::seconds(config.misfire_grace_seconds),
             lock_key: lock_key(&config.nats_prefix),
+            reconcile_after: Duration::from_secs(config.reconcile_after_seconds),
             ..Default::default()
         };
         let task = cronbox_dispatcher::run(

@@ -26,6 +26,9 @@ pub struct Config {
     /// The master key for secrets at rest (32 bytes, hex or base64); required by the API and
     /// executor roles.
     pub secrets_key: Option<String>,
+    /// How long a run may sit dispatched-but-not-started before the dispatcher checks whether
+    /// JetStream lost it.
+    pub reconcile_after_seconds: u64,
     /// How often runs past their plan's retention are removed from the execution log.
     pub retention_sweep_seconds: u64,
     /// Requests per minute are limited (per key/user from the plan, per address otherwise).
@@ -142,6 +145,7 @@ impl Config {
             log_format: src.get("CRONBOX_LOG_FORMAT").unwrap_or_else(|| "text".into()),
             jwt_secret: src.get("CRONBOX_JWT_SECRET"),
             secrets_key: src.get("CRONBOX_SECRETS_KEY"),
+            reconcile_after_seconds: src.parse("CRONBOX_RECONCILE_AFTER_SECONDS", 60)?,
             retention_sweep_seconds: src.parse("CRONBOX_RETENTION_SWEEP_SECONDS", 600)?,
             rate_limit: src.get("CRONBOX_RATE_LIMIT").is_none() || src.flag("CRONBOX_RATE_LIMIT")?,
             rate_limit_per_address: src.parse("CRONBOX_RATE_LIMIT_PER_ADDRESS", 120)?,
@@ -152,7 +156,13 @@ impl Config {
     /// Values that parse but cannot work (a zero-slot executor never calls anything, a zero
     /// ack wait floods the server with progress acks) are refused at start-up.
     fn validated(self) -> Result<Self, ConfigError> {
-        let checks: [(&'static str, bool, String, &'static str); 9] = [
+        let checks: [(&'static str, bool, String, &'static str); 10] = [
+            (
+                "CRONBOX_RECONCILE_AFTER_SECONDS",
+                (1..=3600).contains(&self.reconcile_after_seconds),
+                self.reconcile_after_seconds.to_string(),
+                "must be 1..=3600",
+            ),
             (
                 "CRONBOX_RATE_LIMIT_PER_ADDRESS",
                 self.rate_limit_per_address >= 1,

@@ -18,6 +18,7 @@
 
 pub mod leader;
 pub mod outbox;
+pub mod reconcile;
 pub mod state;
 
 use std::sync::Arc;
@@ -64,7 +65,13 @@ pub struct DispatcherConfig {
     /// Identifies the leader lock; instances sharing a database but not a NATS prefix need
     /// different keys.
     pub lock_key: i64,
+    /// A run dispatched this long ago without starting (or running this long past its lease)
+    /// is looked for in JetStream and published again if it is gone.
+    pub reconcile_after: StdDuration,
 }
+
+/// How often the leader looks for runs JetStream lost.
+const RECONCILE_EVERY: StdDuration = StdDuration::from_secs(5);
 
 impl Default for DispatcherConfig {
     fn default() -> Self {
@@ -72,6 +79,7 @@ impl Default for DispatcherConfig {
             grace: Duration::seconds(60),
             batch_max: 1000,
             lock_key: 0x0c0b_0d15,
+            reconcile_after: StdDuration::from_secs(60),
         }
     }
 }
@@ -151,6 +159,7 @@ impl Dispatcher {
         outbox::flush(&self.pool, &self.queue, StdDuration::ZERO).await?;
 
         let mut last_check = std::time::Instant::now();
+        let mut last_reconcile = std::time::Instant::now();
         let mut settle = 0u32;
         loop {
             if shutdown.is_cancelled() {
@@ -159,6 +168,17 @@ impl Dispatcher {
             if last_check.elapsed() > StdDuration::from_secs(2) {
                 lock.check().await?;
                 outbox::flush(&self.pool, &self.queue, StdDuration::from_secs(3)).await?;
+                if last_reconcile.elapsed() > RECONCILE_EVERY {
+                    reconcile::reconcile(
+                        &self.pool,
+                        &self.stores,
+                        &self.queue,
+                        self.config.reconcile_after,
+                        Utc::now(),
+                    )
+                    .await?;
+                    last_reconcile = std::time::Instant::now();
+                }
                 last_check = std::time::Instant::now();
             }
             let applied = self.catch_up_tail().await?;

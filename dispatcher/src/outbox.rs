@@ -101,7 +101,12 @@ pub async fn flush(pool: &PgPool, queue: &RunQueue, min_age: Duration) -> Result
         tracing::info!(republished = n, of = messages.len(), "outbox flushed");
         total += n;
         if n < messages.len() {
-            break; // NATS is not acknowledging; try again on the next tick
+            // NATS is not acknowledging. If it came back without the stream (a wiped store),
+            // recreate it so the next tick can publish; either way, try again then.
+            if let Err(e) = queue.ensure_stream().await {
+                tracing::debug!(error = %e, "stream not available yet");
+            }
+            break;
         }
     }
     Ok(total)

@@ -213,6 +213,9 @@ pub enum RunError {
     AlreadyExists,
     #[error("run not found")]
     NotFound,
+    /// Another executor started this attempt and may still be calling.
+    #[error("the attempt is in progress elsewhere until {until}")]
+    AttemptInProgress { until: DateTime<Utc> },
     #[error("run is {status:?}; cannot {action} attempt {attempt}")]
     WrongState {
         status: RunStatus,
@@ -273,7 +276,16 @@ pub struct Run {
     /// The attempt being dispatched/run, 1-based; 0 before the first dispatch.
     pub attempt: u32,
     pub finished_attempts: u32,
+    /// When the attempt in progress (status running) last started.
+    #[serde(default)]
+    pub started_at: Option<DateTime<Utc>>,
 }
+
+/// How long after its request timeout a started attempt still belongs to the executor that
+/// started it. A second copy of the message arriving meanwhile (a redelivery, a reconciler
+/// re-publish) waits instead of calling the target a second time in parallel; after it, the
+/// first executor is presumed dead and the attempt may start again.
+pub const LEASE_MARGIN_SECONDS: i64 = 15;
 
 impl Run {
     fn wrong(&self, action: &'static str, attempt: u32) -> RunError {
@@ -282,6 +294,15 @@ impl Run {
             action,
             attempt,
         }
+    }
+
+    /// Until when the attempt in progress is leased to the executor that started it.
+    pub fn lease_until(&self) -> Option<DateTime<Utc>> {
+        if self.status != RunStatus::Running {
+            return None;
+        }
+        let timeout = i64::from(self.plan.as_ref()?.request.timeout_seconds);
+        Some(self.started_at? + chrono::Duration::seconds(timeout + LEASE_MARGIN_SECONDS))
     }
 
     /// Whether a message for `attempt` still needs its HTTP call: false once that attempt has
@@ -348,6 +369,9 @@ impl Aggregate for Run {
             RunCommand::StartAttempt { attempt, at } => {
                 if !self.needs_attempt(attempt) {
                     return Err(self.wrong("start", attempt));
+                }
+                if let Some(until) = self.lease_until().filter(|u| at < *u) {
+                    return Err(RunError::AttemptInProgress { until });
                 }
                 // Started again after a redelivery: recorded too, so the log shows the repeat.
                 sink.write(RunEvent::AttemptStarted { attempt, at }, self).await;
@@ -425,7 +449,10 @@ impl Aggregate for Run {
                 self.status = RunStatus::Dispatched;
                 self.attempt = attempt;
             }
-            RunEvent::AttemptStarted { .. } => self.status = RunStatus::Running,
+            RunEvent::AttemptStarted { at, .. } => {
+                self.status = RunStatus::Running;
+                self.started_at = Some(at);
+            }
             RunEvent::AttemptFinished { attempt, .. } => self.finished_attempts = attempt,
             RunEvent::RetryScheduled { attempt, .. } => {
                 self.status = RunStatus::RetryScheduled;
@@ -592,7 +619,13 @@ mod tests {
         Spec::with(())
             .given(events.clone())
             .when(RunCommand::StartAttempt { attempt: 1, at: t(5) })
-            .then_expect_events(vec![RunEvent::AttemptStarted { attempt: 1, at: t(5) }]);
+            .then_expect_error(RunError::AttemptInProgress { until: t(25) });
+        // After the request timeout (10 s) and the lease margin, the first executor is presumed
+        // dead and the attempt starts again.
+        Spec::with(())
+            .given(events.clone())
+            .when(RunCommand::StartAttempt { attempt: 1, at: t(25) })
+            .then_expect_events(vec![RunEvent::AttemptStarted { attempt: 1, at: t(25) }]);
         events.push(RunEvent::AttemptFinished {
             attempt: 1,
             outcome: ok_outcome(),

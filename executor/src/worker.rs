@@ -207,6 +207,11 @@ async fn perform(
     {
         Ok(()) => {}
         Err(AggregateError::UserError(RunError::WrongState { .. })) => return Ok(()),
+        // Another executor is (or was, if it died) calling: come back when its lease ends.
+        Err(AggregateError::UserError(RunError::AttemptInProgress { until })) => {
+            tracing::info!(%until, "attempt in progress elsewhere; waiting for its lease");
+            return Err((until - Utc::now()).to_std().unwrap_or_default() + Duration::from_millis(100));
+        }
         // Another executor wrote to this run at the same moment: look again shortly.
         Err(e) => {
             tracing::warn!(error = %e, "cannot record attempt start");

@@ -125,7 +125,9 @@ impl RunQueue {
         &self.stream
     }
 
-    async fn ensure_stream(&self) -> Result<(), NatsError> {
+    /// Creates the stream if it is missing: at start-up, and again whenever a server came back
+    /// without it (a wiped JetStream store).
+    pub async fn ensure_stream(&self) -> Result<(), NatsError> {
         let subjects_root = self.subject.trim_end_matches(".dispatch");
         self.js
             .get_or_create_stream(stream::Config {
@@ -154,7 +156,7 @@ impl RunQueue {
                 let publish = jetstream::message::PublishMessage::build()
                     .payload(payload.into())
                     .message_id(m.message_id());
-                Ok::<_, NatsError>(self.js.send_publish(self.subject.clone(), publish).await?)
+                Ok::<_, NatsError>(self.js.send_publish(self.subject_of(m.run_id), publish).await?)
             }
             .await;
             pending.push(sent);
@@ -169,11 +171,44 @@ impl RunQueue {
         results
     }
 
+    /// Each run has its own subject, so whether a run's message is still in the stream can be
+    /// asked of the server directly (the stream is a work queue: acknowledged messages leave it).
+    fn subject_of(&self, run_id: Uuid) -> String {
+        format!("{}.{run_id}", self.subject)
+    }
+
+    /// Whether a message for this run is still in the stream (waiting, or delivered and not yet
+    /// acknowledged).
+    pub async fn is_queued(&self, run_id: Uuid) -> Result<bool, NatsError> {
+        let stream = self
+            .js
+            .get_stream(&self.stream)
+            .await
+            .map_err(|e| NatsError::Stream(Box::new(e)))?;
+        match stream.get_last_raw_message_by_subject(&self.subject_of(run_id)).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == jetstream::stream::LastRawMessageErrorKind::NoMessageFound => Ok(false),
+            Err(e) => Err(NatsError::Stream(Box::new(e))),
+        }
+    }
+
+    /// Publishes a message again after JetStream lost it. A fresh message id: the server may
+    /// still remember the original one inside its duplicate window and would drop the copy.
+    pub async fn republish(&self, m: &DispatchMessage) -> Result<(), NatsError> {
+        let payload = serde_json::to_vec(m)?;
+        let publish = jetstream::message::PublishMessage::build()
+            .payload(payload.into())
+            .message_id(format!("{}:r{}", m.message_id(), Utc::now().timestamp_millis()));
+        self.js.send_publish(self.subject_of(m.run_id), publish).await?.await?;
+        Ok(())
+    }
+
     /// The durable pull consumer every executor shares.
     pub async fn consumer(
         &self,
         settings: &ConsumerSettings,
     ) -> Result<jetstream::consumer::Consumer<pull::Config>, NatsError> {
+        self.ensure_stream().await?;
         let stream = self
             .js
             .get_stream(&self.stream)

@@ -25,6 +25,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("../../migrations/0006_rate_limits.sql"),
     ),
     ("0007_signing", include_str!("../../migrations/0007_signing.sql")),
+    (
+        "0008_runs_in_flight",
+        include_str!("../../migrations/0008_runs_in_flight.sql"),
+    ),
 ];
 
 /// A pool that waits for PostgreSQL to come back instead of failing: connections are created

@@ -222,6 +222,20 @@ impl TestEnv {
         self.server = Some(Server { child, base });
     }
 
+    /// Starts one role (`api`, `dispatcher`, `executor`) as its own process with this test's
+    /// settings plus `extra`; killed when dropped.
+    pub fn spawn_role(&self, role: &str, extra: &[(&str, &str)]) -> Child {
+        let mut c = self.command(&[role]);
+        for (k, v) in extra {
+            c.env(k, v);
+        }
+        c.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn a cronbox role")
+    }
+
     /// Starts one more `cronbox api` process on its own port against the same database; returns
     /// it (killed when dropped) and its base URL.
     pub async fn start_extra_api(&self) -> (Child, String) {

@@ -1,0 +1,100 @@
+//! Finds runs PostgreSQL says are in flight but JetStream no longer holds, and publishes them
+//! again.
+//!
+//! PostgreSQL is the record; JetStream only carries work. A message can vanish after the server
+//! acknowledged it: nats-server fsyncs lazily, so a power failure can lose acknowledged writes;
+//! an operator can wipe a store. The run then stays `dispatched` (or `running`, if its executor
+//! died too) for ever unless someone notices. The leader looks every few seconds for runs
+//! dispatched longer than `after` ago that have not started, or running past their executor's
+//! lease by `after`, and for each one whose message is no longer in the stream, publishes it
+//! again. The run id is kept; the executor checks the run's history and lease before calling, so
+//! a copy that races a surviving original does not call twice.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use cronbox_domain::run::{RunStatus, LEASE_MARGIN_SECONDS};
+use cronbox_nats::{DispatchMessage, RunQueue};
+use cronbox_store::aggregates::Stores;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::DispatchError;
+
+/// Candidates looked at per round.
+const BATCH: i64 = 500;
+
+/// Publishes lost runs again; returns how many.
+pub async fn reconcile(
+    pool: &PgPool,
+    stores: &Stores,
+    queue: &RunQueue,
+    after: Duration,
+    now: DateTime<Utc>,
+) -> Result<usize, DispatchError> {
+    let after = chrono::Duration::from_std(after).unwrap_or(chrono::Duration::seconds(60));
+    let candidates: Vec<(Uuid,)> = sqlx::query_as(
+        "SELECT id FROM runs
+          WHERE (status = 'dispatched' AND dispatched_at < $1)
+             OR (status = 'running' AND started_at < $1
+                 - make_interval(secs => coalesce((request->>'timeout_seconds')::float8, 300) + $2))
+          ORDER BY dispatched_at
+          LIMIT $3",
+    )
+    .bind(now - after)
+    .bind(LEASE_MARGIN_SECONDS as f64)
+    .bind(BATCH)
+    .fetch_all(pool)
+    .await?;
+    if candidates.is_empty() {
+        return Ok(0);
+    }
+    if let Err(e) = queue.ensure_stream().await {
+        tracing::warn!(error = %e, "JetStream unavailable; reconciling later");
+        return Ok(0);
+    }
+    let mut republished = 0;
+    for (run_id,) in candidates {
+        // The read model may lag: the run's own stream decides.
+        let (run, _) = stores
+            .runs
+            .load(&run_id.to_string())
+            .await
+            .map_err(|e| DispatchError::Run(e.to_string()))?;
+        let Some(plan) = run.plan.as_ref() else { continue };
+        let stuck = match run.status {
+            RunStatus::Dispatched => true,
+            RunStatus::Running => run.lease_until().is_some_and(|u| u + after < now),
+            _ => false,
+        };
+        if !stuck {
+            continue;
+        }
+        match queue.is_queued(run_id).await {
+            Ok(true) => continue,
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot look into the stream; reconciling later");
+                return Ok(republished);
+            }
+        }
+        let message = DispatchMessage {
+            run_id,
+            attempt: run.attempt,
+            workspace_id: plan.workspace_id,
+            job_id: plan.job_id,
+            due_at: now,
+        };
+        match queue.republish(&message).await {
+            Ok(()) => {
+                republished += 1;
+                tracing::warn!(%run_id, attempt = run.attempt, status = ?run.status, "run lost by JetStream; published again");
+            }
+            Err(e) => {
+                tracing::warn!(%run_id, error = %e, "re-publish failed; reconciling later");
+                return Ok(republished);
+            }
+        }
+    }
+    Ok(republished)
+}
