@@ -153,6 +153,7 @@ pub async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
     if roles.executor {
         let cfg = cronbox_executor::ExecutorConfig {
             concurrency: config.executor_concurrency,
+            per_host_concurrency: config.executor_per_host_concurrency,
             targets: config.targets.clone(),
             max_response_bytes: config.max_response_bytes,
             consumer: ConsumerSettings {

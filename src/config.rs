@@ -16,6 +16,7 @@ pub struct Config {
     /// `CRONBOX_ALLOWED_TARGET_CIDRS`).
     pub targets: TargetPolicy,
     pub executor_concurrency: usize,
+    pub executor_per_host_concurrency: usize,
     pub ack_wait_seconds: u64,
     pub misfire_grace_seconds: i64,
     pub max_response_bytes: usize,
@@ -138,6 +139,7 @@ impl Config {
             listen: src.parse("CRONBOX_LISTEN", SocketAddr::from(([127, 0, 0, 1], 8080)))?,
             targets: targets(&src)?,
             executor_concurrency: src.parse("CRONBOX_EXECUTOR_CONCURRENCY", 256)?,
+            executor_per_host_concurrency: src.parse("CRONBOX_EXECUTOR_PER_HOST_CONCURRENCY", 32)?,
             ack_wait_seconds: src.parse("CRONBOX_ACK_WAIT_SECONDS", 30)?,
             misfire_grace_seconds: src.parse("CRONBOX_MISFIRE_GRACE_SECONDS", 60)?,
             max_response_bytes: src.parse("CRONBOX_MAX_RESPONSE_BYTES", 1024 * 1024)?,
@@ -156,7 +158,13 @@ impl Config {
     /// Values that parse but cannot work (a zero-slot executor never calls anything, a zero
     /// ack wait floods the server with progress acks) are refused at start-up.
     fn validated(self) -> Result<Self, ConfigError> {
-        let checks: [(&'static str, bool, String, &'static str); 10] = [
+        let checks: [(&'static str, bool, String, &'static str); 11] = [
+            (
+                "CRONBOX_EXECUTOR_PER_HOST_CONCURRENCY",
+                (1..=10_000).contains(&self.executor_per_host_concurrency),
+                self.executor_per_host_concurrency.to_string(),
+                "must be 1..=10000",
+            ),
             (
                 "CRONBOX_RECONCILE_AFTER_SECONDS",
                 (1..=3600).contains(&self.reconcile_after_seconds),

@@ -23,6 +23,8 @@ use crate::http::HttpCaller;
 pub struct ExecutorConfig {
     /// Calls in flight in this process.
     pub concurrency: usize,
+    /// Calls in flight in this process to one target origin (scheme, host, port).
+    pub per_host_concurrency: usize,
     /// Which addresses calls may reach (the SSRF guard).
     pub targets: TargetPolicy,
     /// The most response body bytes read; a larger body fails the attempt as `too_large`.
@@ -34,6 +36,7 @@ impl Default for ExecutorConfig {
     fn default() -> Self {
         Self {
             concurrency: 256,
+            per_host_concurrency: 32,
             targets: TargetPolicy::guarded(),
             max_response_bytes: 1024 * 1024,
             consumer: ConsumerSettings::default(),
@@ -54,6 +57,57 @@ const MAX_BATCH: usize = 1000;
 /// How long one pull request waits for messages before a new one is issued.
 const PULL_EXPIRES: Duration = Duration::from_secs(5);
 
+/// What every message handler shares.
+struct Shared {
+    stores: Arc<Stores>,
+    caller: HttpCaller,
+    keyring: Arc<Keyring>,
+    hosts: HostLimits,
+    heartbeat: Duration,
+}
+
+/// How long a run whose host is busy waits before it is delivered again.
+const HOST_BUSY_DELAY: Duration = Duration::from_millis(500);
+
+/// Calls in flight per target (scheme, host and port), so one slow or hanging service cannot
+/// take every slot of the executor.
+struct HostLimits {
+    per_host: usize,
+    hosts: std::sync::Mutex<std::collections::HashMap<String, Arc<Semaphore>>>,
+}
+
+impl HostLimits {
+    fn new(per_host: usize) -> Self {
+        Self {
+            per_host,
+            hosts: Default::default(),
+        }
+    }
+
+    fn key(url: &str) -> String {
+        url::Url::parse(url)
+            .map(|u| u.origin().ascii_serialization())
+            .unwrap_or_else(|_| url.to_string())
+    }
+
+    fn try_acquire(&self, url: &str) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let Ok(mut hosts) = self.hosts.lock() else {
+            return None;
+        };
+        // Forget idle hosts now and then, so the map does not grow with every host ever called.
+        if hosts.len() > 10_000 {
+            let per_host = self.per_host;
+            hosts.retain(|_, s| s.available_permits() < per_host);
+        }
+        let sem = hosts
+            .entry(Self::key(url))
+            .or_insert_with(|| Arc::new(Semaphore::new(self.per_host)))
+            .clone();
+        drop(hosts);
+        sem.try_acquire_owned().ok()
+    }
+}
+
 /// Consumes runs until `shutdown`. Reconnects and re-subscribes by itself.
 pub async fn run(
     stores: Arc<Stores>,
@@ -62,10 +116,15 @@ pub async fn run(
     keyring: Arc<Keyring>,
     shutdown: CancellationToken,
 ) -> Result<(), ExecuteError> {
-    let caller = HttpCaller::new(config.targets.clone(), config.max_response_bytes)?;
+    let shared = Arc::new(Shared {
+        caller: HttpCaller::new(config.targets.clone(), config.max_response_bytes)?,
+        stores,
+        keyring,
+        hosts: HostLimits::new(config.per_host_concurrency),
+        // Progress well inside ack_wait, so a long call is never redelivered while it runs.
+        heartbeat: config.consumer.ack_wait / 3,
+    });
     let slots = Arc::new(Semaphore::new(config.concurrency));
-    // Progress well inside ack_wait, so a long call is never redelivered while it runs.
-    let heartbeat = config.consumer.ack_wait / 3;
     while !shutdown.is_cancelled() {
         let consumer = match queue.consumer(&config.consumer).await {
             Ok(c) => c,
@@ -112,9 +171,9 @@ pub async fn run(
                 match next {
                     Some(Ok(msg)) => {
                         let Some(permit) = permits.pop() else { break };
-                        let (stores, caller, keyring) = (stores.clone(), caller.clone(), keyring.clone());
+                        let shared = shared.clone();
                         tokio::spawn(async move {
-                            handle(&stores, &caller, &keyring, msg, heartbeat).await;
+                            handle(&shared, msg).await;
                             drop(permit);
                         });
                     }
@@ -143,7 +202,7 @@ async fn sleep_or_cancel(d: Duration, shutdown: &CancellationToken) {
 }
 
 /// Handles one delivery. Every path ends in ack, nak (redeliver later) or term (never again).
-async fn handle(stores: &Stores, caller: &HttpCaller, keyring: &Keyring, msg: jetstream::Message, heartbeat: Duration) {
+async fn handle(shared: &Shared, msg: jetstream::Message) {
     let dispatch: DispatchMessage = match serde_json::from_slice(&msg.payload) {
         Ok(d) => d,
         Err(e) => {
@@ -154,7 +213,7 @@ async fn handle(stores: &Stores, caller: &HttpCaller, keyring: &Keyring, msg: je
     };
     let span = tracing::info_span!("run", run_id = %dispatch.run_id, job_id = %dispatch.job_id, workspace_id = %dispatch.workspace_id, attempt = dispatch.attempt);
     async move {
-        match perform(stores, caller, keyring, &msg, &dispatch, heartbeat).await {
+        match perform(shared, &msg, &dispatch).await {
             Ok(()) => {
                 if let Err(e) = msg.double_ack().await {
                     // The outcome is committed: a redelivery will find it and ack at once.
@@ -171,14 +230,15 @@ async fn handle(stores: &Stores, caller: &HttpCaller, keyring: &Keyring, msg: je
 }
 
 /// Ok: done with this delivery (ack). Err(delay): ask for redelivery after `delay`.
-async fn perform(
-    stores: &Stores,
-    caller: &HttpCaller,
-    keyring: &Keyring,
-    msg: &jetstream::Message,
-    d: &DispatchMessage,
-    heartbeat: Duration,
-) -> Result<(), Duration> {
+async fn perform(shared: &Shared, msg: &jetstream::Message, d: &DispatchMessage) -> Result<(), Duration> {
+    let Shared {
+        stores,
+        caller,
+        keyring,
+        hosts,
+        heartbeat,
+    } = shared;
+    let heartbeat = *heartbeat;
     let id = d.run_id.to_string();
     let (run, _) = stores.runs.load(&id).await.map_err(|e| {
         tracing::warn!(error = %e, "cannot load run");
@@ -189,6 +249,12 @@ async fn perform(
         return Ok(());
     }
     let Some(plan) = run.plan.clone() else { return Ok(()) };
+    // A slow or hanging host may hold only its share of the slots; its other runs wait in the
+    // stream (not in a slot) and come back shortly.
+    let Some(_host_permit) = hosts.try_acquire(&plan.request.url) else {
+        tracing::debug!("target host at its concurrency limit; later");
+        return Err(HOST_BUSY_DELAY);
+    };
     // Before the attempt is recorded: without its secrets no request may go out unsigned.
     let secrets = keyring.signing(plan.workspace_id).await.map_err(|e| {
         tracing::warn!(error = %e, "cannot read the workspace's signing secrets");

@@ -67,7 +67,11 @@ impl Default for ConsumerSettings {
         Self {
             ack_wait: Duration::from_secs(30),
             max_ack_pending: 20_000,
-            max_deliver: 100,
+            // Unlimited: PostgreSQL, not a delivery count, decides when a run is done. The
+            // executor acks or terminates every message it can decide about and naks only
+            // "not now" (a busy host, a leased attempt, a database hiccup); a cap would
+            // eventually strand such runs in the stream.
+            max_deliver: -1,
         }
     }
 }
