@@ -100,6 +100,48 @@ impl Fields {
         }
     }
 
+    /// An array of strings or integers, as strings (status codes may be given either way).
+    pub fn codes(&mut self, field: &str) -> Result<Option<Vec<String>>, ApiError> {
+        match self.take(field) {
+            None => Ok(None),
+            Some(Value::Array(items)) => items
+                .into_iter()
+                .map(|v| match v {
+                    Value::String(s) => Ok(s),
+                    Value::Number(n) if n.is_u64() => Ok(n.to_string()),
+                    _ => Err(wrong(field, "an array of strings or status codes")),
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some),
+            Some(_) => Err(wrong(field, "an array of strings or status codes")),
+        }
+    }
+
+    /// `{"path": "$.a.b", "equals": <any JSON>}`.
+    pub fn json_check(&mut self, field: &str) -> Result<Option<(String, Value)>, ApiError> {
+        match self.take(field) {
+            None => Ok(None),
+            Some(Value::Object(mut m)) => {
+                let path = match m.remove("path") {
+                    Some(Value::String(p)) => p,
+                    _ => return Err(wrong(&format!("{field}.path"), "a string")),
+                };
+                let equals = m
+                    .remove("equals")
+                    .ok_or_else(|| ApiError::field(format!("{field}.equals"), "required", "equals is required"))?;
+                if let Some(k) = m.keys().next() {
+                    return Err(ApiError::field(
+                        format!("{field}.{k}"),
+                        "unknown_field",
+                        format!("unknown field {k}"),
+                    ));
+                }
+                Ok(Some((path, equals)))
+            }
+            Some(_) => Err(wrong(field, "an object {\"path\", \"equals\"}")),
+        }
+    }
+
     /// Headers as a JSON object of name → string value.
     pub fn headers(&mut self, field: &str) -> Result<Option<Vec<(String, String)>>, ApiError> {
         match self.take(field) {

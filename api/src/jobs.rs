@@ -142,6 +142,29 @@ fn request_fields(f: &mut Fields, base: Option<&RequestSpec>, targets: &TargetPo
         retry_delay_seconds: f
             .int("retry_delay_seconds")?
             .or(base.map(|b| i64::from(b.retry_delay_seconds))),
+        retry_backoff: f
+            .string("retry_backoff")?
+            .or(base.map(|b| b.retry_backoff.as_str().to_string())),
+        retry_max_delay_seconds: f
+            .int("retry_max_delay_seconds")?
+            .or(base.map(|b| i64::from(b.retry_max_delay_seconds))),
+        retry_on: f
+            .strings("retry_on")?
+            .or(base.map(|b| b.retry_on.iter().map(|r| r.as_str().to_string()).collect())),
+        expected_status: f
+            .codes("expected_status")?
+            .or(base.map(|b| b.expected_status.iter().map(|m| m.as_str().to_string()).collect())),
+        // null clears a check on update; absent keeps it.
+        expect_body_contains: if f.has("expect_body_contains") {
+            f.string("expect_body_contains")?
+        } else {
+            base.and_then(|b| b.expect_body_contains.clone())
+        },
+        expect_json: if f.has("expect_json") {
+            f.json_check("expect_json")?
+        } else {
+            base.and_then(|b| b.expect_json.as_ref().map(|j| (j.path.clone(), j.equals.clone())))
+        },
     };
     Ok(RequestSpec::parse(input, targets)?)
 }
@@ -210,6 +233,12 @@ fn view(
         "timeout_seconds": r.timeout_seconds,
         "retry_count": r.retry_count,
         "retry_delay_seconds": r.retry_delay_seconds,
+        "retry_backoff": r.retry_backoff.as_str(),
+        "retry_max_delay_seconds": r.retry_max_delay_seconds,
+        "retry_on": r.retry_on.iter().map(|x| x.as_str()).collect::<Vec<_>>(),
+        "expected_status": r.expected_status.iter().map(|x| x.as_str()).collect::<Vec<_>>(),
+        "expect_body_contains": r.expect_body_contains,
+        "expect_json": r.expect_json.as_ref().map(|j| json!({"path": j.path, "equals": j.equals})),
         "notify_on_failure": def.notify_on_failure,
         "notify_on_recovery": def.notify_on_recovery,
         "status": status,

@@ -5,6 +5,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use serde::{Deserialize, Serialize};
 
+use crate::policy::{self, Backoff, JsonCheck, RetryOn, StatusMatch};
 use crate::target::TargetPolicy;
 use crate::FieldError;
 
@@ -74,6 +75,23 @@ pub struct RequestSpec {
     pub timeout_seconds: u32,
     pub retry_count: u32,
     pub retry_delay_seconds: u32,
+    // Fields added after the first events were written default when an old event is read.
+    #[serde(default)]
+    pub retry_backoff: Backoff,
+    #[serde(default = "default_max_delay")]
+    pub retry_max_delay_seconds: u32,
+    #[serde(default = "policy::default_retry_on")]
+    pub retry_on: Vec<RetryOn>,
+    #[serde(default = "policy::default_expected_status")]
+    pub expected_status: Vec<StatusMatch>,
+    #[serde(default)]
+    pub expect_body_contains: Option<String>,
+    #[serde(default)]
+    pub expect_json: Option<JsonCheck>,
+}
+
+fn default_max_delay() -> u32 {
+    policy::DEFAULT_RETRY_MAX_DELAY_SECONDS
 }
 
 /// Raw user input for a request spec; `None` means "use the default".
@@ -86,6 +104,13 @@ pub struct RequestInput {
     pub timeout_seconds: Option<i64>,
     pub retry_count: Option<i64>,
     pub retry_delay_seconds: Option<i64>,
+    pub retry_backoff: Option<String>,
+    pub retry_max_delay_seconds: Option<i64>,
+    pub retry_on: Option<Vec<String>>,
+    pub expected_status: Option<Vec<String>>,
+    pub expect_body_contains: Option<String>,
+    /// (path, expected value)
+    pub expect_json: Option<(String, serde_json::Value)>,
 }
 
 /// Headers the HTTP client owns; letting users set them would corrupt framing or routing.
@@ -139,6 +164,54 @@ impl RequestSpec {
             0,
             MAX_RETRY_DELAY_SECONDS,
         )?;
+        let retry_backoff = match input.retry_backoff.as_deref() {
+            None => Backoff::Fixed,
+            Some(b) => Backoff::parse("retry_backoff", b)?,
+        };
+        let retry_max_delay_seconds = bounded(
+            "retry_max_delay_seconds",
+            input.retry_max_delay_seconds,
+            policy::DEFAULT_RETRY_MAX_DELAY_SECONDS,
+            1,
+            policy::MAX_RETRY_MAX_DELAY_SECONDS,
+        )?;
+        let retry_on = match input.retry_on {
+            None => policy::default_retry_on(),
+            Some(list) => short_list("retry_on", list, RetryOn::parse)?,
+        };
+        let expected_status = match input.expected_status {
+            None => policy::default_expected_status(),
+            Some(list) if list.is_empty() => {
+                return Err(FieldError::new(
+                    "expected_status",
+                    "invalid",
+                    "give at least one status",
+                ))
+            }
+            Some(list) => short_list("expected_status", list, StatusMatch::parse)?,
+        };
+        if let Some(needle) = &input.expect_body_contains {
+            if needle.is_empty() || needle.len() > MAX_CHECK_BYTES {
+                return Err(FieldError::new(
+                    "expect_body_contains",
+                    "out_of_range",
+                    format!("1 to {MAX_CHECK_BYTES} bytes"),
+                ));
+            }
+        }
+        let expect_json = match input.expect_json {
+            None => None,
+            Some((path, equals)) => {
+                if equals.to_string().len() > MAX_CHECK_BYTES {
+                    return Err(FieldError::new(
+                        "expect_json.equals",
+                        "too_large",
+                        format!("at most {MAX_CHECK_BYTES} bytes"),
+                    ));
+                }
+                Some(JsonCheck::parse("expect_json.path", path, equals)?)
+            }
+        };
         Ok(Self {
             url,
             method,
@@ -147,8 +220,29 @@ impl RequestSpec {
             timeout_seconds,
             retry_count,
             retry_delay_seconds,
+            retry_backoff,
+            retry_max_delay_seconds,
+            retry_on,
+            expected_status,
+            expect_body_contains: input.expect_body_contains,
+            expect_json,
         })
     }
+}
+
+/// Longest `expect_body_contains` or `expect_json.equals`.
+const MAX_CHECK_BYTES: usize = 1024;
+
+/// Parses up to 20 entries of a policy list, naming the entry at fault.
+fn short_list<T>(
+    field: &str,
+    list: Vec<String>,
+    parse: impl Fn(&str, &str) -> Result<T, FieldError>,
+) -> Result<Vec<T>, FieldError> {
+    if list.len() > 20 {
+        return Err(FieldError::new(field, "too_many", "at most 20 entries"));
+    }
+    list.iter().map(|s| parse(field, s)).collect()
 }
 
 fn bounded(field: &str, v: Option<i64>, default: u32, min: u32, max: u32) -> Result<u32, FieldError> {

@@ -16,6 +16,7 @@ use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::policy;
 use crate::request::RequestSpec;
 
 /// Only this much of a response body is kept in the execution log.
@@ -51,6 +52,8 @@ pub enum ErrorKind {
     Tls,
     TooLarge,
     HttpStatus,
+    /// The response arrived with an expected status but failed a body check.
+    Assertion,
     BlockedTarget,
     Other,
 }
@@ -64,6 +67,7 @@ impl ErrorKind {
             Self::Tls => "tls",
             Self::TooLarge => "too_large",
             Self::HttpStatus => "http_status",
+            Self::Assertion => "assertion",
             Self::BlockedTarget => "blocked_target",
             Self::Other => "other",
         }
@@ -79,14 +83,22 @@ pub struct AttemptOutcome {
     pub response_body: Option<String>,
     pub response_size: u64,
     pub duration_ms: u64,
-    /// Transport-level failure; `None` when a response arrived.
+    /// Transport-level failure, or why a response that arrived did not count as success.
     pub error_kind: Option<ErrorKind>,
     pub error_message: Option<String>,
+    /// Whether the response met the request's success criteria (expected status, body checks).
+    /// Absent in outcomes recorded before criteria existed: those succeeded on any 2xx.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accepted: Option<bool>,
 }
 
 impl AttemptOutcome {
     pub fn is_success(&self) -> bool {
-        self.error_kind.is_none() && matches!(self.status_code, Some(200..=299))
+        self.error_kind.is_none()
+            && match self.accepted {
+                Some(accepted) => accepted,
+                None => matches!(self.status_code, Some(200..=299)),
+            }
     }
 
     /// The error type recorded for a failed attempt: the transport error, or `http_status`.
@@ -109,6 +121,9 @@ pub struct RunPlan {
     pub callback_url: Option<String>,
 }
 
+// The scheduling variants carry the whole request; commands and events live briefly, one at a
+// time, so boxing it would only add allocations.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum RunCommand {
     Schedule {
@@ -136,10 +151,14 @@ pub enum RunCommand {
     FinishAttempt {
         attempt: u32,
         outcome: AttemptOutcome,
+        /// Uniform in [0, 1), drawn by the executor: the aggregate stays deterministic and the
+        /// chosen retry time is recorded in `RetryScheduled`.
+        jitter: f64,
         at: DateTime<Utc>,
     },
 }
 
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum RunEvent {
     RunScheduled {
@@ -376,7 +395,12 @@ impl Aggregate for Run {
                 // Started again after a redelivery: recorded too, so the log shows the repeat.
                 sink.write(RunEvent::AttemptStarted { attempt, at }, self).await;
             }
-            RunCommand::FinishAttempt { attempt, outcome, at } => {
+            RunCommand::FinishAttempt {
+                attempt,
+                outcome,
+                jitter,
+                at,
+            } => {
                 if !(self.status == RunStatus::Running && attempt == self.attempt) {
                     return Err(self.wrong("finish", attempt));
                 }
@@ -385,6 +409,8 @@ impl Aggregate for Run {
                 };
                 let (request, workspace_id, job_id) = (plan.request.clone(), plan.workspace_id, plan.job_id);
                 let failure = outcome.failure_kind();
+                let retryable = policy::is_retryable(&request.retry_on, &outcome);
+                let retry_after = policy::retry_after_seconds(&outcome, at.timestamp());
                 sink.write(RunEvent::AttemptFinished { attempt, outcome, at }, self)
                     .await;
                 match failure {
@@ -399,8 +425,16 @@ impl Aggregate for Run {
                         )
                         .await
                     }
-                    Some(_) if attempt <= request.retry_count => {
-                        let retry_at = at + Duration::seconds(i64::from(request.retry_delay_seconds));
+                    Some(_) if attempt <= request.retry_count && retryable => {
+                        let delay = policy::retry_delay(
+                            request.retry_backoff,
+                            request.retry_delay_seconds,
+                            request.retry_max_delay_seconds,
+                            attempt + 1,
+                            jitter,
+                            retry_after,
+                        );
+                        let retry_at = at + Duration::seconds(i64::from(delay));
                         sink.write(
                             RunEvent::RetryScheduled {
                                 workspace_id,
@@ -597,6 +631,7 @@ mod tests {
             .when(RunCommand::FinishAttempt {
                 attempt: 1,
                 outcome: ok_outcome(),
+                jitter: 0.0,
                 at: t(2),
             })
             .then_expect_events(vec![
@@ -653,6 +688,7 @@ mod tests {
             .when(RunCommand::FinishAttempt {
                 attempt: 1,
                 outcome: status_outcome(500),
+                jitter: 0.0,
                 at: t(2),
             })
             .then_expect_events(vec![
@@ -677,6 +713,7 @@ mod tests {
             .when(RunCommand::FinishAttempt {
                 attempt: 1,
                 outcome: timeout_outcome(),
+                jitter: 0.0,
                 at: t(10),
             })
             .then_expect_events(vec![
@@ -723,6 +760,7 @@ mod tests {
             .when(RunCommand::FinishAttempt {
                 attempt: 2,
                 outcome: status_outcome(503),
+                jitter: 0.0,
                 at: t(41),
             })
             .then_expect_events(vec![
@@ -747,6 +785,7 @@ mod tests {
             .when(RunCommand::FinishAttempt {
                 attempt: 2,
                 outcome: ok_outcome(),
+                jitter: 0.0,
                 at: t(2),
             })
             .then_expect_error(RunError::WrongState {

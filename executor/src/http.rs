@@ -6,6 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use cronbox_domain::policy;
 use cronbox_domain::request::RequestSpec;
 use cronbox_domain::run::{AttemptOutcome, ErrorKind, MAX_STORED_BODY_BYTES};
 use cronbox_domain::target::TargetPolicy;
@@ -182,6 +183,9 @@ impl HttpCaller {
             })
             .collect();
         let mut kept = Vec::new();
+        // The whole body (up to the response cap) only when a body check needs it.
+        let checks_body = spec.expect_body_contains.is_some() || spec.expect_json.is_some();
+        let mut full = Vec::new();
         let mut size: u64 = 0;
         let mut error = None;
         loop {
@@ -191,6 +195,10 @@ impl HttpCaller {
                     if kept.len() < MAX_STORED_BODY_BYTES {
                         let room = MAX_STORED_BODY_BYTES - kept.len();
                         kept.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                    }
+                    if checks_body && full.len() < self.max_response_bytes {
+                        let room = self.max_response_bytes - full.len();
+                        full.extend_from_slice(&chunk[..chunk.len().min(room)]);
                     }
                     if size > self.max_response_bytes as u64 {
                         // Stop reading; dropping the response closes the connection.
@@ -210,8 +218,19 @@ impl HttpCaller {
         }
         let (error_kind, error_message) = match error {
             Some((k, m)) => (Some(k), Some(m)),
-            None if !(200..300).contains(&status) => (None, Some(format!("target answered HTTP {status}"))),
-            None => (None, None),
+            None => {
+                let body = if checks_body { &full } else { &kept };
+                match policy::response_verdict(
+                    &spec.expected_status,
+                    spec.expect_body_contains.as_deref(),
+                    spec.expect_json.as_ref(),
+                    status,
+                    body,
+                ) {
+                    Some((kind, why)) => (Some(kind), Some(why)),
+                    None => (None, None),
+                }
+            }
         };
         AttemptOutcome {
             status_code: Some(status),
@@ -219,6 +238,7 @@ impl HttpCaller {
             response_body: Some(String::from_utf8_lossy(&kept).into_owned()),
             response_size: size,
             duration_ms: 0,
+            accepted: Some(error_kind.is_none()),
             error_kind,
             error_message,
         }

@@ -306,10 +306,12 @@ async fn perform(shared: &Shared, msg: &jetstream::Message, d: &DispatchMessage)
     // the call: a redelivery would call the target again.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     let mut backoff = Duration::from_millis(100);
+    let jitter: f64 = rand::random();
     loop {
         let cmd = RunCommand::FinishAttempt {
             attempt: d.attempt,
             outcome: outcome.clone(),
+            jitter,
             at: Utc::now(),
         };
         match stores.runs.execute(&id, cmd).await {

@@ -62,6 +62,7 @@ fn plan(job: u128) -> RunPlan {
             timeout_seconds: None,
             retry_count: Some(1),
             retry_delay_seconds: None,
+            ..Default::default()
         },
         &cronbox_domain::target::TargetPolicy::guarded(),
     )

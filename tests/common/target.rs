@@ -1,7 +1,9 @@
 //! A loopback HTTP target that records every request it receives, with its arrival time.
 //!
 //! Paths steer the answer: `/fail…` answers 500, `/slow/<ms>…` waits before answering 200,
-//! `/flaky/<n>/…` fails the first n requests to that path, anything else answers 200.
+//! `/flaky/<n>/…` fails the first n requests to that path, `/status/<code>/…` answers that
+//! code, `/retry-after/<secs>/<n>/…` answers 503 with `Retry-After: <secs>` the first n times,
+//! `/json/…` answers `{"data": {"state": "done"}}`, anything else answers 200 `ok`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -40,7 +42,8 @@ async fn record(
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
-) -> (StatusCode, &'static str) {
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
     let at = Utc::now();
     let path = uri.path().to_string();
     let hit = {
@@ -62,13 +65,31 @@ async fn record(
     };
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match parts.as_slice() {
-        ["fail", ..] => (StatusCode::INTERNAL_SERVER_ERROR, "nope"),
+        ["fail", ..] => (StatusCode::INTERNAL_SERVER_ERROR, "nope").into_response(),
         ["slow", ms, ..] => {
             tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(100))).await;
-            (StatusCode::OK, "slow ok")
+            (StatusCode::OK, "slow ok").into_response()
         }
-        ["flaky", n, ..] if hit <= n.parse().unwrap_or(0) => (StatusCode::SERVICE_UNAVAILABLE, "try again"),
-        _ => (StatusCode::OK, "ok"),
+        ["flaky", n, ..] if hit <= n.parse().unwrap_or(0) => {
+            (StatusCode::SERVICE_UNAVAILABLE, "try again").into_response()
+        }
+        ["status", code, ..] => {
+            let code = code.parse().ok().and_then(|c| StatusCode::from_u16(c).ok());
+            (code.unwrap_or(StatusCode::BAD_REQUEST), "as asked").into_response()
+        }
+        ["retry-after", secs, n, ..] if hit <= n.parse().unwrap_or(0) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [("retry-after", secs.to_string())],
+            "later",
+        )
+            .into_response(),
+        ["json", ..] => (
+            StatusCode::OK,
+            [("content-type", "application/json")],
+            r#"{"data": {"state": "done"}}"#,
+        )
+            .into_response(),
+        _ => (StatusCode::OK, "ok").into_response(),
     }
 }
 

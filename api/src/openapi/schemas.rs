@@ -100,6 +100,22 @@ pub struct CronJobCreate {
     /// Fixed delay before each retry in seconds, 0-86400, default 60.
     #[schema(minimum = 0, maximum = 86400, default = 60)]
     pub retry_delay_seconds: Option<i64>,
+    /// `fixed` (default) or `exponential`: `retry_delay_seconds × 2^(n-1)` capped at
+    /// `retry_max_delay_seconds`, with full jitter.
+    #[schema(examples("exponential"))]
+    pub retry_backoff: Option<String>,
+    /// Longest wait before a retry, 1-86400, default 3600; also caps a target's `Retry-After`.
+    pub retry_max_delay_seconds: Option<i64>,
+    /// Which failures are retried: `transport`, `timeout`, `4xx`, `5xx` or status codes.
+    /// Default `["transport", "timeout", "5xx", "408", "429"]`; a blocked target never is.
+    pub retry_on: Option<Vec<String>>,
+    /// Statuses that count as success: classes (`2xx`) or codes (`204`, also as numbers).
+    /// Default `["2xx"]`.
+    pub expected_status: Option<Vec<String>>,
+    /// The response body must contain this text (1-1024 bytes); `null` clears on update.
+    pub expect_body_contains: Option<String>,
+    /// The response body must be JSON with this value at `path`; `null` clears on update.
+    pub expect_json: Option<JsonCheck>,
     /// Notify on failure; default true (stored only: no notifications are sent yet).
     #[schema(default = true)]
     pub notify_on_failure: Option<bool>,
@@ -143,6 +159,22 @@ pub struct CronJobUpdate {
     /// New retry delay in seconds, 0-86400.
     #[schema(minimum = 0, maximum = 86400)]
     pub retry_delay_seconds: Option<i64>,
+    /// `fixed` (default) or `exponential`: `retry_delay_seconds × 2^(n-1)` capped at
+    /// `retry_max_delay_seconds`, with full jitter.
+    #[schema(examples("exponential"))]
+    pub retry_backoff: Option<String>,
+    /// Longest wait before a retry, 1-86400, default 3600; also caps a target's `Retry-After`.
+    pub retry_max_delay_seconds: Option<i64>,
+    /// Which failures are retried: `transport`, `timeout`, `4xx`, `5xx` or status codes.
+    /// Default `["transport", "timeout", "5xx", "408", "429"]`; a blocked target never is.
+    pub retry_on: Option<Vec<String>>,
+    /// Statuses that count as success: classes (`2xx`) or codes (`204`, also as numbers).
+    /// Default `["2xx"]`.
+    pub expected_status: Option<Vec<String>>,
+    /// The response body must contain this text (1-1024 bytes); `null` clears on update.
+    pub expect_body_contains: Option<String>,
+    /// The response body must be JSON with this value at `path`; `null` clears on update.
+    pub expect_json: Option<JsonCheck>,
     /// New notify-on-failure flag.
     pub notify_on_failure: Option<bool>,
     /// New notify-on-recovery flag.
@@ -181,6 +213,20 @@ pub struct CronJob {
     pub retry_count: u32,
     /// Delay before each retry in seconds.
     pub retry_delay_seconds: u32,
+    /// `fixed` or `exponential`.
+    pub retry_backoff: String,
+    /// Longest wait before a retry, in seconds.
+    pub retry_max_delay_seconds: u32,
+    /// Failures that are retried.
+    pub retry_on: Vec<String>,
+    /// Statuses that count as success.
+    pub expected_status: Vec<String>,
+    /// Text the response body must contain.
+    #[schema(required = true)]
+    pub expect_body_contains: Option<String>,
+    /// JSON check of the response body.
+    #[schema(required = true)]
+    pub expect_json: Option<JsonCheck>,
     /// Notify-on-failure flag (stored only).
     pub notify_on_failure: bool,
     /// Notify-on-recovery flag (stored only).
@@ -211,6 +257,16 @@ pub struct CronJob {
     pub created_at: DateTime<Utc>,
     /// Time of the last change (update, pause, resume).
     pub updated_at: DateTime<Utc>,
+}
+
+/// A check of the response body as JSON.
+#[derive(ToSchema)]
+pub struct JsonCheck {
+    /// Where to look: `$.data.items[0].status`.
+    #[schema(examples("$.status"))]
+    pub path: String,
+    /// The value it must equal (any JSON).
+    pub equals: Value,
 }
 
 /// A page of cron jobs, newest first.
@@ -289,6 +345,22 @@ pub struct DelayedCallCreate {
     /// Fixed delay before each retry in seconds, 0-86400, default 60.
     #[schema(minimum = 0, maximum = 86400, default = 60)]
     pub retry_delay_seconds: Option<i64>,
+    /// `fixed` (default) or `exponential`: `retry_delay_seconds × 2^(n-1)` capped at
+    /// `retry_max_delay_seconds`, with full jitter.
+    #[schema(examples("exponential"))]
+    pub retry_backoff: Option<String>,
+    /// Longest wait before a retry, 1-86400, default 3600; also caps a target's `Retry-After`.
+    pub retry_max_delay_seconds: Option<i64>,
+    /// Which failures are retried: `transport`, `timeout`, `4xx`, `5xx` or status codes.
+    /// Default `["transport", "timeout", "5xx", "408", "429"]`; a blocked target never is.
+    pub retry_on: Option<Vec<String>>,
+    /// Statuses that count as success: classes (`2xx`) or codes (`204`, also as numbers).
+    /// Default `["2xx"]`.
+    pub expected_status: Option<Vec<String>>,
+    /// The response body must contain this text (1-1024 bytes); `null` clears on update.
+    pub expect_body_contains: Option<String>,
+    /// The response body must be JSON with this value at `path`; `null` clears on update.
+    pub expect_json: Option<JsonCheck>,
     /// Notify on failure; default true (stored only).
     #[schema(default = true)]
     pub notify_on_failure: Option<bool>,
@@ -329,6 +401,20 @@ pub struct DelayedCall {
     pub retry_count: u32,
     /// Delay before each retry in seconds.
     pub retry_delay_seconds: u32,
+    /// `fixed` or `exponential`.
+    pub retry_backoff: String,
+    /// Longest wait before a retry, in seconds.
+    pub retry_max_delay_seconds: u32,
+    /// Failures that are retried.
+    pub retry_on: Vec<String>,
+    /// Statuses that count as success.
+    pub expected_status: Vec<String>,
+    /// Text the response body must contain.
+    #[schema(required = true)]
+    pub expect_body_contains: Option<String>,
+    /// JSON check of the response body.
+    #[schema(required = true)]
+    pub expect_json: Option<JsonCheck>,
     /// Notify-on-failure flag (stored only).
     pub notify_on_failure: bool,
     /// Notify-on-recovery flag (stored only).
@@ -536,6 +622,20 @@ pub struct ExecutionRequest {
     pub retry_count: u32,
     /// Delay before each retry in seconds.
     pub retry_delay_seconds: u32,
+    /// `fixed` or `exponential`.
+    pub retry_backoff: String,
+    /// Longest wait before a retry, in seconds.
+    pub retry_max_delay_seconds: u32,
+    /// Failures that are retried.
+    pub retry_on: Vec<String>,
+    /// Statuses that count as success.
+    pub expected_status: Vec<String>,
+    /// Text the response body must contain.
+    #[schema(required = true)]
+    pub expect_body_contains: Option<String>,
+    /// JSON check of the response body.
+    #[schema(required = true)]
+    pub expect_json: Option<JsonCheck>,
 }
 
 /// One request header.
