@@ -21,7 +21,8 @@ type AttemptRow = (i32, Option<DateTime<Utc>>, Option<DateTime<Utc>>, Option<Val
 
 const COLUMNS: &str =
     "id, job_id, trigger, status, scheduled_for, attempts, dispatched_at, started_at, finished_at, retry_at,
-                       status_code, duration_ms, error_type, error_message, skipped_count";
+                       status_code, duration_ms, error_type, error_message, skipped_count,
+                       callback_url, callback_status, callback_attempts, callback_error, callback_next_at";
 
 fn summary(r: &PgRow) -> Result<Value, sqlx::Error> {
     let scheduled_for: DateTime<Utc> = r.try_get("scheduled_for")?;
@@ -43,6 +44,16 @@ fn summary(r: &PgRow) -> Result<Value, sqlx::Error> {
         "error_type": r.try_get::<Option<String>, _>("error_type")?,
         "error_message": r.try_get::<Option<String>, _>("error_message")?,
         "skipped_count": r.try_get::<Option<i64>, _>("skipped_count")?,
+        "callback": match r.try_get::<Option<String>, _>("callback_url")? {
+            None => Value::Null,
+            Some(url) => json!({
+                "url": url,
+                "status": r.try_get::<Option<String>, _>("callback_status")?,
+                "attempts": r.try_get::<i32, _>("callback_attempts")?,
+                "error": r.try_get::<Option<String>, _>("callback_error")?,
+                "next_at": r.try_get::<Option<DateTime<Utc>>, _>("callback_next_at")?,
+            }),
+        },
     }))
 }
 
@@ -71,6 +82,17 @@ pub async fn list(
                 .as_str(),
         ),
     };
+    let callback_status = match q.get("callback_status").map(String::as_str) {
+        None => None,
+        Some(s @ ("pending" | "retrying" | "delivered" | "failed")) => Some(s),
+        Some(_) => {
+            return Err(ApiError::field(
+                "callback_status",
+                "invalid_status",
+                "callback_status must be one of pending, retrying, delivered, failed",
+            ))
+        }
+    };
     let (after_t, after_id) = after.map(|(t, i)| (Some(t), Some(i))).unwrap_or((None, None));
     let rows = sqlx::query(&format!(
         "SELECT {COLUMNS} FROM runs
@@ -78,6 +100,7 @@ pub async fn list(
             AND ($2::uuid IS NULL OR job_id = $2)
             AND ($3::text IS NULL OR status = $3)
             AND ($4::timestamptz IS NULL OR (scheduled_for, id) < ($4, $5))
+            AND ($7::text IS NULL OR callback_status = $7)
           ORDER BY scheduled_for DESC, id DESC
           LIMIT $6"
     ))
@@ -87,6 +110,7 @@ pub async fn list(
     .bind(after_t)
     .bind(after_id)
     .bind(limit + 1)
+    .bind(callback_status)
     .fetch_all(&state.pool)
     .await?;
     let more = rows.len() as i64 > limit;

@@ -38,6 +38,7 @@ pub async fn reconcile(
           WHERE (status = 'dispatched' AND dispatched_at < $1)
              OR (status = 'running' AND started_at < $1
                  - make_interval(secs => coalesce((request->>'timeout_seconds')::float8, 300) + $2))
+             OR (callback_status IN ('pending', 'retrying') AND coalesce(callback_next_at, finished_at) < $1)
           ORDER BY dispatched_at
           LIMIT $3",
     )
@@ -65,6 +66,10 @@ pub async fn reconcile(
         let stuck = match run.status {
             RunStatus::Dispatched => true,
             RunStatus::Running => run.lease_until().is_some_and(|u| u + after < now),
+            // The final attempt's message also carries the callback; if it is gone, so is that.
+            RunStatus::Succeeded | RunStatus::Failed => {
+                run.pending_callback().is_some() && run.callback.next_at.is_none_or(|n| n + after < now)
+            }
             _ => false,
         };
         if !stuck {

@@ -148,6 +148,13 @@ pub enum RunCommand {
         attempt: u32,
         at: DateTime<Utc>,
     },
+    /// One delivery attempt of the delayed call's callback (after the run's final outcome).
+    RecordCallback {
+        attempt: u32,
+        outcome: AttemptOutcome,
+        jitter: f64,
+        at: DateTime<Utc>,
+    },
     FinishAttempt {
         attempt: u32,
         outcome: AttemptOutcome,
@@ -161,6 +168,21 @@ pub enum RunCommand {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum RunEvent {
+    /// A callback POST was tried; `next_at` is when the next try is due (None: no more).
+    CallbackAttempted {
+        attempt: u32,
+        outcome: AttemptOutcome,
+        next_at: Option<DateTime<Utc>>,
+        at: DateTime<Utc>,
+    },
+    CallbackDelivered {
+        attempts: u32,
+        at: DateTime<Utc>,
+    },
+    CallbackFailed {
+        attempts: u32,
+        at: DateTime<Utc>,
+    },
     RunScheduled {
         run_id: Uuid,
         plan: RunPlan,
@@ -211,6 +233,9 @@ impl DomainEvent for RunEvent {
     fn event_type(&self) -> String {
         match self {
             Self::RunScheduled { .. } => "RunScheduled",
+            Self::CallbackAttempted { .. } => "CallbackAttempted",
+            Self::CallbackDelivered { .. } => "CallbackDelivered",
+            Self::CallbackFailed { .. } => "CallbackFailed",
             Self::RunSkipped { .. } => "RunSkipped",
             Self::RunDispatched { .. } => "RunDispatched",
             Self::AttemptStarted { .. } => "AttemptStarted",
@@ -298,7 +323,29 @@ pub struct Run {
     /// When the attempt in progress (status running) last started.
     #[serde(default)]
     pub started_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub callback: CallbackState,
+    /// The latest attempt's outcome and when it finished (what a callback reports).
+    #[serde(default)]
+    pub last_outcome: Option<AttemptOutcome>,
+    #[serde(default)]
+    pub finished_at: Option<DateTime<Utc>>,
 }
+
+/// Delivery of a delayed call's result to its `callback_url`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallbackState {
+    pub attempts: u32,
+    /// When the next try is due; None before the first and after the last.
+    pub next_at: Option<DateTime<Utc>>,
+    pub done: bool,
+}
+
+/// Tries of a callback before it is given up (`CallbackFailed`).
+pub const CALLBACK_MAX_ATTEMPTS: u32 = 5;
+/// Callback retries wait between half and all of 10 s, 20 s, 40 s, 80 s.
+pub const CALLBACK_RETRY_BASE_SECONDS: u32 = 10;
+pub const CALLBACK_RETRY_MAX_SECONDS: u32 = 300;
 
 /// How long after its request timeout a started attempt still belongs to the executor that
 /// started it. A second copy of the message arriving meanwhile (a redelivery, a reconciler
@@ -313,6 +360,14 @@ impl Run {
             action,
             attempt,
         }
+    }
+
+    /// The callback URL if this run's result still has to be delivered to it: the run has its
+    /// final outcome and the callback is neither delivered nor given up.
+    pub fn pending_callback(&self) -> Option<&str> {
+        let url = self.plan.as_ref()?.callback_url.as_deref()?;
+        let finished = matches!(self.status, RunStatus::Succeeded | RunStatus::Failed);
+        (finished && !self.callback.done).then_some(url)
     }
 
     /// Until when the attempt in progress is leased to the executor that started it.
@@ -394,6 +449,45 @@ impl Aggregate for Run {
                 }
                 // Started again after a redelivery: recorded too, so the log shows the repeat.
                 sink.write(RunEvent::AttemptStarted { attempt, at }, self).await;
+            }
+            RunCommand::RecordCallback {
+                attempt,
+                outcome,
+                jitter,
+                at,
+            } => {
+                if self.pending_callback().is_none() || attempt != self.callback.attempts + 1 {
+                    return Err(self.wrong("record callback", attempt));
+                }
+                let delivered = outcome.is_success();
+                let next_at = (!delivered && attempt < CALLBACK_MAX_ATTEMPTS).then(|| {
+                    let wait = policy::retry_delay(
+                        policy::Backoff::Exponential,
+                        CALLBACK_RETRY_BASE_SECONDS,
+                        CALLBACK_RETRY_MAX_SECONDS,
+                        attempt + 1,
+                        0.5 + jitter / 2.0,
+                        None,
+                    );
+                    at + Duration::seconds(i64::from(wait))
+                });
+                sink.write(
+                    RunEvent::CallbackAttempted {
+                        attempt,
+                        outcome,
+                        next_at,
+                        at,
+                    },
+                    self,
+                )
+                .await;
+                if delivered {
+                    sink.write(RunEvent::CallbackDelivered { attempts: attempt, at }, self)
+                        .await;
+                } else if next_at.is_none() {
+                    sink.write(RunEvent::CallbackFailed { attempts: attempt, at }, self)
+                        .await;
+                }
             }
             RunCommand::FinishAttempt {
                 attempt,
@@ -487,10 +581,22 @@ impl Aggregate for Run {
                 self.status = RunStatus::Running;
                 self.started_at = Some(at);
             }
-            RunEvent::AttemptFinished { attempt, .. } => self.finished_attempts = attempt,
+            RunEvent::AttemptFinished { attempt, outcome, at } => {
+                self.finished_attempts = attempt;
+                self.last_outcome = Some(outcome);
+                self.finished_at = Some(at);
+            }
             RunEvent::RetryScheduled { attempt, .. } => {
                 self.status = RunStatus::RetryScheduled;
                 self.attempt = attempt;
+            }
+            RunEvent::CallbackAttempted { attempt, next_at, .. } => {
+                self.callback.attempts = attempt;
+                self.callback.next_at = next_at;
+            }
+            RunEvent::CallbackDelivered { .. } | RunEvent::CallbackFailed { .. } => {
+                self.callback.done = true;
+                self.callback.next_at = None;
             }
             RunEvent::RunSucceeded { .. } => self.status = RunStatus::Succeeded,
             RunEvent::RunFailed { .. } => self.status = RunStatus::Failed,
@@ -835,5 +941,101 @@ mod tests {
             events,
             vec![scheduled(0), RunEvent::RunDispatched { attempt: 1, at: t(0) }]
         );
+    }
+
+    #[test]
+    fn callbacks_follow_the_final_outcome_retry_and_give_up() {
+        let mut with_cb = plan(0);
+        with_cb.callback_url = Some("https://example.com/cb".into());
+        let finished = vec![
+            RunEvent::RunScheduled {
+                run_id: RUN,
+                plan: with_cb,
+                at: t(0),
+            },
+            RunEvent::RunDispatched { attempt: 1, at: t(0) },
+            RunEvent::AttemptStarted { attempt: 1, at: t(0) },
+            RunEvent::AttemptFinished {
+                attempt: 1,
+                outcome: ok_outcome(),
+                at: t(1),
+            },
+            RunEvent::RunSucceeded {
+                job_id: Uuid::from_u128(2),
+                attempts: 1,
+                at: t(1),
+            },
+        ];
+        let mut run = Run::default();
+        for e in finished.clone() {
+            run.apply(e);
+        }
+        assert_eq!(run.pending_callback(), Some("https://example.com/cb"));
+        let cb = |attempt, outcome: AttemptOutcome, at| RunCommand::RecordCallback {
+            attempt,
+            outcome,
+            jitter: 0.0,
+            at,
+        };
+        // A failure schedules the next try (half to all of 10 s, with jitter 0: 5 s).
+        Spec::with(())
+            .given(finished.clone())
+            .when(cb(1, status_outcome(503), t(2)))
+            .then_expect_events(vec![RunEvent::CallbackAttempted {
+                attempt: 1,
+                outcome: status_outcome(503),
+                next_at: Some(t(7)),
+                at: t(2),
+            }]);
+        // Delivered ends it; the wrong attempt number is refused.
+        Spec::with(())
+            .given(finished.clone())
+            .when(cb(1, ok_outcome(), t(2)))
+            .then_expect_events(vec![
+                RunEvent::CallbackAttempted {
+                    attempt: 1,
+                    outcome: ok_outcome(),
+                    next_at: None,
+                    at: t(2),
+                },
+                RunEvent::CallbackDelivered { attempts: 1, at: t(2) },
+            ]);
+        Spec::with(())
+            .given(finished.clone())
+            .when(cb(2, ok_outcome(), t(2)))
+            .then_expect_error(RunError::WrongState {
+                status: RunStatus::Succeeded,
+                action: "record callback",
+                attempt: 2,
+            });
+        // The fifth failure gives up.
+        let mut history = finished;
+        for n in 1..CALLBACK_MAX_ATTEMPTS {
+            history.push(RunEvent::CallbackAttempted {
+                attempt: n,
+                outcome: status_outcome(500),
+                next_at: Some(t(100 * i64::from(n))),
+                at: t(100 * i64::from(n) - 50),
+            });
+        }
+        Spec::with(())
+            .given(history)
+            .when(cb(CALLBACK_MAX_ATTEMPTS, status_outcome(500), t(1000)))
+            .then_expect_events(vec![
+                RunEvent::CallbackAttempted {
+                    attempt: CALLBACK_MAX_ATTEMPTS,
+                    outcome: status_outcome(500),
+                    next_at: None,
+                    at: t(1000),
+                },
+                RunEvent::CallbackFailed {
+                    attempts: CALLBACK_MAX_ATTEMPTS,
+                    at: t(1000),
+                },
+            ]);
+        // Runs without a callback URL have none to deliver.
+        let mut plain = Run::default();
+        plain.apply(scheduled(0));
+        assert_eq!(plain.pending_callback(), None);
     }
 }

@@ -104,18 +104,20 @@ impl HttpCaller {
         })
     }
 
-    /// Performs one attempt, signed with `secrets` (Standard Webhooks; `webhook-id` is the run
-    /// id, the same for every attempt and redelivery). Never fails: every failure is an outcome
-    /// to record.
+    /// Performs one attempt, signed with `secrets` (Standard Webhooks). `message_id` becomes
+    /// `webhook-id`: the run id for the run's own request (the same for every attempt and
+    /// redelivery), `<run id>.callback` for its callback. Never fails: every failure is an
+    /// outcome to record.
     pub async fn call(
         &self,
         request: &RequestSpec,
         run_id: Uuid,
         attempt: u32,
+        message_id: &str,
         secrets: &[SigningSecret],
     ) -> AttemptOutcome {
         let started = Instant::now();
-        let mut outcome = self.call_inner(request, run_id, attempt, secrets).await;
+        let mut outcome = self.call_inner(request, run_id, attempt, message_id, secrets).await;
         outcome.duration_ms = started.elapsed().as_millis() as u64;
         outcome
     }
@@ -125,6 +127,7 @@ impl HttpCaller {
         spec: &RequestSpec,
         run_id: Uuid,
         attempt: u32,
+        message_id: &str,
         secrets: &[SigningSecret],
     ) -> AttemptOutcome {
         let fail = |kind: ErrorKind, message: String| AttemptOutcome {
@@ -149,15 +152,15 @@ impl HttpCaller {
         for h in &spec.headers {
             req = req.header(h.name.as_str(), h.value.as_str());
         }
-        let id = run_id.to_string();
+        let id = message_id;
         let timestamp = chrono::Utc::now().timestamp();
         let body = spec.body.as_deref().unwrap_or_default().as_bytes();
         req = req
-            .header(webhook::ID_HEADER, &id)
+            .header(webhook::ID_HEADER, id)
             .header(webhook::TIMESTAMP_HEADER, timestamp)
             .header(
                 webhook::SIGNATURE_HEADER,
-                webhook::signature_header(secrets, &id, timestamp, body),
+                webhook::signature_header(secrets, id, timestamp, body),
             );
         if let Some(body) = &spec.body {
             req = req.body(body.clone());

@@ -7,7 +7,9 @@ use std::time::Duration;
 use async_nats::jetstream::{self, AckKind};
 use chrono::Utc;
 use cqrs_es::AggregateError;
-use cronbox_domain::run::{RunCommand, RunError};
+use cronbox_domain::policy;
+use cronbox_domain::request::{Header, HttpMethod, RequestSpec};
+use cronbox_domain::run::{RunCommand, RunError, RunStatus};
 use cronbox_domain::target::TargetPolicy;
 use cronbox_nats::{ConsumerSettings, DispatchMessage, RunQueue};
 use cronbox_store::aggregates::Stores;
@@ -229,8 +231,133 @@ async fn handle(shared: &Shared, msg: jetstream::Message) {
     .await
 }
 
-/// Ok: done with this delivery (ack). Err(delay): ask for redelivery after `delay`.
+/// Ok: done with this delivery (ack). Err(delay): ask for redelivery after `delay`. The
+/// message of a run's final attempt also carries its callback: it is acknowledged only once the
+/// callback is delivered or given up, and its redeliveries are the callback's retry timer.
 async fn perform(shared: &Shared, msg: &jetstream::Message, d: &DispatchMessage) -> Result<(), Duration> {
+    attempt(shared, msg, d).await?;
+    callback(shared, msg, d).await
+}
+
+/// Delivers the run's result to its callback URL, if one is due.
+async fn callback(shared: &Shared, msg: &jetstream::Message, d: &DispatchMessage) -> Result<(), Duration> {
+    let id = d.run_id.to_string();
+    let (run, _) = shared.stores.runs.load(&id).await.map_err(|e| {
+        tracing::warn!(error = %e, "cannot load run");
+        Duration::from_secs(2)
+    })?;
+    // Only the message of the final attempt delivers (older ones are repeats).
+    let (Some(url), Some(plan)) = (run.pending_callback(), run.plan.as_ref()) else {
+        return Ok(());
+    };
+    if d.attempt != run.attempt {
+        return Ok(());
+    }
+    if let Some(next) = run.callback.next_at.filter(|n| *n > Utc::now()) {
+        return Err((next - Utc::now()).to_std().unwrap_or_default());
+    }
+    let secrets = shared.keyring.signing(plan.workspace_id).await.map_err(|e| {
+        tracing::warn!(error = %e, "cannot read the workspace's signing secrets");
+        Duration::from_secs(2)
+    })?;
+    let outcome = run.last_outcome.clone().unwrap_or_default();
+    let body = serde_json::json!({
+        "type": "run.finished",
+        "run_id": d.run_id,
+        "job_id": plan.job_id,
+        "workspace_id": plan.workspace_id,
+        "status": if run.status == RunStatus::Succeeded { "succeeded" } else { "failed" },
+        "attempts": run.finished_attempts,
+        "status_code": outcome.status_code,
+        "duration_ms": outcome.duration_ms,
+        "error_type": outcome.failure_kind().map(|k| k.as_str()),
+        "error_message": outcome.error_message,
+        "response_body": outcome.response_body.as_deref().map(|b| truncate(b, CALLBACK_BODY_BYTES)),
+        "scheduled_for": plan.scheduled_for,
+        "finished_at": run.finished_at,
+    });
+    let spec = callback_request(url, body.to_string());
+    let attempt = run.callback.attempts + 1;
+    let message_id = format!("{}.callback", d.run_id);
+    let call = shared.caller.call(&spec, d.run_id, attempt, &message_id, &secrets);
+    let result = with_heartbeat(msg, shared.heartbeat, call).await;
+    tracing::info!(
+        attempt,
+        status_code = result.status_code,
+        delivered = result.is_success(),
+        "callback attempted"
+    );
+    let cmd = RunCommand::RecordCallback {
+        attempt,
+        outcome: result,
+        jitter: rand::random(),
+        at: Utc::now(),
+    };
+    match shared.stores.runs.execute(&id, cmd).await {
+        Ok(()) => {}
+        Err(AggregateError::UserError(RunError::WrongState { .. })) => return Ok(()),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot record the callback; it will be tried again");
+            return Err(Duration::from_secs(2));
+        }
+    }
+    let (run, _) = shared.stores.runs.load(&id).await.map_err(|_| Duration::from_secs(2))?;
+    match run.callback.next_at {
+        Some(next) if !run.callback.done => Err((next - Utc::now()).to_std().unwrap_or_default()),
+        _ => Ok(()),
+    }
+}
+
+/// Bytes of the target's response body a callback carries.
+const CALLBACK_BODY_BYTES: usize = 4096;
+
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// The POST that carries a result to a callback URL (checked against the SSRF guard at creation
+/// and again by the client at call time).
+fn callback_request(url: &str, body: String) -> RequestSpec {
+    RequestSpec {
+        url: url.to_string(),
+        method: HttpMethod::Post,
+        headers: vec![Header {
+            name: "content-type".into(),
+            value: "application/json".into(),
+        }],
+        body: Some(body),
+        timeout_seconds: 10,
+        retry_count: 0,
+        retry_delay_seconds: 0,
+        retry_backoff: Default::default(),
+        retry_max_delay_seconds: policy::DEFAULT_RETRY_MAX_DELAY_SECONDS,
+        retry_on: policy::default_retry_on(),
+        expected_status: policy::default_expected_status(),
+        expect_body_contains: None,
+        expect_json: None,
+    }
+}
+
+/// Runs `call`, telling JetStream every `heartbeat` that the message is still being worked on.
+async fn with_heartbeat<F: std::future::Future>(msg: &jetstream::Message, heartbeat: Duration, call: F) -> F::Output {
+    tokio::pin!(call);
+    loop {
+        tokio::select! {
+            o = &mut call => break o,
+            _ = tokio::time::sleep(heartbeat) => { let _ = msg.ack_with(AckKind::Progress).await; }
+        }
+    }
+}
+
+/// The run's own attempt, if this message still needs one.
+async fn attempt(shared: &Shared, msg: &jetstream::Message, d: &DispatchMessage) -> Result<(), Duration> {
     let Shared {
         stores,
         caller,
@@ -285,16 +412,9 @@ async fn perform(shared: &Shared, msg: &jetstream::Message, d: &DispatchMessage)
         }
     }
     let lateness_ms = (Utc::now() - plan.scheduled_for).num_milliseconds();
-    let outcome = {
-        let call = caller.call(&plan.request, d.run_id, d.attempt, &secrets);
-        tokio::pin!(call);
-        loop {
-            tokio::select! {
-                o = &mut call => break o,
-                _ = tokio::time::sleep(heartbeat) => { let _ = msg.ack_with(AckKind::Progress).await; }
-            }
-        }
-    };
+    let message_id = d.run_id.to_string();
+    let call = caller.call(&plan.request, d.run_id, d.attempt, &message_id, &secrets);
+    let outcome = with_heartbeat(msg, heartbeat, call).await;
     tracing::info!(
         status_code = outcome.status_code,
         duration_ms = outcome.duration_ms,

@@ -186,6 +186,7 @@ async fn refresh_next(tx: &mut PgConnection, id: Uuid) -> Result<(), ProjectionE
 
 async fn apply_run(tx: &mut PgConnection, event: RunEvent) -> Result<(), ProjectionError> {
     match event {
+        RunEvent::CallbackAttempted { .. } | RunEvent::CallbackDelivered { .. } | RunEvent::CallbackFailed { .. } => {}
         RunEvent::RunScheduled { run_id, plan, .. } => match plan.trigger {
             Trigger::Schedule => {
                 sqlx::query("UPDATE jobs SET anchor_at = greatest(anchor_at, $2), last_run_id = $3 WHERE id = $1")

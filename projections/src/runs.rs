@@ -36,8 +36,8 @@ async fn apply(tx: &mut PgConnection, id: Uuid, event: RunEvent) -> Result<(), P
     match event {
         RunEvent::RunScheduled { plan, at, .. } => {
             sqlx::query(
-                "INSERT INTO runs (id, workspace_id, job_id, trigger, status, scheduled_for, request, created_at)
-                 VALUES ($1, $2, $3, $4, 'scheduled', $5, $6, $7) ON CONFLICT (id) DO NOTHING",
+                "INSERT INTO runs (id, workspace_id, job_id, trigger, status, scheduled_for, request, created_at, callback_url)
+                 VALUES ($1, $2, $3, $4, 'scheduled', $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING",
             )
             .bind(id)
             .bind(plan.workspace_id)
@@ -46,6 +46,7 @@ async fn apply(tx: &mut PgConnection, id: Uuid, event: RunEvent) -> Result<(), P
             .bind(plan.scheduled_for)
             .bind(Json(&plan.request))
             .bind(at)
+            .bind(&plan.callback_url)
             .execute(&mut *tx)
             .await?;
         }
@@ -138,20 +139,64 @@ async fn apply(tx: &mut PgConnection, id: Uuid, event: RunEvent) -> Result<(), P
                 .execute(&mut *tx)
                 .await?;
         }
-        RunEvent::RunSucceeded { at, .. } => {
-            sqlx::query("UPDATE runs SET status = 'succeeded', finished_at = $2, error_type = NULL WHERE id = $1")
+        RunEvent::CallbackAttempted {
+            attempt,
+            outcome,
+            next_at,
+            ..
+        } => {
+            let error = (!outcome.is_success()).then(|| {
+                outcome
+                    .error_message
+                    .clone()
+                    .unwrap_or_else(|| format!("HTTP {}", outcome.status_code.unwrap_or_default()))
+            });
+            sqlx::query(
+                "UPDATE runs SET callback_status = CASE WHEN $3::timestamptz IS NULL THEN callback_status ELSE 'retrying' END,
+                        callback_attempts = $2, callback_error = $4, callback_next_at = $3
+                  WHERE id = $1",
+            )
+            .bind(id)
+            .bind(attempt as i32)
+            .bind(next_at)
+            .bind(error)
+            .execute(&mut *tx)
+            .await?;
+        }
+        RunEvent::CallbackDelivered { .. } => {
+            sqlx::query("UPDATE runs SET callback_status = 'delivered', callback_next_at = NULL WHERE id = $1")
                 .bind(id)
-                .bind(at)
                 .execute(&mut *tx)
                 .await?;
         }
-        RunEvent::RunFailed { error_kind, at, .. } => {
-            sqlx::query("UPDATE runs SET status = 'failed', finished_at = $2, error_type = $3 WHERE id = $1")
+        RunEvent::CallbackFailed { .. } => {
+            sqlx::query("UPDATE runs SET callback_status = 'failed', callback_next_at = NULL WHERE id = $1")
                 .bind(id)
-                .bind(at)
-                .bind(error_kind.as_str())
                 .execute(&mut *tx)
                 .await?;
+        }
+        RunEvent::RunSucceeded { at, .. } => {
+            sqlx::query(
+                "UPDATE runs SET status = 'succeeded', finished_at = $2, error_type = NULL,
+                        callback_status = CASE WHEN callback_url IS NULL THEN NULL ELSE 'pending' END
+                  WHERE id = $1",
+            )
+            .bind(id)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        RunEvent::RunFailed { error_kind, at, .. } => {
+            sqlx::query(
+                "UPDATE runs SET status = 'failed', finished_at = $2, error_type = $3,
+                        callback_status = CASE WHEN callback_url IS NULL THEN NULL ELSE 'pending' END
+                  WHERE id = $1",
+            )
+            .bind(id)
+            .bind(at)
+            .bind(error_kind.as_str())
+            .execute(&mut *tx)
+            .await?;
         }
     }
     Ok(())

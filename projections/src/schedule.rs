@@ -103,6 +103,9 @@ pub fn changes(ev: &StoredEvent) -> Result<Vec<ScheduleChange>, ProjectionError>
         "Run" => {
             let run_id = uuid_of(ev)?;
             match serde_json::from_value::<RunEvent>(ev.payload.clone()).map_err(|e| ProjectionError::decode(ev, e))? {
+                RunEvent::CallbackAttempted { .. }
+                | RunEvent::CallbackDelivered { .. }
+                | RunEvent::CallbackFailed { .. } => vec![],
                 RunEvent::RunScheduled { plan, at, .. } => match plan.trigger {
                     Trigger::Schedule => vec![Advance {
                         job_id: plan.job_id,

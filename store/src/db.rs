@@ -29,6 +29,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0008_runs_in_flight",
         include_str!("../../migrations/0008_runs_in_flight.sql"),
     ),
+    ("0009_callbacks", include_str!("../../migrations/0009_callbacks.sql")),
 ];
 
 /// A pool that waits for PostgreSQL to come back instead of failing: connections are created

@@ -543,6 +543,28 @@ pub struct Execution {
     /// Skipped runs only: how many fires were missed; else null.
     #[schema(required = true)]
     pub skipped_count: Option<i64>,
+    /// Delivery of the result to the delayed call's `callback_url`; null without one.
+    #[schema(required = true)]
+    pub callback: Option<CallbackView>,
+}
+
+/// The callback of a delayed call's run: a signed POST of the result to `callback_url`
+/// (`webhook-id: <run id>.callback`), tried up to 5 times.
+#[derive(ToSchema)]
+pub struct CallbackView {
+    pub url: String,
+    /// `pending` (the run has its final outcome, delivery not yet tried), `retrying`,
+    /// `delivered` or `failed` (given up after 5 tries); null while the run is still going.
+    #[schema(required = true)]
+    pub status: Option<String>,
+    /// Delivery attempts so far.
+    pub attempts: i32,
+    /// Why the last try failed.
+    #[schema(required = true)]
+    pub error: Option<String>,
+    /// When the next try is due.
+    #[schema(required = true)]
+    pub next_at: Option<DateTime<Utc>>,
 }
 
 /// One run with its request, last response and attempts (`GET …/executions/{id}`).
@@ -593,6 +615,9 @@ pub struct ExecutionDetail {
     /// Skipped runs only: how many fires were missed; else null.
     #[schema(required = true)]
     pub skipped_count: Option<i64>,
+    /// Delivery of the result to the delayed call's `callback_url`; null without one.
+    #[schema(required = true)]
+    pub callback: Option<CallbackView>,
     /// The request as sent, frozen when the run was recorded; null for skipped runs.
     #[schema(required = true)]
     pub request: Option<ExecutionRequest>,
@@ -727,6 +752,9 @@ pub struct ExecutionListQuery {
     /// `succeeded`, `failed` or `skipped`.
     #[param(example = "failed")]
     pub status: Option<String>,
+    /// Only runs whose callback is `pending`, `retrying`, `delivered` or `failed` (the failed
+    /// callbacks of a workspace: `callback_status=failed`).
+    pub callback_status: Option<String>,
 }
 
 // ---------------------------------------------------------------- audit trail
