@@ -156,6 +156,8 @@ pub async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
             per_host_concurrency: config.executor_per_host_concurrency,
             targets: config.targets.clone(),
             max_response_bytes: config.max_response_bytes,
+            // Inside the 10 s the process gives its roles at shutdown.
+            shutdown_grace: Duration::from_secs(8),
             consumer: ConsumerSettings {
                 ack_wait: Duration::from_secs(config.ack_wait_seconds),
                 max_ack_pending: (config.executor_concurrency as i64 * 8).max(1000),

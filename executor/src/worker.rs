@@ -27,6 +27,8 @@ pub struct ExecutorConfig {
     pub concurrency: usize,
     /// Calls in flight in this process to one target origin (scheme, host, port).
     pub per_host_concurrency: usize,
+    /// On shutdown, how long calls in flight may take to finish and be recorded.
+    pub shutdown_grace: Duration,
     /// Which addresses calls may reach (the SSRF guard).
     pub targets: TargetPolicy,
     /// The most response body bytes read; a larger body fails the attempt as `too_large`.
@@ -39,6 +41,7 @@ impl Default for ExecutorConfig {
         Self {
             concurrency: 256,
             per_host_concurrency: 32,
+            shutdown_grace: Duration::from_secs(10),
             targets: TargetPolicy::guarded(),
             max_response_bytes: 1024 * 1024,
             consumer: ConsumerSettings::default(),
@@ -127,12 +130,34 @@ pub async fn run(
         heartbeat: config.consumer.ack_wait / 3,
     });
     let slots = Arc::new(Semaphore::new(config.concurrency));
+    consume(&shared, &queue, &config, &slots, &shutdown).await;
+    // Stop taking messages, then give the calls in flight time to finish and be recorded;
+    // whatever is still running after that is left unacknowledged for redelivery.
+    let all = u32::try_from(config.concurrency).unwrap_or(u32::MAX);
+    match tokio::time::timeout(config.shutdown_grace, slots.acquire_many(all)).await {
+        Ok(_) => tracing::info!("executor drained"),
+        Err(_) => tracing::warn!(
+            in_flight = config.concurrency - slots.available_permits(),
+            "calls still running at shutdown; they will be redelivered"
+        ),
+    }
+    Ok(())
+}
+
+/// Pulls and hands out messages until `shutdown`.
+async fn consume(
+    shared: &Arc<Shared>,
+    queue: &RunQueue,
+    config: &ExecutorConfig,
+    slots: &Arc<Semaphore>,
+    shutdown: &CancellationToken,
+) {
     while !shutdown.is_cancelled() {
         let consumer = match queue.consumer(&config.consumer).await {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = ?e, "executor cannot attach to its consumer; retrying");
-                sleep_or_cancel(Duration::from_secs(1), &shutdown).await;
+                sleep_or_cancel(Duration::from_secs(1), shutdown).await;
                 continue;
             }
         };
@@ -141,8 +166,8 @@ pub async fn run(
         // and be called twice in parallel.
         loop {
             let first = tokio::select! {
-                p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return Ok(()) },
-                _ = shutdown.cancelled() => return Ok(()),
+                p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+                _ = shutdown.cancelled() => return,
             };
             let mut permits = vec![first];
             while permits.len() < MAX_BATCH {
@@ -168,7 +193,7 @@ pub async fn run(
             loop {
                 let next = tokio::select! {
                     m = batch.next() => m,
-                    _ = shutdown.cancelled() => return Ok(()),
+                    _ = shutdown.cancelled() => return,
                 };
                 match next {
                     Some(Ok(msg)) => {
@@ -191,9 +216,8 @@ pub async fn run(
                 break;
             }
         }
-        sleep_or_cancel(Duration::from_millis(200), &shutdown).await;
+        sleep_or_cancel(Duration::from_millis(200), shutdown).await;
     }
-    Ok(())
 }
 
 async fn sleep_or_cancel(d: Duration, shutdown: &CancellationToken) {

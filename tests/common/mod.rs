@@ -270,6 +270,23 @@ impl TestEnv {
         }
     }
 
+    /// SIGTERM, then the exit status (None if it did not exit within 15 s).
+    pub async fn terminate_server(&mut self) -> Option<i32> {
+        let mut s = self.server.take()?;
+        let pid = s.child.id()?;
+        let _ = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status();
+        match tokio::time::timeout(Duration::from_secs(15), s.child.wait()).await {
+            Ok(Ok(status)) => status.code(),
+            _ => {
+                let _ = s.child.start_kill();
+                None
+            }
+        }
+    }
+
     pub async fn stop_server(&mut self) {
         if let Some(mut s) = self.server.take() {
             if let Some(pid) = s.child.id() {
