@@ -228,12 +228,17 @@ pub async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
     // supervisor restarts the whole thing instead of leaving a half-working process up.
     let mut died = None;
     tokio::select! {
+        biased;
         _ = shutdown.cancelled() => {}
         Some(ended) = tasks.join_next() => {
-            let role = ended.unwrap_or("a task (panicked)");
-            tracing::error!(role, "role stopped unexpectedly; shutting down");
-            died = Some(role);
-            shutdown.cancel();
+            // A role that returns because shutdown began (the signal raced this select) is
+            // not a death.
+            if !shutdown.is_cancelled() {
+                let role = ended.unwrap_or("a task (panicked)");
+                tracing::error!(role, "role stopped unexpectedly; shutting down");
+                died = Some(role);
+                shutdown.cancel();
+            }
         }
     }
     // Give in-flight work a moment to finish; executors ack only after commit, so anything cut

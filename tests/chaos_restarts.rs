@@ -34,6 +34,10 @@ async fn traffic(env: &TestEnv, tag: &str, n: usize, spread: Duration) -> Vec<(S
 
 /// Every run succeeded, each target got exactly one call, each run was scheduled once.
 async fn assert_each_exactly_once(env: &TestEnv, runs: &[(String, String)], within: Duration) {
+    assert_each_exactly_once_in(env, &env.db.pool, runs, within).await
+}
+
+async fn assert_each_exactly_once_in(env: &TestEnv, pool: &sqlx::PgPool, runs: &[(String, String)], within: Duration) {
     for (run, _) in runs {
         let r = env.wait_execution(run, within).await;
         assert_eq!(r["status"], "succeeded", "{r}");
@@ -46,7 +50,7 @@ async fn assert_each_exactly_once(env: &TestEnv, runs: &[(String, String)], with
     let scheduled: Vec<(String, i64)> = sqlx::query_as(
         "SELECT aggregate_id, count(*) FROM events WHERE aggregate_type = 'Run' AND event_type = 'RunScheduled' GROUP BY 1",
     )
-    .fetch_all(&env.db.pool)
+    .fetch_all(pool)
     .await
     .unwrap();
     assert!(
@@ -161,4 +165,130 @@ async fn sigterm_finishes_the_call_in_flight_and_exits_cleanly() {
     assert_eq!(r["status"], "succeeded");
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(env.target.arrivals_at("/slow/2000/inflight").len(), 1);
+}
+
+/// A PostgreSQL cluster of its own (the suite's shared one must not restart under other tests).
+struct Postgres {
+    bin: PathBuf,
+    data: PathBuf,
+    port: u16,
+}
+
+impl Postgres {
+    /// Commands run as `postgres` when the tests run as root (initdb and postgres refuse root).
+    fn cmd(&self, tool: &str) -> std::process::Command {
+        let exe = self.bin.join(tool);
+        // The effective user, read with `id -u` rather than a libc call.
+        let root = std::process::Command::new("id")
+            .arg("-u")
+            .output()
+            .map(|o| o.stdout.starts_with(b"0"))
+            .unwrap_or(false);
+        if root {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(exe);
+            c
+        } else {
+            std::process::Command::new(exe)
+        }
+    }
+
+    fn init() -> Option<Self> {
+        let bin = std::env::var("CRONBOX_PG_BINDIR").map(PathBuf::from).ok().or_else(|| {
+            let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+                .ok()?
+                .filter_map(|e| Some(e.ok()?.path().join("bin")))
+                .filter(|b| b.join("initdb").exists())
+                .collect();
+            found.sort();
+            found.pop()
+        })?;
+        let dir = std::env::temp_dir().join(format!("cronbox-pg-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).ok()?;
+        let _ = std::process::Command::new("chown")
+            .args(["postgres:"])
+            .arg(&dir)
+            .status();
+        let pg = Self {
+            bin,
+            data: dir.join("data"),
+            port: free_port(),
+        };
+        let ok = pg
+            .cmd("initdb")
+            .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "-D"])
+            .arg(&pg.data)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .ok()?
+            .success();
+        ok.then_some(pg)
+    }
+
+    fn start(&self) {
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1",
+            self.port,
+            self.data.display()
+        );
+        let ok = self
+            .cmd("pg_ctl")
+            .args(["-w", "-t", "60", "-l"])
+            .arg(self.data.join("log"))
+            .args(["-o", &opts, "-D"])
+            .arg(&self.data)
+            .arg("start")
+            .stdout(Stdio::null())
+            .status()
+            .expect("pg_ctl start")
+            .success();
+        assert!(ok, "postgres did not start");
+    }
+
+    /// Like a crash: no checkpoint, clients cut off.
+    fn stop_immediately(&self) {
+        let _ = self
+            .cmd("pg_ctl")
+            .args(["-m", "immediate", "-w", "-D"])
+            .arg(&self.data)
+            .arg("stop")
+            .stdout(Stdio::null())
+            .status();
+    }
+
+    fn url(&self, db: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        self.stop_immediately();
+        if let Some(dir) = self.data.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_postgres_restart_during_traffic_needs_no_operator() {
+    let Some(pg) = Postgres::init() else {
+        panic!("no initdb found (set CRONBOX_PG_BINDIR); scripts/provision.sh installs PostgreSQL");
+    };
+    pg.start();
+    let admin = sqlx::PgPool::connect(&pg.url("postgres")).await.expect("connect");
+    sqlx::query("CREATE DATABASE cronbox").execute(&admin).await.unwrap();
+    admin.close().await;
+    let url = pg.url("cronbox");
+    let env = TestEnv::start_with(vec![("CRONBOX_DATABASE_URL", url.as_str())]).await;
+
+    let runs = traffic(&env, "p", 40, Duration::from_secs(6)).await;
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    pg.stop_immediately();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    pg.start();
+
+    let pool = sqlx::PgPool::connect(&url).await.expect("connect after restart");
+    assert_each_exactly_once_in(&env, &pool, &runs, Duration::from_secs(90)).await;
 }
