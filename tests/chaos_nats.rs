@@ -5,12 +5,11 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{free_port, TestEnv};
+use common::{free_port, nats_server, TestEnv};
 use serde_json::json;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 /// A private nats-server with its own JetStream store, on a fixed port across restarts.
 struct Nats {
@@ -21,20 +20,7 @@ struct Nats {
 
 impl Nats {
     async fn start(port: u16, dir: PathBuf) -> Self {
-        let bin = std::env::var("CRONBOX_NATS_SERVER_BIN").unwrap_or_else(|_| "nats-server".into());
-        let child = Command::new(bin)
-            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start nats-server (CRONBOX_NATS_SERVER_BIN)");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-            assert!(Instant::now() < deadline, "nats-server did not start");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let child = nats_server(port, &dir).await;
         Self {
             port,
             dir,

@@ -6,11 +6,10 @@ mod common;
 
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{free_port, TestEnv};
+use common::{free_port, nats_server, TestEnv};
 use serde_json::json;
-use tokio::process::{Child, Command};
 
 /// Creates `n` delayed calls due over the next `spread`; returns (run id, target path) pairs.
 async fn traffic(env: &TestEnv, tag: &str, n: usize, spread: Duration) -> Vec<(String, String)> {
@@ -91,30 +90,11 @@ async fn the_dispatcher_killed_again_and_again_loses_and_doubles_nothing() {
     assert_each_exactly_once(&env, &runs, Duration::from_secs(60)).await;
 }
 
-/// nats-server with a file store in `dir`, on a fixed port across restarts.
-async fn nats(port: u16, dir: &PathBuf) -> Child {
-    let bin = std::env::var("CRONBOX_NATS_SERVER_BIN").unwrap_or_else(|_| "nats-server".into());
-    let child = Command::new(bin)
-        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-        .arg(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start nats-server");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-        assert!(Instant::now() < deadline, "nats-server did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    child
-}
-
 #[tokio::test]
 async fn a_nats_restart_during_traffic_needs_no_operator() {
     let dir = std::env::temp_dir().join(format!("cronbox-nats-{}", uuid::Uuid::new_v4().simple()));
     let port = free_port();
-    let mut server = nats(port, &dir).await;
+    let mut server = nats_server(port, &dir).await;
     let url = format!("nats://127.0.0.1:{port}");
     let env = TestEnv::start_with(vec![("CRONBOX_NATS_URL", url.as_str())]).await;
 
@@ -125,7 +105,7 @@ async fn a_nats_restart_during_traffic_needs_no_operator() {
     let _ = std::process::Command::new("kill").args(["-TERM", &pid]).status();
     let _ = tokio::time::timeout(Duration::from_secs(10), server.wait()).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let _server = nats(port, &dir).await;
+    let _server = nats_server(port, &dir).await;
 
     assert_each_exactly_once(&env, &runs, Duration::from_secs(60)).await;
     let _ = std::fs::remove_dir_all(&dir);

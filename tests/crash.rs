@@ -103,10 +103,21 @@ async fn kill_9_mid_traffic_loses_no_run_and_fires_none_twice() {
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let (status, _) = env.post(&format!("/cron/{cron_id}/pause"), json!({})).await;
     assert_eq!(status, 200);
-    // Anything already dispatched finishes.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-
-    let runs = run_events(&env).await;
+    // Anything already dispatched finishes. A call cut off by the kill is repeated only after
+    // its attempt's lease (request timeout + 15 s), so this can take a while.
+    let runs = env
+        .eventually(Duration::from_secs(60), "every recorded run to finish", || async {
+            let runs = run_events(&env).await;
+            let open = runs.values().any(|events| {
+                events[0].0 == "RunScheduled"
+                    && !matches!(
+                        events.last().map(|(t, _)| t.as_str()),
+                        Some("RunSucceeded" | "RunFailed")
+                    )
+            });
+            (!open).then_some(runs)
+        })
+        .await;
     let arrivals = env.target.arrivals();
     let mut arrivals_per_run: HashMap<String, usize> = HashMap::new();
     for a in &arrivals {

@@ -36,6 +36,26 @@ fn with_database(url: &str, db: &str) -> String {
     }
 }
 
+/// A nats-server of a test's own (JetStream file store in `dir`, fixed `port` so it can be
+/// restarted in place), for tests that stop or wipe it; killed when dropped.
+pub async fn nats_server(port: u16, dir: &std::path::Path) -> Child {
+    let bin = std::env::var("CRONBOX_NATS_SERVER_BIN").unwrap_or_else(|_| "nats-server".into());
+    let child = Command::new(bin)
+        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start nats-server (CRONBOX_NATS_SERVER_BIN)");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        assert!(Instant::now() < deadline, "nats-server did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    child
+}
+
 /// The master key the test servers seal signing secrets with.
 pub const TEST_SECRETS_KEY: &str = "5c0ffee05c0ffee05c0ffee05c0ffee05c0ffee05c0ffee05c0ffee05c0ffee0";
 
