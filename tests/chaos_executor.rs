@@ -17,15 +17,7 @@ async fn an_executor_killed_mid_call_is_replaced_and_the_call_repeats_with_the_s
     let _api = env.spawn_role("api", &[]);
     let _dispatcher = env.spawn_role("dispatcher", &[]);
     let mut first = env.spawn_role("executor", &[]);
-    env.eventually(Duration::from_secs(20), "the API back", || async {
-        env.http
-            .get(format!("{}/readyz", env.base()))
-            .send()
-            .await
-            .ok()
-            .filter(|r| r.status().is_success())
-    })
-    .await;
+    env.wait_ready().await;
 
     // The target takes 3 s to answer; the request timeout is 5 s.
     let (s, v) = env

@@ -58,15 +58,7 @@ async fn runs_lost_by_jetstream_are_published_again_and_run_once() {
     env.stop_server().await;
     let _api = env.spawn_role("api", &[]);
     let _dispatcher = env.spawn_role("dispatcher", &[]);
-    env.eventually(Duration::from_secs(20), "the API back", || async {
-        env.http
-            .get(format!("{}/readyz", env.base()))
-            .send()
-            .await
-            .ok()
-            .filter(|r| r.status().is_success())
-    })
-    .await;
+    env.wait_ready().await;
 
     const CALLS: usize = 20;
     let mut runs = Vec::new();

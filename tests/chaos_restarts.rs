@@ -58,18 +58,6 @@ async fn assert_each_exactly_once_in(env: &TestEnv, pool: &sqlx::PgPool, runs: &
     );
 }
 
-async fn ready(env: &TestEnv) {
-    env.eventually(Duration::from_secs(30), "the API", || async {
-        env.http
-            .get(format!("{}/readyz", env.base()))
-            .send()
-            .await
-            .ok()
-            .filter(|r| r.status().is_success())
-    })
-    .await;
-}
-
 #[tokio::test]
 async fn the_dispatcher_killed_again_and_again_loses_and_doubles_nothing() {
     let mut env = TestEnv::start().await;
@@ -77,7 +65,7 @@ async fn the_dispatcher_killed_again_and_again_loses_and_doubles_nothing() {
     let _api = env.spawn_role("api", &[]);
     let _executor = env.spawn_role("executor", &[]);
     let mut dispatcher = env.spawn_role("dispatcher", &[]);
-    ready(&env).await;
+    env.wait_ready().await;
 
     let runs = traffic(&env, "d", 60, Duration::from_secs(6)).await;
     // Kill it three times while calls fall due, each time restarting at once.

@@ -256,6 +256,19 @@ impl TestEnv {
             .expect("spawn a cronbox role")
     }
 
+    /// Waits until the API on this test's port answers `/readyz` (after starting roles by hand).
+    pub async fn wait_ready(&self) {
+        self.eventually(Duration::from_secs(30), "the API to be ready", || async {
+            self.http
+                .get(format!("{}/readyz", self.base()))
+                .send()
+                .await
+                .ok()
+                .filter(|r| r.status().is_success())
+        })
+        .await;
+    }
+
     /// Starts one more `cronbox api` process on its own port against the same database; returns
     /// it (killed when dropped) and its base URL.
     pub async fn start_extra_api(&self) -> (Child, String) {
