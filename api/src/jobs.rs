@@ -9,6 +9,7 @@ use axum::Json;
 use chrono::{DateTime, Duration, Utc};
 use cronbox_domain::ids::scheduled_run_id;
 use cronbox_domain::job::{Job, JobCommand, JobDefinition, JobError, JobKind, JobStatus};
+use cronbox_domain::policy::{MisfirePolicy, MAX_MISFIRE_GRACE_SECONDS};
 use cronbox_domain::request::{parse_target_url, RequestInput, RequestSpec};
 use cronbox_domain::run::{RunCommand, RunPlan, Trigger};
 use cronbox_domain::schedule::{parse_timezone, CronSchedule, ScheduleError};
@@ -111,6 +112,30 @@ fn schedule_error(e: ScheduleError) -> ApiError {
     match e {
         ScheduleError::UnknownTimezone(_) => ApiError::field("timezone", "invalid_timezone", e.to_string()),
         _ => ApiError::field("schedule", "invalid_schedule", e.to_string()),
+    }
+}
+
+/// `misfire_policy` of a cron job; `current` supplies the value on update.
+fn misfire_policy(f: &mut Fields, current: Option<&JobDefinition>) -> Result<MisfirePolicy, ApiError> {
+    match f.string("misfire_policy")? {
+        Some(p) => Ok(MisfirePolicy::parse("misfire_policy", &p)?),
+        None => Ok(current.map(|c| c.misfire_policy).unwrap_or_default()),
+    }
+}
+
+/// `misfire_grace_seconds` (1–86400); on update `null` returns to the operator's default.
+fn misfire_grace(f: &mut Fields, current: Option<&JobDefinition>) -> Result<Option<u32>, ApiError> {
+    if current.is_some() && !f.has("misfire_grace_seconds") {
+        return Ok(current.and_then(|c| c.misfire_grace_seconds));
+    }
+    match f.int("misfire_grace_seconds")? {
+        None => Ok(None),
+        Some(g) if (1..=i64::from(MAX_MISFIRE_GRACE_SECONDS)).contains(&g) => Ok(Some(g as u32)),
+        Some(_) => Err(ApiError::field(
+            "misfire_grace_seconds",
+            "out_of_range",
+            format!("misfire_grace_seconds must be between 1 and {MAX_MISFIRE_GRACE_SECONDS}"),
+        )),
     }
 }
 
@@ -252,6 +277,8 @@ fn view(
     match &def.kind {
         JobKind::Cron { schedule, timezone } => {
             v["kind"] = json!("cron");
+            v["misfire_policy"] = json!(def.misfire_policy.as_str());
+            v["misfire_grace_seconds"] = json!(def.misfire_grace_seconds);
             v["schedule"] = json!(schedule);
             v["timezone"] = json!(timezone);
             v["description_of_schedule"] = json!(CronSchedule::parse_stored(schedule, timezone)
@@ -363,6 +390,8 @@ pub async fn create_cron(
         request: request_fields(&mut f, None, &state.targets)?,
         notify_on_failure: f.bool("notify_on_failure")?.unwrap_or(true),
         notify_on_recovery: f.bool("notify_on_recovery")?.unwrap_or(true),
+        misfire_policy: misfire_policy(&mut f, None)?,
+        misfire_grace_seconds: misfire_grace(&mut f, None)?,
         kind: JobKind::Cron {
             schedule: schedule.trim().to_string(),
             timezone,
@@ -442,6 +471,8 @@ pub async fn update_cron(
         request: request_fields(&mut f, Some(&current.request), &state.targets)?,
         notify_on_failure: f.bool("notify_on_failure")?.unwrap_or(current.notify_on_failure),
         notify_on_recovery: f.bool("notify_on_recovery")?.unwrap_or(current.notify_on_recovery),
+        misfire_policy: misfire_policy(&mut f, Some(&current))?,
+        misfire_grace_seconds: misfire_grace(&mut f, Some(&current))?,
         kind: JobKind::Cron {
             schedule: schedule.trim().to_string(),
             timezone,
@@ -728,6 +759,8 @@ pub async fn create_delayed(
         request: request_fields(&mut f, None, &state.targets)?,
         notify_on_failure: f.bool("notify_on_failure")?.unwrap_or(true),
         notify_on_recovery: f.bool("notify_on_recovery")?.unwrap_or(true),
+        misfire_policy: Default::default(),
+        misfire_grace_seconds: None,
         kind: JobKind::Delayed {
             execute_at,
             callback_url,

@@ -384,9 +384,13 @@ impl Dispatcher {
                     return Ok(());
                 };
                 let (workspace_id, anchor) = (job.workspace_id, job.anchor_at);
-                let decision = decide_cron(&schedule, anchor, now, self.config.grace);
-                if let Some(at) = decision.fire {
-                    self.record_fire(job_id, Trigger::Schedule, at, None, now, events, messages)
+                let grace = job
+                    .definition
+                    .misfire_grace_seconds
+                    .map_or(self.config.grace, |g| Duration::seconds(i64::from(g)));
+                let decision = decide_cron(&schedule, anchor, now, grace, job.definition.misfire_policy);
+                for at in &decision.fires {
+                    self.record_fire(job_id, Trigger::Schedule, *at, None, now, events, messages)
                         .await?;
                 }
                 if let Some((first, last, count)) = decision.skipped {

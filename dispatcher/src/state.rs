@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use cronbox_domain::job::{JobDefinition, JobKind};
+use cronbox_domain::policy::{MisfirePolicy, RUN_ALL_MAX};
 use cronbox_domain::schedule::CronSchedule;
 use cronbox_projections::schedule::{JobRow, RunRow, ScheduleChange};
 use uuid::Uuid;
@@ -229,38 +230,126 @@ impl State {
 /// What firing a due cron entry means, given how late we are.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CronDecision {
-    pub fire: Option<DateTime<Utc>>,
+    /// Instants to run now, oldest first (one, except when `run_all` catches up).
+    pub fires: Vec<DateTime<Utc>>,
     pub skipped: Option<(DateTime<Utc>, DateTime<Utc>, u64)>,
     pub new_anchor: DateTime<Utc>,
 }
 
-/// Fires at or before `now` since the anchor: the most recent runs if within `grace`, older ones
-/// are recorded as skipped (cron semantics after downtime).
+/// Fires at or before `now` since the anchor, under the job's misfire policy. On time, that is
+/// the one fire that just came due, whatever the policy; after downtime, `skip` runs only a
+/// fire within `grace`, `run_once` the latest, `run_all` up to the last hundred.
 pub fn decide_cron(
     schedule: &CronSchedule,
     anchor: DateTime<Utc>,
     now: DateTime<Utc>,
     grace: Duration,
+    policy: MisfirePolicy,
 ) -> CronDecision {
-    let m = schedule.misfires(anchor, now, grace, 100_000);
-    let skipped = match (m.first_skipped, m.last_skipped) {
-        (Some(first), Some(last)) if m.skipped_count > 0 => Some((first, last, m.skipped_count)),
+    const MAX_SCAN: usize = 100_000;
+    let (fires, count, first, last, truncated) = match policy {
+        MisfirePolicy::Skip | MisfirePolicy::RunOnce => {
+            // run_once: any lateness is within "grace".
+            let grace = if policy == MisfirePolicy::Skip {
+                grace
+            } else {
+                Duration::days(365_000)
+            };
+            let m = schedule.misfires(anchor, now, grace, MAX_SCAN);
+            let fires: Vec<_> = m.fire.into_iter().collect();
+            (fires, m.skipped_count, m.first_skipped, m.last_skipped, m.truncated)
+        }
+        MisfirePolicy::RunAll => {
+            let r = schedule.recent_fires(anchor, now, RUN_ALL_MAX, MAX_SCAN);
+            (r.kept, r.skipped_count, r.first_skipped, r.last_skipped, r.truncated)
+        }
+    };
+    let skipped = match (first, last) {
+        (Some(first), Some(last)) if count > 0 => Some((first, last, count)),
         _ => None,
     };
     let mut new_anchor = anchor;
-    if let Some(f) = m.fire {
-        new_anchor = new_anchor.max(f);
+    if let Some(f) = fires.last() {
+        new_anchor = new_anchor.max(*f);
     }
     if let Some((_, last, _)) = skipped {
         new_anchor = new_anchor.max(last);
     }
-    if m.truncated {
+    if truncated {
         // Too many missed fires to count: jump to now so the next fire is the next real one.
         new_anchor = new_anchor.max(now);
     }
     CronDecision {
-        fire: m.fire,
+        fires,
         skipped,
         new_anchor,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    fn decide(policy: MisfirePolicy, now: &str, grace_ms: i64) -> CronDecision {
+        let every_second = CronSchedule::parse("* * * * * *", "UTC").unwrap();
+        decide_cron(
+            &every_second,
+            at("2026-01-01T10:00:00Z"),
+            at(now),
+            Duration::milliseconds(grace_ms),
+            policy,
+        )
+    }
+
+    #[test]
+    fn on_time_every_policy_runs_the_fire_that_came_due() {
+        for p in [MisfirePolicy::Skip, MisfirePolicy::RunOnce, MisfirePolicy::RunAll] {
+            let d = decide(p, "2026-01-01T10:00:01.005Z", 60_000);
+            assert_eq!(d.fires, [at("2026-01-01T10:00:01Z")], "{p:?}");
+            assert_eq!(d.skipped, None);
+            assert_eq!(d.new_anchor, at("2026-01-01T10:00:01Z"));
+        }
+    }
+
+    #[test]
+    fn after_downtime_each_policy_catches_up_its_own_way() {
+        // Ten fires (10:00:01 … 10:00:10) came due while nothing dispatched.
+        let now = "2026-01-01T10:00:10.500Z";
+        let first = at("2026-01-01T10:00:01Z");
+        let latest = at("2026-01-01T10:00:10Z");
+
+        // skip: only a fire within the grace window runs.
+        let d = decide(MisfirePolicy::Skip, now, 3_000);
+        assert_eq!(
+            (d.fires.clone(), d.skipped),
+            (vec![latest], Some((first, at("2026-01-01T10:00:09Z"), 9)))
+        );
+        let d = decide(MisfirePolicy::Skip, now, 100);
+        assert_eq!((d.fires.clone(), d.skipped), (vec![], Some((first, latest, 10))));
+        assert_eq!(d.new_anchor, latest);
+
+        // run_once: the latest runs however late.
+        let d = decide(MisfirePolicy::RunOnce, now, 100);
+        assert_eq!(
+            (d.fires.clone(), d.skipped),
+            (vec![latest], Some((first, at("2026-01-01T10:00:09Z"), 9)))
+        );
+
+        // run_all: every one, oldest first.
+        let d = decide(MisfirePolicy::RunAll, now, 100);
+        assert_eq!(d.fires.len(), 10);
+        assert_eq!((d.fires[0], d.fires[9], d.skipped), (first, latest, None));
+        assert_eq!(d.new_anchor, latest);
+
+        // run_all is bounded: of 150 missed, the last 100 run and the first 50 are skipped.
+        let d = decide(MisfirePolicy::RunAll, "2026-01-01T10:02:30.200Z", 100);
+        assert_eq!(d.fires.len(), RUN_ALL_MAX);
+        assert_eq!(d.fires[0], at("2026-01-01T10:00:51Z"));
+        assert_eq!(d.skipped, Some((first, at("2026-01-01T10:00:50Z"), 50)));
+        assert_eq!(d.new_anchor, at("2026-01-01T10:02:30Z"));
     }
 }

@@ -9,6 +9,7 @@ use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::policy::MisfirePolicy;
 use crate::request::RequestSpec;
 
 pub const MAX_NAME_CHARS: usize = 200;
@@ -38,6 +39,13 @@ pub struct JobDefinition {
     pub request: RequestSpec,
     pub notify_on_failure: bool,
     pub notify_on_recovery: bool,
+    /// Cron jobs: what to do with fires missed during downtime.
+    #[serde(default)]
+    pub misfire_policy: MisfirePolicy,
+    /// Cron jobs: how late a fire may be and still count as on time; None: the operator's
+    /// `CRONBOX_MISFIRE_GRACE_SECONDS`.
+    #[serde(default)]
+    pub misfire_grace_seconds: Option<u32>,
     #[serde(flatten)]
     pub kind: JobKind,
 }
@@ -341,6 +349,8 @@ mod tests {
             request: request(),
             notify_on_failure: true,
             notify_on_recovery: true,
+            misfire_policy: Default::default(),
+            misfire_grace_seconds: None,
             kind: JobKind::Cron {
                 schedule: schedule.into(),
                 timezone: "Europe/Moscow".into(),

@@ -38,6 +38,44 @@ impl Backoff {
     }
 }
 
+/// What a cron job does with fires that came due while no dispatcher ran (or while it was
+/// late by more than the grace window).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MisfirePolicy {
+    /// Only a fire at most the grace window late runs (the latest such); the rest are skipped.
+    Skip,
+    /// The latest missed fire runs once, however late; the others are recorded as skipped.
+    #[default]
+    RunOnce,
+    /// Every missed fire runs, oldest first, up to [`RUN_ALL_MAX`] (the most recent ones); any
+    /// older ones are recorded as skipped.
+    RunAll,
+}
+
+/// The most missed fires `run_all` catches up on.
+pub const RUN_ALL_MAX: usize = 100;
+pub const MAX_MISFIRE_GRACE_SECONDS: u32 = 86_400;
+
+impl MisfirePolicy {
+    pub fn parse(field: &str, s: &str) -> Result<Self, FieldError> {
+        match s {
+            "skip" => Ok(Self::Skip),
+            "run_once" => Ok(Self::RunOnce),
+            "run_all" => Ok(Self::RunAll),
+            _ => Err(FieldError::new(field, "invalid", "use skip, run_once or run_all")),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Skip => "skip",
+            Self::RunOnce => "run_once",
+            Self::RunAll => "run_all",
+        }
+    }
+}
+
 /// One entry of `retry_on`: `transport` (no response: connect, DNS, TLS, …), `timeout`,
 /// a status class (`4xx`, `5xx`) or one status code (`429`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

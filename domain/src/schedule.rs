@@ -93,6 +93,16 @@ pub struct Misfires {
     pub truncated: bool,
 }
 
+/// See [`CronSchedule::recent_fires`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecentFires {
+    pub kept: Vec<DateTime<Utc>>,
+    pub skipped_count: u64,
+    pub first_skipped: Option<DateTime<Utc>>,
+    pub last_skipped: Option<DateTime<Utc>>,
+    pub truncated: bool,
+}
+
 impl CronSchedule {
     /// Accepts: 5 fields (minute precision), 6 fields with a LEADING SECONDS field, and nicknames
     /// @yearly @annually @monthly @weekly @daily @midnight @hourly. Rejects 7 fields (years), empty,
@@ -215,6 +225,37 @@ impl CronSchedule {
             last_skipped,
             truncated: true,
         }
+    }
+
+    /// For catching up: the last `keep` fires in (anchor, now], oldest first, and what came
+    /// before them (count and bounds), walking at most `max_scan` fires. Past that it gives up
+    /// counting and keeps only the latest fire (`truncated`).
+    pub fn recent_fires(&self, anchor: DateTime<Utc>, now: DateTime<Utc>, keep: usize, max_scan: usize) -> RecentFires {
+        let keep = keep.max(1);
+        let mut kept: VecDeque<DateTime<Utc>> = VecDeque::with_capacity(keep);
+        let mut out = RecentFires::default();
+        for (i, t) in self.fires_after(anchor).take_while(|t| *t <= now).enumerate() {
+            if i >= max_scan.max(1) {
+                let m = self.misfires(anchor, now, Duration::MAX, max_scan);
+                return RecentFires {
+                    kept: m.fire.into_iter().collect(),
+                    skipped_count: m.skipped_count,
+                    first_skipped: m.first_skipped,
+                    last_skipped: m.last_skipped,
+                    truncated: true,
+                };
+            }
+            if kept.len() == keep {
+                if let Some(old) = kept.pop_front() {
+                    out.skipped_count += 1;
+                    out.first_skipped.get_or_insert(old);
+                    out.last_skipped = Some(old);
+                }
+            }
+            kept.push_back(t);
+        }
+        out.kept = kept.into();
+        out
     }
 
     /// All fire instants strictly after `after`, ascending, no repeats.

@@ -173,6 +173,8 @@ mod tests {
             .unwrap(),
             notify_on_failure: true,
             notify_on_recovery: true,
+            misfire_policy: Default::default(),
+            misfire_grace_seconds: None,
             kind,
         }
     }

@@ -122,6 +122,14 @@ pub struct CronJobCreate {
     /// Notify on recovery; default true (stored only: no notifications are sent yet).
     #[schema(default = true)]
     pub notify_on_recovery: Option<bool>,
+    /// What to do with fires missed while no dispatcher ran: `skip` (only a fire within the
+    /// grace window runs), `run_once` (default: the latest missed fire runs once) or `run_all`
+    /// (each missed fire runs, up to the last 100).
+    #[schema(examples("run_once"))]
+    pub misfire_policy: Option<String>,
+    /// How late (seconds, 1-86400) a fire may be and still count as on time; default the
+    /// operator's `CRONBOX_MISFIRE_GRACE_SECONDS` (60). `null` on update returns to it.
+    pub misfire_grace_seconds: Option<i64>,
 }
 
 /// Body of `PATCH …/cron/{id}`: only the fields given change; the same rules as on create.
@@ -179,6 +187,14 @@ pub struct CronJobUpdate {
     pub notify_on_failure: Option<bool>,
     /// New notify-on-recovery flag.
     pub notify_on_recovery: Option<bool>,
+    /// What to do with fires missed while no dispatcher ran: `skip` (only a fire within the
+    /// grace window runs), `run_once` (default: the latest missed fire runs once) or `run_all`
+    /// (each missed fire runs, up to the last 100).
+    #[schema(examples("run_once"))]
+    pub misfire_policy: Option<String>,
+    /// How late (seconds, 1-86400) a fire may be and still count as on time; default the
+    /// operator's `CRONBOX_MISFIRE_GRACE_SECONDS` (60). `null` on update returns to it.
+    pub misfire_grace_seconds: Option<i64>,
 }
 
 /// A cron job as every cron endpoint returns it.
@@ -231,6 +247,11 @@ pub struct CronJob {
     pub notify_on_failure: bool,
     /// Notify-on-recovery flag (stored only).
     pub notify_on_recovery: bool,
+    /// `skip`, `run_once` or `run_all` (see the create body).
+    pub misfire_policy: String,
+    /// The job's grace window in seconds; null: the operator's default.
+    #[schema(required = true)]
+    pub misfire_grace_seconds: Option<u32>,
     /// Cron expression as stored (trimmed).
     #[schema(examples("30 2 * * *"))]
     pub schedule: String,
