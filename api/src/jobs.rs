@@ -9,7 +9,7 @@ use axum::Json;
 use chrono::{DateTime, Duration, Utc};
 use cronbox_domain::ids::scheduled_run_id;
 use cronbox_domain::job::{Job, JobCommand, JobDefinition, JobError, JobKind, JobStatus};
-use cronbox_domain::policy::{MisfirePolicy, MAX_MISFIRE_GRACE_SECONDS};
+use cronbox_domain::policy::{MisfirePolicy, OverlapPolicy, MAX_MISFIRE_GRACE_SECONDS};
 use cronbox_domain::request::{parse_target_url, RequestInput, RequestSpec};
 use cronbox_domain::run::{RunCommand, RunPlan, Trigger};
 use cronbox_domain::schedule::{parse_timezone, CronSchedule, ScheduleError};
@@ -120,6 +120,14 @@ fn misfire_policy(f: &mut Fields, current: Option<&JobDefinition>) -> Result<Mis
     match f.string("misfire_policy")? {
         Some(p) => Ok(MisfirePolicy::parse("misfire_policy", &p)?),
         None => Ok(current.map(|c| c.misfire_policy).unwrap_or_default()),
+    }
+}
+
+/// `overlap_policy` of a cron job; `current` supplies the value on update.
+fn overlap_policy(f: &mut Fields, current: Option<&JobDefinition>) -> Result<OverlapPolicy, ApiError> {
+    match f.string("overlap_policy")? {
+        Some(p) => Ok(OverlapPolicy::parse("overlap_policy", &p)?),
+        None => Ok(current.map(|c| c.overlap_policy).unwrap_or_default()),
     }
 }
 
@@ -279,6 +287,7 @@ fn view(
             v["kind"] = json!("cron");
             v["misfire_policy"] = json!(def.misfire_policy.as_str());
             v["misfire_grace_seconds"] = json!(def.misfire_grace_seconds);
+            v["overlap_policy"] = json!(def.overlap_policy.as_str());
             v["schedule"] = json!(schedule);
             v["timezone"] = json!(timezone);
             v["description_of_schedule"] = json!(CronSchedule::parse_stored(schedule, timezone)
@@ -392,6 +401,7 @@ pub async fn create_cron(
         notify_on_recovery: f.bool("notify_on_recovery")?.unwrap_or(true),
         misfire_policy: misfire_policy(&mut f, None)?,
         misfire_grace_seconds: misfire_grace(&mut f, None)?,
+        overlap_policy: overlap_policy(&mut f, None)?,
         kind: JobKind::Cron {
             schedule: schedule.trim().to_string(),
             timezone,
@@ -473,6 +483,7 @@ pub async fn update_cron(
         notify_on_recovery: f.bool("notify_on_recovery")?.unwrap_or(current.notify_on_recovery),
         misfire_policy: misfire_policy(&mut f, Some(&current))?,
         misfire_grace_seconds: misfire_grace(&mut f, Some(&current))?,
+        overlap_policy: overlap_policy(&mut f, Some(&current))?,
         kind: JobKind::Cron {
             schedule: schedule.trim().to_string(),
             timezone,
@@ -761,6 +772,7 @@ pub async fn create_delayed(
         notify_on_recovery: f.bool("notify_on_recovery")?.unwrap_or(true),
         misfire_policy: Default::default(),
         misfire_grace_seconds: None,
+        overlap_policy: Default::default(),
         kind: JobKind::Delayed {
             execute_at,
             callback_url,

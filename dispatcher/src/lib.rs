@@ -27,6 +27,7 @@ use std::time::Duration as StdDuration;
 use chrono::{DateTime, Duration, Utc};
 use cronbox_domain::ids::{scheduled_run_id, skipped_run_id};
 use cronbox_domain::job::JobKind;
+use cronbox_domain::policy::{MisfirePolicy, OverlapPolicy, SkipReason};
 use cronbox_domain::run::{decide, fire_events, Run, RunCommand, RunPlan, Trigger};
 use cronbox_nats::{DispatchMessage, RunQueue};
 use cronbox_projections::schedule;
@@ -138,6 +139,7 @@ struct Dispatcher {
 /// State changes to make once a batch has committed.
 enum Effect {
     Advance(Uuid, DateTime<Utc>),
+    Snooze(Uuid, DateTime<Utc>),
     RemoveJob(Uuid),
     RemoveRun(Uuid),
 }
@@ -289,6 +291,7 @@ impl Dispatcher {
         for e in effects {
             match e {
                 Effect::Advance(job, anchor) => self.state.advance(job, anchor),
+                Effect::Snooze(job, until) => self.state.snooze(job, until),
                 Effect::RemoveJob(job) => self.state.remove_job(job),
                 Effect::RemoveRun(run) => self.state.remove_run(run),
             }
@@ -388,28 +391,51 @@ impl Dispatcher {
                     .definition
                     .misfire_grace_seconds
                     .map_or(self.config.grace, |g| Duration::seconds(i64::from(g)));
-                let decision = decide_cron(&schedule, anchor, now, grace, job.definition.misfire_policy);
+                let overlap = job.definition.overlap_policy;
+                // Fires waiting for the previous run are caught up on as one (the latest).
+                let misfire = match overlap {
+                    OverlapPolicy::QueueOne => MisfirePolicy::RunOnce,
+                    _ => job.definition.misfire_policy,
+                };
+                let mut decision = decide_cron(&schedule, anchor, now, grace, misfire);
+                if overlap != OverlapPolicy::Allow && !decision.fires.is_empty() && self.job_busy(job_id).await? {
+                    if overlap == OverlapPolicy::QueueOne {
+                        // The anchor stays, so the waiting fire survives a restart (the misfire
+                        // rule finds it again); look again in a second.
+                        effects.push(Effect::Snooze(job_id, now + Duration::seconds(1)));
+                        return Ok(());
+                    }
+                    let (first, last, n) = (
+                        decision.fires[0],
+                        decision.fires[decision.fires.len() - 1],
+                        decision.fires.len(),
+                    );
+                    Self::record_skip(
+                        job_id,
+                        workspace_id,
+                        (first, last, n as u64),
+                        SkipReason::Overlap,
+                        now,
+                        events,
+                    )
+                    .await?;
+                    tracing::info!(job_id = %job_id, workspace_id = %workspace_id, %first, "cron fire skipped: the previous run is still going");
+                    decision.fires.clear();
+                }
                 for at in &decision.fires {
                     self.record_fire(job_id, Trigger::Schedule, *at, None, now, events, messages)
                         .await?;
                 }
                 if let Some((first, last, count)) = decision.skipped {
-                    let run_id = skipped_run_id(job_id, first);
-                    let cmd = RunCommand::RecordSkipped {
-                        run_id,
-                        workspace_id,
+                    Self::record_skip(
                         job_id,
-                        first_skipped: first,
-                        last_skipped: last,
-                        skipped_count: count,
-                        at: now,
-                    };
-                    let evs = decide(Run::default(), cmd)
-                        .await
-                        .map_err(|e| DispatchError::Run(e.to_string()))?;
-                    for (i, ev) in evs.iter().enumerate() {
-                        events.push(NewEvent::of::<Run>(run_id.to_string(), i as i64 + 1, ev)?);
-                    }
+                        workspace_id,
+                        (first, last, count),
+                        SkipReason::Missed,
+                        now,
+                        events,
+                    )
+                    .await?;
                     tracing::warn!(job_id = %job_id, workspace_id = %workspace_id, count, %first, %last, "cron fires missed (dispatcher down or late beyond the grace window); recorded as skipped");
                 }
                 // Never leave a due timer where it is (that would spin): at least past `due_at`.
@@ -417,6 +443,47 @@ impl Dispatcher {
             }
         }
         Ok(())
+    }
+
+    /// Records fires `(first, last, count)` of a job as one skipped run.
+    async fn record_skip(
+        job_id: Uuid,
+        workspace_id: Uuid,
+        (first, last, count): (DateTime<Utc>, DateTime<Utc>, u64),
+        reason: SkipReason,
+        now: DateTime<Utc>,
+        events: &mut Vec<NewEvent>,
+    ) -> Result<(), DispatchError> {
+        let run_id = skipped_run_id(job_id, first);
+        let cmd = RunCommand::RecordSkipped {
+            run_id,
+            workspace_id,
+            job_id,
+            first_skipped: first,
+            last_skipped: last,
+            skipped_count: count,
+            reason,
+            at: now,
+        };
+        let evs = decide(Run::default(), cmd)
+            .await
+            .map_err(|e| DispatchError::Run(e.to_string()))?;
+        for (i, ev) in evs.iter().enumerate() {
+            events.push(NewEvent::of::<Run>(run_id.to_string(), i as i64 + 1, ev)?);
+        }
+        Ok(())
+    }
+
+    /// Whether a scheduled or manual run of the job is still going, as the execution log shows
+    /// it (a few milliseconds behind the event log).
+    async fn job_busy(&self, job_id: Uuid) -> Result<bool, DispatchError> {
+        Ok(sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM runs WHERE job_id = $1
+                              AND status IN ('scheduled', 'dispatched', 'running', 'retry_scheduled'))",
+        )
+        .bind(job_id)
+        .fetch_one(&self.pool)
+        .await?)
     }
 
     async fn plan_run(

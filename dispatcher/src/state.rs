@@ -29,6 +29,9 @@ pub struct JobEntry {
     /// Parsed once; `None` for delayed calls (or a stored expression that no longer parses).
     pub schedule: Option<Arc<CronSchedule>>,
     pub anchor_at: DateTime<Utc>,
+    /// Not before this instant: a fire waiting for the previous run (`overlap_policy:
+    /// queue_one`) looks again then, without advancing the anchor.
+    pub snooze: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone)]
@@ -73,6 +76,7 @@ impl State {
                     definition: Arc::new(j.definition),
                     schedule,
                     anchor_at: j.anchor_at,
+                    snooze: None,
                 },
             );
             s.retime(TimerKey::Job(j.job_id));
@@ -106,7 +110,10 @@ impl State {
                 }
                 match &j.definition.kind {
                     JobKind::Delayed { execute_at, .. } => Some(*execute_at),
-                    JobKind::Cron { .. } => j.schedule.as_ref()?.next_after(j.anchor_at),
+                    JobKind::Cron { .. } => {
+                        let next = j.schedule.as_ref()?.next_after(j.anchor_at)?;
+                        Some(j.snooze.map_or(next, |s| s.max(next)))
+                    }
                 }
             }
             TimerKey::Run(id) => self.runs.get(&id).map(|r| r.due_at),
@@ -158,6 +165,7 @@ impl State {
                         definition: Arc::new(definition),
                         schedule,
                         anchor_at,
+                        snooze: None,
                     },
                 );
                 self.retime(TimerKey::Job(job_id));
@@ -201,9 +209,18 @@ impl State {
         }
     }
 
+    /// Looks at a job again at `until` without moving its anchor.
+    pub fn snooze(&mut self, job_id: Uuid, until: DateTime<Utc>) {
+        if let Some(j) = self.jobs.get_mut(&job_id) {
+            j.snooze = Some(until);
+            self.retime(TimerKey::Job(job_id));
+        }
+    }
+
     pub fn advance(&mut self, job_id: Uuid, anchor_at: DateTime<Utc>) {
         if let Some(j) = self.jobs.get_mut(&job_id) {
             j.anchor_at = j.anchor_at.max(anchor_at);
+            j.snooze = None;
             self.retime(TimerKey::Job(job_id));
         }
     }

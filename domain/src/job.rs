@@ -9,7 +9,7 @@ use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::policy::MisfirePolicy;
+use crate::policy::{MisfirePolicy, OverlapPolicy};
 use crate::request::RequestSpec;
 
 pub const MAX_NAME_CHARS: usize = 200;
@@ -46,6 +46,9 @@ pub struct JobDefinition {
     /// `CRONBOX_MISFIRE_GRACE_SECONDS`.
     #[serde(default)]
     pub misfire_grace_seconds: Option<u32>,
+    /// Cron jobs: what a fire does while the previous run is still going.
+    #[serde(default)]
+    pub overlap_policy: OverlapPolicy,
     #[serde(flatten)]
     pub kind: JobKind,
 }
@@ -351,6 +354,7 @@ mod tests {
             notify_on_recovery: true,
             misfire_policy: Default::default(),
             misfire_grace_seconds: None,
+            overlap_policy: Default::default(),
             kind: JobKind::Cron {
                 schedule: schedule.into(),
                 timezone: "Europe/Moscow".into(),

@@ -53,6 +53,59 @@ pub enum MisfirePolicy {
     RunAll,
 }
 
+/// What a cron fire does when the job's previous run has not finished.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OverlapPolicy {
+    /// Runs anyway, in parallel with the previous run.
+    #[default]
+    Allow,
+    /// Is recorded as a skipped run (`error_type: overlap`).
+    Skip,
+    /// Waits until the previous run has finished, then runs; while one fire waits, later ones
+    /// wait with it and only the latest of them runs (the others are recorded as skipped).
+    QueueOne,
+}
+
+impl OverlapPolicy {
+    pub fn parse(field: &str, s: &str) -> Result<Self, FieldError> {
+        match s {
+            "allow" => Ok(Self::Allow),
+            "skip" => Ok(Self::Skip),
+            "queue_one" => Ok(Self::QueueOne),
+            _ => Err(FieldError::new(field, "invalid", "use allow, skip or queue_one")),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Allow => "allow",
+            Self::Skip => "skip",
+            Self::QueueOne => "queue_one",
+        }
+    }
+}
+
+/// Why fires were recorded as a skipped run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SkipReason {
+    /// No dispatcher ran (or it was too late), and the misfire policy did not run them.
+    #[default]
+    Missed,
+    /// The previous run was still going and the overlap policy is `skip`.
+    Overlap,
+}
+
+impl SkipReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Missed => "missed",
+            Self::Overlap => "overlap",
+        }
+    }
+}
+
 /// The most missed fires `run_all` catches up on.
 pub const RUN_ALL_MAX: usize = 100;
 pub const MAX_MISFIRE_GRACE_SECONDS: u32 = 86_400;

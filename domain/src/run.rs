@@ -16,7 +16,7 @@ use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::policy;
+use crate::policy::{self, SkipReason};
 use crate::request::RequestSpec;
 
 /// Only this much of a response body is kept in the execution log.
@@ -138,6 +138,7 @@ pub enum RunCommand {
         first_skipped: DateTime<Utc>,
         last_skipped: DateTime<Utc>,
         skipped_count: u64,
+        reason: SkipReason,
         at: DateTime<Utc>,
     },
     Dispatch {
@@ -195,6 +196,8 @@ pub enum RunEvent {
         first_skipped: DateTime<Utc>,
         last_skipped: DateTime<Utc>,
         skipped_count: u64,
+        #[serde(default)]
+        reason: SkipReason,
         at: DateTime<Utc>,
     },
     RunDispatched {
@@ -410,6 +413,7 @@ impl Aggregate for Run {
                 first_skipped,
                 last_skipped,
                 skipped_count,
+                reason,
                 at,
             } => {
                 if self.id.is_some() {
@@ -423,6 +427,7 @@ impl Aggregate for Run {
                         first_skipped,
                         last_skipped,
                         skipped_count,
+                        reason,
                         at,
                     },
                     self,
@@ -910,6 +915,7 @@ mod tests {
             first_skipped: t(0),
             last_skipped: t(60),
             skipped_count: 2,
+            reason: SkipReason::Missed,
             at: t(100),
         };
         Spec::with(())
@@ -921,6 +927,7 @@ mod tests {
                 first_skipped: t(0),
                 last_skipped: t(60),
                 skipped_count: 2,
+                reason: SkipReason::Missed,
                 at: t(100),
             })
             .then_expect_events(vec![skipped.clone()]);

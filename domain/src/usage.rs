@@ -175,6 +175,7 @@ mod tests {
             notify_on_recovery: true,
             misfire_policy: Default::default(),
             misfire_grace_seconds: None,
+            overlap_policy: Default::default(),
             kind,
         }
     }

@@ -1,5 +1,6 @@
 //! The execution log: `runs` (one row per run, its latest state) and `run_attempts`.
 
+use cronbox_domain::policy::SkipReason;
 use cronbox_domain::run::RunEvent;
 use cronbox_store::tail::StoredEvent;
 use serde_json::json;
@@ -56,13 +57,18 @@ async fn apply(tx: &mut PgConnection, id: Uuid, event: RunEvent) -> Result<(), P
             first_skipped,
             last_skipped,
             skipped_count,
+            reason,
             at,
             ..
         } => {
+            let message = match reason {
+                SkipReason::Missed => format!("{skipped_count} fire(s) from {first_skipped} to {last_skipped} were missed: no dispatcher was running, or it was more than the grace window late"),
+                SkipReason::Overlap => format!("{skipped_count} fire(s) from {first_skipped} to {last_skipped} were skipped: the previous run was still going (overlap_policy skip)"),
+            };
             sqlx::query(
                 "INSERT INTO runs (id, workspace_id, job_id, trigger, status, scheduled_for, finished_at, skipped_count,
                                    error_type, error_message, created_at)
-                 VALUES ($1, $2, $3, 'schedule', 'skipped', $4, $5, $6, 'missed', $7, $5) ON CONFLICT (id) DO NOTHING",
+                 VALUES ($1, $2, $3, 'schedule', 'skipped', $4, $5, $6, $8, $7, $5) ON CONFLICT (id) DO NOTHING",
             )
             .bind(id)
             .bind(workspace_id)
@@ -70,7 +76,8 @@ async fn apply(tx: &mut PgConnection, id: Uuid, event: RunEvent) -> Result<(), P
             .bind(first_skipped)
             .bind(at)
             .bind(skipped_count as i64)
-            .bind(format!("{skipped_count} fire(s) from {first_skipped} to {last_skipped} were missed: no dispatcher was running, or it was more than the grace window late"))
+            .bind(message)
+            .bind(reason.as_str())
             .execute(&mut *tx)
             .await?;
         }

@@ -30,6 +30,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("../../migrations/0008_runs_in_flight.sql"),
     ),
     ("0009_callbacks", include_str!("../../migrations/0009_callbacks.sql")),
+    (
+        "0010_runs_open_by_job",
+        include_str!("../../migrations/0010_runs_open_by_job.sql"),
+    ),
 ];
 
 /// A pool that waits for PostgreSQL to come back instead of failing: connections are created

@@ -130,6 +130,11 @@ pub struct CronJobCreate {
     /// How late (seconds, 1-86400) a fire may be and still count as on time; default the
     /// operator's `CRONBOX_MISFIRE_GRACE_SECONDS` (60). `null` on update returns to it.
     pub misfire_grace_seconds: Option<i64>,
+    /// What a fire does while the previous run is still going: `allow` (default, runs in
+    /// parallel), `skip` (recorded as a skipped run, `error_type: overlap`) or `queue_one`
+    /// (waits for the previous run; of several waiting fires the latest runs).
+    #[schema(examples("skip"))]
+    pub overlap_policy: Option<String>,
 }
 
 /// Body of `PATCH …/cron/{id}`: only the fields given change; the same rules as on create.
@@ -195,6 +200,11 @@ pub struct CronJobUpdate {
     /// How late (seconds, 1-86400) a fire may be and still count as on time; default the
     /// operator's `CRONBOX_MISFIRE_GRACE_SECONDS` (60). `null` on update returns to it.
     pub misfire_grace_seconds: Option<i64>,
+    /// What a fire does while the previous run is still going: `allow` (default, runs in
+    /// parallel), `skip` (recorded as a skipped run, `error_type: overlap`) or `queue_one`
+    /// (waits for the previous run; of several waiting fires the latest runs).
+    #[schema(examples("skip"))]
+    pub overlap_policy: Option<String>,
 }
 
 /// A cron job as every cron endpoint returns it.
@@ -252,6 +262,8 @@ pub struct CronJob {
     /// The job's grace window in seconds; null: the operator's default.
     #[schema(required = true)]
     pub misfire_grace_seconds: Option<u32>,
+    /// `allow`, `skip` or `queue_one` (see the create body).
+    pub overlap_policy: String,
     /// Cron expression as stored (trimmed).
     #[schema(examples("30 2 * * *"))]
     pub schedule: String,
