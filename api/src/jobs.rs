@@ -9,7 +9,7 @@ use axum::Json;
 use chrono::{DateTime, Duration, Utc};
 use cronbox_domain::ids::scheduled_run_id;
 use cronbox_domain::job::{Job, JobCommand, JobDefinition, JobError, JobKind, JobStatus};
-use cronbox_domain::policy::{MisfirePolicy, OverlapPolicy, MAX_MISFIRE_GRACE_SECONDS};
+use cronbox_domain::policy::{JobDefaults, MisfirePolicy, OverlapPolicy, MAX_MISFIRE_GRACE_SECONDS};
 use cronbox_domain::request::{parse_target_url, RequestInput, RequestSpec};
 use cronbox_domain::run::{RunCommand, RunPlan, Trigger};
 use cronbox_domain::schedule::{parse_timezone, CronSchedule, ScheduleError};
@@ -116,23 +116,29 @@ fn schedule_error(e: ScheduleError) -> ApiError {
 }
 
 /// `misfire_policy` of a cron job; `current` supplies the value on update.
-fn misfire_policy(f: &mut Fields, current: Option<&JobDefinition>) -> Result<MisfirePolicy, ApiError> {
+pub(crate) fn misfire_policy(
+    f: &mut Fields,
+    current: Option<&JobDefinition>,
+) -> Result<Option<MisfirePolicy>, ApiError> {
     match f.string("misfire_policy")? {
-        Some(p) => Ok(MisfirePolicy::parse("misfire_policy", &p)?),
-        None => Ok(current.map(|c| c.misfire_policy).unwrap_or_default()),
+        Some(p) => Ok(Some(MisfirePolicy::parse("misfire_policy", &p)?)),
+        None => Ok(current.map(|c| c.misfire_policy)),
     }
 }
 
 /// `overlap_policy` of a cron job; `current` supplies the value on update.
-fn overlap_policy(f: &mut Fields, current: Option<&JobDefinition>) -> Result<OverlapPolicy, ApiError> {
+pub(crate) fn overlap_policy(
+    f: &mut Fields,
+    current: Option<&JobDefinition>,
+) -> Result<Option<OverlapPolicy>, ApiError> {
     match f.string("overlap_policy")? {
-        Some(p) => Ok(OverlapPolicy::parse("overlap_policy", &p)?),
-        None => Ok(current.map(|c| c.overlap_policy).unwrap_or_default()),
+        Some(p) => Ok(Some(OverlapPolicy::parse("overlap_policy", &p)?)),
+        None => Ok(current.map(|c| c.overlap_policy)),
     }
 }
 
 /// `misfire_grace_seconds` (1–86400); on update `null` returns to the operator's default.
-fn misfire_grace(f: &mut Fields, current: Option<&JobDefinition>) -> Result<Option<u32>, ApiError> {
+pub(crate) fn misfire_grace(f: &mut Fields, current: Option<&JobDefinition>) -> Result<Option<u32>, ApiError> {
     if current.is_some() && !f.has("misfire_grace_seconds") {
         return Ok(current.and_then(|c| c.misfire_grace_seconds));
     }
@@ -147,8 +153,19 @@ fn misfire_grace(f: &mut Fields, current: Option<&JobDefinition>) -> Result<Opti
     }
 }
 
-/// Reads the request-spec fields shared by both kinds. `base` supplies current values (PATCH).
-fn request_fields(f: &mut Fields, base: Option<&RequestSpec>, targets: &TargetPolicy) -> Result<RequestSpec, ApiError> {
+/// Reads the request-spec fields shared by both kinds. `base` supplies current values (PATCH);
+/// on create, the workspace's `defaults` fill what the body leaves out.
+fn request_fields(
+    f: &mut Fields,
+    base: Option<&RequestSpec>,
+    defaults: &JobDefaults,
+    targets: &TargetPolicy,
+) -> Result<RequestSpec, ApiError> {
+    let d = if base.is_none() {
+        defaults.clone()
+    } else {
+        JobDefaults::default()
+    };
     let url = match (f.string("url")?, base) {
         (Some(u), _) => u,
         (None, Some(b)) => b.url.clone(),
@@ -170,23 +187,36 @@ fn request_fields(f: &mut Fields, base: Option<&RequestSpec>, targets: &TargetPo
         } else {
             base.and_then(|b| b.body.clone())
         },
-        timeout_seconds: f.int("timeout_seconds")?.or(base.map(|b| i64::from(b.timeout_seconds))),
-        retry_count: f.int("retry_count")?.or(base.map(|b| i64::from(b.retry_count))),
+        timeout_seconds: f
+            .int("timeout_seconds")?
+            .or(base.map(|b| i64::from(b.timeout_seconds)))
+            .or(d.timeout_seconds.map(i64::from)),
+        retry_count: f
+            .int("retry_count")?
+            .or(base.map(|b| i64::from(b.retry_count)))
+            .or(d.retry_count.map(i64::from)),
         retry_delay_seconds: f
             .int("retry_delay_seconds")?
-            .or(base.map(|b| i64::from(b.retry_delay_seconds))),
+            .or(base.map(|b| i64::from(b.retry_delay_seconds)))
+            .or(d.retry_delay_seconds.map(i64::from)),
         retry_backoff: f
             .string("retry_backoff")?
-            .or(base.map(|b| b.retry_backoff.as_str().to_string())),
+            .or(base.map(|b| b.retry_backoff.as_str().to_string()))
+            .or(d.retry_backoff.map(|b| b.as_str().to_string())),
         retry_max_delay_seconds: f
             .int("retry_max_delay_seconds")?
-            .or(base.map(|b| i64::from(b.retry_max_delay_seconds))),
+            .or(base.map(|b| i64::from(b.retry_max_delay_seconds)))
+            .or(d.retry_max_delay_seconds.map(i64::from)),
         retry_on: f
             .strings("retry_on")?
-            .or(base.map(|b| b.retry_on.iter().map(|r| r.as_str().to_string()).collect())),
+            .or(base.map(|b| b.retry_on.iter().map(|r| r.as_str().to_string()).collect()))
+            .or(d.retry_on.map(|l| l.iter().map(|r| r.as_str().to_string()).collect())),
         expected_status: f
             .codes("expected_status")?
-            .or(base.map(|b| b.expected_status.iter().map(|m| m.as_str().to_string()).collect())),
+            .or(base.map(|b| b.expected_status.iter().map(|m| m.as_str().to_string()).collect()))
+            .or(d
+                .expected_status
+                .map(|l| l.iter().map(|m| m.as_str().to_string()).collect())),
         // null clears a check on update; absent keeps it.
         expect_body_contains: if f.has("expect_body_contains") {
             f.string("expect_body_contains")?
@@ -396,12 +426,16 @@ pub async fn create_cron(
         name,
         description: f.string("description")?.unwrap_or_default(),
         tags: f.strings("tags")?.unwrap_or_default(),
-        request: request_fields(&mut f, None, &state.targets)?,
+        request: request_fields(&mut f, None, &caller.workspace.job_defaults, &state.targets)?,
         notify_on_failure: f.bool("notify_on_failure")?.unwrap_or(true),
         notify_on_recovery: f.bool("notify_on_recovery")?.unwrap_or(true),
-        misfire_policy: misfire_policy(&mut f, None)?,
-        misfire_grace_seconds: misfire_grace(&mut f, None)?,
-        overlap_policy: overlap_policy(&mut f, None)?,
+        misfire_policy: misfire_policy(&mut f, None)?
+            .or(caller.workspace.job_defaults.misfire_policy)
+            .unwrap_or_default(),
+        misfire_grace_seconds: misfire_grace(&mut f, None)?.or(caller.workspace.job_defaults.misfire_grace_seconds),
+        overlap_policy: overlap_policy(&mut f, None)?
+            .or(caller.workspace.job_defaults.overlap_policy)
+            .unwrap_or_default(),
         kind: JobKind::Cron {
             schedule: schedule.trim().to_string(),
             timezone,
@@ -478,12 +512,17 @@ pub async fn update_cron(
         name: f.string("name")?.unwrap_or(current.name.clone()),
         description: f.string("description")?.unwrap_or(current.description.clone()),
         tags: f.strings("tags")?.unwrap_or(current.tags.clone()),
-        request: request_fields(&mut f, Some(&current.request), &state.targets)?,
+        request: request_fields(
+            &mut f,
+            Some(&current.request),
+            &caller.workspace.job_defaults,
+            &state.targets,
+        )?,
         notify_on_failure: f.bool("notify_on_failure")?.unwrap_or(current.notify_on_failure),
         notify_on_recovery: f.bool("notify_on_recovery")?.unwrap_or(current.notify_on_recovery),
-        misfire_policy: misfire_policy(&mut f, Some(&current))?,
+        misfire_policy: misfire_policy(&mut f, Some(&current))?.unwrap_or_default(),
         misfire_grace_seconds: misfire_grace(&mut f, Some(&current))?,
-        overlap_policy: overlap_policy(&mut f, Some(&current))?,
+        overlap_policy: overlap_policy(&mut f, Some(&current))?.unwrap_or_default(),
         kind: JobKind::Cron {
             schedule: schedule.trim().to_string(),
             timezone,
@@ -767,7 +806,7 @@ pub async fn create_delayed(
         name: f.string("name")?.unwrap_or_else(|| "delayed call".to_string()),
         description: f.string("description")?.unwrap_or_default(),
         tags: f.strings("tags")?.unwrap_or_default(),
-        request: request_fields(&mut f, None, &state.targets)?,
+        request: request_fields(&mut f, None, &caller.workspace.job_defaults, &state.targets)?,
         notify_on_failure: f.bool("notify_on_failure")?.unwrap_or(true),
         notify_on_recovery: f.bool("notify_on_recovery")?.unwrap_or(true),
         misfire_policy: Default::default(),

@@ -17,6 +17,7 @@
 
 pub mod accounts;
 pub mod auth;
+pub mod defaults;
 pub mod edge;
 pub mod error;
 pub mod events;
@@ -93,6 +94,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(workspaces::revoke_key))
         .routes(routes!(plans::usage))
         .routes(routes!(plans::set_plan))
+        .routes(routes!(defaults::get, defaults::put))
         .routes(routes!(signing::get))
         .routes(routes!(signing::rotate));
     let (router, doc) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())

@@ -106,6 +106,32 @@ impl SkipReason {
     }
 }
 
+/// A workspace's defaults for new jobs: each field, when set, is used by a create that does not
+/// give it. Validated like the job fields they stand for.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobDefaults {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_count: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_delay_seconds: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_backoff: Option<Backoff>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_max_delay_seconds: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_on: Option<Vec<RetryOn>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_status: Option<Vec<StatusMatch>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub misfire_policy: Option<MisfirePolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub misfire_grace_seconds: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlap_policy: Option<OverlapPolicy>,
+}
+
 /// The most missed fires `run_all` catches up on.
 pub const RUN_ALL_MAX: usize = 100;
 pub const MAX_MISFIRE_GRACE_SECONDS: u32 = 86_400;

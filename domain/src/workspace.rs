@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use crate::policy::JobDefaults;
+
 /// What a member may do. Ordered: each role can do everything the roles below it can.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -62,6 +64,10 @@ pub enum WorkspaceCommand {
     },
     SetPlan {
         plan: String,
+        at: DateTime<Utc>,
+    },
+    SetJobDefaults {
+        defaults: JobDefaults,
         at: DateTime<Utc>,
     },
     /// Records a signing-secret rotation (the secret itself never enters the log).
@@ -143,6 +149,10 @@ pub enum WorkspaceEvent {
         plan: String,
         at: DateTime<Utc>,
     },
+    JobDefaultsChanged {
+        defaults: JobDefaults,
+        at: DateTime<Utc>,
+    },
     SigningSecretRotated {
         secret_id: Uuid,
         previous_expires_at: Option<DateTime<Utc>>,
@@ -201,6 +211,7 @@ impl DomainEvent for WorkspaceEvent {
             Self::WorkspaceCreated { .. } => "WorkspaceCreated",
             Self::WorkspaceUpdated { .. } => "WorkspaceUpdated",
             Self::WorkspacePlanChanged { .. } => "WorkspacePlanChanged",
+            Self::JobDefaultsChanged { .. } => "JobDefaultsChanged",
             Self::SigningSecretRotated { .. } => "SigningSecretRotated",
             Self::WorkspaceDeleted { .. } => "WorkspaceDeleted",
             Self::ApiKeyCreated { .. } => "ApiKeyCreated",
@@ -280,6 +291,9 @@ pub struct Workspace {
     pub slug: Option<String>,
     /// Plan code (see the `plans` table); empty means [`DEFAULT_PLAN`].
     pub plan: String,
+    /// Defaults for new jobs' policies.
+    #[serde(default)]
+    pub job_defaults: JobDefaults,
     pub deleted: bool,
     pub created_at: Option<DateTime<Utc>>,
     pub api_keys: Vec<ApiKey>,
@@ -413,6 +427,12 @@ impl Aggregate for Workspace {
                         slug,
                         at,
                     });
+                }
+            }
+            WorkspaceCommand::SetJobDefaults { defaults, at } => {
+                self.exists()?;
+                if defaults != self.job_defaults {
+                    events.push(WorkspaceEvent::JobDefaultsChanged { defaults, at });
                 }
             }
             WorkspaceCommand::SetPlan { plan, at } => {
@@ -584,6 +604,7 @@ impl Aggregate for Workspace {
                 self.created_at = Some(at);
             }
             WorkspaceEvent::WorkspacePlanChanged { plan, .. } => self.plan = plan,
+            WorkspaceEvent::JobDefaultsChanged { defaults, .. } => self.job_defaults = defaults,
             WorkspaceEvent::SigningSecretRotated { .. } => {}
             WorkspaceEvent::WorkspaceUpdated {
                 name, timezone, slug, ..

@@ -115,6 +115,7 @@ async fn apply(tx: &mut PgConnection, id: Uuid, event: WorkspaceEvent) -> Result
         }
         WorkspaceEvent::ApiKeyCreated { .. }
         | WorkspaceEvent::SigningSecretRotated { .. }
+        | WorkspaceEvent::JobDefaultsChanged { .. }
         | WorkspaceEvent::ApiKeyRevoked { .. }
         | WorkspaceEvent::MemberInvited { .. } => {}
     }

@@ -1291,6 +1291,37 @@ pub struct PlanChanged {
     pub plan: Plan,
 }
 
+// ---------------------------------------------------------------- job defaults
+
+/// A workspace's defaults for new jobs (`…/job-defaults`). Each field, when set, is used by a
+/// create that does not give it; null means the built-in default. Same rules as the job fields.
+#[derive(ToSchema)]
+pub struct JobDefaultsView {
+    #[schema(required = true)]
+    pub timeout_seconds: Option<u32>,
+    #[schema(required = true)]
+    pub retry_count: Option<u32>,
+    #[schema(required = true)]
+    pub retry_delay_seconds: Option<u32>,
+    /// `fixed` or `exponential`.
+    #[schema(required = true)]
+    pub retry_backoff: Option<String>,
+    #[schema(required = true)]
+    pub retry_max_delay_seconds: Option<u32>,
+    #[schema(required = true)]
+    pub retry_on: Option<Vec<String>>,
+    #[schema(required = true)]
+    pub expected_status: Option<Vec<String>>,
+    /// `skip`, `run_once` or `run_all`.
+    #[schema(required = true)]
+    pub misfire_policy: Option<String>,
+    #[schema(required = true)]
+    pub misfire_grace_seconds: Option<u32>,
+    /// `allow`, `skip` or `queue_one`.
+    #[schema(required = true)]
+    pub overlap_policy: Option<String>,
+}
+
 // ---------------------------------------------------------------- signing
 
 /// `GET …/signing-secret`.
