@@ -174,15 +174,7 @@ fn assert_matches_schema(doc: &Value, name: &str, value: &Value) {
 #[tokio::test]
 async fn responses_have_the_documented_shape() {
     let env = TestEnv::start().await;
-    let doc: Value = env
-        .http
-        .get(format!("{}/v1/openapi.json", env.base()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc: Value = env.openapi().await;
     let (s, cron) = env
         .post(
             "/cron",

@@ -71,15 +71,7 @@ async fn every_workspace_route_is_a_404_for_other_tenants_and_changes_nothing() 
     let (b_ws, b_key) = (b["workspace_id"].as_str().unwrap(), b["api_key"].as_str().unwrap());
     let stranger = user(&env, "stranger@example.com").await;
 
-    let doc: Value = env
-        .http
-        .get(format!("{}/v1/openapi.json", env.base()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc: Value = env.openapi().await;
     let a_ws = env.workspace_id.clone();
     let id_for = |path: &str| -> String {
         let v = if path.contains("/cron/") {

@@ -256,6 +256,18 @@ impl TestEnv {
             .expect("spawn a cronbox role")
     }
 
+    /// The server's OpenAPI document.
+    pub async fn openapi(&self) -> Value {
+        self.http
+            .get(format!("{}/v1/openapi.json", self.base()))
+            .send()
+            .await
+            .expect("GET /v1/openapi.json")
+            .json()
+            .await
+            .expect("the document is JSON")
+    }
+
     /// Waits until the API on this test's port answers `/readyz` (after starting roles by hand).
     pub async fn wait_ready(&self) {
         self.eventually(Duration::from_secs(30), "the API to be ready", || async {
