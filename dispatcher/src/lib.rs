@@ -392,6 +392,9 @@ impl Dispatcher {
                     .misfire_grace_seconds
                     .map_or(self.config.grace, |g| Duration::seconds(i64::from(g)));
                 let overlap = job.definition.overlap_policy;
+                // Fires that waited for the previous run (queue_one) were skipped for overlap, not
+                // because nobody dispatched them.
+                let waited = job.snooze.is_some();
                 // Fires waiting for the previous run are caught up on as one (the latest).
                 let misfire = match overlap {
                     OverlapPolicy::QueueOne => MisfirePolicy::RunOnce,
@@ -431,7 +434,11 @@ impl Dispatcher {
                         job_id,
                         workspace_id,
                         (first, last, count),
-                        SkipReason::Missed,
+                        if waited {
+                            SkipReason::Overlap
+                        } else {
+                            SkipReason::Missed
+                        },
                         now,
                         events,
                     )
