@@ -9,7 +9,7 @@ use chrono::Utc;
 use cqrs_es::AggregateError;
 use cronbox_domain::policy;
 use cronbox_domain::request::{Header, HttpMethod, RequestSpec};
-use cronbox_domain::run::{RunCommand, RunError, RunStatus};
+use cronbox_domain::run::{Run, RunCommand, RunError, RunStatus};
 use cronbox_domain::target::TargetPolicy;
 use cronbox_nats::{ConsumerSettings, DispatchMessage, RunQueue};
 use cronbox_store::aggregates::Stores;
@@ -259,7 +259,16 @@ async fn handle(shared: &Shared, msg: jetstream::Message) {
 /// message of a run's final attempt also carries its callback: it is acknowledged only once the
 /// callback is delivered or given up, and its redeliveries are the callback's retry timer.
 async fn perform(shared: &Shared, msg: &jetstream::Message, d: &DispatchMessage) -> Result<(), Duration> {
-    attempt(shared, msg, d).await?;
+    let (run, _) = shared.stores.runs.load(&d.run_id.to_string()).await.map_err(|e| {
+        tracing::warn!(error = %e, "cannot load run");
+        Duration::from_secs(2)
+    })?;
+    // Only runs with a callback read the run again (its state changed with the attempt).
+    let has_callback = run.plan.as_ref().is_some_and(|p| p.callback_url.is_some());
+    attempt(shared, msg, d, run).await?;
+    if !has_callback {
+        return Ok(());
+    }
     callback(shared, msg, d).await
 }
 
@@ -381,7 +390,7 @@ async fn with_heartbeat<F: std::future::Future>(msg: &jetstream::Message, heartb
 }
 
 /// The run's own attempt, if this message still needs one.
-async fn attempt(shared: &Shared, msg: &jetstream::Message, d: &DispatchMessage) -> Result<(), Duration> {
+async fn attempt(shared: &Shared, msg: &jetstream::Message, d: &DispatchMessage, run: Run) -> Result<(), Duration> {
     let Shared {
         stores,
         caller,
@@ -391,10 +400,6 @@ async fn attempt(shared: &Shared, msg: &jetstream::Message, d: &DispatchMessage)
     } = shared;
     let heartbeat = *heartbeat;
     let id = d.run_id.to_string();
-    let (run, _) = stores.runs.load(&id).await.map_err(|e| {
-        tracing::warn!(error = %e, "cannot load run");
-        Duration::from_secs(2)
-    })?;
     if !run.needs_attempt(d.attempt) {
         tracing::debug!(status = ?run.status, "attempt already handled; acknowledging the repeat");
         return Ok(());
