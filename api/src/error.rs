@@ -39,10 +39,43 @@ pub enum ApiError {
     PlanLimit(Box<PlanLimit>),
     #[error("request body is larger than {0} bytes")]
     TooLarge(usize),
+    /// A batch with invalid items: nothing of it was stored (400 `invalid_items`).
+    #[error("{} of {total} items are invalid; nothing was created", .items.len())]
+    InvalidItems { total: usize, items: Vec<ItemError> },
     #[error("service unavailable")]
     Unavailable,
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// Why one item of a batch was refused.
+#[derive(Debug, serde::Serialize)]
+pub struct ItemError {
+    pub index: usize,
+    pub code: &'static str,
+    pub field: Option<String>,
+    pub message: String,
+}
+
+impl ItemError {
+    /// The item-level form of a validation error; anything else is not the item's fault.
+    pub fn of(index: usize, e: ApiError) -> Result<Self, ApiError> {
+        match e {
+            ApiError::BadRequest { code, message, field } => Ok(Self {
+                index,
+                code,
+                field,
+                message,
+            }),
+            ApiError::PlanLimit(p) => Ok(Self {
+                index,
+                code: "plan_limit",
+                field: p.field.map(String::from),
+                message: p.to_string(),
+            }),
+            other => Err(other),
+        }
+    }
 }
 
 /// Which limit of which plan a refused command ran into, and how far.
@@ -152,6 +185,7 @@ impl IntoResponse for ApiError {
             ApiError::Conflict { code, .. } => (StatusCode::CONFLICT, *code, None),
             ApiError::PlanLimit(p) => (StatusCode::FORBIDDEN, "plan_limit", p.field.map(String::from)),
             ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large", None),
+            ApiError::InvalidItems { .. } => (StatusCode::BAD_REQUEST, "invalid_items", Some("items".to_string())),
             ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", None),
             ApiError::Internal(e) => {
                 let mut chain = e.to_string();
@@ -171,6 +205,9 @@ impl IntoResponse for ApiError {
             body["error"]["plan"] = json!(p.plan);
             body["error"]["usage"] = json!(p.used);
             body["error"]["allowed"] = json!(p.allowed);
+        }
+        if let ApiError::InvalidItems { items, .. } = &self {
+            body["error"]["items"] = json!(items);
         }
         let mut resp = (status, Json(body)).into_response();
         if let ApiError::TooManyRequests { retry_after } = &self {

@@ -716,47 +716,15 @@ fn idempotency_key(f: &mut Fields, headers: &HeaderMap) -> Result<Option<String>
     Ok(key)
 }
 
-#[utoipa::path(
-    post,
-    path = "/delayed",
-    tag = "delayed calls",
-    summary = "Create a delayed call",
-    params(crate::openapi::WsPath, ("Idempotency-Key" = Option<String>, Header, description = "Same as the body field `idempotency_key`")),
-    request_body = crate::openapi::schemas::DelayedCallCreate,
-    responses((status = 201, description = "The call", body = crate::openapi::schemas::DelayedCall), (status = 200, description = "A call with this idempotency key already exists; it is returned unchanged", body = crate::openapi::schemas::DelayedCall), (status = 403, description = "Role too low, or `plan_limit`: the plan does not allow it (with `limit`, `plan`, `usage`, `allowed`)", body = crate::openapi::schemas::ErrorResponse)),
-    security(("api_key" = []), ("access_token" = []))
-)]
-pub async fn create_delayed(
-    State(state): State<AppState>,
-    caller: Caller,
-    headers: HeaderMap,
-    JsonObject(body): JsonObject,
-) -> Result<impl IntoResponse, ApiError> {
-    let mut f = Fields(body);
-    let key = idempotency_key(&mut f, &headers)?;
-    // A repeat of a create that happened answers with that call, whatever the body says now:
-    // a retry after `execute_at` has passed, or after a plan change, must not turn into a 400.
-    if let Some(k) = &key {
-        let existing: Option<Uuid> = sqlx::query_scalar(
-            "SELECT job_id FROM delayed_idempotency WHERE workspace_id = $1 AND idempotency_key = $2",
-        )
-        .bind(caller.workspace_id)
-        .bind(k)
-        .fetch_optional(&state.pool)
-        .await?;
-        if let Some(id) = existing {
-            let (job, _) = state
-                .stores
-                .jobs
-                .load(&id.to_string())
-                .await
-                .map_err(ApiError::internal)?;
-            if job.id.is_some() {
-                return Ok((StatusCode::OK, Json(render_any(&state, &job).await?)));
-            }
-        }
-    }
-    let now = Utc::now();
+/// A delayed call's definition from its fields (everything but the idempotency key, read by the
+/// caller). Every field is consumed, so an unknown one is an error.
+fn delayed_definition(
+    f: &mut Fields,
+    key: Option<String>,
+    caller: &Caller,
+    targets: &TargetPolicy,
+    now: DateTime<Utc>,
+) -> Result<JobDefinition, ApiError> {
     let execute_at = match (f.time("execute_at")?, f.int("delay_seconds")?) {
         (Some(_), Some(_)) => {
             return Err(ApiError::field(
@@ -800,13 +768,13 @@ pub async fn create_delayed(
     let execute_at = DateTime::from_timestamp_millis(execute_at.timestamp_millis()).unwrap_or(execute_at);
     let callback_url = match f.string("callback_url")? {
         None => None,
-        Some(u) => Some(parse_target_url("callback_url", &u, &state.targets)?),
+        Some(u) => Some(parse_target_url("callback_url", &u, targets)?),
     };
     let definition = JobDefinition {
         name: f.string("name")?.unwrap_or_else(|| "delayed call".to_string()),
         description: f.string("description")?.unwrap_or_default(),
         tags: f.strings("tags")?.unwrap_or_default(),
-        request: request_fields(&mut f, None, &caller.workspace.job_defaults, &state.targets)?,
+        request: request_fields(f, None, &caller.workspace.job_defaults, targets)?,
         notify_on_failure: f.bool("notify_on_failure")?.unwrap_or(true),
         notify_on_recovery: f.bool("notify_on_recovery")?.unwrap_or(true),
         misfire_policy: Default::default(),
@@ -815,10 +783,55 @@ pub async fn create_delayed(
         kind: JobKind::Delayed {
             execute_at,
             callback_url,
-            idempotency_key: key.clone(),
+            idempotency_key: key,
         },
     };
-    f.finish()?;
+    Fields(std::mem::take(&mut f.0)).finish()?;
+    Ok(definition)
+}
+
+#[utoipa::path(
+    post,
+    path = "/delayed",
+    tag = "delayed calls",
+    summary = "Create a delayed call",
+    params(crate::openapi::WsPath, ("Idempotency-Key" = Option<String>, Header, description = "Same as the body field `idempotency_key`")),
+    request_body = crate::openapi::schemas::DelayedCallCreate,
+    responses((status = 201, description = "The call", body = crate::openapi::schemas::DelayedCall), (status = 200, description = "A call with this idempotency key already exists; it is returned unchanged", body = crate::openapi::schemas::DelayedCall), (status = 403, description = "Role too low, or `plan_limit`: the plan does not allow it (with `limit`, `plan`, `usage`, `allowed`)", body = crate::openapi::schemas::ErrorResponse)),
+    security(("api_key" = []), ("access_token" = []))
+)]
+pub async fn create_delayed(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    JsonObject(body): JsonObject,
+) -> Result<impl IntoResponse, ApiError> {
+    let mut f = Fields(body);
+    let key = idempotency_key(&mut f, &headers)?;
+    // A repeat of a create that happened answers with that call, whatever the body says now:
+    // a retry after `execute_at` has passed, or after a plan change, must not turn into a 400.
+    if let Some(k) = &key {
+        let existing: Option<Uuid> = sqlx::query_scalar(
+            "SELECT job_id FROM delayed_idempotency WHERE workspace_id = $1 AND idempotency_key = $2",
+        )
+        .bind(caller.workspace_id)
+        .bind(k)
+        .fetch_optional(&state.pool)
+        .await?;
+        if let Some(id) = existing {
+            let (job, _) = state
+                .stores
+                .jobs
+                .load(&id.to_string())
+                .await
+                .map_err(ApiError::internal)?;
+            if job.id.is_some() {
+                return Ok((StatusCode::OK, Json(render_any(&state, &job).await?)));
+            }
+        }
+    }
+    let now = Utc::now();
+    let definition = delayed_definition(&mut f, key.clone(), &caller, &state.targets, now)?;
     let plan = plans::of_caller(&state, &caller).await?;
     plan.check_definition(&definition)?;
     check_targets(&state, &definition).await?;
@@ -871,7 +884,7 @@ pub async fn create_delayed(
         }
         Err(e) => return Err(plans::metered_error(&plan, e, job_error)),
     }
-    tracing::info!(job_id = %id, workspace_id = %caller.workspace_id, %execute_at, "delayed call created");
+    tracing::info!(job_id = %id, workspace_id = %caller.workspace_id, "delayed call created");
     let (job, _) = state
         .stores
         .jobs
@@ -879,6 +892,227 @@ pub async fn create_delayed(
         .await
         .map_err(ApiError::internal)?;
     Ok((StatusCode::CREATED, Json(render(&state, &job).await?)))
+}
+
+/// The most items in one `POST …/delayed/batch`.
+pub const MAX_BATCH_ITEMS: usize = 1000;
+/// The largest batch body.
+pub const MAX_BATCH_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+/// One validated item of a batch, waiting to be written.
+struct BatchItem {
+    index: usize,
+    id: Uuid,
+    key: Option<String>,
+    definition: JobDefinition,
+    /// Some: an earlier create holds this item's idempotency key and made this job.
+    existing: bool,
+}
+
+#[utoipa::path(
+    post,
+    path = "/delayed/batch",
+    tag = "delayed calls",
+    summary = "Create up to 1000 delayed calls at once",
+    description = "All or nothing: every item is validated first, and if any is invalid nothing is created and the 400 `invalid_items` error lists each bad item (`index`, `field`, `code`, `message`). Items with an `idempotency_key` that an earlier create already used are returned as `existing` and not created again. The month's delayed-call allowance is charged for the whole batch at once.",
+    params(crate::openapi::WsPath),
+    request_body = crate::openapi::schemas::DelayedBatchCreate,
+    responses((status = 201, description = "Created (items in request order)", body = crate::openapi::schemas::DelayedBatchResult), (status = 200, description = "Every item already existed", body = crate::openapi::schemas::DelayedBatchResult), (status = 400, description = "`invalid_items`: nothing was created", body = crate::openapi::schemas::ErrorResponse), (status = 403, description = "Role too low, or `plan_limit` for the batch as a whole", body = crate::openapi::schemas::ErrorResponse)),
+    security(("api_key" = []), ("access_token" = []))
+)]
+pub async fn create_delayed_batch(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: axum::body::Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    if body.len() > MAX_BATCH_BODY_BYTES {
+        return Err(ApiError::TooLarge(MAX_BATCH_BODY_BYTES));
+    }
+    let mut top = match serde_json::from_slice::<Value>(&body) {
+        Ok(Value::Object(map)) => Fields(map),
+        Ok(_) => {
+            return Err(ApiError::BadRequest {
+                code: "invalid_json",
+                message: "the body must be a JSON object".into(),
+                field: None,
+            })
+        }
+        Err(e) => {
+            return Err(ApiError::BadRequest {
+                code: "invalid_json",
+                message: format!("malformed JSON: {e}"),
+                field: None,
+            })
+        }
+    };
+    let raw = match top.0.remove("items") {
+        Some(Value::Array(items)) => items,
+        None | Some(Value::Null) => return Err(ApiError::field("items", "required", "items is required")),
+        Some(_) => return Err(ApiError::field("items", "invalid_type", "items must be an array")),
+    };
+    top.finish()?;
+    if raw.is_empty() || raw.len() > MAX_BATCH_ITEMS {
+        return Err(ApiError::field(
+            "items",
+            "out_of_range",
+            format!("items must hold 1 to {MAX_BATCH_ITEMS} delayed calls"),
+        ));
+    }
+    let total = raw.len();
+    let now = Utc::now();
+    let plan = plans::of_caller(&state, &caller).await?;
+    let mut items = Vec::with_capacity(total);
+    let mut errors = Vec::new();
+    let mut keys = std::collections::HashSet::new();
+    let mut checked_hosts = std::collections::HashSet::new();
+    for (index, value) in raw.into_iter().enumerate() {
+        let parsed = async {
+            let Value::Object(map) = value else {
+                return Err(ApiError::BadRequest {
+                    code: "invalid_type",
+                    message: "each item must be a JSON object".into(),
+                    field: None,
+                });
+            };
+            let mut f = Fields(map);
+            let key = idempotency_key(&mut f, &HeaderMap::new())?;
+            if let Some(k) = &key {
+                if !keys.insert(k.clone()) {
+                    return Err(ApiError::field(
+                        "idempotency_key",
+                        "duplicate",
+                        "another item of this batch has the same idempotency_key",
+                    ));
+                }
+            }
+            let definition = delayed_definition(&mut f, key.clone(), &caller, &state.targets, now)?;
+            plan.check_definition(&definition)?;
+            // One DNS check per distinct URL: batches tend to call the same few endpoints.
+            if !state.targets.is_open() && checked_hosts.insert(definition.request.url.clone()) {
+                check_targets(&state, &definition).await?;
+            }
+            Ok((key, definition))
+        }
+        .await;
+        match parsed {
+            Ok((key, definition)) => items.push(BatchItem {
+                index,
+                id: Uuid::new_v4(),
+                key,
+                definition,
+                existing: false,
+            }),
+            Err(e) => errors.push(crate::error::ItemError::of(index, e)?),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::InvalidItems { total, items: errors });
+    }
+
+    let mut tx = state.pool.begin().await?;
+    claim_keys(&mut tx, caller.workspace_id, &mut items).await?;
+    let mut jobs = Vec::with_capacity(items.len());
+    for item in items.iter().filter(|i| !i.existing) {
+        let cmd = JobCommand::Create {
+            job_id: item.id,
+            workspace_id: caller.workspace_id,
+            definition: item.definition.clone(),
+            at: now,
+        };
+        let sink = cqrs_es::event_sink::EventSink::default();
+        cqrs_es::Aggregate::handle(&mut Job::default(), cmd, &(), &sink)
+            .await
+            .map_err(job_error)?;
+        jobs.push((item.id, sink.collect().await));
+    }
+    let tz = parse_timezone(&caller.timezone).unwrap_or(chrono_tz::UTC);
+    usage::append_new_jobs(&mut tx, caller.workspace_id, &jobs, tz, plan.limits(), now)
+        .await
+        .map_err(|e| plans::metered_error(&plan, e, job_error))?;
+    tx.commit().await?;
+    // Existing items are shown as they were created, not as this request described them.
+    for item in items.iter_mut().filter(|i| i.existing) {
+        let (job, _) = state
+            .stores
+            .jobs
+            .load(&item.id.to_string())
+            .await
+            .map_err(ApiError::internal)?;
+        if let Some(d) = job.definition {
+            item.definition = d;
+        }
+    }
+
+    let created = jobs.len();
+    tracing::info!(workspace_id = %caller.workspace_id, created, existing = total - created, "delayed calls created in a batch");
+    let out: Vec<Value> = items
+        .iter()
+        .map(|i| {
+            let JobKind::Delayed { execute_at, .. } = &i.definition.kind else {
+                return Value::Null;
+            };
+            json!({
+                "index": i.index,
+                "id": i.id,
+                "status": if i.existing { "existing" } else { "created" },
+                "execute_at": execute_at,
+                "run_id": scheduled_run_id(i.id, *execute_at),
+                "idempotency_key": i.key,
+            })
+        })
+        .collect();
+    let status = if created > 0 {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        Json(json!({"created": created, "existing": total - created, "items": out})),
+    ))
+}
+
+/// Reserves the batch's idempotency keys in its transaction. An item whose key an earlier
+/// create holds becomes that create's job (`existing`), or, if that create never got as far as
+/// its events, is created under the id it reserved. Keys are claimed in sorted order, so two
+/// batches sharing keys wait for each other instead of deadlocking.
+async fn claim_keys(tx: &mut sqlx::PgConnection, workspace_id: Uuid, items: &mut [BatchItem]) -> Result<(), ApiError> {
+    let mut keyed: Vec<(String, Uuid)> = items.iter().filter_map(|i| i.key.clone().map(|k| (k, i.id))).collect();
+    if keyed.is_empty() {
+        return Ok(());
+    }
+    keyed.sort();
+    let (keys, ids): (Vec<String>, Vec<Uuid>) = keyed.into_iter().unzip();
+    sqlx::query(
+        "INSERT INTO delayed_idempotency (workspace_id, idempotency_key, job_id)
+         SELECT $1, k, j FROM unnest($2::text[], $3::uuid[]) WITH ORDINALITY AS x(k, j, n) ORDER BY n
+         ON CONFLICT (workspace_id, idempotency_key) DO NOTHING",
+    )
+    .bind(workspace_id)
+    .bind(&keys)
+    .bind(&ids)
+    .execute(&mut *tx)
+    .await?;
+    // Keys held by someone else (not ours), and whether their jobs exist.
+    let held: Vec<(String, Uuid, bool)> = sqlx::query_as(
+        "SELECT d.idempotency_key, d.job_id,
+                EXISTS (SELECT 1 FROM events e WHERE e.aggregate_type = 'Job' AND e.aggregate_id = d.job_id::text)
+           FROM delayed_idempotency d
+           JOIN unnest($2::text[], $3::uuid[]) AS x(k, j) ON d.idempotency_key = x.k AND d.job_id <> x.j
+          WHERE d.workspace_id = $1",
+    )
+    .bind(workspace_id)
+    .bind(&keys)
+    .bind(&ids)
+    .fetch_all(&mut *tx)
+    .await?;
+    for (key, job_id, exists) in held {
+        if let Some(item) = items.iter_mut().find(|i| i.key.as_deref() == Some(key.as_str())) {
+            item.id = job_id;
+            item.existing = exists;
+        }
+    }
+    Ok(())
 }
 
 /// Like `render`, but a cancelled call is shown (an idempotent repeat must not 404).

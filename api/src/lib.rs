@@ -81,6 +81,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(resume_cron))
         .routes(routes!(cron_events))
         .routes(routes!(create_delayed, list_delayed))
+        .routes(routes!(create_delayed_batch))
         .routes(routes!(get_delayed, delete_delayed))
         .routes(routes!(delayed_events))
         .routes(routes!(executions::list))
@@ -127,7 +128,8 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(|| async {
             (StatusCode::METHOD_NOT_ALLOWED, Json(json!({"error": {"code": "method_not_allowed", "message": "method not allowed on this route", "field": null}})))
         })
-        .layer(DefaultBodyLimit::max(input::MAX_BODY_BYTES))
+        // Handlers check their own (smaller) limits; this one only bounds what is read at all.
+        .layer(DefaultBodyLimit::max(jobs::MAX_BATCH_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(state.clone(), edge::layer))
         .with_state(state)
 }

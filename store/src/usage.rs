@@ -124,6 +124,44 @@ pub async fn execute_job(
     Err(MeteredError::Conflict)
 }
 
+/// Appends the events of many *new* jobs inside `conn`'s transaction together with the usage
+/// they cost, all or nothing: the counters move by the sum of the jobs' deltas in one checked
+/// update each, so a batch that would pass a limit is refused as a whole. Fails with
+/// [`MeteredError::Conflict`] if any of the jobs already has events.
+pub async fn append_new_jobs(
+    conn: &mut PgConnection,
+    workspace_id: Uuid,
+    jobs: &[(Uuid, Vec<JobEvent>)],
+    tz: Tz,
+    limits: Limits,
+    at: DateTime<Utc>,
+) -> Result<(), MeteredError> {
+    let mut totals: Vec<(Counter, i64)> = Vec::new();
+    let mut rows = Vec::new();
+    let empty = Job::default();
+    for (id, events) in jobs {
+        for (counter, delta) in job_usage_delta(&empty, events).entries() {
+            match totals.iter_mut().find(|(c, _)| *c == counter) {
+                Some((_, d)) => *d += delta,
+                None => totals.push((counter, delta)),
+            }
+        }
+        let aggregate_id = id.to_string();
+        for (i, e) in events.iter().enumerate() {
+            rows.push(NewEvent::of::<Job>(aggregate_id.clone(), (i + 1) as i64, e)?);
+        }
+    }
+    for (counter, delta) in totals {
+        let key = period(counter, at, tz);
+        apply_delta(&mut *conn, workspace_id, counter, &key, delta, limits.of(counter)).await?;
+    }
+    let inserted = append_new(&mut *conn, &rows).await?;
+    if inserted.len() != rows.len() {
+        return Err(MeteredError::Conflict);
+    }
+    Ok(())
+}
+
 /// Moves one counter by `delta`, refusing an increase past `limit`.
 async fn apply_delta(
     conn: &mut PgConnection,

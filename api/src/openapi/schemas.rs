@@ -35,7 +35,8 @@ pub struct ErrorDetail {
     /// Machine-readable code, e.g. `invalid_schedule`, `required`, `unknown_field`,
     /// `unauthorized`, `invalid_credentials`, `invalid_token`, `forbidden`, `plan_limit`,
     /// `not_found`, `method_not_allowed`, `already_executed`, `already_exists`,
-    /// `concurrent_modification`, `too_large`, `rate_limited`, `unavailable`, `internal`.
+    /// `concurrent_modification`, `too_large`, `rate_limited`, `unavailable`, `internal`,
+    /// `invalid_items`.
     #[schema(examples("invalid_schedule"))]
     pub code: String,
     /// Human-readable explanation (English).
@@ -54,6 +55,21 @@ pub struct ErrorDetail {
     pub usage: Option<i64>,
     /// `plan_limit` only: what the plan allows.
     pub allowed: Option<i64>,
+    /// `invalid_items` only (a batch): each refused item. Nothing of the batch was stored.
+    pub items: Option<Vec<ItemErrorDetail>>,
+}
+
+/// Why one item of a batch was refused.
+#[derive(ToSchema)]
+pub struct ItemErrorDetail {
+    /// Position in the request's `items`.
+    pub index: i64,
+    /// Machine-readable code, as for a single create.
+    pub code: String,
+    /// The offending field of the item, or null.
+    #[schema(required = true)]
+    pub field: Option<String>,
+    pub message: String,
 }
 
 // ---------------------------------------------------------------- cron jobs
@@ -400,6 +416,44 @@ pub struct DelayedCallCreate {
     /// Notify on recovery; default true (stored only).
     #[schema(default = true)]
     pub notify_on_recovery: Option<bool>,
+}
+
+/// Body of `POST …/delayed/batch`.
+#[derive(ToSchema)]
+pub struct DelayedBatchCreate {
+    /// 1-1000 delayed calls, each exactly like the body of `POST …/delayed` (the
+    /// `Idempotency-Key` header does not apply; use each item's `idempotency_key`, unique within
+    /// the batch). The whole body may be at most 4 MiB.
+    #[schema(min_items = 1, max_items = 1000)]
+    pub items: Vec<DelayedCallCreate>,
+}
+
+/// The answer to `POST …/delayed/batch`.
+#[derive(ToSchema)]
+pub struct DelayedBatchResult {
+    /// Calls created by this request.
+    pub created: i64,
+    /// Items whose idempotency key an earlier create had used (nothing was created for them).
+    pub existing: i64,
+    /// One entry per item, in request order.
+    pub items: Vec<DelayedBatchItem>,
+}
+
+/// One item of a batch's answer.
+#[derive(ToSchema)]
+pub struct DelayedBatchItem {
+    /// Position in the request's `items`.
+    pub index: i64,
+    /// The call's id (for `existing`, the earlier call's).
+    pub id: Uuid,
+    /// `created` or `existing`.
+    #[schema(examples("created"))]
+    pub status: String,
+    /// When the call fires.
+    pub execute_at: DateTime<Utc>,
+    /// The id its run will have in the execution log.
+    pub run_id: Uuid,
+    pub idempotency_key: Option<String>,
 }
 
 /// A delayed call as every delayed-call endpoint returns it.
