@@ -1,0 +1,407 @@
+//! The scenarios. Each one starts its own CronBox (fresh database and NATS prefix), drives it
+//! through the public API, and returns one JSON object.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use chrono::{DateTime, SecondsFormat, Timelike, Utc};
+use futures::StreamExt;
+use serde_json::{json, Value};
+
+use crate::stack::{Env, Stack};
+use crate::stats::{delivery, round, summary};
+use crate::target::{now_ns, Target};
+
+fn now_ms() -> i64 {
+    now_ns() / 1_000_000
+}
+
+fn rfc3339_ms(ms: i64) -> String {
+    DateTime::<Utc>::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// Creates delayed calls `(key, due_ms)` through `POST …/delayed/batch` (1000 per request,
+/// `concurrency` requests in flight). Returns items per second.
+pub async fn create_delayed(
+    stack: &Stack,
+    target: &Target,
+    calls: &[(u64, i64)],
+    concurrency: usize,
+) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let bodies: Vec<Value> = calls
+        .chunks(1000)
+        .map(|chunk| {
+            json!({"items": chunk.iter().map(|(key, due)| json!({
+                "url": target.url(*key, *due),
+                "method": "POST",
+                "body": "{\"bench\":true}",
+                "execute_at": rfc3339_ms(*due),
+            })).collect::<Vec<_>>()})
+        })
+        .collect();
+    let mut results =
+        futures::stream::iter(bodies.iter().map(|b| stack.post("/delayed/batch", b))).buffer_unordered(concurrency);
+    while let Some(r) = results.next().await {
+        let (status, v) = r?;
+        if status != 201 {
+            bail!("batch create answered {status}: {v}");
+        }
+    }
+    Ok(calls.len() as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Creates cron jobs through `POST …/cron` with `concurrency` clients. `url(i)` and
+/// `schedule(i)` describe job i. Returns jobs per second.
+async fn create_cron(
+    stack: &Stack,
+    n: usize,
+    concurrency: usize,
+    job: impl Fn(usize) -> (String, String),
+) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let bodies: Vec<Value> = (0..n)
+        .map(|i| {
+            let (url, schedule) = job(i);
+            json!({"name": format!("bench {i}"), "url": url, "schedule": schedule, "timezone": "UTC"})
+        })
+        .collect();
+    let mut results =
+        futures::stream::iter(bodies.iter().map(|b| stack.post("/cron", b))).buffer_unordered(concurrency);
+    while let Some(r) = results.next().await {
+        let (status, v) = r?;
+        if status != 201 {
+            bail!("cron create answered {status}: {v}");
+        }
+    }
+    Ok(n as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Polls `f` every 50 ms until it is true or `timeout` passes.
+async fn wait_for<F, Fut>(timeout: Duration, mut f: F) -> anyhow::Result<bool>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<bool>>,
+{
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f().await? {
+            return Ok(true);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(false)
+}
+
+/// `n` delayed calls due evenly over `window` seconds, created beforehand; how late each
+/// arrives, how many never do or arrive twice, and when the last outcome is committed.
+pub async fn burst(env: &Env, name: &str, n: usize, window: f64, ingest_hint: f64) -> anyhow::Result<Value> {
+    let target = Target::start().await?;
+    let mut stack = Stack::create(env, name).await?;
+    let result = async {
+        stack.start("serve").await?;
+        // Enough lead for the creates (at the expected ingest rate) and the dispatcher to see them.
+        let lead_ms = (n as f64 / ingest_hint * 1000.0) as i64 + 3000;
+        let t0 = now_ms() + lead_ms;
+        let window_ms = (window * 1000.0) as i64;
+        let calls: Vec<(u64, i64)> = (0..n)
+            .map(|i| (i as u64, t0 + (i as i64 * window_ms) / n.max(1) as i64))
+            .collect();
+        let ingest = create_delayed(&stack, &target, &calls, 2).await?;
+        let spare_ms = t0 - now_ms();
+        let before = stack.usage();
+        let deadline = Duration::from_millis((t0 + window_ms - now_ms()).max(0) as u64) + Duration::from_secs(60);
+        wait_for(deadline, || async { Ok(target.count() >= n) }).await?;
+        // Late duplicates, if any, would show up now.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let committed_all = wait_for(Duration::from_secs(60), || async {
+            Ok(stack.committed_successes().await? >= n as i64)
+        })
+        .await?;
+        let processes = stack.processes_json(&before);
+        let committed = stack.committed_successes().await?;
+        let last_commit_ms = stack.last_success_ms().await?.unwrap_or(t0);
+        let arrivals = target.take();
+        let first_arrival = arrivals.iter().map(|a| a.arrival_ns).min().unwrap_or(0);
+        let mut d = delivery(&arrivals, n);
+        let active_s = ((d.last_arrival_ns - first_arrival) as f64 / 1e9).max(1e-3);
+        let durable_s = ((last_commit_ms - t0) as f64 / 1000.0).max(1e-3);
+        Ok::<_, anyhow::Error>(json!({
+            "scenario": name,
+            "calls": n,
+            "window_s": window,
+            "offered_per_s": round(n as f64 / window),
+            "executed": d.executed,
+            "executed_per_s": round(d.executed as f64 / active_s),
+            "durable_per_s": round(committed as f64 / durable_s),
+            "committed": committed,
+            "all_committed": committed_all,
+            "lateness_ms": summary(&mut d.lateness_ms),
+            "lost": d.lost,
+            "duplicated": d.duplicated,
+            "setup": {"batch_ingest_per_s": round(ingest), "spare_before_first_due_ms": spare_ms},
+            "processes": processes,
+        }))
+    }
+    .await;
+    stack.destroy().await;
+    result
+}
+
+/// Steps the offered rate up until p99 lateness passes 1 s or a call is lost.
+pub async fn max_sustained(env: &Env, rates: &[usize], step_s: f64) -> anyhow::Result<Value> {
+    let mut steps = Vec::new();
+    let mut held = 0usize;
+    let mut hint = 10_000.0;
+    for &rate in rates {
+        let n = (rate as f64 * step_s) as usize;
+        let r = burst(env, &format!("max_{rate}"), n, step_s, hint).await?;
+        hint = r["setup"]["batch_ingest_per_s"].as_f64().unwrap_or(hint).max(1000.0) * 0.7;
+        let p99 = r["lateness_ms"]["p99"].as_f64().unwrap_or(f64::INFINITY);
+        let ok = r["lost"] == 0 && r["duplicated"] == 0 && p99 <= 1000.0 && r["all_committed"] == true;
+        eprintln!(
+            "  max: {rate}/s -> executed {}/s, durable {}/s, p99 {p99} ms, lost {}, {}",
+            r["executed_per_s"],
+            r["durable_per_s"],
+            r["lost"],
+            if ok { "held" } else { "NOT held" }
+        );
+        steps.push(json!({"offered_per_s": rate, "held": ok, "result": r}));
+        if !ok {
+            break;
+        }
+        held = rate;
+    }
+    Ok(json!({"scenario": "max_sustained", "highest_rate_held_per_s": held, "steps": steps}))
+}
+
+/// `n` cron jobs all due at the same minute: how long until every one has fired.
+pub async fn cron_fleet(env: &Env, n: usize, create_hint: f64) -> anyhow::Result<Value> {
+    let target = Target::start().await?;
+    let mut stack = Stack::create(env, "cron").await?;
+    let result = async {
+        stack.start("serve").await?;
+        // The first whole minute the creates can finish before (at the expected create rate).
+        let ready_by = Utc::now() + chrono::Duration::milliseconds((n as f64 / create_hint * 1000.0) as i64 + 15_000);
+        let due = ready_by
+            .with_second(0)
+            .and_then(|t| t.with_nanosecond(0))
+            .map(|t| t + chrono::Duration::minutes(1))
+            .context("minute")?;
+        let due_ms = due.timestamp_millis();
+        let schedule = format!("{} {} * * *", due.minute(), due.hour());
+        let rate = create_cron(&stack, n, 64, |i| (target.url(i as u64, due_ms), schedule.clone())).await?;
+        let spare_ms = due_ms - now_ms();
+        if spare_ms < 1000 {
+            bail!("creating {n} cron jobs ran past their minute ({rate:.0}/s); raise --cron-create-hint");
+        }
+        let before = stack.usage();
+        let wait = Duration::from_millis(spare_ms as u64) + Duration::from_secs(120);
+        wait_for(wait, || async { Ok(target.count() >= n) }).await?;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let processes = stack.processes_json(&before);
+        let mut d = delivery(&target.take(), n);
+        let drain_s = ((d.last_arrival_ns - due_ms * 1_000_000) as f64 / 1e9).max(1e-3);
+        Ok::<_, anyhow::Error>(json!({
+            "scenario": "cron_fleet",
+            "jobs": n,
+            "executed": d.executed,
+            "drain_s": round(drain_s),
+            "drain_per_s": round(d.executed as f64 / drain_s),
+            "lateness_ms": summary(&mut d.lateness_ms),
+            "lost": d.lost,
+            "duplicated": d.duplicated,
+            "setup": {"cron_create_per_s": round(rate)},
+            "processes": processes,
+        }))
+    }
+    .await;
+    stack.destroy().await;
+    result
+}
+
+/// Latencies (ms) of `n` calls of `f`, `concurrency` at a time.
+async fn latencies<F, Fut>(n: usize, concurrency: usize, f: F) -> anyhow::Result<Vec<f64>>
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let mut out = Vec::with_capacity(n);
+    let mut s = futures::stream::iter((0..n).map(|i| {
+        let fut = f(i);
+        async move {
+            let t = Instant::now();
+            fut.await.map(|()| t.elapsed().as_secs_f64() * 1000.0)
+        }
+    }))
+    .buffer_unordered(concurrency);
+    while let Some(r) = s.next().await {
+        out.push(r?);
+    }
+    Ok(out)
+}
+
+/// A million pending delayed calls and 100,000 cron jobs: the dispatcher's cold start and
+/// memory, and API latency while it holds them.
+pub async fn scale(env: &Env, delayed: usize, cron: usize) -> anyhow::Result<Value> {
+    let target = Target::start().await?;
+    let mut stack = Stack::create(env, "scale").await?;
+    let result = async {
+        stack.start("api").await?;
+        stack.start("dispatcher").await?;
+        stack.start("executor").await?;
+        let started = Instant::now();
+        let t0 = now_ms() + 600_000;
+        let span = 86_400_000 - 600_000;
+        let calls: Vec<(u64, i64)> = (0..delayed)
+            .map(|i| (i as u64, t0 + (i as i64 * span) / delayed.max(1) as i64))
+            .collect();
+        let ingest = create_delayed(&stack, &target, &calls, 2).await?;
+        let cron_rate = create_cron(&stack, cron, 64, |i| {
+            // Daily, spread over the day's minutes.
+            let m = i % 1440;
+            (
+                target.url(10_000_000 + i as u64, 0),
+                format!("{} {} * * *", m % 60, m / 60),
+            )
+        })
+        .await?;
+        let setup_s = started.elapsed().as_secs_f64();
+        let caught_up = wait_for(Duration::from_secs(900), || stack.projections_caught_up()).await?;
+        if !caught_up {
+            bail!("projections did not catch up with {delayed} calls in 15 min");
+        }
+        let settle_s = started.elapsed().as_secs_f64() - setup_s;
+
+        // Cold start: a new dispatcher process, from spawn to "index loaded".
+        stack.stop("dispatcher").await;
+        stack.start("dispatcher").await?;
+        let cold = stack.wait_index_loaded("dispatcher", Duration::from_secs(300)).await?;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let dispatcher = stack
+            .procs
+            .iter()
+            .find(|p| p.role == "dispatcher")
+            .map(|p| p.usage())
+            .unwrap_or_default();
+
+        // API latency while it holds them.
+        let far = now_ms() + 3_600_000;
+        let mut create = latencies(if delayed >= 100_000 { 2000 } else { 200 }, 8, |i| {
+            let body = json!({"url": target.url(20_000_000 + i as u64, far), "execute_at": rfc3339_ms(far)});
+            let stack = &stack;
+            async move {
+                let (s, v) = stack.post("/delayed", &body).await?;
+                if s != 201 {
+                    bail!("create answered {s}: {v}");
+                }
+                Ok(())
+            }
+        })
+        .await?;
+        let mut pages = Vec::new();
+        for kind in ["/delayed", "/cron"] {
+            let mut cursor: Option<String> = None;
+            for _ in 0..if delayed >= 100_000 { 500 } else { 50 } {
+                let path = match &cursor {
+                    Some(c) => format!("{kind}?limit=100&cursor={c}"),
+                    None => format!("{kind}?limit=100"),
+                };
+                let t = Instant::now();
+                let (s, v) = stack.get(&path).await?;
+                pages.push(t.elapsed().as_secs_f64() * 1000.0);
+                if s != 200 {
+                    bail!("list answered {s}: {v}");
+                }
+                cursor = v["next_cursor"].as_str().map(String::from);
+                if cursor.is_none() {
+                    break;
+                }
+            }
+        }
+        Ok::<_, anyhow::Error>(json!({
+            "scenario": "scale",
+            "pending_delayed": delayed,
+            "cron_jobs": cron,
+            "dispatcher_cold_start_s": round(cold.as_secs_f64() * 100.0) / 100.0,
+            "dispatcher_rss_mb": round(dispatcher.rss_mb),
+            "dispatcher_peak_rss_mb": round(dispatcher.peak_rss_mb),
+            "api_create_ms": summary(&mut create),
+            "api_list_page_ms": summary(&mut pages),
+            "setup": {
+                "batch_ingest_per_s": round(ingest),
+                "cron_create_per_s": round(cron_rate),
+                "create_s": round(setup_s),
+                "projections_settle_s": round(settle_s),
+            },
+            "processes": stack.processes_json(&[]),
+        }))
+    }
+    .await;
+    stack.destroy().await;
+    result
+}
+
+/// Creates per second through `POST …/delayed` with 64 clients, and items per second through
+/// the batch endpoint.
+pub async fn ingest(env: &Env, seconds: f64, batches: usize) -> anyhow::Result<Value> {
+    let target = Target::start().await?;
+    let mut stack = Stack::create(env, "ingest").await?;
+    let result = async {
+        stack.start("serve").await?;
+        let far = now_ms() + 86_400_000;
+        let before = stack.usage();
+        let until = Instant::now() + Duration::from_secs_f64(seconds);
+        let started = Instant::now();
+        let workers = (0..64u64).map(|w| {
+            let (stack, target) = (&stack, &target);
+            async move {
+                let mut lat = Vec::new();
+                let mut i = 0u64;
+                while Instant::now() < until {
+                    let body = json!({"url": target.url(w * 1_000_000 + i, far), "method": "POST", "execute_at": rfc3339_ms(far)});
+                    let t = Instant::now();
+                    let (s, v) = stack.post("/delayed", &body).await?;
+                    if s != 201 {
+                        bail!("create answered {s}: {v}");
+                    }
+                    lat.push(t.elapsed().as_secs_f64() * 1000.0);
+                    i += 1;
+                }
+                Ok::<_, anyhow::Error>(lat)
+            }
+        });
+        let mut lat: Vec<f64> = Vec::new();
+        for r in futures::future::join_all(workers).await {
+            lat.extend(r?);
+        }
+        let single_s = started.elapsed().as_secs_f64();
+        let single_cpu = stack.processes_json(&before);
+        let singles = lat.len();
+
+        let before = stack.usage();
+        let calls: Vec<(u64, i64)> = (0..batches * 1000).map(|i| (90_000_000 + i as u64, far)).collect();
+        let batch_rate = create_delayed(&stack, &target, &calls, 2).await?;
+        Ok::<_, anyhow::Error>(json!({
+            "scenario": "ingest",
+            "single": {
+                "clients": 64,
+                "created": singles,
+                "created_per_s": round(singles as f64 / single_s),
+                "latency_ms": summary(&mut lat),
+                "processes": single_cpu,
+            },
+            "batch": {
+                "items": calls.len(),
+                "items_per_request": 1000,
+                "items_per_s": round(batch_rate),
+                "processes": stack.processes_json(&before),
+            },
+        }))
+    }
+    .await;
+    stack.destroy().await;
+    result
+}
