@@ -34,7 +34,7 @@ use cronbox_projections::schedule;
 use cronbox_store::aggregates::Stores;
 use cronbox_store::append::{append_new, NewEvent};
 use cronbox_store::job_gate;
-use cronbox_store::tail::{self, Cursor, Waker};
+use cronbox_store::tail::{Cursor, Waker};
 use sqlx::PgPool;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -216,7 +216,7 @@ impl Dispatcher {
     async fn catch_up_tail(&mut self) -> Result<usize, DispatchError> {
         let mut total = 0;
         loop {
-            let events = tail::read_after(&self.pool, self.cursor, 2000).await?;
+            let events = self.waker.tail().read_after(self.cursor, 2000).await?;
             let Some(last) = events.last().map(|e| e.cursor) else {
                 return Ok(total);
             };

@@ -13,6 +13,8 @@ use cronbox_domain::run::{Run, RunCommand, RunError, RunStatus};
 use cronbox_domain::target::TargetPolicy;
 use cronbox_nats::{ConsumerSettings, DispatchMessage, RunQueue};
 use cronbox_store::aggregates::Stores;
+use cronbox_store::append::NewEvent;
+use cronbox_store::group_commit::{Appended, GroupCommit};
 use cronbox_store::signing::Keyring;
 use futures::StreamExt;
 use tokio::sync::Semaphore;
@@ -65,6 +67,7 @@ const PULL_EXPIRES: Duration = Duration::from_secs(5);
 /// What every message handler shares.
 struct Shared {
     stores: Arc<Stores>,
+    writer: GroupCommit,
     caller: HttpCaller,
     keyring: Arc<Keyring>,
     hosts: HostLimits,
@@ -73,6 +76,8 @@ struct Shared {
 
 /// How long a run whose host is busy waits before it is delivered again.
 const HOST_BUSY_DELAY: Duration = Duration::from_millis(500);
+/// How long a run waits in its executor slot for a slot of its host.
+const HOST_WAIT: Duration = Duration::from_millis(250);
 
 /// Calls in flight per target (scheme, host and port), so one slow or hanging service cannot
 /// take every slot of the executor.
@@ -95,7 +100,18 @@ impl HostLimits {
             .unwrap_or_else(|_| url.to_string())
     }
 
-    fn try_acquire(&self, url: &str) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    /// A slot for `url`'s origin, waiting at most [`HOST_WAIT`] for one: a busy but healthy
+    /// host frees slots within milliseconds, and a run sent back to the stream would cost a
+    /// redelivery and a reload; a hanging host keeps its slots, and then its runs go back.
+    async fn acquire(&self, url: &str) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let sem = self.semaphore(url)?;
+        if let Ok(p) = sem.clone().try_acquire_owned() {
+            return Some(p);
+        }
+        tokio::time::timeout(HOST_WAIT, sem.acquire_owned()).await.ok()?.ok()
+    }
+
+    fn semaphore(&self, url: &str) -> Option<Arc<Semaphore>> {
         let Ok(mut hosts) = self.hosts.lock() else {
             return None;
         };
@@ -108,8 +124,7 @@ impl HostLimits {
             .entry(Self::key(url))
             .or_insert_with(|| Arc::new(Semaphore::new(self.per_host)))
             .clone();
-        drop(hosts);
-        sem.try_acquire_owned().ok()
+        Some(sem)
     }
 }
 
@@ -122,6 +137,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), ExecuteError> {
     let shared = Arc::new(Shared {
+        writer: GroupCommit::start(stores.pool.clone()),
         caller: HttpCaller::new(config.targets.clone(), config.max_response_bytes)?,
         stores,
         keyring,
@@ -259,13 +275,13 @@ async fn handle(shared: &Shared, msg: jetstream::Message) {
 /// message of a run's final attempt also carries its callback: it is acknowledged only once the
 /// callback is delivered or given up, and its redeliveries are the callback's retry timer.
 async fn perform(shared: &Shared, msg: &jetstream::Message, d: &DispatchMessage) -> Result<(), Duration> {
-    let (run, _) = shared.stores.runs.load(&d.run_id.to_string()).await.map_err(|e| {
+    let loaded = shared.stores.runs.load(&d.run_id.to_string()).await.map_err(|e| {
         tracing::warn!(error = %e, "cannot load run");
         Duration::from_secs(2)
     })?;
     // Only runs with a callback read the run again (its state changed with the attempt).
-    let has_callback = run.plan.as_ref().is_some_and(|p| p.callback_url.is_some());
-    attempt(shared, msg, d, run).await?;
+    let has_callback = loaded.0.plan.as_ref().is_some_and(|p| p.callback_url.is_some());
+    attempt(shared, msg, d, loaded).await?;
     if !has_callback {
         return Ok(());
     }
@@ -390,9 +406,15 @@ async fn with_heartbeat<F: std::future::Future>(msg: &jetstream::Message, heartb
 }
 
 /// The run's own attempt, if this message still needs one.
-async fn attempt(shared: &Shared, msg: &jetstream::Message, d: &DispatchMessage, run: Run) -> Result<(), Duration> {
+async fn attempt(
+    shared: &Shared,
+    msg: &jetstream::Message,
+    d: &DispatchMessage,
+    (mut run, mut version): (Run, usize),
+) -> Result<(), Duration> {
     let Shared {
         stores,
+        writer,
         caller,
         keyring,
         hosts,
@@ -407,7 +429,7 @@ async fn attempt(shared: &Shared, msg: &jetstream::Message, d: &DispatchMessage,
     let Some(plan) = run.plan.clone() else { return Ok(()) };
     // A slow or hanging host may hold only its share of the slots; its other runs wait in the
     // stream (not in a slot) and come back shortly.
-    let Some(_host_permit) = hosts.try_acquire(&plan.request.url) else {
+    let Some(host_permit) = hosts.acquire(&plan.request.url).await else {
         tracing::debug!("target host at its concurrency limit; later");
         return Err(HOST_BUSY_DELAY);
     };
@@ -416,17 +438,11 @@ async fn attempt(shared: &Shared, msg: &jetstream::Message, d: &DispatchMessage,
         tracing::warn!(error = %e, "cannot read the workspace's signing secrets");
         Duration::from_secs(2)
     })?;
-    match stores
-        .runs
-        .execute(
-            &id,
-            RunCommand::StartAttempt {
-                attempt: d.attempt,
-                at: Utc::now(),
-            },
-        )
-        .await
-    {
+    let start = RunCommand::StartAttempt {
+        attempt: d.attempt,
+        at: Utc::now(),
+    };
+    match execute(stores, writer, &id, (&mut run, &mut version), start).await {
         Ok(()) => {}
         Err(AggregateError::UserError(RunError::WrongState { .. })) => return Ok(()),
         // Another executor is (or was, if it died) calling: come back when its lease ends.
@@ -444,6 +460,8 @@ async fn attempt(shared: &Shared, msg: &jetstream::Message, d: &DispatchMessage,
     let message_id = d.run_id.to_string();
     let call = caller.call(&plan.request, d.run_id, d.attempt, &message_id, &secrets);
     let outcome = with_heartbeat(msg, heartbeat, call).await;
+    // The host's slot covers the call only, not the bookkeeping around it.
+    drop(host_permit);
     tracing::info!(
         status_code = outcome.status_code,
         duration_ms = outcome.duration_ms,
@@ -463,7 +481,7 @@ async fn attempt(shared: &Shared, msg: &jetstream::Message, d: &DispatchMessage,
             jitter,
             at: Utc::now(),
         };
-        match stores.runs.execute(&id, cmd).await {
+        match execute(stores, writer, &id, (&mut run, &mut version), cmd).await {
             Ok(()) => return Ok(()),
             Err(AggregateError::UserError(RunError::WrongState { .. })) => return Ok(()),
             Err(e) if tokio::time::Instant::now() < deadline => {
@@ -478,4 +496,44 @@ async fn attempt(shared: &Shared, msg: &jetstream::Message, d: &DispatchMessage,
             }
         }
     }
+}
+
+/// Handles `cmd` on the run as this process last saw it and appends the events through the
+/// group commit; the run and its version follow. If another writer appended meanwhile, the run
+/// is loaded afresh and the command decided again (as cqrs-es would on a new `execute`).
+async fn execute(
+    stores: &Stores,
+    writer: &GroupCommit,
+    id: &str,
+    (run, version): (&mut Run, &mut usize),
+    cmd: RunCommand,
+) -> Result<(), AggregateError<RunError>> {
+    for _ in 0..3 {
+        // `handle` applies its events as it decides them: decide on a copy, so the run only
+        // moves on once they are committed.
+        let mut next = run.clone();
+        let sink = cqrs_es::event_sink::EventSink::default();
+        cqrs_es::Aggregate::handle(&mut next, cmd.clone(), &(), &sink)
+            .await
+            .map_err(AggregateError::UserError)?;
+        let events = sink.collect().await;
+        let rows = events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| NewEvent::of::<Run>(id.to_string(), (*version + i + 1) as i64, e))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| AggregateError::UnexpectedError(Box::new(e)))?;
+        match writer.append(rows).await {
+            Ok(Appended::Written) => {
+                *version += events.len();
+                *run = next;
+                return Ok(());
+            }
+            Ok(Appended::Conflict) => {
+                (*run, *version) = stores.runs.load(id).await?;
+            }
+            Err(e) => return Err(AggregateError::DatabaseConnectionError(Box::new(e))),
+        }
+    }
+    Err(AggregateError::AggregateConflict)
 }

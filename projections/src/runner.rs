@@ -2,9 +2,10 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
-use cronbox_store::tail::{self, Cursor, StoredEvent, Waker};
+use cronbox_store::tail::{self, Cursor, StoredEvent, TailCache, Waker};
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
@@ -60,6 +61,15 @@ pub async fn checkpoint(conn: &mut PgConnection, name: &str) -> Result<Cursor, P
 
 /// Applies at most one batch. Returns how many events it applied.
 pub async fn step(pool: &PgPool, projection: &dyn Projection) -> Result<usize, ProjectionError> {
+    step_from(pool, projection, None).await
+}
+
+/// [`step`], reading through the process's shared tail when there is one.
+async fn step_from(
+    pool: &PgPool,
+    projection: &dyn Projection,
+    shared: Option<&TailCache>,
+) -> Result<usize, ProjectionError> {
     let mut tx = pool.begin().await?;
     // Transaction-scoped advisory lock: another process running this projection waits here and
     // then reads the checkpoint this transaction wrote. It does not assign a transaction id (a
@@ -69,7 +79,14 @@ pub async fn step(pool: &PgPool, projection: &dyn Projection) -> Result<usize, P
         .execute(&mut *tx)
         .await?;
     let from = checkpoint(&mut tx, projection.name()).await?;
-    let events = tail::read_after(&mut *tx, from, BATCH).await?;
+    let events: Vec<Arc<StoredEvent>> = match shared {
+        Some(cache) => cache.read_after(from, BATCH as usize).await?,
+        None => tail::read_after(&mut *tx, from, BATCH)
+            .await?
+            .into_iter()
+            .map(Arc::new)
+            .collect(),
+    };
     let Some(last) = events.last().map(|e| e.cursor) else {
         tx.rollback().await?;
         return Ok(0);
@@ -115,7 +132,7 @@ pub async fn run_projection(
     // transaction was open): poll again a few times quickly before going back to sleep.
     let mut settle = 0u32;
     while !shutdown.is_cancelled() {
-        match step(&pool, projection.as_ref()).await {
+        match step_from(&pool, projection.as_ref(), Some(waker.tail())).await {
             Ok(n) if n > 0 => {
                 backoff = Duration::from_millis(100);
                 settle = 0;

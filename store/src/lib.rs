@@ -6,6 +6,8 @@
 //!   the tail, so a crash between commit and view update cannot lose anything).
 //! - [`append`] writes the events of many aggregates in one multi-row INSERT (the dispatcher's
 //!   hot path), in exactly the rows cqrs-es itself would write.
+//! - [`group_commit`] appends the commands of many aggregates in one transaction (the
+//!   executor's hot path), each with its own optimistic-concurrency check.
 //! - [`tail`] reads committed events in one global order that never skips a late-committing
 //!   transaction, and wakes readers on commit via LISTEN/NOTIFY.
 //! - [`signing`] keeps workspace signing secrets encrypted at rest and rotates them.
@@ -18,6 +20,7 @@ pub mod aggregates;
 pub mod append;
 pub mod db;
 pub mod error;
+pub mod group_commit;
 pub mod job_gate;
 pub mod signing;
 pub mod tail;

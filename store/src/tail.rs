@@ -13,6 +13,8 @@
 //! The price: one long-running writing transaction holds every reader back until it ends. All of
 //! CronBox's writing transactions are short.
 
+use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -51,7 +53,7 @@ pub struct StoredEvent {
 impl StoredEvent {
     /// Decodes the payload into the aggregate's event enum.
     pub fn decode<E: serde::de::DeserializeOwned>(&self) -> Result<E, StoreError> {
-        Ok(serde_json::from_value(self.payload.clone())?)
+        Ok(E::deserialize(&self.payload)?)
     }
 }
 
@@ -116,12 +118,14 @@ pub async fn head<'e>(db: impl PgExecutor<'e>) -> Result<Cursor, StoreError> {
 #[derive(Clone)]
 pub struct Waker {
     rx: watch::Receiver<u64>,
+    cache: Arc<TailCache>,
 }
 
 impl Waker {
     /// Starts the listener task. It reconnects by itself when PostgreSQL restarts.
     pub fn spawn(pool: PgPool, shutdown: tokio_util_shutdown::Token) -> Self {
         let (tx, rx) = watch::channel(0u64);
+        let cache = Arc::new(TailCache::new(pool.clone()));
         tokio::spawn(async move {
             let mut counter = 0u64;
             loop {
@@ -161,12 +165,86 @@ impl Waker {
                 }
             }
         });
-        Self { rx }
+        Self { rx, cache }
+    }
+
+    /// The process's shared tail (see [`TailCache`]).
+    pub fn tail(&self) -> &TailCache {
+        &self.cache
     }
 
     /// Waits for a notification or `fallback`, whichever comes first.
     pub async fn wait(&mut self, fallback: Duration) {
         let _ = tokio::time::timeout(fallback, self.rx.changed()).await;
+    }
+}
+
+/// The most recent events of the log, shared by every reader in the process.
+///
+/// Each projection and the dispatcher follow the same log from nearly the same place. Reading
+/// it once per reader would multiply the database's work by their number; instead one reader at a
+/// time fetches the next rows into a window of recent events, and every reader whose cursor
+/// falls inside the window is served from memory. The window holds exactly the rows
+/// [`read_after`] returns (below the horizon they can no longer change), so a reader cannot tell
+/// the difference; one whose cursor is older than the window reads the table directly.
+pub struct TailCache {
+    pool: PgPool,
+    window: tokio::sync::Mutex<Window>,
+}
+
+#[derive(Default)]
+struct Window {
+    /// Every event after `base` up to `end` is in `events` (None: no window yet).
+    base: Option<Cursor>,
+    end: Cursor,
+    events: VecDeque<Arc<StoredEvent>>,
+}
+
+/// Events kept in the window: enough for readers a few batches apart, and a bounded memory.
+const WINDOW_EVENTS: usize = 10_000;
+/// Rows fetched at a time.
+const FETCH: i64 = 1000;
+
+impl TailCache {
+    pub fn new(pool: PgPool) -> Self {
+        Self {
+            pool,
+            window: Default::default(),
+        }
+    }
+
+    /// Up to `limit` committed events after `after`, in global order: the same rows as
+    /// [`read_after`].
+    pub async fn read_after(&self, after: Cursor, limit: usize) -> Result<Vec<Arc<StoredEvent>>, StoreError> {
+        let mut w = self.window.lock().await;
+        let inside = w.base.is_some_and(|b| b <= after && after <= w.end);
+        if !inside {
+            if w.base.is_some_and(|b| after < b) {
+                drop(w);
+                let rows = read_after(&self.pool, after, limit as i64).await?;
+                return Ok(rows.into_iter().map(Arc::new).collect());
+            }
+            // No window yet, or a reader ahead of it (its cursor came from another process):
+            // start the window there.
+            *w = Window {
+                base: Some(after),
+                end: after,
+                events: VecDeque::new(),
+            };
+        }
+        if after == w.end {
+            for e in read_after(&self.pool, w.end, FETCH).await? {
+                w.end = e.cursor;
+                w.events.push_back(Arc::new(e));
+            }
+            while w.events.len() > WINDOW_EVENTS {
+                if let Some(e) = w.events.pop_front() {
+                    w.base = Some(e.cursor);
+                }
+            }
+        }
+        let start = w.events.partition_point(|e| e.cursor <= after);
+        Ok(w.events.range(start..).take(limit).cloned().collect())
     }
 }
 

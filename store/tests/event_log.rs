@@ -11,7 +11,8 @@ use cronbox_domain::request::{RequestInput, RequestSpec};
 use cronbox_domain::run::{self, Run, RunCommand, RunPlan, RunStatus, Trigger};
 use cronbox_store::aggregates::Stores;
 use cronbox_store::append::{append_new, NewEvent};
-use cronbox_store::tail::{self, Cursor};
+use cronbox_store::group_commit::{Appended, GroupCommit};
+use cronbox_store::tail::{self, Cursor, TailCache};
 use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
@@ -212,59 +213,148 @@ async fn tail_sees_every_committed_event_exactly_once_under_concurrent_writers()
     // cluster-wide, so a transaction of a test running in another database may hold it back for
     // a while. It stops once it has seen that many, after a short look for extra copies.
     let expected = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(usize::MAX));
-    let reader = {
-        let pool = db.pool.clone();
-        let expected = expected.clone();
-        tokio::spawn(async move {
-            let mut seen = Vec::new();
-            let mut cursor = Cursor::START;
-            let deadline = Instant::now() + Duration::from_secs(90);
-            let mut extra_reads = 0;
-            while Instant::now() < deadline && extra_reads < 20 {
-                let batch = tail::read_after(&pool, cursor, 7).await.expect("read");
-                for e in &batch {
-                    assert!(
-                        e.cursor > cursor,
-                        "tail went backwards: {:?} after {:?}",
-                        e.cursor,
-                        cursor
-                    );
-                    cursor = e.cursor;
-                    seen.push((e.aggregate_id.clone(), e.sequence));
+    // Three readers: one on the table, two at different paces through one shared window.
+    let cache = std::sync::Arc::new(TailCache::new(db.pool.clone()));
+    let readers: Vec<_> = [(None, 7usize), (Some(cache.clone()), 7), (Some(cache), 50)]
+        .into_iter()
+        .map(|(cache, limit)| {
+            let pool = db.pool.clone();
+            let expected = expected.clone();
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut cursor = Cursor::START;
+                let deadline = Instant::now() + Duration::from_secs(90);
+                let mut extra_reads = 0;
+                while Instant::now() < deadline && extra_reads < 20 {
+                    let batch: Vec<(Cursor, String, i64)> = match &cache {
+                        None => tail::read_after(&pool, cursor, limit as i64)
+                            .await
+                            .expect("read")
+                            .into_iter()
+                            .map(|e| (e.cursor, e.aggregate_id.clone(), e.sequence))
+                            .collect(),
+                        Some(c) => c
+                            .read_after(cursor, limit)
+                            .await
+                            .expect("read")
+                            .iter()
+                            .map(|e| (e.cursor, e.aggregate_id.clone(), e.sequence))
+                            .collect(),
+                    };
+                    assert!(batch.len() <= limit);
+                    for (c, id, seq) in &batch {
+                        assert!(*c > cursor, "tail went backwards: {c:?} after {cursor:?}");
+                        cursor = *c;
+                        seen.push((id.clone(), *seq));
+                    }
+                    if seen.len() >= expected.load(std::sync::atomic::Ordering::SeqCst) {
+                        extra_reads += 1;
+                    }
+                    if batch.is_empty() {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
                 }
-                if seen.len() >= expected.load(std::sync::atomic::Ordering::SeqCst) {
-                    extra_reads += 1;
-                }
-                if batch.is_empty() {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-            }
-            seen
+                seen
+            })
         })
-    };
+        .collect();
 
     let mut written = Vec::new();
     for h in handles {
         written.extend(h.await.expect("writer"));
     }
     expected.store(written.len(), std::sync::atomic::Ordering::SeqCst);
-    let seen = reader.await.expect("reader");
-
-    let unique: HashSet<&(String, i64)> = seen.iter().collect();
-    assert_eq!(unique.len(), seen.len(), "the tail reported an event twice");
     let written_set: HashSet<&(String, i64)> = written.iter().collect();
-    let missed: Vec<_> = written_set.difference(&unique).collect();
+    let mut orders = Vec::new();
+    for reader in readers {
+        let seen = reader.await.expect("reader");
+        let unique: HashSet<&(String, i64)> = seen.iter().collect();
+        assert_eq!(unique.len(), seen.len(), "the tail reported an event twice");
+        let missed: Vec<_> = written_set.difference(&unique).collect();
+        assert!(
+            missed.is_empty(),
+            "the tail skipped {} committed events, e.g. {:?}",
+            missed.len(),
+            missed.first()
+        );
+        let phantom: Vec<_> = unique.difference(&written_set).collect();
+        assert!(phantom.is_empty(), "the tail reported rolled-back events: {phantom:?}");
+        orders.push(seen);
+    }
     assert!(
-        missed.is_empty(),
-        "the tail skipped {} committed events, e.g. {:?}",
-        missed.len(),
-        missed.first()
+        orders.windows(2).all(|w| w[0] == w[1]),
+        "the shared window serves the table's order"
     );
-    let phantom: Vec<_> = unique.difference(&written_set).collect();
-    assert!(phantom.is_empty(), "the tail reported rolled-back events: {phantom:?}");
     assert!(
         written.len() > (WRITERS * TXS) as usize,
         "the writers wrote too little to prove anything"
     );
+    db.drop_now().await;
+}
+
+fn probe(id: &str, seqs: std::ops::RangeInclusive<i64>, tag: &str) -> Vec<NewEvent> {
+    seqs.map(|s| NewEvent {
+        aggregate_type: "Probe",
+        aggregate_id: id.to_string(),
+        sequence: s,
+        event_type: "Probed".into(),
+        event_version: "1".into(),
+        payload: serde_json::json!({"tag": tag, "s": s}),
+    })
+    .collect()
+}
+
+#[tokio::test]
+async fn group_commit_checks_each_command_and_never_writes_half_of_one() {
+    let db = Db::create().await;
+    let writer = GroupCommit::start(db.pool.clone());
+    // Another writer already holds sequence 2 of "b".
+    let mut tx = db.pool.begin().await.unwrap();
+    append_new(&mut tx, &probe("b", 1..=2, "other")).await.unwrap();
+    tx.commit().await.unwrap();
+
+    // Many commands at once, so they share transactions: two race for "a" 1, one for "b" 2..3
+    // (2 is taken, 3 is free: none of it may stay), and 100 on aggregates of their own.
+    let mut calls = vec![
+        writer.append(probe("a", 1..=1, "first")),
+        writer.append(probe("a", 1..=1, "second")),
+        writer.append(probe("b", 2..=3, "late")),
+    ];
+    for i in 0..100 {
+        calls.push(writer.append(probe(&format!("c{i}"), 1..=2, "own")));
+    }
+    let results: Vec<Appended> = futures::future::join_all(calls)
+        .await
+        .into_iter()
+        .map(|r| r.expect("append"))
+        .collect();
+    assert_eq!(
+        results[..2].iter().filter(|r| **r == Appended::Written).count(),
+        1,
+        "exactly one of two commands on the same version wins: {results:?}"
+    );
+    assert_eq!(results[2], Appended::Conflict);
+    assert!(results[3..].iter().all(|r| *r == Appended::Written));
+
+    let b: Vec<(i64, String)> =
+        sqlx::query_as("SELECT sequence, payload->>'tag' FROM events WHERE aggregate_id = 'b' ORDER BY sequence")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        b,
+        vec![(1, "other".to_string()), (2, "other".to_string())],
+        "nothing of the refused command stays"
+    );
+    let a: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE aggregate_id = 'a'")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(a, 1);
+    let own: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE aggregate_id LIKE 'c%'")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(own, 200);
     db.drop_now().await;
 }
