@@ -187,6 +187,7 @@ pub async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
             targets: config.targets.clone(),
             keyring: keyring.clone().context("the API needs the keyring")?,
             plans: Default::default(),
+            creates: cronbox_store::create_batch::CreateBatcher::start(pool.clone()),
             limiter: cronbox_api::rate_limit::RateLimiter::new(
                 pool.clone(),
                 config.rate_limit_per_address,

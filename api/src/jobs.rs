@@ -14,6 +14,7 @@ use cronbox_domain::request::{parse_target_url, RequestInput, RequestSpec};
 use cronbox_domain::run::{RunCommand, RunPlan, Trigger};
 use cronbox_domain::schedule::{parse_timezone, CronSchedule, ScheduleError};
 use cronbox_domain::target::TargetPolicy;
+use cronbox_store::create_batch::NewJob;
 use cronbox_store::job_gate;
 use cronbox_store::usage::{self, MeteredError};
 use serde_json::{json, Value};
@@ -73,6 +74,39 @@ async fn metered(
     )
     .await
     .map_err(|e| plans::metered_error(plan, e, job_error))
+}
+
+/// Creates a job through the grouped create path ([`CreateBatcher`]): its events and the plan
+/// counters they move commit together. Returns the job as its events now make it.
+async fn create_job(
+    state: &AppState,
+    caller: &Caller,
+    plan: &Plan,
+    id: Uuid,
+    definition: JobDefinition,
+    at: DateTime<Utc>,
+) -> Result<Job, MeteredError> {
+    let mut job = Job::default();
+    let sink = cqrs_es::event_sink::EventSink::default();
+    let cmd = JobCommand::Create {
+        job_id: id,
+        workspace_id: caller.workspace_id,
+        definition,
+        at,
+    };
+    cqrs_es::Aggregate::handle(&mut job, cmd, &(), &sink)
+        .await
+        .map_err(MeteredError::Command)?;
+    let new = NewJob {
+        workspace_id: caller.workspace_id,
+        job_id: id,
+        events: sink.collect().await,
+        tz: parse_timezone(&caller.timezone).unwrap_or(chrono_tz::UTC),
+        limits: plan.limits(),
+        at,
+    };
+    state.creates.create(new).await?;
+    Ok(job)
 }
 
 /// The URLs of a definition, checked against what their host names resolve to now.
@@ -446,20 +480,10 @@ pub async fn create_cron(
     plan.check_definition(&definition)?;
     check_targets(&state, &definition).await?;
     let id = Uuid::new_v4();
-    let cmd = JobCommand::Create {
-        job_id: id,
-        workspace_id: caller.workspace_id,
-        definition,
-        at: Utc::now(),
-    };
-    metered(&state, &caller, &plan, id, cmd).await?;
-    tracing::info!(job_id = %id, workspace_id = %caller.workspace_id, "cron job created");
-    let (job, _) = state
-        .stores
-        .jobs
-        .load(&id.to_string())
+    let job = create_job(&state, &caller, &plan, id, definition, Utc::now())
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(|e| plans::metered_error(&plan, e, job_error))?;
+    tracing::info!(job_id = %id, workspace_id = %caller.workspace_id, "cron job created");
     Ok((StatusCode::CREATED, Json(render(&state, &job).await?)))
 }
 
@@ -863,15 +887,8 @@ pub async fn create_delayed(
             id = reserved;
         }
     }
-    let cmd = JobCommand::Create {
-        job_id: id,
-        workspace_id: caller.workspace_id,
-        definition,
-        at: now,
-    };
-    let tz = parse_timezone(&caller.timezone).unwrap_or(chrono_tz::UTC);
-    match usage::execute_job(&state.stores.jobs, &state.pool, id, cmd, tz, plan.limits(), now).await {
-        Ok(()) => {}
+    let job = match create_job(&state, &caller, &plan, id, definition, now).await {
+        Ok(job) => job,
         // Lost a race with a concurrent create under the same idempotency key.
         Err(MeteredError::Command(JobError::AlreadyExists)) | Err(MeteredError::Conflict) if key.is_some() => {
             let (job, _) = state
@@ -883,14 +900,8 @@ pub async fn create_delayed(
             return Ok((StatusCode::OK, Json(render_any(&state, &job).await?)));
         }
         Err(e) => return Err(plans::metered_error(&plan, e, job_error)),
-    }
+    };
     tracing::info!(job_id = %id, workspace_id = %caller.workspace_id, "delayed call created");
-    let (job, _) = state
-        .stores
-        .jobs
-        .load(&id.to_string())
-        .await
-        .map_err(ApiError::internal)?;
     Ok((StatusCode::CREATED, Json(render(&state, &job).await?)))
 }
 

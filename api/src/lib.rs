@@ -67,6 +67,8 @@ pub struct AppState {
     /// Workspace signing secrets (sealed at rest).
     pub keyring: Arc<cronbox_store::signing::Keyring>,
     pub limiter: rate_limit::RateLimiter,
+    /// Job creates, written in groups (see [`cronbox_store::create_batch`]).
+    pub creates: cronbox_store::create_batch::CreateBatcher,
 }
 
 /// The whole API. Every route goes through `routes!`, which also adds its `#[utoipa::path]`

@@ -1,5 +1,7 @@
 //! The event store: PostgreSQL access shared by every stage of the flow.
 //!
+//! - [`create_batch`] writes concurrent job creates together (one commit, one checked counter
+//!   update per workspace).
 //! - [`db`] connects and applies the SQL migrations in `migrations/`.
 //! - [`aggregates`] wires the domain aggregates to cqrs-es / postgres-es (plain event-store
 //!   mode: no snapshots, no inline queries — read models are built by the projections crate from
@@ -18,6 +20,7 @@
 
 pub mod aggregates;
 pub mod append;
+pub mod create_batch;
 pub mod db;
 pub mod error;
 pub mod group_commit;

@@ -34,7 +34,7 @@ pub struct Limits {
 }
 
 impl Limits {
-    fn of(&self, counter: Counter) -> Option<i64> {
+    pub(crate) fn of(&self, counter: Counter) -> Option<i64> {
         match counter {
             Counter::ActiveCronJobs => self.active_cron_jobs,
             Counter::DelayedCalls => self.delayed_calls,
@@ -109,12 +109,14 @@ pub async fn execute_job(
             .collect::<Result<Vec<_>, _>>()?;
 
         let mut tx = pool.begin().await?;
-        for (counter, delta) in job_usage_delta(&before, &events).entries() {
-            let key = period(counter, at, tz);
-            apply_delta(&mut tx, workspace_id, counter, &key, delta, limits.of(counter)).await?;
-        }
         let inserted = append_new(&mut tx, &rows).await?;
         if inserted.len() == rows.len() {
+            // The counter row is the workspace's one point of contention: lock it last, so it
+            // is held only for the update and the commit.
+            for (counter, delta) in job_usage_delta(&before, &events).entries() {
+                let key = period(counter, at, tz);
+                apply_delta(&mut tx, workspace_id, counter, &key, delta, limits.of(counter)).await?;
+            }
             tx.commit().await?;
             return Ok(());
         }
@@ -151,19 +153,20 @@ pub async fn append_new_jobs(
             rows.push(NewEvent::of::<Job>(aggregate_id.clone(), (i + 1) as i64, e)?);
         }
     }
-    for (counter, delta) in totals {
-        let key = period(counter, at, tz);
-        apply_delta(&mut *conn, workspace_id, counter, &key, delta, limits.of(counter)).await?;
-    }
     let inserted = append_new(&mut *conn, &rows).await?;
     if inserted.len() != rows.len() {
         return Err(MeteredError::Conflict);
+    }
+    // Last, so the counter row (the workspace's one point of contention) is held only briefly.
+    for (counter, delta) in totals {
+        let key = period(counter, at, tz);
+        apply_delta(&mut *conn, workspace_id, counter, &key, delta, limits.of(counter)).await?;
     }
     Ok(())
 }
 
 /// Moves one counter by `delta`, refusing an increase past `limit`.
-async fn apply_delta(
+pub(crate) async fn apply_delta(
     conn: &mut PgConnection,
     workspace_id: Uuid,
     counter: Counter,
@@ -230,8 +233,10 @@ pub async fn rebuild(pool: &PgPool) -> Result<u64, StoreError> {
     sqlx::query("LOCK TABLE usage_counters IN EXCLUSIVE MODE")
         .execute(&mut *tx)
         .await?;
-    // Commands update their counter row before inserting events, so once the lock is held every
-    // event written under the old counters is committed and visible to the reads below.
+    // A command moves its counter in the same transaction as its events, after inserting them.
+    // Once the lock is held, every command that moved a counter has committed (its events are
+    // visible below); one still in flight has not touched the counters yet, its events are not
+    // visible, and it applies its delta to the rebuilt rows when the lock is released.
     let mut rows = sqlx::query_as::<_, (String, String, serde_json::Value)>(
         "SELECT aggregate_type, aggregate_id, payload FROM events
           WHERE aggregate_type IN ('Job', 'Workspace')
