@@ -376,10 +376,22 @@ fn view(
 /// The job as the event store has it (strongly consistent), with the read model's derived
 /// fields when the projection has them.
 async fn render(state: &AppState, job: &Job) -> Result<Value, ApiError> {
-    let (Some(id), Some(ws), Some(def)) = (job.id, job.workspace_id, job.definition.as_ref()) else {
+    let (Some(id), Some(ws)) = (job.id, job.workspace_id) else {
         return Err(ApiError::NotFound("job"));
     };
     let stats = stats(state, ws, id).await?;
+    render_with(job, stats)
+}
+
+/// A job just created: the read model cannot know more than its events yet.
+fn render_new(job: &Job) -> Result<Value, ApiError> {
+    render_with(job, None)
+}
+
+fn render_with(job: &Job, stats: Option<Stats>) -> Result<Value, ApiError> {
+    let (Some(id), Some(ws), Some(def)) = (job.id, job.workspace_id, job.definition.as_ref()) else {
+        return Err(ApiError::NotFound("job"));
+    };
     let (status, next) = match (&def.kind, job.status) {
         (JobKind::Cron { schedule, timezone }, JobStatus::Active) => {
             let next = match &stats {
@@ -484,7 +496,7 @@ pub async fn create_cron(
         .await
         .map_err(|e| plans::metered_error(&plan, e, job_error))?;
     tracing::info!(job_id = %id, workspace_id = %caller.workspace_id, "cron job created");
-    Ok((StatusCode::CREATED, Json(render(&state, &job).await?)))
+    Ok((StatusCode::CREATED, Json(render_new(&job)?)))
 }
 
 #[utoipa::path(
@@ -902,7 +914,7 @@ pub async fn create_delayed(
         Err(e) => return Err(plans::metered_error(&plan, e, job_error)),
     };
     tracing::info!(job_id = %id, workspace_id = %caller.workspace_id, "delayed call created");
-    Ok((StatusCode::CREATED, Json(render(&state, &job).await?)))
+    Ok((StatusCode::CREATED, Json(render_new(&job)?)))
 }
 
 /// The most items in one `POST …/delayed/batch`.
