@@ -30,7 +30,11 @@ struct Cli {
     #[arg(long, default_value = "target/release/cronbox")]
     cronbox: String,
     /// Offered rates of the max-sustained steps (calls/s).
-    #[arg(long, default_value = "2000,4000,8000,16000,24000", value_delimiter = ',')]
+    #[arg(
+        long,
+        default_value = "1000,1500,2000,3000,4000,6000,8000,12000,16000",
+        value_delimiter = ','
+    )]
     rates: Vec<usize>,
     /// Where the JSON lines are also written.
     #[arg(long, default_value = ".cronbox/bench/results.jsonl")]

@@ -1,5 +1,7 @@
 //! The `jobs` read model: what the job list and job pages show.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use cronbox_domain::job::{JobDefinition, JobEvent, JobKind};
 use cronbox_domain::run::{RunEvent, Trigger};
@@ -24,18 +26,119 @@ impl Projection for JobsProjection {
             match ev.aggregate_type.as_str() {
                 "Job" => {
                     let event: JobEvent =
-                        serde_json::from_value(ev.payload.clone()).map_err(|e| ProjectionError::decode(ev, e))?;
+                        serde::Deserialize::deserialize(&ev.payload).map_err(|e| ProjectionError::decode(ev, e))?;
                     apply_job(tx, ev, event).await
                 }
                 "Run" => {
                     let event: RunEvent =
-                        serde_json::from_value(ev.payload.clone()).map_err(|e| ProjectionError::decode(ev, e))?;
+                        serde::Deserialize::deserialize(&ev.payload).map_err(|e| ProjectionError::decode(ev, e))?;
                     apply_run(tx, event).await
                 }
                 _ => Ok(()),
             }
         })
     }
+    fn apply_batch<'a>(&'a self, tx: &'a mut PgConnection, events: &'a [Arc<StoredEvent>]) -> ApplyFuture<'a> {
+        Box::pin(async move {
+            // Consecutive creates (a batch create, a busy API) go in as one insert.
+            let mut created: Vec<(Uuid, Uuid, JobDefinition, DateTime<Utc>)> = Vec::new();
+            for ev in events {
+                if ev.aggregate_type == "Job" {
+                    let event: JobEvent =
+                        serde::Deserialize::deserialize(&ev.payload).map_err(|e| ProjectionError::decode(ev, e))?;
+                    if let JobEvent::JobCreated {
+                        workspace_id,
+                        definition,
+                        at,
+                        ..
+                    } = event
+                    {
+                        created.push((job_id(ev)?, workspace_id, definition, at));
+                        continue;
+                    }
+                    insert_created(tx, std::mem::take(&mut created)).await?;
+                    apply_job(tx, ev, event).await?;
+                } else {
+                    insert_created(tx, std::mem::take(&mut created)).await?;
+                    self.apply(tx, ev).await?;
+                }
+            }
+            insert_created(tx, created).await
+        })
+    }
+}
+
+/// Rows for new jobs, in order (a repeated id keeps its first row, as one-by-one inserts with
+/// `DO NOTHING` would).
+async fn insert_created(
+    tx: &mut PgConnection,
+    created: Vec<(Uuid, Uuid, JobDefinition, DateTime<Utc>)>,
+) -> Result<(), ProjectionError> {
+    if created.is_empty() {
+        return Ok(());
+    }
+    let n = created.len();
+    let (mut ids, mut wss, mut kinds, mut names, mut descriptions, mut tags) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut statuses, mut defs, mut schedules, mut zones, mut executes, mut ats, mut nexts) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for (id, ws, d, at) in &created {
+        let (kind, status, schedule, timezone, execute_at, next) = shape(d, *at);
+        ids.push(*id);
+        wss.push(*ws);
+        kinds.push(kind);
+        names.push(d.name.as_str());
+        descriptions.push(d.description.as_str());
+        // Postgres arrays of arrays must be rectangular: tags travel as JSON.
+        tags.push(serde_json::to_string(&d.tags).map_err(cronbox_store::StoreError::from)?);
+        statuses.push(status);
+        defs.push(serde_json::to_string(d).map_err(cronbox_store::StoreError::from)?);
+        schedules.push(schedule.map(str::to_string));
+        zones.push(timezone.map(str::to_string));
+        executes.push(execute_at);
+        ats.push(*at);
+        nexts.push(next);
+    }
+    sqlx::query(
+        "INSERT INTO jobs (id, workspace_id, kind, name, description, tags, status, definition, schedule, timezone,
+                           execute_at, anchor_at, next_run_at, created_at, updated_at)
+         SELECT id, ws, kind, name, descr, ARRAY(SELECT jsonb_array_elements_text(tags::jsonb)), status, def::jsonb,
+                sched, tz, exec, at, nxt, at, at
+           FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
+                       $9::text[], $10::text[], $11::timestamptz[], $12::timestamptz[], $13::timestamptz[])
+                WITH ORDINALITY AS x(id, ws, kind, name, descr, tags, status, def, sched, tz, exec, at, nxt, n)
+          ORDER BY n
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(&ids)
+    .bind(&wss)
+    .bind(&kinds)
+    .bind(&names)
+    .bind(&descriptions)
+    .bind(&tags)
+    .bind(&statuses)
+    .bind(&defs)
+    .bind(&schedules)
+    .bind(&zones)
+    .bind(&executes)
+    .bind(&ats)
+    .bind(&nexts)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
 }
 
 /// The next fire strictly after `anchor`, for an active cron job.

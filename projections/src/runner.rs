@@ -48,6 +48,16 @@ pub trait Projection: Send + Sync {
     fn apply<'a>(&'a self, tx: &'a mut PgConnection, event: &'a StoredEvent) -> ApplyFuture<'a>;
     /// The tables it owns (for rebuilds).
     fn tables(&self) -> &'static [&'static str];
+    /// Applies a batch in order. A projection may write runs of similar events with one statement
+    /// (a multi-row insert of consecutive creates); the result must equal applying them one by one.
+    fn apply_batch<'a>(&'a self, tx: &'a mut PgConnection, events: &'a [Arc<StoredEvent>]) -> ApplyFuture<'a> {
+        Box::pin(async move {
+            for ev in events {
+                self.apply(tx, ev).await?;
+            }
+            Ok(())
+        })
+    }
 }
 
 pub async fn checkpoint(conn: &mut PgConnection, name: &str) -> Result<Cursor, ProjectionError> {
@@ -91,9 +101,7 @@ async fn step_from(
         tx.rollback().await?;
         return Ok(0);
     };
-    for ev in &events {
-        projection.apply(&mut tx, ev).await?;
-    }
+    projection.apply_batch(&mut tx, &events).await?;
     sqlx::query(
         "INSERT INTO projection_checkpoints (name, last_xid, last_seq, updated_at) VALUES ($1, $2, $3, now())
          ON CONFLICT (name) DO UPDATE SET last_xid = $2, last_seq = $3, updated_at = now()",

@@ -25,7 +25,7 @@ impl Projection for RunsProjection {
                 return Ok(());
             }
             let event: RunEvent =
-                serde_json::from_value(ev.payload.clone()).map_err(|e| ProjectionError::decode(ev, e))?;
+                serde::Deserialize::deserialize(&ev.payload).map_err(|e| ProjectionError::decode(ev, e))?;
             let id = Uuid::parse_str(&ev.aggregate_id)
                 .map_err(|e| ProjectionError::decode(ev, serde::de::Error::custom(e)))?;
             apply(tx, id, event).await

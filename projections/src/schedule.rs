@@ -6,6 +6,8 @@
 //! then follows the log from that checkpoint with the same reducer, so its memory is always
 //! "the tables at checkpoint C plus every event after C" — nothing missed, nothing applied twice.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use cronbox_domain::job::{JobDefinition, JobEvent};
 use cronbox_domain::run::{RunEvent, Trigger};
@@ -71,7 +73,9 @@ pub fn changes(ev: &StoredEvent) -> Result<Vec<ScheduleChange>, ProjectionError>
     Ok(match ev.aggregate_type.as_str() {
         "Job" => {
             let job_id = uuid_of(ev)?;
-            match serde_json::from_value::<JobEvent>(ev.payload.clone()).map_err(|e| ProjectionError::decode(ev, e))? {
+            match <JobEvent as serde::Deserialize>::deserialize(&ev.payload)
+                .map_err(|e| ProjectionError::decode(ev, e))?
+            {
                 JobEvent::JobCreated {
                     workspace_id,
                     definition,
@@ -102,7 +106,9 @@ pub fn changes(ev: &StoredEvent) -> Result<Vec<ScheduleChange>, ProjectionError>
         }
         "Run" => {
             let run_id = uuid_of(ev)?;
-            match serde_json::from_value::<RunEvent>(ev.payload.clone()).map_err(|e| ProjectionError::decode(ev, e))? {
+            match <RunEvent as serde::Deserialize>::deserialize(&ev.payload)
+                .map_err(|e| ProjectionError::decode(ev, e))?
+            {
                 RunEvent::CallbackAttempted { .. }
                 | RunEvent::CallbackDelivered { .. }
                 | RunEvent::CallbackFailed { .. } => vec![],
@@ -167,6 +173,80 @@ impl Projection for ScheduleProjection {
             Ok(())
         })
     }
+    fn apply_batch<'a>(&'a self, tx: &'a mut PgConnection, events: &'a [Arc<StoredEvent>]) -> ApplyFuture<'a> {
+        Box::pin(async move {
+            let mut all = Vec::new();
+            for ev in events {
+                all.extend(changes(ev)?);
+            }
+            // Runs of new jobs and of removed runs (the bulk of a busy log) go in one statement
+            // each; everything else in order, one by one.
+            let mut i = 0;
+            while i < all.len() {
+                let n = all[i..]
+                    .iter()
+                    .take_while(|c| std::mem::discriminant(*c) == std::mem::discriminant(&all[i]))
+                    .count();
+                match &all[i] {
+                    ScheduleChange::PutJob { .. } if n > 1 => put_jobs(tx, &all[i..i + n]).await?,
+                    ScheduleChange::RemoveRun { .. } if n > 1 => {
+                        let ids: Vec<Uuid> = all[i..i + n]
+                            .iter()
+                            .filter_map(|c| match c {
+                                ScheduleChange::RemoveRun { run_id } => Some(*run_id),
+                                _ => None,
+                            })
+                            .collect();
+                        sqlx::query("DELETE FROM schedule_runs WHERE run_id = ANY($1)")
+                            .bind(&ids)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    _ => {
+                        for c in &all[i..i + n] {
+                            apply_change(tx, c.clone()).await?;
+                        }
+                    }
+                }
+                i += n;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Consecutive `PutJob`s as one insert (in order, so a repeated job id keeps its first row, as
+/// one-by-one inserts with `DO NOTHING` would).
+async fn put_jobs(tx: &mut PgConnection, puts: &[ScheduleChange]) -> Result<(), ProjectionError> {
+    let (mut ids, mut workspaces, mut definitions, mut anchors) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for c in puts {
+        if let ScheduleChange::PutJob {
+            job_id,
+            workspace_id,
+            definition,
+            anchor_at,
+        } = c
+        {
+            ids.push(*job_id);
+            workspaces.push(*workspace_id);
+            definitions.push(serde_json::to_string(definition).map_err(cronbox_store::StoreError::from)?);
+            anchors.push(*anchor_at);
+        }
+    }
+    sqlx::query(
+        "INSERT INTO schedule_jobs (job_id, workspace_id, active, definition, anchor_at)
+         SELECT j, w, true, d::jsonb, a FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[])
+                WITH ORDINALITY AS x(j, w, d, a, n)
+          ORDER BY n
+         ON CONFLICT (job_id) DO NOTHING",
+    )
+    .bind(&ids)
+    .bind(&workspaces)
+    .bind(&definitions)
+    .bind(&anchors)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
 }
 
 async fn apply_change(tx: &mut PgConnection, change: ScheduleChange) -> Result<(), ProjectionError> {

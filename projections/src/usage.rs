@@ -30,7 +30,7 @@ impl Projection for UsageProjection {
                 "Workspace" => {
                     let id = Uuid::parse_str(&ev.aggregate_id)
                         .map_err(|e| ProjectionError::decode(ev, serde::de::Error::custom(e)))?;
-                    match serde_json::from_value::<WorkspaceEvent>(ev.payload.clone())
+                    match <WorkspaceEvent as serde::Deserialize>::deserialize(&ev.payload)
                         .map_err(|e| ProjectionError::decode(ev, e))?
                     {
                         WorkspaceEvent::WorkspaceCreated { timezone, .. }
@@ -49,7 +49,7 @@ impl Projection for UsageProjection {
                 }
                 "Run" if ev.event_type == "RunScheduled" => {
                     let RunEvent::RunScheduled { plan, at, .. } =
-                        serde_json::from_value::<RunEvent>(ev.payload.clone())
+                        <RunEvent as serde::Deserialize>::deserialize(&ev.payload)
                             .map_err(|e| ProjectionError::decode(ev, e))?
                     else {
                         return Ok(());

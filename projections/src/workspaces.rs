@@ -24,7 +24,7 @@ impl Projection for WorkspacesProjection {
                 return Ok(());
             }
             let event: WorkspaceEvent =
-                serde_json::from_value(ev.payload.clone()).map_err(|e| ProjectionError::decode(ev, e))?;
+                serde::Deserialize::deserialize(&ev.payload).map_err(|e| ProjectionError::decode(ev, e))?;
             let id = Uuid::parse_str(&ev.aggregate_id)
                 .map_err(|e| ProjectionError::decode(ev, serde::de::Error::custom(e)))?;
             apply(tx, id, event).await

@@ -220,26 +220,49 @@ impl TestEnv {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Starts `cronbox serve` and waits until it answers for this test's workspace. Another
+    /// test's server can take the port between `free_port` and our bind (ours then exits, and
+    /// the other one answers `/readyz`): that is detected and retried on a new port.
     pub async fn start_server(&mut self) {
-        let child = self
-            .command(&["serve"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn cronbox serve");
-        let base = format!("http://127.0.0.1:{}", self.port);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(r) = self.http.get(format!("{base}/readyz")).send().await {
-                if r.status().is_success() {
+        for _ in 0..5 {
+            let mut child = self
+                .command(&["serve"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("spawn cronbox serve");
+            let base = format!("http://127.0.0.1:{}", self.port);
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                if matches!(child.try_wait(), Ok(Some(_))) {
                     break;
                 }
+                let ours = self
+                    .http
+                    .get(self.ws_url(""))
+                    .bearer_auth(&self.api_key)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success());
+                let ready = ours
+                    && self
+                        .http
+                        .get(format!("{base}/readyz"))
+                        .send()
+                        .await
+                        .is_ok_and(|r| r.status().is_success());
+                if ready {
+                    self.server = Some(Server { child, base });
+                    return;
+                }
+                assert!(Instant::now() < deadline, "cronbox serve did not become ready");
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            assert!(Instant::now() < deadline, "cronbox serve did not become ready");
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            // Our server exited (most likely: the port was taken): a new port.
+            self.port = free_port();
         }
-        self.server = Some(Server { child, base });
+        panic!("cronbox serve could not start");
     }
 
     /// Starts one role (`api`, `dispatcher`, `executor`) as its own process with this test's
