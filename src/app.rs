@@ -135,6 +135,7 @@ pub async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
             grace: chrono::Duration::seconds(config.misfire_grace_seconds),
             lock_key: lock_key(&config.nats_prefix),
             reconcile_after: Duration::from_secs(config.reconcile_after_seconds),
+            preload: chrono::Duration::seconds(config.dispatcher_preload_seconds as i64),
             ..Default::default()
         };
         let task = cronbox_dispatcher::run(

@@ -30,6 +30,9 @@ pub struct Config {
     /// How long a run may sit dispatched-but-not-started before the dispatcher checks whether
     /// JetStream lost it.
     pub reconcile_after_seconds: u64,
+    /// Delayed calls due within this many seconds keep their definition in the dispatcher's
+    /// memory; later ones are read from the log when they come due.
+    pub dispatcher_preload_seconds: u64,
     /// How often runs past their plan's retention are removed from the execution log.
     pub retention_sweep_seconds: u64,
     /// Requests per minute are limited (per key/user from the plan, per address otherwise).
@@ -148,6 +151,7 @@ impl Config {
             jwt_secret: src.get("CRONBOX_JWT_SECRET"),
             secrets_key: src.get("CRONBOX_SECRETS_KEY"),
             reconcile_after_seconds: src.parse("CRONBOX_RECONCILE_AFTER_SECONDS", 60)?,
+            dispatcher_preload_seconds: src.parse("CRONBOX_DISPATCHER_PRELOAD_SECONDS", 120)?,
             retention_sweep_seconds: src.parse("CRONBOX_RETENTION_SWEEP_SECONDS", 600)?,
             rate_limit: src.get("CRONBOX_RATE_LIMIT").is_none() || src.flag("CRONBOX_RATE_LIMIT")?,
             rate_limit_per_address: src.parse("CRONBOX_RATE_LIMIT_PER_ADDRESS", 120)?,
@@ -158,7 +162,13 @@ impl Config {
     /// Values that parse but cannot work (a zero-slot executor never calls anything, a zero
     /// ack wait floods the server with progress acks) are refused at start-up.
     fn validated(self) -> Result<Self, ConfigError> {
-        let checks: [(&'static str, bool, String, &'static str); 11] = [
+        let checks: [(&'static str, bool, String, &'static str); 12] = [
+            (
+                "CRONBOX_DISPATCHER_PRELOAD_SECONDS",
+                self.dispatcher_preload_seconds <= 86_400,
+                self.dispatcher_preload_seconds.to_string(),
+                "must be 0..=86400",
+            ),
             (
                 "CRONBOX_EXECUTOR_PER_HOST_CONCURRENCY",
                 (1..=10_000).contains(&self.executor_per_host_concurrency),

@@ -26,7 +26,7 @@ use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, Duration, Utc};
 use cronbox_domain::ids::{scheduled_run_id, skipped_run_id};
-use cronbox_domain::job::JobKind;
+use cronbox_domain::job::{JobEvent, JobKind};
 use cronbox_domain::policy::{MisfirePolicy, OverlapPolicy, SkipReason};
 use cronbox_domain::run::{decide, fire_events, Run, RunCommand, RunPlan, Trigger};
 use cronbox_nats::{DispatchMessage, RunQueue};
@@ -69,6 +69,9 @@ pub struct DispatcherConfig {
     /// A run dispatched this long ago without starting (or running this long past its lease)
     /// is looked for in JetStream and published again if it is gone.
     pub reconcile_after: StdDuration,
+    /// Delayed calls due within this much of now keep their definition in memory; later ones
+    /// are read from the log when they come due.
+    pub preload: Duration,
 }
 
 /// How often the leader looks for runs JetStream lost.
@@ -78,6 +81,7 @@ impl Default for DispatcherConfig {
     fn default() -> Self {
         Self {
             grace: Duration::seconds(60),
+            preload: Duration::seconds(120),
             batch_max: 1000,
             lock_key: 0x0c0b_0d15,
             reconcile_after: StdDuration::from_secs(60),
@@ -147,9 +151,10 @@ enum Effect {
 impl Dispatcher {
     async fn lead(&mut self, mut lock: leader::Lock, shutdown: &CancellationToken) -> Result<(), DispatchError> {
         let started = std::time::Instant::now();
-        let (cursor, jobs, runs) = schedule::load(&self.pool, 5000).await?;
+        let hydrate_before = Utc::now() + self.config.preload;
+        let (cursor, jobs, runs) = schedule::load(&self.pool, 5000, hydrate_before).await?;
         self.cursor = cursor;
-        self.state = State::from_rows(jobs, runs);
+        self.state = State::from_rows(jobs, runs, hydrate_before);
         self.catch_up_tail().await?;
         let (j, r) = self.state.len();
         tracing::info!(
@@ -183,6 +188,7 @@ impl Dispatcher {
                 }
                 last_check = std::time::Instant::now();
             }
+            self.state.hydrate_before = Utc::now() + self.config.preload;
             let applied = self.catch_up_tail().await?;
             let now = Utc::now();
             let due = self.state.due_entries(now, self.config.batch_max);
@@ -230,7 +236,47 @@ impl Dispatcher {
         }
     }
 
+    /// Reads the definitions of due delayed calls that are held without one, from their
+    /// `JobCreated` events (delayed calls are never updated), in one query.
+    async fn hydrate(&mut self, due: &[(DateTime<Utc>, TimerKey)]) -> Result<(), DispatchError> {
+        let ids: Vec<String> = due
+            .iter()
+            .filter_map(|(_, k)| match k {
+                TimerKey::Job(id) => self
+                    .state
+                    .jobs
+                    .get(id)
+                    .filter(|j| j.definition.is_none())
+                    .map(|_| id.to_string()),
+                TimerKey::Run(_) => None,
+            })
+            .collect();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<(String, serde_json::Value)> = sqlx::query_as(
+            "SELECT DISTINCT ON (aggregate_id) aggregate_id, payload FROM events
+              WHERE aggregate_type = 'Job' AND aggregate_id = ANY($1)
+                AND event_type IN ('JobCreated', 'JobUpdated')
+              ORDER BY aggregate_id, sequence DESC",
+        )
+        .bind(&ids)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(cronbox_store::StoreError::from)?;
+        for (id, payload) in rows {
+            let (Ok(job_id), Ok(event)) = (Uuid::parse_str(&id), serde_json::from_value::<JobEvent>(payload)) else {
+                continue;
+            };
+            if let JobEvent::JobCreated { definition, .. } | JobEvent::JobUpdated { definition, .. } = event {
+                self.state.hydrate(job_id, definition);
+            }
+        }
+        Ok(())
+    }
+
     async fn fire(&mut self, now: DateTime<Utc>, due: Vec<(DateTime<Utc>, TimerKey)>) -> Result<(), DispatchError> {
+        self.hydrate(&due).await?;
         let mut events = Vec::new();
         let mut messages = Vec::new();
         let mut effects = Vec::new();
@@ -329,7 +375,7 @@ impl Dispatcher {
         events: &mut Vec<NewEvent>,
         messages: &mut Vec<(DispatchMessage, i64)>,
     ) -> Result<(), DispatchError> {
-        let Some(job) = self.state.jobs.get(&job_id) else {
+        let Some((job, Some(definition))) = self.state.jobs.get(&job_id).map(|j| (j, j.definition.as_ref())) else {
             return Ok(());
         };
         let run_id = scheduled_run_id(job_id, scheduled_for);
@@ -338,7 +384,7 @@ impl Dispatcher {
             job_id,
             trigger,
             scheduled_for,
-            request: job.definition.request.clone(),
+            request: definition.request.clone(),
             callback_url,
         };
         let evs = fire_events(run_id, plan, now)
@@ -370,7 +416,12 @@ impl Dispatcher {
         let Some(job) = self.state.jobs.get(&job_id) else {
             return Ok(());
         };
-        match &job.definition.kind {
+        let Some(definition) = job.definition.clone() else {
+            tracing::error!(job_id = %job_id, "no definition in the log for a due job; dropping its timer");
+            effects.push(Effect::RemoveJob(job_id));
+            return Ok(());
+        };
+        match &definition.kind {
             JobKind::Delayed {
                 execute_at,
                 callback_url,
@@ -387,18 +438,17 @@ impl Dispatcher {
                     return Ok(());
                 };
                 let (workspace_id, anchor) = (job.workspace_id, job.anchor_at);
-                let grace = job
-                    .definition
+                let grace = definition
                     .misfire_grace_seconds
                     .map_or(self.config.grace, |g| Duration::seconds(i64::from(g)));
-                let overlap = job.definition.overlap_policy;
+                let overlap = definition.overlap_policy;
                 // Fires that waited for the previous run (queue_one) were skipped for overlap, not
                 // because nobody dispatched them.
                 let waited = job.snooze.is_some();
                 // Fires waiting for the previous run are caught up on as one (the latest).
                 let misfire = match overlap {
                     OverlapPolicy::QueueOne => MisfirePolicy::RunOnce,
-                    _ => job.definition.misfire_policy,
+                    _ => definition.misfire_policy,
                 };
                 let mut decision = decide_cron(&schedule, anchor, now, grace, misfire);
                 if overlap != OverlapPolicy::Allow && !decision.fires.is_empty() && self.job_busy(job_id).await? {

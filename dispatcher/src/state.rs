@@ -25,7 +25,11 @@ pub enum TimerKey {
 pub struct JobEntry {
     pub workspace_id: Uuid,
     pub active: bool,
-    pub definition: Arc<JobDefinition>,
+    /// None for a delayed call not due soon (see [`State::hydrate_before`]): the dispatcher
+    /// reads it from the log when the call comes due.
+    pub definition: Option<Arc<JobDefinition>>,
+    /// Delayed calls: when they fire (known without the definition).
+    pub execute_at: Option<DateTime<Utc>>,
     /// Parsed once; `None` for delayed calls (or a stored expression that no longer parses).
     pub schedule: Option<Arc<CronSchedule>>,
     pub anchor_at: DateTime<Utc>,
@@ -44,10 +48,21 @@ pub struct RunEntry {
 
 #[derive(Default)]
 pub struct State {
+    /// Delayed calls due after this instant are kept without their definition. The loop moves
+    /// it forward with the clock; memory then grows with the calls due soon, not with all of
+    /// them.
+    pub hydrate_before: DateTime<Utc>,
     pub jobs: HashMap<Uuid, JobEntry>,
     pub runs: HashMap<Uuid, RunEntry>,
     timers: BTreeMap<(DateTime<Utc>, TimerKey), ()>,
     due_of: HashMap<TimerKey, DateTime<Utc>>,
+}
+
+fn execute_at(d: &JobDefinition) -> Option<DateTime<Utc>> {
+    match &d.kind {
+        JobKind::Delayed { execute_at, .. } => Some(*execute_at),
+        JobKind::Cron { .. } => None,
+    }
 }
 
 fn parse_schedule(d: &JobDefinition) -> Option<Arc<CronSchedule>> {
@@ -64,16 +79,20 @@ fn parse_schedule(d: &JobDefinition) -> Option<Arc<CronSchedule>> {
 }
 
 impl State {
-    pub fn from_rows(jobs: Vec<JobRow>, runs: Vec<RunRow>) -> Self {
-        let mut s = State::default();
+    pub fn from_rows(jobs: Vec<JobRow>, runs: Vec<RunRow>, hydrate_before: DateTime<Utc>) -> Self {
+        let mut s = State {
+            hydrate_before,
+            ..State::default()
+        };
         for j in jobs {
-            let schedule = parse_schedule(&j.definition);
+            let schedule = j.definition.as_ref().and_then(parse_schedule);
             s.jobs.insert(
                 j.job_id,
                 JobEntry {
                     workspace_id: j.workspace_id,
                     active: j.active,
-                    definition: Arc::new(j.definition),
+                    execute_at: j.execute_at.or_else(|| j.definition.as_ref().and_then(execute_at)),
+                    definition: j.definition.map(Arc::new),
                     schedule,
                     anchor_at: j.anchor_at,
                     snooze: None,
@@ -96,6 +115,13 @@ impl State {
         s
     }
 
+    /// Gives a job its definition (read from the log when it came due).
+    pub fn hydrate(&mut self, job_id: Uuid, definition: JobDefinition) {
+        if let Some(j) = self.jobs.get_mut(&job_id) {
+            j.definition = Some(Arc::new(definition));
+        }
+    }
+
     pub fn len(&self) -> (usize, usize) {
         (self.jobs.len(), self.runs.len())
     }
@@ -108,9 +134,9 @@ impl State {
                 if !j.active {
                     return None;
                 }
-                match &j.definition.kind {
-                    JobKind::Delayed { execute_at, .. } => Some(*execute_at),
-                    JobKind::Cron { .. } => {
+                match j.execute_at {
+                    Some(at) => Some(at),
+                    None => {
                         let next = j.schedule.as_ref()?.next_after(j.anchor_at)?;
                         Some(j.snooze.map_or(next, |s| s.max(next)))
                     }
@@ -157,12 +183,15 @@ impl State {
                     return;
                 }
                 let schedule = parse_schedule(&definition);
+                let execute_at = execute_at(&definition);
+                let keep = execute_at.is_none_or(|at| at <= self.hydrate_before);
                 self.jobs.insert(
                     job_id,
                     JobEntry {
                         workspace_id,
                         active: true,
-                        definition: Arc::new(definition),
+                        execute_at,
+                        definition: keep.then(|| Arc::new(definition)),
                         schedule,
                         anchor_at,
                         snooze: None,
@@ -173,7 +202,8 @@ impl State {
             ScheduleChange::UpdateJob { job_id, definition, at } => {
                 if let Some(j) = self.jobs.get_mut(&job_id) {
                     j.schedule = parse_schedule(&definition);
-                    j.definition = Arc::new(definition);
+                    j.execute_at = execute_at(&definition);
+                    j.definition = Some(Arc::new(definition));
                     j.anchor_at = j.anchor_at.max(at);
                     self.retime(TimerKey::Job(job_id));
                 }
@@ -368,5 +398,72 @@ mod tests {
         assert_eq!(d.fires[0], at("2026-01-01T10:00:51Z"));
         assert_eq!(d.skipped, Some((first, at("2026-01-01T10:00:50Z"), 50)));
         assert_eq!(d.new_anchor, at("2026-01-01T10:02:30Z"));
+    }
+
+    fn delayed(at_: &str) -> JobDefinition {
+        JobDefinition {
+            name: "call".into(),
+            description: String::new(),
+            tags: vec![],
+            request: cronbox_domain::request::RequestSpec::parse(
+                cronbox_domain::request::RequestInput {
+                    url: "https://example.com/hook".into(),
+                    ..Default::default()
+                },
+                &cronbox_domain::target::TargetPolicy::guarded(),
+            )
+            .unwrap(),
+            notify_on_failure: true,
+            notify_on_recovery: true,
+            misfire_policy: Default::default(),
+            misfire_grace_seconds: None,
+            overlap_policy: Default::default(),
+            kind: JobKind::Delayed {
+                execute_at: at(at_),
+                callback_url: None,
+                idempotency_key: None,
+            },
+        }
+    }
+
+    #[test]
+    fn far_delayed_calls_are_held_without_their_definition_but_keep_their_timer() {
+        let mut s = State {
+            hydrate_before: at("2026-01-01T10:02:00Z"),
+            ..State::default()
+        };
+        let (near, far) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        for (id, when) in [(near, "2026-01-01T10:01:00Z"), (far, "2026-01-01T18:00:00Z")] {
+            s.apply(ScheduleChange::PutJob {
+                job_id: id,
+                workspace_id: Uuid::nil(),
+                definition: delayed(when),
+                anchor_at: at("2026-01-01T10:00:00Z"),
+            });
+        }
+        assert!(s.jobs[&near].definition.is_some());
+        assert!(s.jobs[&far].definition.is_none(), "held as (instant, id) only");
+        assert_eq!(s.next_due(), Some(at("2026-01-01T10:01:00Z")));
+        let due = s.due_entries(at("2026-01-01T18:00:00Z"), 10);
+        assert_eq!(
+            due,
+            vec![
+                (at("2026-01-01T10:01:00Z"), TimerKey::Job(near)),
+                (at("2026-01-01T18:00:00Z"), TimerKey::Job(far))
+            ]
+        );
+        s.hydrate(far, delayed("2026-01-01T18:00:00Z"));
+        assert!(s.jobs[&far].definition.is_some());
+        // Rows loaded at start-up without a definition keep their instant.
+        let rows = vec![JobRow {
+            job_id: far,
+            workspace_id: Uuid::nil(),
+            active: true,
+            definition: None,
+            anchor_at: at("2026-01-01T10:00:00Z"),
+            execute_at: Some(at("2026-01-01T18:00:00Z")),
+        }];
+        let s = State::from_rows(rows, vec![], at("2026-01-01T10:02:00Z"));
+        assert_eq!(s.next_due(), Some(at("2026-01-01T18:00:00Z")));
     }
 }

@@ -333,8 +333,12 @@ pub struct JobRow {
     pub job_id: Uuid,
     pub workspace_id: Uuid,
     pub active: bool,
-    pub definition: JobDefinition,
+    /// None for a delayed call due after the load's `hydrate_before`: the dispatcher reads it
+    /// from the log when the call comes due (see `load`).
+    pub definition: Option<JobDefinition>,
     pub anchor_at: DateTime<Utc>,
+    /// Delayed calls: when they fire.
+    pub execute_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone)]
@@ -346,12 +350,26 @@ pub struct RunRow {
     pub due_at: DateTime<Utc>,
 }
 
-/// (job_id, workspace_id, active, definition, anchor_at) of one schedule_jobs row.
-type ScheduleJobRow = (Uuid, Uuid, bool, Json<JobDefinition>, DateTime<Utc>);
+/// (job_id, workspace_id, active, definition, anchor_at, execute_at) of one schedule_jobs row.
+type ScheduleJobRow = (
+    Uuid,
+    Uuid,
+    bool,
+    Option<Json<JobDefinition>>,
+    DateTime<Utc>,
+    Option<DateTime<Utc>>,
+);
 
 /// The whole index and the checkpoint it corresponds to, read in one snapshot. Jobs are read in
 /// pages (keyset on job_id) so a large index does not need one giant result set.
-pub async fn load(pool: &PgPool, page: i64) -> Result<(Cursor, Vec<JobRow>, Vec<RunRow>), ProjectionError> {
+///
+/// Delayed calls due after `hydrate_before` come without their definition: a million pending
+/// calls would otherwise cost the dispatcher gigabytes and the load a million JSON parses.
+pub async fn load(
+    pool: &PgPool,
+    page: i64,
+    hydrate_before: DateTime<Utc>,
+) -> Result<(Cursor, Vec<JobRow>, Vec<RunRow>), ProjectionError> {
     let mut tx = pool.begin().await?;
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         .execute(&mut *tx)
@@ -361,22 +379,29 @@ pub async fn load(pool: &PgPool, page: i64) -> Result<(Cursor, Vec<JobRow>, Vec<
     let mut after = Uuid::nil();
     loop {
         let rows: Vec<ScheduleJobRow> = sqlx::query_as(
-            "SELECT job_id, workspace_id, active, definition, anchor_at FROM schedule_jobs
+            "SELECT job_id, workspace_id, active,
+                    CASE WHEN definition->>'kind' = 'delayed' AND (definition->>'execute_at')::timestamptz > $3
+                         THEN NULL ELSE definition END,
+                    anchor_at,
+                    CASE WHEN definition->>'kind' = 'delayed' THEN (definition->>'execute_at')::timestamptz END
+               FROM schedule_jobs
               WHERE job_id > $1 ORDER BY job_id LIMIT $2",
         )
         .bind(after)
         .bind(page)
+        .bind(hydrate_before)
         .fetch_all(&mut *tx)
         .await?;
         let n = rows.len();
-        for (job_id, workspace_id, active, Json(definition), anchor_at) in rows {
+        for (job_id, workspace_id, active, definition, anchor_at, execute_at) in rows {
             after = job_id;
             jobs.push(JobRow {
                 job_id,
                 workspace_id,
                 active,
-                definition,
+                definition: definition.map(|Json(d)| d),
                 anchor_at,
+                execute_at,
             });
         }
         if (n as i64) < page {

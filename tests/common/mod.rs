@@ -195,6 +195,9 @@ impl TestEnv {
             .env("CRONBOX_SECRETS_KEY", TEST_SECRETS_KEY)
             .env("CRONBOX_ACK_WAIT_SECONDS", "6")
             .env("CRONBOX_DB_MAX_CONNECTIONS", "8")
+            // Every delayed call more than a second out takes the dispatcher's slim path (held
+            // without its definition, read from the log when due).
+            .env("CRONBOX_DISPATCHER_PRELOAD_SECONDS", "1")
             .env("CRONBOX_EXECUTOR_CONCURRENCY", "64")
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
             .kill_on_drop(true);
@@ -238,13 +241,15 @@ impl TestEnv {
                 if matches!(child.try_wait(), Ok(Some(_))) {
                     break;
                 }
+                // Our key names our workspace: our server answers another workspace's path with
+                // 404 (before any rate limit counts the request); a stranger's says 401.
                 let ours = self
                     .http
-                    .get(self.ws_url(""))
+                    .get(format!("{base}/v1/workspaces/{}", Uuid::nil()))
                     .bearer_auth(&self.api_key)
                     .send()
                     .await
-                    .is_ok_and(|r| r.status().is_success());
+                    .is_ok_and(|r| r.status() == reqwest::StatusCode::NOT_FOUND);
                 let ready = ours
                     && self
                         .http
