@@ -343,7 +343,7 @@ impl Stack {
     pub async fn projections_caught_up(&self) -> anyhow::Result<bool> {
         let behind: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM projection_checkpoints c
-              WHERE (c.last_xid, c.last_seq) < (SELECT xid::text::int8, global_seq FROM events ORDER BY xid DESC, global_seq DESC LIMIT 1)",
+              WHERE (c.last_xid, c.last_seq) < (SELECT xid::text::int8, global_seq FROM events ORDER BY events.xid DESC, events.global_seq DESC LIMIT 1)",
         )
         .fetch_one(&self.pool)
         .await?;

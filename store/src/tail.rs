@@ -70,7 +70,9 @@ pub async fn read_after<'e>(
            FROM events
           WHERE (xid, global_seq) > ($1::text::xid8, $2)
             AND xid < pg_snapshot_xmin(pg_current_snapshot())
-          ORDER BY xid, global_seq
+          -- Qualified: a bare `xid` would name the int8 output column, and ordering by that
+          -- expression cannot use the (xid, global_seq) index (a full scan and sort per read).
+          ORDER BY events.xid, events.global_seq
           LIMIT $3",
     )
     .bind(after.xid.to_string())
@@ -100,7 +102,7 @@ pub async fn head<'e>(db: impl PgExecutor<'e>) -> Result<Cursor, StoreError> {
     let row: Option<(i64, i64)> = sqlx::query_as(
         "SELECT xid::text::int8, global_seq FROM events
           WHERE xid < pg_snapshot_xmin(pg_current_snapshot())
-          ORDER BY xid DESC, global_seq DESC LIMIT 1",
+          ORDER BY events.xid DESC, events.global_seq DESC LIMIT 1",
     )
     .fetch_optional(db)
     .await?;
