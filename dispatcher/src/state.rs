@@ -25,8 +25,8 @@ pub enum TimerKey {
 pub struct JobEntry {
     pub workspace_id: Uuid,
     pub active: bool,
-    /// None for a delayed call not due soon (see [`State::hydrate_before`]): the dispatcher
-    /// reads it from the log when the call comes due.
+    /// None for a job not due soon (see [`State::hydrate_before`]): the dispatcher reads it
+    /// from the log when the job comes due.
     pub definition: Option<Arc<JobDefinition>>,
     /// Delayed calls: when they fire (known without the definition).
     pub execute_at: Option<DateTime<Utc>>,
@@ -48,11 +48,16 @@ pub struct RunEntry {
 
 #[derive(Default)]
 pub struct State {
-    /// Delayed calls due after this instant are kept without their definition. The loop moves
-    /// it forward with the clock; memory then grows with the calls due soon, not with all of
-    /// them.
+    /// Jobs next due after this instant are kept without their definition (their timer, schedule
+    /// and anchor stay). The loop moves it forward with the clock; memory then grows with the
+    /// jobs due soon, not with all of them.
     pub hydrate_before: DateTime<Utc>,
     pub jobs: HashMap<Uuid, JobEntry>,
+    /// Parsed schedules shared by every job with the same expression and timezone (a parsed
+    /// croner pattern takes about 5 KB, and most jobs use a few common schedules).
+    schedules: HashMap<(String, String), Arc<CronSchedule>>,
+    /// Inserts into `schedules` since unused ones were last dropped.
+    schedule_inserts: usize,
     pub runs: HashMap<Uuid, RunEntry>,
     timers: BTreeMap<(DateTime<Utc>, TimerKey), ()>,
     due_of: HashMap<TimerKey, DateTime<Utc>>,
@@ -65,16 +70,46 @@ fn execute_at(d: &JobDefinition) -> Option<DateTime<Utc>> {
     }
 }
 
-fn parse_schedule(d: &JobDefinition) -> Option<Arc<CronSchedule>> {
-    match &d.kind {
-        JobKind::Cron { schedule, timezone } => match CronSchedule::parse_stored(schedule, timezone) {
-            Ok(s) => Some(Arc::new(s)),
+impl State {
+    /// The job's parsed schedule, shared with every job that has the same one.
+    fn schedule_of(&mut self, d: &JobDefinition) -> Option<Arc<CronSchedule>> {
+        let JobKind::Cron { schedule, timezone } = &d.kind else {
+            return None;
+        };
+        let key = (schedule.clone(), timezone.clone());
+        if let Some(s) = self.schedules.get(&key) {
+            return Some(s.clone());
+        }
+        match CronSchedule::parse_stored(schedule, timezone) {
+            Ok(s) => {
+                let s = Arc::new(s);
+                self.schedule_inserts += 1;
+                if self.schedule_inserts > 10_000 {
+                    self.schedules.retain(|_, s| Arc::strong_count(s) > 1);
+                    self.schedule_inserts = 0;
+                }
+                self.schedules.insert(key, s.clone());
+                Some(s)
+            }
             Err(e) => {
                 tracing::error!(error = %e, schedule, "stored cron schedule does not parse; job will not fire");
                 None
             }
-        },
-        JobKind::Delayed { .. } => None,
+        }
+    }
+
+    /// Keeps a job's definition only while it is due soon (before `hydrate_before`); the
+    /// dispatcher reads it from the log again when the job comes due.
+    fn trim(&mut self, job_id: Uuid) {
+        let far = self
+            .due_of
+            .get(&TimerKey::Job(job_id))
+            .is_none_or(|due| *due > self.hydrate_before);
+        if far {
+            if let Some(j) = self.jobs.get_mut(&job_id) {
+                j.definition = None;
+            }
+        }
     }
 }
 
@@ -85,7 +120,7 @@ impl State {
             ..State::default()
         };
         for j in jobs {
-            let schedule = j.definition.as_ref().and_then(parse_schedule);
+            let schedule = j.definition.as_ref().and_then(|d| s.schedule_of(d));
             s.jobs.insert(
                 j.job_id,
                 JobEntry {
@@ -99,6 +134,7 @@ impl State {
                 },
             );
             s.retime(TimerKey::Job(j.job_id));
+            s.trim(j.job_id);
         }
         for r in runs {
             s.runs.insert(
@@ -182,30 +218,31 @@ impl State {
                 if self.jobs.contains_key(&job_id) {
                     return;
                 }
-                let schedule = parse_schedule(&definition);
-                let execute_at = execute_at(&definition);
-                let keep = execute_at.is_none_or(|at| at <= self.hydrate_before);
+                let schedule = self.schedule_of(&definition);
                 self.jobs.insert(
                     job_id,
                     JobEntry {
                         workspace_id,
                         active: true,
-                        execute_at,
-                        definition: keep.then(|| Arc::new(definition)),
+                        execute_at: execute_at(&definition),
+                        definition: Some(Arc::new(definition)),
                         schedule,
                         anchor_at,
                         snooze: None,
                     },
                 );
                 self.retime(TimerKey::Job(job_id));
+                self.trim(job_id);
             }
             ScheduleChange::UpdateJob { job_id, definition, at } => {
+                let schedule = self.schedule_of(&definition);
                 if let Some(j) = self.jobs.get_mut(&job_id) {
-                    j.schedule = parse_schedule(&definition);
+                    j.schedule = schedule;
                     j.execute_at = execute_at(&definition);
                     j.definition = Some(Arc::new(definition));
                     j.anchor_at = j.anchor_at.max(at);
                     self.retime(TimerKey::Job(job_id));
+                    self.trim(job_id);
                 }
             }
             ScheduleChange::SetActive { job_id, active, at } => {
@@ -252,6 +289,7 @@ impl State {
             j.anchor_at = j.anchor_at.max(anchor_at);
             j.snooze = None;
             self.retime(TimerKey::Job(job_id));
+            self.trim(job_id);
         }
     }
 
@@ -454,6 +492,30 @@ mod tests {
         );
         s.hydrate(far, delayed("2026-01-01T18:00:00Z"));
         assert!(s.jobs[&far].definition.is_some());
+        // Cron jobs too: a daily job keeps its timer and a schedule shared with its twins.
+        let mut daily = delayed("2026-01-01T18:00:00Z");
+        daily.kind = JobKind::Cron {
+            schedule: "0 18 * * *".into(),
+            timezone: "UTC".into(),
+        };
+        let (a, b) = (Uuid::from_u128(3), Uuid::from_u128(4));
+        for id in [a, b] {
+            s.apply(ScheduleChange::PutJob {
+                job_id: id,
+                workspace_id: Uuid::nil(),
+                definition: daily.clone(),
+                anchor_at: at("2026-01-01T10:00:00Z"),
+            });
+        }
+        assert!(s.jobs[&a].definition.is_none());
+        let (sa, sb) = (
+            s.jobs[&a].schedule.clone().unwrap(),
+            s.jobs[&b].schedule.clone().unwrap(),
+        );
+        assert!(Arc::ptr_eq(&sa, &sb), "one parsed schedule for both");
+        assert!(s
+            .due_entries(at("2026-01-01T18:00:00Z"), 10)
+            .contains(&(at("2026-01-01T18:00:00Z"), TimerKey::Job(a))));
         // Rows loaded at start-up without a definition keep their instant.
         let rows = vec![JobRow {
             job_id: far,

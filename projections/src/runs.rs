@@ -1,5 +1,8 @@
 //! The execution log: `runs` (one row per run, its latest state) and `run_attempts`.
 
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
 use cronbox_domain::policy::SkipReason;
 use cronbox_domain::run::RunEvent;
 use cronbox_store::tail::StoredEvent;
@@ -31,6 +34,189 @@ impl Projection for RunsProjection {
             apply(tx, id, event).await
         })
     }
+    fn apply_batch<'a>(&'a self, tx: &'a mut PgConnection, events: &'a [Arc<StoredEvent>]) -> ApplyFuture<'a> {
+        Box::pin(async move {
+            let mut group = Group::None;
+            for ev in events {
+                if ev.aggregate_type != "Run" {
+                    continue;
+                }
+                let event: RunEvent =
+                    serde::Deserialize::deserialize(&ev.payload).map_err(|e| ProjectionError::decode(ev, e))?;
+                let id = Uuid::parse_str(&ev.aggregate_id)
+                    .map_err(|e| ProjectionError::decode(ev, serde::de::Error::custom(e)))?;
+                // Runs of the two most common steps are written together: new runs (with the
+                // dispatch that follows each, as the dispatcher records them) and attempt
+                // starts (as the executor's group commit records them). Anything else first
+                // writes what is pending, then applies itself, so the order of the log holds.
+                group = match (group, event) {
+                    (Group::New(mut rows), RunEvent::RunScheduled { plan, at, .. })
+                        if !rows.iter().any(|r| r.id == id) =>
+                    {
+                        rows.push(NewRun::of(id, plan, at));
+                        Group::New(rows)
+                    }
+                    (Group::New(mut rows), RunEvent::RunDispatched { attempt, at })
+                        if rows.last().is_some_and(|r| r.id == id && r.dispatched.is_none()) =>
+                    {
+                        if let Some(r) = rows.last_mut() {
+                            r.dispatched = Some((attempt, at));
+                        }
+                        Group::New(rows)
+                    }
+                    (Group::Started(mut rows), RunEvent::AttemptStarted { attempt, at })
+                        if !rows.iter().any(|r| r.0 == id) =>
+                    {
+                        rows.push((id, attempt, at));
+                        Group::Started(rows)
+                    }
+                    (g, RunEvent::RunScheduled { plan, at, .. }) => {
+                        g.flush(tx).await?;
+                        Group::New(vec![NewRun::of(id, plan, at)])
+                    }
+                    (g, RunEvent::AttemptStarted { attempt, at }) => {
+                        g.flush(tx).await?;
+                        Group::Started(vec![(id, attempt, at)])
+                    }
+                    (g, other) => {
+                        g.flush(tx).await?;
+                        apply(tx, id, other).await?;
+                        Group::None
+                    }
+                };
+            }
+            group.flush(tx).await
+        })
+    }
+}
+
+/// A run's row as `RunScheduled` (and the `RunDispatched` right after it) make it.
+struct NewRun {
+    id: Uuid,
+    plan: cronbox_domain::run::RunPlan,
+    at: DateTime<Utc>,
+    dispatched: Option<(u32, DateTime<Utc>)>,
+}
+
+impl NewRun {
+    fn of(id: Uuid, plan: cronbox_domain::run::RunPlan, at: DateTime<Utc>) -> Self {
+        Self {
+            id,
+            plan,
+            at,
+            dispatched: None,
+        }
+    }
+}
+
+/// Consecutive events of one kind, waiting to be written with one statement.
+enum Group {
+    None,
+    New(Vec<NewRun>),
+    /// (run, attempt, at) of `AttemptStarted`.
+    Started(Vec<(Uuid, u32, DateTime<Utc>)>),
+}
+
+impl Group {
+    async fn flush(self, tx: &mut PgConnection) -> Result<(), ProjectionError> {
+        match self {
+            Group::None => Ok(()),
+            Group::New(rows) => insert_runs(tx, rows).await,
+            Group::Started(rows) => start_attempts(tx, rows).await,
+        }
+    }
+}
+
+/// The same rows `RunScheduled` then `RunDispatched` write one by one.
+async fn insert_runs(tx: &mut PgConnection, rows: Vec<NewRun>) -> Result<(), ProjectionError> {
+    let n = rows.len();
+    let (mut ids, mut wss, mut jobs, mut triggers, mut statuses) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut scheduled, mut requests, mut created, mut callbacks, mut dispatched_at, mut attempts) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for r in &rows {
+        ids.push(r.id);
+        wss.push(r.plan.workspace_id);
+        jobs.push(r.plan.job_id);
+        triggers.push(r.plan.trigger.as_str());
+        statuses.push(if r.dispatched.is_some() {
+            "dispatched"
+        } else {
+            "scheduled"
+        });
+        scheduled.push(r.plan.scheduled_for);
+        requests.push(serde_json::to_string(&r.plan.request).map_err(cronbox_store::StoreError::from)?);
+        created.push(r.at);
+        callbacks.push(r.plan.callback_url.clone());
+        dispatched_at.push(r.dispatched.map(|(_, at)| at));
+        // As `attempts = greatest(attempts, attempt - 1)` on a new row (attempts 0).
+        attempts.push(r.dispatched.map_or(0, |(a, _)| (a as i32 - 1).max(0)));
+    }
+    sqlx::query(
+        "INSERT INTO runs (id, workspace_id, job_id, trigger, status, scheduled_for, request, created_at, callback_url,
+                           dispatched_at, attempts)
+         SELECT id, ws, job, trig, st, sched, req::jsonb, created, cb, disp, att
+           FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::timestamptz[], $7::text[],
+                       $8::timestamptz[], $9::text[], $10::timestamptz[], $11::int4[])
+                WITH ORDINALITY AS x(id, ws, job, trig, st, sched, req, created, cb, disp, att, n)
+          ORDER BY n
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(&ids)
+    .bind(&wss)
+    .bind(&jobs)
+    .bind(&triggers)
+    .bind(&statuses)
+    .bind(&scheduled)
+    .bind(&requests)
+    .bind(&created)
+    .bind(&callbacks)
+    .bind(&dispatched_at)
+    .bind(&attempts)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// The same rows `AttemptStarted` writes one by one (each run at most once per group).
+async fn start_attempts(tx: &mut PgConnection, rows: Vec<(Uuid, u32, DateTime<Utc>)>) -> Result<(), ProjectionError> {
+    let ids: Vec<Uuid> = rows.iter().map(|r| r.0).collect();
+    let attempts: Vec<i32> = rows.iter().map(|r| r.1 as i32).collect();
+    let ats: Vec<DateTime<Utc>> = rows.iter().map(|r| r.2).collect();
+    sqlx::query(
+        "UPDATE runs SET status = 'running', started_at = coalesce(runs.started_at, x.at)
+           FROM unnest($1::uuid[], $2::timestamptz[]) AS x(id, at)
+          WHERE runs.id = x.id",
+    )
+    .bind(&ids)
+    .bind(&ats)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO run_attempts (run_id, attempt, workspace_id, started_at)
+         SELECT x.id, x.a, r.workspace_id, x.at
+           FROM unnest($1::uuid[], $2::int4[], $3::timestamptz[]) WITH ORDINALITY AS x(id, a, at, n)
+           JOIN runs r ON r.id = x.id
+          ORDER BY x.n
+         ON CONFLICT (run_id, attempt) DO UPDATE SET started_at = EXCLUDED.started_at",
+    )
+    .bind(&ids)
+    .bind(&attempts)
+    .bind(&ats)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
 }
 
 async fn apply(tx: &mut PgConnection, id: Uuid, event: RunEvent) -> Result<(), ProjectionError> {
