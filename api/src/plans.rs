@@ -120,7 +120,8 @@ impl Plan {
                 Some("retry_count"),
             ));
         }
-        if let JobKind::Cron { schedule, timezone } = &definition.kind {
+        // Fires are whole seconds apart at least: a limit of one second needs no sampling.
+        if let (JobKind::Cron { schedule, timezone }, 2..) = (&definition.kind, self.min_cron_interval_seconds) {
             let parsed = CronSchedule::parse(schedule, timezone)
                 .map_err(|e| ApiError::field("schedule", "invalid", e.to_string()))?;
             let min = Duration::seconds(i64::from(self.min_cron_interval_seconds));

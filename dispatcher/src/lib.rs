@@ -152,9 +152,11 @@ impl Dispatcher {
     async fn lead(&mut self, mut lock: leader::Lock, shutdown: &CancellationToken) -> Result<(), DispatchError> {
         let started = std::time::Instant::now();
         let hydrate_before = Utc::now() + self.config.preload;
-        let (cursor, jobs, runs) = schedule::load(&self.pool, 5000, hydrate_before).await?;
+        let mut state = State::from_rows(Vec::new(), Vec::new(), hydrate_before);
+        let (cursor, runs) = schedule::load(&self.pool, 5000, hydrate_before, |page| state.add_jobs(page)).await?;
+        state.add_runs(runs);
         self.cursor = cursor;
-        self.state = State::from_rows(jobs, runs, hydrate_before);
+        self.state = state;
         self.catch_up_tail().await?;
         let (j, r) = self.state.len();
         tracing::info!(

@@ -119,6 +119,14 @@ impl State {
             hydrate_before,
             ..State::default()
         };
+        s.add_jobs(jobs);
+        s.add_runs(runs);
+        s
+    }
+
+    /// Indexes rows of the schedule index (a page of the start-up load).
+    pub fn add_jobs(&mut self, jobs: Vec<JobRow>) {
+        let s = self;
         for j in jobs {
             let schedule = j.definition.as_ref().and_then(|d| s.schedule_of(d));
             s.jobs.insert(
@@ -136,6 +144,11 @@ impl State {
             s.retime(TimerKey::Job(j.job_id));
             s.trim(j.job_id);
         }
+    }
+
+    /// Indexes the runs waiting for dispatch.
+    pub fn add_runs(&mut self, runs: Vec<RunRow>) {
+        let s = self;
         for r in runs {
             s.runs.insert(
                 r.run_id,
@@ -148,7 +161,6 @@ impl State {
             );
             s.retime(TimerKey::Run(r.run_id));
         }
-        s
     }
 
     /// Gives a job its definition (read from the log when it came due).

@@ -365,17 +365,20 @@ type ScheduleJobRow = (
 ///
 /// Delayed calls due after `hydrate_before` come without their definition: a million pending
 /// calls would otherwise cost the dispatcher gigabytes and the load a million JSON parses.
+///
+/// Jobs are handed to `on_jobs` a page at a time, so the caller can index them as they come and
+/// never holds all rows and its index at once.
 pub async fn load(
     pool: &PgPool,
     page: i64,
     hydrate_before: DateTime<Utc>,
-) -> Result<(Cursor, Vec<JobRow>, Vec<RunRow>), ProjectionError> {
+    mut on_jobs: impl FnMut(Vec<JobRow>),
+) -> Result<(Cursor, Vec<RunRow>), ProjectionError> {
     let mut tx = pool.begin().await?;
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         .execute(&mut *tx)
         .await?;
     let cursor = checkpoint(&mut tx, NAME).await?;
-    let mut jobs = Vec::new();
     let mut after = Uuid::nil();
     loop {
         let rows: Vec<ScheduleJobRow> = sqlx::query_as(
@@ -393,6 +396,7 @@ pub async fn load(
         .fetch_all(&mut *tx)
         .await?;
         let n = rows.len();
+        let mut jobs = Vec::with_capacity(n);
         for (job_id, workspace_id, active, definition, anchor_at, execute_at) in rows {
             after = job_id;
             jobs.push(JobRow {
@@ -404,6 +408,7 @@ pub async fn load(
                 execute_at,
             });
         }
+        on_jobs(jobs);
         if (n as i64) < page {
             break;
         }
@@ -423,5 +428,5 @@ pub async fn load(
             due_at,
         })
         .collect();
-    Ok((cursor, jobs, runs))
+    Ok((cursor, runs))
 }
