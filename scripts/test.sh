@@ -40,4 +40,9 @@ else
   cargo test "${scope[@]}" --all-targets "${cargo_args[@]}" -- \
     --test-threads="$threads" "${harness_args[@]}" || status=$?
 fi
+# The whole suite (no filter given) ends with the seconds-long smoke run of the benchmarks, so
+# the benchmark tool and every scenario's code path stay working (the figures are not checked).
+if [[ $# -eq 0 ]]; then
+  bash bench/run.sh --smoke >/dev/null || status=$?
+fi
 exit "$status"

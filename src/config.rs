@@ -33,6 +33,8 @@ pub struct Config {
     /// Delayed calls due within this many seconds keep their definition in the dispatcher's
     /// memory; later ones are read from the log when they come due.
     pub dispatcher_preload_seconds: u64,
+    /// How early runs are recorded and published; executors hold each call until its instant.
+    pub dispatch_lead_ms: u64,
     /// How often runs past their plan's retention are removed from the execution log.
     pub retention_sweep_seconds: u64,
     /// Requests per minute are limited (per key/user from the plan, per address otherwise).
@@ -152,6 +154,7 @@ impl Config {
             secrets_key: src.get("CRONBOX_SECRETS_KEY"),
             reconcile_after_seconds: src.parse("CRONBOX_RECONCILE_AFTER_SECONDS", 60)?,
             dispatcher_preload_seconds: src.parse("CRONBOX_DISPATCHER_PRELOAD_SECONDS", 120)?,
+            dispatch_lead_ms: src.parse("CRONBOX_DISPATCH_LEAD_MS", 50)?,
             retention_sweep_seconds: src.parse("CRONBOX_RETENTION_SWEEP_SECONDS", 600)?,
             rate_limit: src.get("CRONBOX_RATE_LIMIT").is_none() || src.flag("CRONBOX_RATE_LIMIT")?,
             rate_limit_per_address: src.parse("CRONBOX_RATE_LIMIT_PER_ADDRESS", 120)?,
@@ -162,7 +165,13 @@ impl Config {
     /// Values that parse but cannot work (a zero-slot executor never calls anything, a zero
     /// ack wait floods the server with progress acks) are refused at start-up.
     fn validated(self) -> Result<Self, ConfigError> {
-        let checks: [(&'static str, bool, String, &'static str); 12] = [
+        let checks: [(&'static str, bool, String, &'static str); 13] = [
+            (
+                "CRONBOX_DISPATCH_LEAD_MS",
+                self.dispatch_lead_ms <= 1000,
+                self.dispatch_lead_ms.to_string(),
+                "must be 0..=1000",
+            ),
             (
                 "CRONBOX_DISPATCHER_PRELOAD_SECONDS",
                 self.dispatcher_preload_seconds <= 86_400,

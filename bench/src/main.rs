@@ -40,7 +40,7 @@ struct Cli {
     #[arg(long, default_value = ".cronbox/bench/results.jsonl")]
     out: PathBuf,
     /// Cron jobs created per second (sets how far ahead the cron fleet's minute is).
-    #[arg(long, default_value_t = 800.0)]
+    #[arg(long, default_value_t = 600.0)]
     cron_create_hint: f64,
 }
 

@@ -72,6 +72,9 @@ pub struct DispatcherConfig {
     /// Delayed calls due within this much of now keep their definition in memory; later ones
     /// are read from the log when they come due.
     pub preload: Duration,
+    /// Runs are recorded and published this much before their instant; the executor holds the
+    /// call until the instant itself, so the pipeline's own latency does not make calls late.
+    pub lead: Duration,
 }
 
 /// How often the leader looks for runs JetStream lost.
@@ -82,6 +85,7 @@ impl Default for DispatcherConfig {
         Self {
             grace: Duration::seconds(60),
             preload: Duration::seconds(120),
+            lead: Duration::milliseconds(50),
             batch_max: 1000,
             lock_key: 0x0c0b_0d15,
             reconcile_after: StdDuration::from_secs(60),
@@ -193,7 +197,7 @@ impl Dispatcher {
             self.state.hydrate_before = Utc::now() + self.config.preload;
             let applied = self.catch_up_tail().await?;
             let now = Utc::now();
-            let due = self.state.due_entries(now, self.config.batch_max);
+            let due = self.state.due_entries(now + self.config.lead, self.config.batch_max);
             if !due.is_empty() {
                 self.fire(now, due).await?;
                 continue;
@@ -204,7 +208,11 @@ impl Dispatcher {
             // Sleep until the earliest timer, a commit notification, or the housekeeping tick.
             let mut wait = StdDuration::from_secs(1);
             if let Some(next) = self.state.next_due() {
-                wait = wait.min((next - Utc::now()).to_std().unwrap_or(StdDuration::ZERO));
+                wait = wait.min(
+                    (next - self.config.lead - Utc::now())
+                        .to_std()
+                        .unwrap_or(StdDuration::ZERO),
+                );
             }
             if settle > 0 && settle <= 6 {
                 // Woken but nothing was visible yet (an older transaction held the horizon).
@@ -452,7 +460,8 @@ impl Dispatcher {
                     OverlapPolicy::QueueOne => MisfirePolicy::RunOnce,
                     _ => definition.misfire_policy,
                 };
-                let mut decision = decide_cron(&schedule, anchor, now, grace, misfire);
+                // Fires within the lead count as due now (they are held until their instant).
+                let mut decision = decide_cron(&schedule, anchor, now + self.config.lead, grace, misfire);
                 if overlap != OverlapPolicy::Allow && !decision.fires.is_empty() && self.job_busy(job_id).await? {
                     if overlap == OverlapPolicy::QueueOne {
                         // The anchor stays, so the waiting fire survives a restart (the misfire

@@ -76,6 +76,8 @@ struct Shared {
 
 /// How long a run whose host is busy waits before it is delivered again.
 const HOST_BUSY_DELAY: Duration = Duration::from_millis(500);
+/// The longest an executor holds a call that arrived before its instant.
+const MAX_EARLY: Duration = Duration::from_secs(1);
 /// How long a run waits in its executor slot for a slot of its host.
 const HOST_WAIT: Duration = Duration::from_millis(250);
 
@@ -455,6 +457,11 @@ async fn attempt(
             tracing::warn!(error = %e, "cannot record attempt start");
             return Err(Duration::from_secs(1));
         }
+    }
+    // The dispatcher sends runs a little ahead of their instant (the fire time, or a retry's
+    // time): hold the call until then (bounded, in case this clock is behind the dispatcher's).
+    if let Ok(early) = (d.due_at - Utc::now()).to_std() {
+        tokio::time::sleep(early.min(MAX_EARLY)).await;
     }
     let lateness_ms = (Utc::now() - plan.scheduled_for).num_milliseconds();
     let message_id = d.run_id.to_string();

@@ -40,31 +40,135 @@ impl Projection for JobsProjection {
     }
     fn apply_batch<'a>(&'a self, tx: &'a mut PgConnection, events: &'a [Arc<StoredEvent>]) -> ApplyFuture<'a> {
         Box::pin(async move {
-            // Consecutive creates (a batch create, a busy API) go in as one insert.
-            let mut created: Vec<(Uuid, Uuid, JobDefinition, DateTime<Utc>)> = Vec::new();
+            // Runs of the commonest events are written with one statement each: new jobs (a
+            // batch create, a busy API), delayed calls starting, runs succeeding. Events this
+            // projection ignores do not break a run; anything else writes what is pending first,
+            // so the log's order holds.
+            let mut pending = Pending::None;
             for ev in events {
                 if ev.aggregate_type == "Job" {
                     let event: JobEvent =
                         serde::Deserialize::deserialize(&ev.payload).map_err(|e| ProjectionError::decode(ev, e))?;
-                    if let JobEvent::JobCreated {
-                        workspace_id,
-                        definition,
-                        at,
-                        ..
-                    } = event
-                    {
-                        created.push((job_id(ev)?, workspace_id, definition, at));
-                        continue;
-                    }
-                    insert_created(tx, std::mem::take(&mut created)).await?;
-                    apply_job(tx, ev, event).await?;
-                } else {
-                    insert_created(tx, std::mem::take(&mut created)).await?;
-                    self.apply(tx, ev).await?;
+                    pending = match (pending, event) {
+                        (
+                            Pending::Created(mut rows),
+                            JobEvent::JobCreated {
+                                workspace_id,
+                                definition,
+                                at,
+                                ..
+                            },
+                        ) => {
+                            rows.push((job_id(ev)?, workspace_id, definition, at));
+                            Pending::Created(rows)
+                        }
+                        (
+                            p,
+                            JobEvent::JobCreated {
+                                workspace_id,
+                                definition,
+                                at,
+                                ..
+                            },
+                        ) => {
+                            p.flush(tx).await?;
+                            Pending::Created(vec![(job_id(ev)?, workspace_id, definition, at)])
+                        }
+                        (p, event) => {
+                            p.flush(tx).await?;
+                            apply_job(tx, ev, event).await?;
+                            Pending::None
+                        }
+                    };
+                } else if ev.aggregate_type == "Run" {
+                    let event: RunEvent =
+                        serde::Deserialize::deserialize(&ev.payload).map_err(|e| ProjectionError::decode(ev, e))?;
+                    pending = match (pending, event) {
+                        (
+                            p,
+                            RunEvent::RunDispatched { .. }
+                            | RunEvent::AttemptStarted { .. }
+                            | RunEvent::AttemptFinished { .. }
+                            | RunEvent::RetryScheduled { .. }
+                            | RunEvent::CallbackAttempted { .. }
+                            | RunEvent::CallbackDelivered { .. }
+                            | RunEvent::CallbackFailed { .. },
+                        ) => p,
+                        (Pending::Started(mut rows), RunEvent::RunScheduled { run_id, plan, .. })
+                            if plan.trigger == Trigger::Delayed && !rows.iter().any(|r| r.0 == plan.job_id) =>
+                        {
+                            rows.push((plan.job_id, run_id));
+                            Pending::Started(rows)
+                        }
+                        (p, RunEvent::RunScheduled { run_id, plan, .. }) if plan.trigger == Trigger::Delayed => {
+                            p.flush(tx).await?;
+                            Pending::Started(vec![(plan.job_id, run_id)])
+                        }
+                        (Pending::Succeeded(mut rows), RunEvent::RunSucceeded { job_id, at, .. })
+                            if !rows.iter().any(|r| r.0 == job_id) =>
+                        {
+                            rows.push((job_id, at));
+                            Pending::Succeeded(rows)
+                        }
+                        (p, RunEvent::RunSucceeded { job_id, at, .. }) => {
+                            p.flush(tx).await?;
+                            Pending::Succeeded(vec![(job_id, at)])
+                        }
+                        (p, event) => {
+                            p.flush(tx).await?;
+                            apply_run(tx, event).await?;
+                            Pending::None
+                        }
+                    };
                 }
             }
-            insert_created(tx, created).await
+            pending.flush(tx).await
         })
+    }
+}
+
+/// Consecutive events of one kind, waiting to be written with one statement.
+enum Pending {
+    None,
+    Created(Vec<(Uuid, Uuid, JobDefinition, DateTime<Utc>)>),
+    /// (job, run) of delayed calls whose run was recorded.
+    Started(Vec<(Uuid, Uuid)>),
+    /// (job, at) of succeeded runs.
+    Succeeded(Vec<(Uuid, DateTime<Utc>)>),
+}
+
+impl Pending {
+    async fn flush(self, tx: &mut PgConnection) -> Result<(), ProjectionError> {
+        match self {
+            Pending::None => {}
+            Pending::Created(rows) => insert_created(tx, rows).await?,
+            Pending::Started(rows) => {
+                let (jobs, runs): (Vec<Uuid>, Vec<Uuid>) = rows.into_iter().unzip();
+                sqlx::query(
+                    "UPDATE jobs SET status = 'running', next_run_at = NULL, last_run_id = x.run
+                       FROM unnest($1::uuid[], $2::uuid[]) AS x(job, run)
+                      WHERE jobs.id = x.job AND jobs.status = 'pending'",
+                )
+                .bind(&jobs)
+                .bind(&runs)
+                .execute(&mut *tx)
+                .await?;
+            }
+            Pending::Succeeded(rows) => {
+                let (jobs, ats): (Vec<Uuid>, Vec<DateTime<Utc>>) = rows.into_iter().unzip();
+                sqlx::query(
+                    "UPDATE jobs SET last_run_at = x.at, last_status = 'succeeded', consecutive_failures = 0,
+                                     status = CASE WHEN kind = 'delayed' AND status = 'running' THEN 'succeeded' ELSE status END
+                       FROM unnest($1::uuid[], $2::timestamptz[]) AS x(job, at)
+                      WHERE jobs.id = x.job",
+                )
+                .bind(&jobs)
+                .bind(&ats)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        Ok(())
     }
 }
 
