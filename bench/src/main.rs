@@ -132,6 +132,8 @@ async fn main() -> anyhow::Result<()> {
                 }
                 Err(e) => r["peer"] = json!({"error": format!("{e:#}")}),
             }
+            // Let the reference's servers finish shutting down before our next scenario.
+            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
         }
         use std::io::Write;
         println!("{r}");

@@ -171,8 +171,10 @@ impl Dispatcher {
         );
         outbox::flush(&self.pool, &self.queue, StdDuration::ZERO).await?;
 
+        // Housekeeping runs beside the firing loop (stopped when this leadership ends): a slow
+        // reconcile query must not hold back fires that are due.
+        let _housekeeping = self.spawn_housekeeping(shutdown);
         let mut last_check = std::time::Instant::now();
-        let mut last_reconcile = std::time::Instant::now();
         let mut settle = 0u32;
         loop {
             if shutdown.is_cancelled() {
@@ -180,18 +182,6 @@ impl Dispatcher {
             }
             if last_check.elapsed() > StdDuration::from_secs(2) {
                 lock.check().await?;
-                outbox::flush(&self.pool, &self.queue, StdDuration::from_secs(3)).await?;
-                if last_reconcile.elapsed() > RECONCILE_EVERY {
-                    reconcile::reconcile(
-                        &self.pool,
-                        &self.stores,
-                        &self.queue,
-                        self.config.reconcile_after,
-                        Utc::now(),
-                    )
-                    .await?;
-                    last_reconcile = std::time::Instant::now();
-                }
                 last_check = std::time::Instant::now();
             }
             self.state.hydrate_before = Utc::now() + self.config.preload;
@@ -226,6 +216,38 @@ impl Dispatcher {
                 _ = shutdown.cancelled() => return Ok(()),
             }
         }
+    }
+
+    /// Re-publishes outbox rows that were not acknowledged and, every few seconds, looks for
+    /// runs JetStream lost. Stops when the returned guard is dropped.
+    fn spawn_housekeeping(&self, shutdown: &CancellationToken) -> tokio_util::sync::DropGuard {
+        let token = shutdown.child_token();
+        let (pool, stores, queue, after) = (
+            self.pool.clone(),
+            self.stores.clone(),
+            self.queue.clone(),
+            self.config.reconcile_after,
+        );
+        let stop = token.clone();
+        tokio::spawn(async move {
+            let mut last_reconcile = std::time::Instant::now();
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(StdDuration::from_secs(2)) => {}
+                    _ = stop.cancelled() => return,
+                }
+                if let Err(e) = outbox::flush(&pool, &queue, StdDuration::from_secs(3)).await {
+                    tracing::warn!(error = %e, "outbox flush failed; retrying");
+                }
+                if last_reconcile.elapsed() > RECONCILE_EVERY {
+                    if let Err(e) = reconcile::reconcile(&pool, &stores, &queue, after, Utc::now()).await {
+                        tracing::warn!(error = %e, "reconcile failed; retrying");
+                    }
+                    last_reconcile = std::time::Instant::now();
+                }
+            }
+        });
+        token.drop_guard()
     }
 
     /// Applies every visible event after the cursor to the in-memory state.
