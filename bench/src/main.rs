@@ -121,7 +121,9 @@ async fn main() -> anyhow::Result<()> {
             match peer::run(&cli.peer_dir, n, window).await {
                 Ok(p) => {
                     let ratio = |a: &Value, b: &Value| match (a.as_f64(), b.as_f64()) {
-                        (Some(a), Some(b)) if b != 0.0 => json!(stats::round(a / b * 100.0) / 100.0),
+                        (Some(a), Some(b)) if b != 0.0 => {
+                            json!(format!("{:.3}", a / b).parse::<f64>().unwrap_or(f64::NAN))
+                        }
                         _ => Value::Null,
                     };
                     r["peer"] = json!({
