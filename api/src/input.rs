@@ -22,22 +22,27 @@ impl<S: Send + Sync> FromRequest<S> for JsonObject {
         let bytes = Bytes::from_request(req, state)
             .await
             .map_err(|_| ApiError::TooLarge(MAX_BODY_BYTES))?;
-        if bytes.len() > MAX_BODY_BYTES {
-            return Err(ApiError::TooLarge(MAX_BODY_BYTES));
-        }
-        match serde_json::from_slice::<Value>(&bytes) {
-            Ok(Value::Object(map)) => Ok(JsonObject(map)),
-            Ok(_) => Err(ApiError::BadRequest {
-                code: "invalid_json",
-                message: "the body must be a JSON object".into(),
-                field: None,
-            }),
-            Err(e) => Err(ApiError::BadRequest {
-                code: "invalid_json",
-                message: format!("malformed JSON: {e}"),
-                field: None,
-            }),
-        }
+        parse_object(&bytes, MAX_BODY_BYTES).map(JsonObject)
+    }
+}
+
+/// A body of at most `max` bytes that must be a JSON object.
+pub fn parse_object(bytes: &[u8], max: usize) -> Result<Map<String, Value>, ApiError> {
+    if bytes.len() > max {
+        return Err(ApiError::TooLarge(max));
+    }
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(ApiError::BadRequest {
+            code: "invalid_json",
+            message: "the body must be a JSON object".into(),
+            field: None,
+        }),
+        Err(e) => Err(ApiError::BadRequest {
+            code: "invalid_json",
+            message: format!("malformed JSON: {e}"),
+            field: None,
+        }),
     }
 }
 

@@ -948,26 +948,7 @@ pub async fn create_delayed_batch(
     caller: Caller,
     body: axum::body::Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
-    if body.len() > MAX_BATCH_BODY_BYTES {
-        return Err(ApiError::TooLarge(MAX_BATCH_BODY_BYTES));
-    }
-    let mut top = match serde_json::from_slice::<Value>(&body) {
-        Ok(Value::Object(map)) => Fields(map),
-        Ok(_) => {
-            return Err(ApiError::BadRequest {
-                code: "invalid_json",
-                message: "the body must be a JSON object".into(),
-                field: None,
-            })
-        }
-        Err(e) => {
-            return Err(ApiError::BadRequest {
-                code: "invalid_json",
-                message: format!("malformed JSON: {e}"),
-                field: None,
-            })
-        }
-    };
+    let mut top = Fields(crate::input::parse_object(&body, MAX_BATCH_BODY_BYTES)?);
     let raw = match top.0.remove("items") {
         Some(Value::Array(items)) => items,
         None | Some(Value::Null) => return Err(ApiError::field("items", "required", "items is required")),
