@@ -86,21 +86,19 @@ async fn create_job(
     definition: JobDefinition,
     at: DateTime<Utc>,
 ) -> Result<Job, MeteredError> {
-    let mut job = Job::default();
-    let sink = cqrs_es::event_sink::EventSink::default();
     let cmd = JobCommand::Create {
         job_id: id,
         workspace_id: caller.workspace_id,
         definition,
         at,
     };
-    cqrs_es::Aggregate::handle(&mut job, cmd, &(), &sink)
+    let (job, events) = cronbox_domain::decide(&Job::default(), cmd)
         .await
         .map_err(MeteredError::Command)?;
     let new = NewJob {
         workspace_id: caller.workspace_id,
         job_id: id,
-        events: sink.collect().await,
+        events,
         tz: parse_timezone(&caller.timezone).unwrap_or(chrono_tz::UTC),
         limits: plan.limits(),
         at,
@@ -1023,11 +1021,8 @@ pub async fn create_delayed_batch(
             definition: item.definition.clone(),
             at: now,
         };
-        let sink = cqrs_es::event_sink::EventSink::default();
-        cqrs_es::Aggregate::handle(&mut Job::default(), cmd, &(), &sink)
-            .await
-            .map_err(job_error)?;
-        jobs.push((item.id, sink.collect().await));
+        let (_, events) = cronbox_domain::decide(&Job::default(), cmd).await.map_err(job_error)?;
+        jobs.push((item.id, events));
     }
     let tz = parse_timezone(&caller.timezone).unwrap_or(chrono_tz::UTC);
     usage::append_new_jobs(&mut tx, caller.workspace_id, &jobs, tz, plan.limits(), now)

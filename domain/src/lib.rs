@@ -21,3 +21,17 @@ pub mod webhook;
 pub mod workspace;
 
 pub use error::FieldError;
+
+/// Runs `command` through the aggregate's own `handle` on a copy, without IO: the state it leads
+/// to and the events to append. Every path that writes events outside cqrs-es' `execute` (batch
+/// appends, group commits) decides through this, so it cannot drift from what `handle` decides.
+/// The aggregate itself is left as it was (`handle` applies events as it decides them).
+pub async fn decide<A: cqrs_es::Aggregate<Services = ()> + Clone>(
+    aggregate: &A,
+    command: A::Command,
+) -> Result<(A, Vec<A::Event>), A::Error> {
+    let mut next = aggregate.clone();
+    let sink = cqrs_es::event_sink::EventSink::default();
+    next.handle(command, &(), &sink).await?;
+    Ok((next, sink.collect().await))
+}

@@ -611,10 +611,8 @@ impl Aggregate for Run {
 
 /// Runs one command through the aggregate's own `handle`, without any IO: what the batch paths
 /// (dispatcher) use to produce exactly the events cqrs-es would.
-pub async fn decide(mut run: Run, command: RunCommand) -> Result<Vec<RunEvent>, RunError> {
-    let sink = EventSink::default();
-    run.handle(command, &(), &sink).await?;
-    Ok(sink.collect().await)
+pub async fn decide(run: Run, command: RunCommand) -> Result<Vec<RunEvent>, RunError> {
+    Ok(crate::decide(&run, command).await?.1)
 }
 
 /// The events a dispatcher records for a fresh fire: scheduled and dispatched (attempt 1).

@@ -13,7 +13,7 @@ use cronbox_domain::run::{Run, RunCommand, RunError, RunStatus};
 use cronbox_domain::target::TargetPolicy;
 use cronbox_nats::{ConsumerSettings, DispatchMessage, RunQueue};
 use cronbox_store::aggregates::Stores;
-use cronbox_store::append::NewEvent;
+use cronbox_store::append::rows;
 use cronbox_store::group_commit::{Appended, GroupCommit};
 use cronbox_store::signing::Keyring;
 use futures::StreamExt;
@@ -516,20 +516,11 @@ async fn execute(
     cmd: RunCommand,
 ) -> Result<(), AggregateError<RunError>> {
     for _ in 0..3 {
-        // `handle` applies its events as it decides them: decide on a copy, so the run only
-        // moves on once they are committed.
-        let mut next = run.clone();
-        let sink = cqrs_es::event_sink::EventSink::default();
-        cqrs_es::Aggregate::handle(&mut next, cmd.clone(), &(), &sink)
+        // The run only moves on once the events are committed.
+        let (next, events) = cronbox_domain::decide(&*run, cmd.clone())
             .await
             .map_err(AggregateError::UserError)?;
-        let events = sink.collect().await;
-        let rows = events
-            .iter()
-            .enumerate()
-            .map(|(i, e)| NewEvent::of::<Run>(id.to_string(), (*version + i + 1) as i64, e))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| AggregateError::UnexpectedError(Box::new(e)))?;
+        let rows = rows::<Run>(id, *version, &events).map_err(|e| AggregateError::UnexpectedError(Box::new(e)))?;
         match writer.append(rows).await {
             Ok(Appended::Written) => {
                 *version += events.len();

@@ -35,6 +35,15 @@ impl NewEvent {
     }
 }
 
+/// The rows that append `events` to aggregate `id`, whose last sequence is `version`.
+pub fn rows<A: Aggregate>(id: &str, version: usize, events: &[A::Event]) -> Result<Vec<NewEvent>, StoreError> {
+    events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| NewEvent::of::<A>(id.to_string(), (version + i + 1) as i64, e))
+        .collect()
+}
+
 /// Inserts `events`, skipping any whose (aggregate, sequence) already exists. Returns the
 /// (aggregate_id, sequence) pairs actually inserted, so the caller can tell which of its
 /// aggregates someone else had already written.

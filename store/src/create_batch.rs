@@ -18,7 +18,8 @@ use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use crate::append::{append_new, NewEvent};
+use crate::append::{append_new, rows};
+use crate::group_commit::next_batch;
 use crate::usage::{apply_delta, period, Limits, MeteredError};
 use crate::StoreError;
 
@@ -69,14 +70,7 @@ impl CreateBatcher {
 
 async fn writer(pool: PgPool, mut rx: mpsc::Receiver<Request>) {
     let mut batch: Vec<Request> = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = rx.recv().await {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(r) => batch.push(r),
-                Err(_) => break,
-            }
-        }
+    while next_batch(&mut rx, &mut batch, MAX_BATCH).await {
         let jobs: Vec<&NewJob> = batch.iter().map(|r| &r.job).collect();
         let grouped = if jobs.len() > 1 {
             write(&pool, &jobs).await
@@ -109,15 +103,12 @@ async fn writer(pool: PgPool, mut rx: mpsc::Receiver<Request>) {
 /// Writes `jobs` in one transaction. Ok: a result per job (a job that already existed is a
 /// conflict). Err: nothing was written (`Some`: why).
 async fn write(pool: &PgPool, jobs: &[&NewJob]) -> Result<Vec<Result<(), MeteredError>>, Option<MeteredError>> {
-    let mut rows = Vec::new();
+    let mut new_rows = Vec::new();
     for j in jobs {
-        let id = j.job_id.to_string();
-        for (i, e) in j.events.iter().enumerate() {
-            rows.push(NewEvent::of::<Job>(id.clone(), (i + 1) as i64, e).map_err(|e| Some(e.into()))?);
-        }
+        new_rows.extend(rows::<Job>(&j.job_id.to_string(), 0, &j.events).map_err(|e| Some(e.into()))?);
     }
     let mut tx = pool.begin().await.map_err(|e| Some(e.into()))?;
-    let inserted: std::collections::HashSet<(String, i64)> = append_new(&mut tx, &rows)
+    let inserted: std::collections::HashSet<(String, i64)> = append_new(&mut tx, &new_rows)
         .await
         .map_err(|e| Some(e.into()))?
         .into_iter()

@@ -66,16 +66,25 @@ impl GroupCommit {
     }
 }
 
+/// Waits for one request, then takes every other one already waiting, up to `max`: what
+/// arrived while the previous batch was committing. False when every sender is gone.
+pub(crate) async fn next_batch<T>(rx: &mut mpsc::Receiver<T>, batch: &mut Vec<T>, max: usize) -> bool {
+    let Some(first) = rx.recv().await else {
+        return false;
+    };
+    batch.push(first);
+    while batch.len() < max {
+        match rx.try_recv() {
+            Ok(r) => batch.push(r),
+            Err(_) => break,
+        }
+    }
+    true
+}
+
 async fn writer(pool: PgPool, mut rx: mpsc::Receiver<Request>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = rx.recv().await {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(r) => batch.push(r),
-                Err(_) => break,
-            }
-        }
+    while next_batch(&mut rx, &mut batch, MAX_BATCH).await {
         match write(&pool, &batch).await {
             Ok(results) => {
                 for (r, result) in batch.drain(..).zip(results) {

@@ -13,8 +13,6 @@
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
-use cqrs_es::event_sink::EventSink;
-use cqrs_es::Aggregate;
 use cronbox_domain::job::{Job, JobCommand, JobError, JobEvent};
 use cronbox_domain::usage::{job_usage_delta, month_of, Counter, MeterState};
 use cronbox_domain::workspace::WorkspaceEvent;
@@ -23,7 +21,7 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::aggregates::AggregateStore;
-use crate::append::{append_new, NewEvent};
+use crate::append::{append_new, rows};
 use crate::StoreError;
 
 /// The caps of a workspace's plan on the metered counters (None: unlimited).
@@ -86,27 +84,20 @@ pub async fn execute_job(
 ) -> Result<(), MeteredError> {
     let aggregate_id = id.to_string();
     for _ in 0..ATTEMPTS {
-        let (mut job, version) = store.load(&aggregate_id).await.map_err(|e| match e {
+        let (before, version) = store.load(&aggregate_id).await.map_err(|e| match e {
             cqrs_es::AggregateError::UserError(u) => MeteredError::Command(u),
             other => MeteredError::Store(StoreError::EventStore(other.to_string())),
         })?;
-        let before = job.clone();
-        let sink = EventSink::default();
-        job.handle(command.clone(), &(), &sink)
+        let (job, events) = cronbox_domain::decide(&before, command.clone())
             .await
             .map_err(MeteredError::Command)?;
-        let events = sink.collect().await;
         if events.is_empty() {
             return Ok(());
         }
         let Some(workspace_id) = job.workspace_id else {
             return Err(MeteredError::Command(JobError::NotFound));
         };
-        let rows = events
-            .iter()
-            .enumerate()
-            .map(|(i, e)| NewEvent::of::<Job>(aggregate_id.clone(), (version + i + 1) as i64, e))
-            .collect::<Result<Vec<_>, _>>()?;
+        let rows = rows::<Job>(&aggregate_id, version, &events)?;
 
         let mut tx = pool.begin().await?;
         let inserted = append_new(&mut tx, &rows).await?;
@@ -139,7 +130,7 @@ pub async fn append_new_jobs(
     at: DateTime<Utc>,
 ) -> Result<(), MeteredError> {
     let mut totals: Vec<(Counter, i64)> = Vec::new();
-    let mut rows = Vec::new();
+    let mut new_rows = Vec::new();
     let empty = Job::default();
     for (id, events) in jobs {
         for (counter, delta) in job_usage_delta(&empty, events).entries() {
@@ -148,13 +139,10 @@ pub async fn append_new_jobs(
                 None => totals.push((counter, delta)),
             }
         }
-        let aggregate_id = id.to_string();
-        for (i, e) in events.iter().enumerate() {
-            rows.push(NewEvent::of::<Job>(aggregate_id.clone(), (i + 1) as i64, e)?);
-        }
+        new_rows.extend(rows::<Job>(&id.to_string(), 0, events)?);
     }
-    let inserted = append_new(&mut *conn, &rows).await?;
-    if inserted.len() != rows.len() {
+    let inserted = append_new(&mut *conn, &new_rows).await?;
+    if inserted.len() != new_rows.len() {
         return Err(MeteredError::Conflict);
     }
     // Last, so the counter row (the workspace's one point of contention) is held only briefly.
