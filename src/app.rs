@@ -190,6 +190,13 @@ pub async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
             keyring: keyring.clone().context("the API needs the keyring")?,
             plans: Default::default(),
             creates: cronbox_store::create_batch::CreateBatcher::start(pool.clone()),
+            feed: Some(cronbox_api::feed::Feed::spawn(
+                pool.clone(),
+                waker.clone(),
+                config.sse_max_streams,
+                shutdown.clone(),
+            )),
+            rebuilds: Default::default(),
             limiter: cronbox_api::rate_limit::RateLimiter::new(
                 pool.clone(),
                 config.rate_limit_per_address,
@@ -337,65 +344,68 @@ pub async fn create_user(
 }
 
 /// The name `projections rebuild` knows the plan-limit counters by.
-const USAGE_COUNTERS: &str = "usage_counters";
-
 pub async fn rebuild(config: &Config, name: Option<&str>) -> anyhow::Result<()> {
     let pool = connect(config).await?;
-    let projections: Vec<_> = cronbox_projections::all()
-        .into_iter()
-        .filter(|p| name.is_none_or(|n| p.name() == n))
-        .collect();
-    // The plan-limit counters are an inline projection (written with the commands), rebuilt by
-    // replaying the log under a table lock rather than by the tail.
-    let counters = name.is_none_or(|n| n == USAGE_COUNTERS);
-    if projections.is_empty() && !counters {
-        anyhow::bail!("no projection named {:?}", name.unwrap_or_default());
+    let total = cronbox_projections::admin::log_size(&pool).await?.max(1) as f64;
+    let started = std::time::Instant::now();
+    let done = cronbox_projections::admin::rebuild(&pool, name, |p, n| {
+        if p == cronbox_projections::admin::USAGE_COUNTERS {
+            eprintln!("  {p}: {n} counter(s)");
+        } else {
+            eprintln!(
+                "  {p}: {n} events replayed ({:.0}%)",
+                (n as f64 / total * 100.0).min(100.0)
+            );
+        }
+    })
+    .await?;
+    for (p, n) in done {
+        println!("{p}: rebuilt ({n})");
     }
-    if counters {
-        let started = std::time::Instant::now();
-        let rows = cronbox_store::usage::rebuild(&pool).await?;
+    println!("done in {:.1}s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+pub async fn projection_status(config: &Config, json: bool) -> anyhow::Result<()> {
+    let pool = connect(config).await?;
+    let status = cronbox_projections::admin::status(&pool).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+        return Ok(());
+    }
+    println!(
+        "{:<12} {:<24} {:>12} {:>10}",
+        "projection", "checkpoint", "lag events", "lag s"
+    );
+    for s in status {
         println!(
-            "{USAGE_COUNTERS}: rebuilt {rows} counter(s) in {:.1}s",
-            started.elapsed().as_secs_f64()
+            "{:<12} {:<24} {:>12} {:>10.1}",
+            s.name, s.checkpoint, s.lag_events, s.lag_seconds
         );
-    }
-    let runs_rebuilt = projections.iter().any(|p| p.name() == "runs");
-    for p in projections {
-        let started = std::time::Instant::now();
-        let n = cronbox_projections::rebuild::rebuild(&pool, p.as_ref(), |done| {
-            eprintln!("  {}: {done} events replayed", p.name())
-        })
-        .await?;
-        println!(
-            "{}: rebuilt from {n} events in {:.1}s",
-            p.name(),
-            started.elapsed().as_secs_f64()
-        );
-    }
-    if runs_rebuilt {
-        // The replay brought back runs past their retention; the log keeps them, the view not.
-        let n = cronbox_projections::retention::sweep(&pool, chrono::Utc::now()).await?;
-        println!("runs: {n} run(s) past retention removed again");
     }
     Ok(())
 }
 
-pub async fn projection_status(config: &Config) -> anyhow::Result<()> {
+/// Prints an aggregate's stored events, one JSON object per line.
+pub async fn show_events(config: &Config, aggregate_type: &str, id: &str) -> anyhow::Result<()> {
     let pool = connect(config).await?;
-    for p in cronbox_projections::all() {
-        let mut conn = pool.acquire().await?;
-        let cursor = cronbox_projections::runner::checkpoint(&mut conn, p.name()).await?;
-        let lag: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE (xid, global_seq) > ($1::text::xid8, $2)")
-            .bind(cursor.xid.to_string())
-            .bind(cursor.seq)
-            .fetch_one(&mut *conn)
-            .await?;
-        println!(
-            "{:<10} checkpoint xid={} seq={} lag={lag} events",
-            p.name(),
-            cursor.xid,
-            cursor.seq
-        );
+    let items = cronbox_api::admin::aggregate_events(&pool, aggregate_type, id).await?;
+    if items.is_empty() {
+        anyhow::bail!("no events for {aggregate_type} {id}");
     }
+    for item in items {
+        println!("{item}");
+    }
+    Ok(())
+}
+
+/// Schedules a re-run of a finished run and prints the new run.
+pub async fn rerun(config: &Config, run_id: uuid::Uuid) -> anyhow::Result<()> {
+    let pool = connect(config).await?;
+    let stores = Stores::new(pool);
+    let (id, plan) = cronbox_api::executions::rerun(&stores, run_id, None, Ok(()))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!("{}", cronbox_api::executions::rerun_json(id, &plan));
     Ok(())
 }

@@ -41,6 +41,8 @@ pub struct Config {
     pub rate_limit: bool,
     /// Requests per minute per client address on routes without credentials.
     pub rate_limit_per_address: u32,
+    /// Live-feed (SSE) streams one API process holds open at most.
+    pub sse_max_streams: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -158,6 +160,7 @@ impl Config {
             retention_sweep_seconds: src.parse("CRONBOX_RETENTION_SWEEP_SECONDS", 600)?,
             rate_limit: src.get("CRONBOX_RATE_LIMIT").is_none() || src.flag("CRONBOX_RATE_LIMIT")?,
             rate_limit_per_address: src.parse("CRONBOX_RATE_LIMIT_PER_ADDRESS", 120)?,
+            sse_max_streams: src.parse("CRONBOX_SSE_MAX_STREAMS", 10_000)?,
         }
         .validated()
     }

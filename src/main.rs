@@ -43,6 +43,23 @@ enum Command {
         #[command(subcommand)]
         command: ProjectionsCommand,
     },
+    /// Prints every stored event of one aggregate (one JSON object per line).
+    Events {
+        /// workspace, job, run, user or session
+        aggregate_type: String,
+        id: String,
+    },
+    /// Run maintenance.
+    Runs {
+        #[command(subcommand)]
+        command: RunsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum RunsCommand {
+    /// Schedules a finished run again, now, as a new run linked to it (`rerun_of`).
+    Rerun { run_id: uuid::Uuid },
 }
 
 #[derive(Subcommand)]
@@ -93,8 +110,11 @@ enum AdminCommand {
 enum ProjectionsCommand {
     /// Replays the log from zero into fresh tables and swaps them in (all, or the one named).
     Rebuild { name: Option<String> },
-    /// Lists projections with their checkpoint.
-    Status,
+    /// Lists projections with their checkpoint and lag.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -174,8 +194,12 @@ fn main() -> std::process::ExitCode {
                 command: ProjectionsCommand::Rebuild { name },
             } => app::rebuild(&config, name.as_deref()).await,
             Command::Projections {
-                command: ProjectionsCommand::Status,
-            } => app::projection_status(&config).await,
+                command: ProjectionsCommand::Status { json },
+            } => app::projection_status(&config, json).await,
+            Command::Events { aggregate_type, id } => app::show_events(&config, &aggregate_type, &id).await,
+            Command::Runs {
+                command: RunsCommand::Rerun { run_id },
+            } => app::rerun(&config, run_id).await,
         }
     });
     match result {

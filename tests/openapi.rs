@@ -60,7 +60,11 @@ async fn the_document_lists_every_route_and_only_routes_that_exist() {
     let mut operations = 0;
     for (path, item) in paths {
         for method in METHODS {
-            let url = format!("{}{}", env.base(), concrete(path, &env.workspace_id));
+            let mut url = format!("{}{}", env.base(), concrete(path, &env.workspace_id));
+            if path.ends_with("/stream") {
+                // A live stream never ends: a bad filter proves the route is there without one.
+                url.push_str("?status=bogus");
+            }
             let m = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
             let mut req = env.http.request(m, &url).bearer_auth(&env.api_key);
             if method != "get" && method != "delete" {

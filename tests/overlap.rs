@@ -57,8 +57,18 @@ async fn allow_skip_and_queue_one() {
 
     let (_, skipped) = env.get(&format!("/executions?job_id={}&status=skipped", ids[1])).await;
     let items = skipped["items"].as_array().cloned().unwrap_or_default();
-    assert!(!items.is_empty(), "skip recorded nothing: {skipped}");
-    assert!(items.iter().all(|r: &Value| r["error_type"] == "overlap"), "{skipped}");
+    // Under a loaded CI machine the dispatcher may first see the job a second late; the older of
+    // the two due fires is then rightly recorded as `missed`. Overlap skips must be there too.
+    assert!(
+        items.iter().any(|r: &Value| r["error_type"] == "overlap"),
+        "skip recorded no overlap: {skipped}"
+    );
+    assert!(
+        items
+            .iter()
+            .all(|r: &Value| r["error_type"] == "overlap" || r["error_type"] == "missed"),
+        "{skipped}"
+    );
 
     let (s, v) = env
         .post(

@@ -46,7 +46,8 @@ async fn index_names(env: &TestEnv) -> Vec<String> {
 async fn rebuilt_read_models_equal_the_live_ones() {
     let env = TestEnv::start().await;
     // A little of everything: cron fires, a retried failure, an update, a manual run, a pause,
-    // delayed calls that succeed, fail and are cancelled, an idempotent create.
+    // a deleted cron job, delayed calls that succeed, fail and are cancelled, an idempotent
+    // create, and a re-run of a failed run.
     let (status, cron) = env
         .post(
             "/cron",
@@ -63,10 +64,18 @@ async fn rebuilt_read_models_equal_the_live_ones() {
         )
         .await;
     assert_eq!(status, 201);
-    let (status, _) = env
+    let (status, failing) = env
         .post("/delayed", json!({"url": env.target_url("/fail"), "delay_seconds": 0}))
         .await;
     assert_eq!(status, 201);
+    // A cron job that fires a few times and is then deleted.
+    let (status, doomed) = env
+        .post(
+            "/cron",
+            json!({"name": "doomed", "url": env.target_url("/ok/doomed"), "schedule": "* * * * * *"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{doomed}");
     let (_, later) = env
         .post(
             "/delayed",
@@ -91,6 +100,22 @@ async fn rebuilt_read_models_equal_the_live_ones() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let (status, _) = env.post(&format!("/cron/{cron_id}/pause"), json!({})).await;
     assert_eq!(status, 200);
+    let (status, _) = env
+        .delete(&format!("/cron/{}", doomed["id"].as_str().expect("id")))
+        .await;
+    assert_eq!(status, 204);
+    // An operator re-runs the failed call: a new run linked to the old one.
+    let (_, runs) = env
+        .get(&format!("/executions?job_id={}", failing["id"].as_str().expect("id")))
+        .await;
+    let failed_run = runs["items"][0]["id"]
+        .as_str()
+        .expect("the failed call's run")
+        .to_string();
+    env.wait_execution(&failed_run, Duration::from_secs(20)).await;
+    let out = env.cli(&["runs", "rerun", &failed_run]).await;
+    let rerun: serde_json::Value = serde_json::from_str(out.trim()).expect("rerun prints JSON");
+    assert_eq!(rerun["rerun_of"], failed_run.as_str());
 
     // Quiesce: nothing left to run, and the live projections have caught up with the log.
     env.eventually(Duration::from_secs(30), "runs to settle", || async {

@@ -42,6 +42,12 @@ pub enum ApiError {
     /// A batch with invalid items: nothing of it was stored (400 `invalid_items`).
     #[error("{} of {total} items are invalid; nothing was created", .items.len())]
     InvalidItems { total: usize, items: Vec<ItemError> },
+    /// A feature the workspace's plan does not include (403 `plan_feature`).
+    #[error("the {plan} plan does not include {feature}")]
+    PlanFeature { feature: &'static str, plan: String },
+    /// Something that existed and is gone for good, e.g. a cursor past retention (410).
+    #[error("{message}")]
+    Gone { code: &'static str, message: String },
     #[error("service unavailable")]
     Unavailable,
     #[error("internal error")]
@@ -186,6 +192,8 @@ impl IntoResponse for ApiError {
             ApiError::PlanLimit(p) => (StatusCode::FORBIDDEN, "plan_limit", p.field.map(String::from)),
             ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large", None),
             ApiError::InvalidItems { .. } => (StatusCode::BAD_REQUEST, "invalid_items", Some("items".to_string())),
+            ApiError::PlanFeature { .. } => (StatusCode::FORBIDDEN, "plan_feature", None),
+            ApiError::Gone { code, .. } => (StatusCode::GONE, *code, None),
             ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", None),
             ApiError::Internal(e) => {
                 let mut chain = e.to_string();

@@ -1,10 +1,18 @@
-//! The audit trail of one aggregate: its stored events in order.
+//! The event log as tenants read it: one aggregate's audit trail, and the whole workspace's
+//! published event stream (`GET …/events`).
 
+use std::collections::HashMap;
+
+use axum::extract::{Query, State};
 use axum::Json;
 use chrono::{DateTime, Utc};
+use cronbox_domain::public::is_published_type;
+use cronbox_store::published::envelope;
+use cronbox_store::tail::{self, Cursor};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::AppState;
 
@@ -29,4 +37,139 @@ pub async fn aggregate_events(state: &AppState, aggregate_type: &str, id: Uuid) 
     Ok(Json(
         json!({"aggregate_type": aggregate_type, "aggregate_id": id, "items": items}),
     ))
+}
+
+/// Largest page of `GET …/events`.
+const MAX_EVENTS_PAGE: i64 = 1000;
+
+/// `GET /v1/workspaces/{ws}/events`: the workspace's published events in global order.
+#[utoipa::path(
+    get,
+    path = "/events",
+    tag = "events",
+    summary = "The workspace's event stream, in order (plans with event_stream)",
+    description = "Ordered, paginated, stable: pass `next_cursor` as `after` to continue; a page with no \
+                   items returns the same cursor, so polling with it never skips or repeats an event. Without \
+                   `after` the stream starts at the oldest event inside the plan's log retention.",
+    params(crate::openapi::WsPath, crate::openapi::schemas::EventListQuery),
+    responses(
+        (status = 200, description = "A page of events", body = crate::openapi::schemas::PublishedEventList),
+        (status = 400, description = "A bad cursor, limit or type", body = crate::openapi::schemas::ErrorResponse),
+        (status = 403, description = "The plan has no event stream", body = crate::openapi::schemas::ErrorResponse),
+        (status = 410, description = "`after` is older than the plan's log retention", body = crate::openapi::schemas::ErrorResponse)
+    ),
+    security(("api_key" = []), ("access_token" = []))
+)]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let plan = crate::plans::of_caller(&state, &caller).await?;
+    if !plan.event_stream {
+        return Err(ApiError::PlanFeature {
+            feature: "event_stream",
+            plan: plan.name.clone(),
+        });
+    }
+    let limit = match q.get("limit") {
+        None => 100,
+        Some(s) => match s.parse::<i64>() {
+            Ok(n) if (1..=MAX_EVENTS_PAGE).contains(&n) => n,
+            _ => {
+                return Err(ApiError::field(
+                    "limit",
+                    "out_of_range",
+                    format!("limit must be an integer from 1 to {MAX_EVENTS_PAGE}"),
+                ))
+            }
+        },
+    };
+    let types = q.get("types").map(|s| parse_types(s)).transpose()?;
+    let cutoff = Utc::now() - chrono::Duration::days(i64::from(plan.log_retention_days));
+    // `0-0` (the log's start) is the same as no cursor.
+    let after = match q.get("after").filter(|s| !s.trim().is_empty() && s.trim() != "0-0") {
+        None => None,
+        Some(s) => {
+            let c: Cursor = s
+                .parse()
+                .map_err(|m: &str| ApiError::field("after", "invalid_cursor", m))?;
+            match tail::event_at(&state.pool, c).await? {
+                None => return Err(ApiError::field("after", "unknown_cursor", "no event has this id")),
+                Some((at, _)) if at < cutoff => {
+                    return Err(ApiError::Gone {
+                        code: "cursor_expired",
+                        message: format!(
+                            "the cursor is older than the plan's log retention ({} days); start again without `after`",
+                            plan.log_retention_days
+                        ),
+                    })
+                }
+                Some(_) => Some(c),
+            }
+        }
+    };
+    let rows = match after {
+        Some(c) => tail::read_workspace_after(&state.pool, caller.workspace_id, c, types.as_deref(), limit).await?,
+        None => first_page(&state, caller.workspace_id, cutoff, types.as_deref(), limit).await?,
+    };
+    let next = rows.last().map(|e| e.cursor).or(after);
+    let items: Vec<Value> = rows.iter().filter_map(envelope).collect();
+    Ok(Json(json!({
+        "items": items,
+        "next_cursor": next.map(|c| c.to_string()),
+    })))
+}
+
+/// The first page: the oldest events inside the retention window.
+async fn first_page(
+    state: &AppState,
+    ws: Uuid,
+    cutoff: DateTime<Utc>,
+    types: Option<&[String]>,
+    limit: i64,
+) -> Result<Vec<tail::StoredEvent>, ApiError> {
+    match retained_start(&state.pool, ws, cutoff).await? {
+        Some(before) => Ok(tail::read_workspace_after(&state.pool, ws, before, types, limit).await?),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// The position just before the workspace's oldest event recorded at or after `cutoff` (None:
+/// it has none).
+pub async fn retained_start(pool: &sqlx::PgPool, ws: Uuid, cutoff: DateTime<Utc>) -> Result<Option<Cursor>, ApiError> {
+    let start: Option<(i64, i64)> = sqlx::query_as(
+        "SELECT xid::text::int8, global_seq FROM events
+          WHERE workspace_id = $1 AND recorded_at >= $2
+          ORDER BY events.workspace_id, events.xid, events.global_seq LIMIT 1",
+    )
+    .bind(ws)
+    .bind(cutoff)
+    .fetch_optional(pool)
+    .await?;
+    // No event sits between (xid, seq - 1) and (xid, seq).
+    Ok(start.map(|(xid, seq)| Cursor { xid, seq: seq - 1 }))
+}
+
+fn parse_types(s: &str) -> Result<Vec<String>, ApiError> {
+    let types: Vec<String> = s
+        .split(',')
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+        .collect();
+    if types.is_empty() {
+        return Err(ApiError::field(
+            "types",
+            "invalid",
+            "types must list at least one event type",
+        ));
+    }
+    if let Some(bad) = types.iter().find(|t| !is_published_type(t)) {
+        return Err(ApiError::field(
+            "types",
+            "unknown_type",
+            format!("{bad} is not an event type (see docs/events.md)"),
+        ));
+    }
+    Ok(types)
 }

@@ -3,9 +3,11 @@
 use std::collections::HashMap;
 
 use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
-use cronbox_domain::run::RunStatus;
+use cronbox_domain::run::{RunCommand, RunPlan, RunStatus, Trigger};
+use cronbox_domain::workspace::Role;
 use serde_json::{json, Value};
 use sqlx::postgres::PgRow;
 use sqlx::Row;
@@ -22,7 +24,7 @@ type AttemptRow = (i32, Option<DateTime<Utc>>, Option<DateTime<Utc>>, Option<Val
 const COLUMNS: &str =
     "id, job_id, trigger, status, scheduled_for, attempts, dispatched_at, started_at, finished_at, retry_at,
                        status_code, duration_ms, error_type, error_message, skipped_count,
-                       callback_url, callback_status, callback_attempts, callback_error, callback_next_at";
+                       callback_url, callback_status, callback_attempts, callback_error, callback_next_at, rerun_of";
 
 fn summary(r: &PgRow) -> Result<Value, sqlx::Error> {
     let scheduled_for: DateTime<Utc> = r.try_get("scheduled_for")?;
@@ -44,6 +46,7 @@ fn summary(r: &PgRow) -> Result<Value, sqlx::Error> {
         "error_type": r.try_get::<Option<String>, _>("error_type")?,
         "error_message": r.try_get::<Option<String>, _>("error_message")?,
         "skipped_count": r.try_get::<Option<i64>, _>("skipped_count")?,
+        "rerun_of": r.try_get::<Option<Uuid>, _>("rerun_of")?,
         "callback": match r.try_get::<Option<String>, _>("callback_url")? {
             None => Value::Null,
             Some(url) => json!({
@@ -188,4 +191,98 @@ pub async fn events(
         return Err(ApiError::NotFound("execution"));
     }
     crate::events::aggregate_events(&state, "Run", id).await
+}
+
+/// Schedules a new run that repeats past run `id` (same request, same job, now), linked to it
+/// by `rerun_of`. With `workspace`, a run of another workspace is not found. `permission` is the
+/// caller's right to do it, checked only once the run is known to be theirs (another tenant's id
+/// is a 404 whoever asks). The request is the one the past run sent, not the job's current
+/// definition: a re-run repeats what happened.
+pub async fn rerun(
+    stores: &cronbox_store::aggregates::Stores,
+    id: Uuid,
+    workspace: Option<Uuid>,
+    permission: Result<(), ApiError>,
+) -> Result<(Uuid, RunPlan), ApiError> {
+    let (past, _) = stores.runs.load(&id.to_string()).await.map_err(ApiError::internal)?;
+    if past.id.is_none() || workspace.is_some_and(|ws| past.workspace_id != Some(ws)) {
+        return Err(ApiError::NotFound("execution"));
+    }
+    permission?;
+    if !matches!(past.status, RunStatus::Succeeded | RunStatus::Failed) {
+        return Err(ApiError::Conflict {
+            code: if past.status == RunStatus::Skipped {
+                "not_rerunnable"
+            } else {
+                "run_in_progress"
+            },
+            message: if past.status == RunStatus::Skipped {
+                "a skipped run sent no request; there is nothing to repeat".into()
+            } else {
+                format!(
+                    "the run is still {}; re-run it once it has finished",
+                    past.status.as_str()
+                )
+            },
+        });
+    }
+    let Some(plan) = past.plan else {
+        return Err(ApiError::NotFound("execution"));
+    };
+    let now = Utc::now();
+    let run_id = Uuid::new_v4();
+    let plan = RunPlan {
+        trigger: Trigger::Manual,
+        scheduled_for: now,
+        rerun_of: Some(id),
+        ..plan
+    };
+    stores
+        .runs
+        .execute(
+            &run_id.to_string(),
+            RunCommand::Schedule {
+                run_id,
+                plan: plan.clone(),
+                at: now,
+            },
+        )
+        .await
+        .map_err(ApiError::internal)?;
+    tracing::info!(run_id = %run_id, rerun_of = %id, job_id = %plan.job_id, workspace_id = %plan.workspace_id, "re-run scheduled");
+    Ok((run_id, plan))
+}
+
+pub fn rerun_json(run_id: Uuid, plan: &RunPlan) -> Value {
+    json!({"run_id": run_id, "rerun_of": plan.rerun_of, "job_id": plan.job_id, "workspace_id": plan.workspace_id,
+           "status": "scheduled", "scheduled_for": plan.scheduled_for})
+}
+
+#[utoipa::path(
+    post,
+    path = "/executions/{id}/rerun",
+    tag = "executions",
+    summary = "Run a finished run again, as a new run linked to it (admin)",
+    params(crate::openapi::WsIdPath),
+    responses(
+        (status = 202, description = "The new run", body = crate::openapi::schemas::Rerun),
+        (status = 403, description = "Needs the admin role", body = crate::openapi::schemas::ErrorResponse),
+        (status = 409, description = "Still running, or skipped", body = crate::openapi::schemas::ErrorResponse)
+    ),
+    security(("access_token" = []), ("api_key" = []))
+)]
+pub async fn rerun_route(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((_, id)): Path<(String, String)>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let id = Uuid::try_parse(&id).map_err(|_| ApiError::NotFound("execution"))?;
+    let (run_id, plan) = rerun(
+        &state.stores,
+        id,
+        Some(caller.workspace_id),
+        caller.require(Role::Admin),
+    )
+    .await?;
+    Ok((StatusCode::ACCEPTED, Json(rerun_json(run_id, &plan))))
 }

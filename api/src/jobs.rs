@@ -696,6 +696,7 @@ pub async fn run_cron(
         scheduled_for: now,
         request: def.request,
         callback_url: None,
+        rerun_of: None,
     };
     state
         .stores

@@ -16,12 +16,14 @@
 //! This crate does not fire anything: the dispatcher and executors do.
 
 pub mod accounts;
+pub mod admin;
 pub mod auth;
 pub mod defaults;
 pub mod edge;
 pub mod error;
 pub mod events;
 pub mod executions;
+pub mod feed;
 pub mod input;
 pub mod jobs;
 pub mod openapi;
@@ -69,6 +71,10 @@ pub struct AppState {
     pub limiter: rate_limit::RateLimiter,
     /// Job creates, written in groups (see [`cronbox_store::create_batch`]).
     pub creates: cronbox_store::create_batch::CreateBatcher,
+    /// The live execution feed (None: this process serves no streams).
+    pub feed: Option<feed::Feed>,
+    /// Projection rebuilds started through the admin API.
+    pub rebuilds: admin::Rebuilds,
 }
 
 /// The whole API. Every route goes through `routes!`, which also adds its `#[utoipa::path]`
@@ -89,6 +95,9 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(executions::list))
         .routes(routes!(executions::get))
         .routes(routes!(executions::events))
+        .routes(routes!(feed::stream))
+        .routes(routes!(executions::rerun_route))
+        .routes(routes!(events::list))
         .routes(routes!(workspaces::get, workspaces::update, workspaces::delete))
         .routes(routes!(workspaces::members))
         .routes(routes!(workspaces::change_role, workspaces::remove_member))
@@ -114,6 +123,10 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(plans::list))
         .routes(routes!(workspaces::create, workspaces::list))
         .routes(routes!(workspaces::accept_invite))
+        .routes(routes!(admin::list_projections))
+        .routes(routes!(admin::start_rebuild, admin::rebuild_progress))
+        .routes(routes!(admin::events))
+        .routes(routes!(admin::rerun))
         .routes(routes!(healthz))
         .routes(routes!(readyz))
         .routes(routes!(openapi::openapi_json))

@@ -47,11 +47,13 @@ pub struct Plan {
     pub max_members: Option<i32>,
     pub max_api_keys: Option<i32>,
     pub requests_per_minute: i32,
+    /// May read its own event stream (`GET …/events`, NATS event subscriptions).
+    pub event_stream: bool,
 }
 
 const COLUMNS: &str = "code, name, position, price_kopecks, max_active_cron_jobs, max_delayed_per_month,
     min_cron_interval_seconds, max_timeout_seconds, max_retries, log_retention_days, max_members,
-    max_api_keys, requests_per_minute";
+    max_api_keys, requests_per_minute, event_stream";
 
 impl<'r> sqlx::FromRow<'r, PgRow> for Plan {
     fn from_row(row: &'r PgRow) -> Result<Self, sqlx::Error> {
@@ -69,6 +71,7 @@ impl<'r> sqlx::FromRow<'r, PgRow> for Plan {
             max_members: row.try_get("max_members")?,
             max_api_keys: row.try_get("max_api_keys")?,
             requests_per_minute: row.try_get("requests_per_minute")?,
+            event_stream: row.try_get("event_stream")?,
         })
     }
 }
@@ -171,7 +174,8 @@ impl Plan {
                 "max_members": self.max_members,
                 "max_api_keys": self.max_api_keys,
                 "requests_per_minute": self.requests_per_minute,
-            }
+            },
+            "features": {"event_stream": self.event_stream},
         })
     }
 }

@@ -418,6 +418,7 @@ impl Dispatcher {
             scheduled_for,
             request: definition.request.clone(),
             callback_url,
+            rerun_of: None,
         };
         let evs = fire_events(run_id, plan, now)
             .await

@@ -10,6 +10,7 @@ pub mod error;
 pub mod ids;
 pub mod job;
 pub mod policy;
+pub mod public;
 pub mod request;
 pub mod run;
 pub mod schedule;

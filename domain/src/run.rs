@@ -119,6 +119,9 @@ pub struct RunPlan {
     pub scheduled_for: DateTime<Utc>,
     pub request: RequestSpec,
     pub callback_url: Option<String>,
+    /// A re-run of this past run (an operator's or admin's "run it again").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rerun_of: Option<Uuid>,
 }
 
 // The scheduling variants carry the whole request; commands and events live briefly, one at a
@@ -658,6 +661,7 @@ mod tests {
             )
             .unwrap(),
             callback_url: None,
+            rerun_of: None,
         }
     }
     fn scheduled(retries: i64) -> RunEvent {

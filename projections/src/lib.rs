@@ -16,8 +16,11 @@
 //! - [`retention`]: removes runs past their plan's retention from the execution log (a sweep
 //!   on the clock, apart from the projections).
 //!
+//! - [`admin`]: checkpoints, lag and rebuilds, for the CLI and the admin API.
+//!
 //! Projections never read the clock: rebuilding from the log yields the same rows.
 
+pub mod admin;
 pub mod jobs;
 pub mod rebuild;
 pub mod retention;

@@ -145,6 +145,7 @@ async fn insert_runs(tx: &mut PgConnection, rows: Vec<NewRun>) -> Result<(), Pro
         Vec::with_capacity(n),
         Vec::with_capacity(n),
     );
+    let mut reruns = Vec::with_capacity(n);
     for r in &rows {
         ids.push(r.id);
         wss.push(r.plan.workspace_id);
@@ -159,17 +160,18 @@ async fn insert_runs(tx: &mut PgConnection, rows: Vec<NewRun>) -> Result<(), Pro
         requests.push(serde_json::to_string(&r.plan.request).map_err(cronbox_store::StoreError::from)?);
         created.push(r.at);
         callbacks.push(r.plan.callback_url.clone());
+        reruns.push(r.plan.rerun_of);
         dispatched_at.push(r.dispatched.map(|(_, at)| at));
         // As `attempts = greatest(attempts, attempt - 1)` on a new row (attempts 0).
         attempts.push(r.dispatched.map_or(0, |(a, _)| (a as i32 - 1).max(0)));
     }
     sqlx::query(
         "INSERT INTO runs (id, workspace_id, job_id, trigger, status, scheduled_for, request, created_at, callback_url,
-                           dispatched_at, attempts)
-         SELECT id, ws, job, trig, st, sched, req::jsonb, created, cb, disp, att
+                           dispatched_at, attempts, rerun_of)
+         SELECT id, ws, job, trig, st, sched, req::jsonb, created, cb, disp, att, rerun
            FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::timestamptz[], $7::text[],
-                       $8::timestamptz[], $9::text[], $10::timestamptz[], $11::int4[])
-                WITH ORDINALITY AS x(id, ws, job, trig, st, sched, req, created, cb, disp, att, n)
+                       $8::timestamptz[], $9::text[], $10::timestamptz[], $11::int4[], $12::uuid[])
+                WITH ORDINALITY AS x(id, ws, job, trig, st, sched, req, created, cb, disp, att, rerun, n)
           ORDER BY n
          ON CONFLICT (id) DO NOTHING",
     )
@@ -184,6 +186,7 @@ async fn insert_runs(tx: &mut PgConnection, rows: Vec<NewRun>) -> Result<(), Pro
     .bind(&callbacks)
     .bind(&dispatched_at)
     .bind(&attempts)
+    .bind(&reruns)
     .execute(&mut *tx)
     .await?;
     Ok(())
@@ -223,8 +226,9 @@ async fn apply(tx: &mut PgConnection, id: Uuid, event: RunEvent) -> Result<(), P
     match event {
         RunEvent::RunScheduled { plan, at, .. } => {
             sqlx::query(
-                "INSERT INTO runs (id, workspace_id, job_id, trigger, status, scheduled_for, request, created_at, callback_url)
-                 VALUES ($1, $2, $3, $4, 'scheduled', $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING",
+                "INSERT INTO runs (id, workspace_id, job_id, trigger, status, scheduled_for, request, created_at, callback_url,
+                                   rerun_of)
+                 VALUES ($1, $2, $3, $4, 'scheduled', $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING",
             )
             .bind(id)
             .bind(plan.workspace_id)
@@ -234,6 +238,7 @@ async fn apply(tx: &mut PgConnection, id: Uuid, event: RunEvent) -> Result<(), P
             .bind(Json(&plan.request))
             .bind(at)
             .bind(&plan.callback_url)
+            .bind(plan.rerun_of)
             .execute(&mut *tx)
             .await?;
         }

@@ -34,6 +34,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0010_runs_open_by_job",
         include_str!("../../migrations/0010_runs_open_by_job.sql"),
     ),
+    ("0011_event_feed", include_str!("../../migrations/0011_event_feed.sql")),
 ];
 
 /// A pool that waits for PostgreSQL to come back instead of failing: connections are created

@@ -12,6 +12,7 @@
 //!   executor's hot path), each with its own optimistic-concurrency check.
 //! - [`tail`] reads committed events in one global order that never skips a late-committing
 //!   transaction, and wakes readers on commit via LISTEN/NOTIFY.
+//! - [`published`] wraps stored events in the envelope customers read.
 //! - [`signing`] keeps workspace signing secrets encrypted at rest and rotates them.
 //! - [`usage`] handles job commands together with the plan-limit counters they move, in one
 //!   transaction (an inline projection, so limits are exact under concurrency).
@@ -25,6 +26,7 @@ pub mod db;
 pub mod error;
 pub mod group_commit;
 pub mod job_gate;
+pub mod published;
 pub mod signing;
 pub mod tail;
 pub mod usage;

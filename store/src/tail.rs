@@ -38,6 +38,29 @@ impl Cursor {
     pub const START: Cursor = Cursor { xid: 0, seq: 0 };
 }
 
+/// The public form, `<xid>-<seq>`: what clients get as SSE ids and `next_cursor`, and pass back
+/// as `Last-Event-ID` / `after`.
+impl std::fmt::Display for Cursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.xid, self.seq)
+    }
+}
+
+impl std::str::FromStr for Cursor {
+    type Err = &'static str;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        const MSG: &str = "a cursor looks like 123-456 (from an event's id or next_cursor)";
+        let (xid, seq) = s.trim().split_once('-').ok_or(MSG)?;
+        let xid: i64 = xid.parse().map_err(|_| MSG)?;
+        let seq: i64 = seq.parse().map_err(|_| MSG)?;
+        if xid < 0 || seq < 0 {
+            return Err(MSG);
+        }
+        Ok(Cursor { xid, seq })
+    }
+}
+
 /// One committed event as the tail sees it.
 #[derive(Debug, Clone)]
 pub struct StoredEvent {
@@ -48,6 +71,8 @@ pub struct StoredEvent {
     pub event_type: String,
     pub payload: serde_json::Value,
     pub recorded_at: DateTime<Utc>,
+    /// Derived at insert (see migration 0011); None for users and sessions.
+    pub workspace_id: Option<uuid::Uuid>,
 }
 
 impl StoredEvent {
@@ -57,7 +82,32 @@ impl StoredEvent {
     }
 }
 
-type Row = (i64, i64, String, String, i64, String, serde_json::Value, DateTime<Utc>);
+type Row = (
+    i64,
+    i64,
+    String,
+    String,
+    i64,
+    String,
+    serde_json::Value,
+    DateTime<Utc>,
+    Option<uuid::Uuid>,
+);
+
+fn stored(
+    (xid, seq, aggregate_type, aggregate_id, sequence, event_type, payload, recorded_at, workspace_id): Row,
+) -> StoredEvent {
+    StoredEvent {
+        cursor: Cursor { xid, seq },
+        aggregate_type,
+        aggregate_id,
+        sequence,
+        event_type,
+        payload,
+        recorded_at,
+        workspace_id,
+    }
+}
 
 /// Up to `limit` committed events after `after`, in global order.
 pub async fn read_after<'e>(
@@ -66,7 +116,8 @@ pub async fn read_after<'e>(
     limit: i64,
 ) -> Result<Vec<StoredEvent>, StoreError> {
     let rows: Vec<Row> = sqlx::query_as(
-        "SELECT xid::text::int8, global_seq, aggregate_type, aggregate_id, sequence, event_type, payload, recorded_at
+        "SELECT xid::text::int8, global_seq, aggregate_type, aggregate_id, sequence, event_type, payload, recorded_at,
+                workspace_id
            FROM events
           WHERE (xid, global_seq) > ($1::text::xid8, $2)
             AND xid < pg_snapshot_xmin(pg_current_snapshot())
@@ -80,20 +131,53 @@ pub async fn read_after<'e>(
     .bind(limit)
     .fetch_all(db)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(
-            |(xid, seq, aggregate_type, aggregate_id, sequence, event_type, payload, recorded_at)| StoredEvent {
-                cursor: Cursor { xid, seq },
-                aggregate_type,
-                aggregate_id,
-                sequence,
-                event_type,
-                payload,
-                recorded_at,
-            },
-        )
-        .collect())
+    Ok(rows.into_iter().map(stored).collect())
+}
+
+/// Up to `limit` committed events of one workspace after `after`, in global order, optionally
+/// only of the given event types. The same order and horizon as [`read_after`], so a reader can
+/// switch between the two at any cursor.
+pub async fn read_workspace_after<'e>(
+    db: impl PgExecutor<'e>,
+    workspace_id: uuid::Uuid,
+    after: Cursor,
+    types: Option<&[String]>,
+    limit: i64,
+) -> Result<Vec<StoredEvent>, StoreError> {
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT xid::text::int8, global_seq, aggregate_type, aggregate_id, sequence, event_type, payload, recorded_at,
+                workspace_id
+           FROM events
+          WHERE workspace_id = $1
+            AND (xid, global_seq) > ($2::text::xid8, $3)
+            AND xid < pg_snapshot_xmin(pg_current_snapshot())
+            AND ($4::text[] IS NULL OR event_type = ANY($4))
+          ORDER BY events.workspace_id, events.xid, events.global_seq
+          LIMIT $5",
+    )
+    .bind(workspace_id)
+    .bind(after.xid.to_string())
+    .bind(after.seq)
+    .bind(types)
+    .bind(limit)
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(stored).collect())
+}
+
+/// When the event at `cursor` was recorded, and for which workspace; None when no event has that
+/// position (a made-up or mistyped cursor).
+pub async fn event_at<'e>(
+    db: impl PgExecutor<'e>,
+    cursor: Cursor,
+) -> Result<Option<(DateTime<Utc>, Option<uuid::Uuid>)>, StoreError> {
+    Ok(
+        sqlx::query_as("SELECT recorded_at, workspace_id FROM events WHERE xid = $1::text::xid8 AND global_seq = $2")
+            .bind(cursor.xid.to_string())
+            .bind(cursor.seq)
+            .fetch_optional(db)
+            .await?,
+    )
 }
 
 /// The position of the newest event below the horizon (where a reader that wants only new events

@@ -75,6 +75,7 @@ fn plan(job: u128) -> RunPlan {
         scheduled_for: Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).single().expect("a time"),
         request,
         callback_url: None,
+        rerun_of: None,
     }
 }
 

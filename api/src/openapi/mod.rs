@@ -38,7 +38,9 @@ pub const ACCESS_TOKEN: &str = "access_token";
         (name = "signing", description = "The secret that signs every outgoing request (Standard Webhooks)"),
         (name = "cron jobs", description = "Recurring jobs"),
         (name = "delayed calls", description = "One-off calls at an instant"),
-        (name = "executions", description = "Runs and their attempts"),
+        (name = "executions", description = "Runs and their attempts; the live execution feed (SSE)"),
+        (name = "events", description = "The workspace's event stream (HTTP and NATS subscriptions)"),
+        (name = "admin", description = "Operators: projections, rebuilds, any aggregate's events, re-runs"),
         (name = "tools", description = "Cron preview"),
         (name = "service", description = "Health, readiness, this document"),
     )

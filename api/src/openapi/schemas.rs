@@ -589,9 +589,12 @@ pub struct Execution {
     pub id: Uuid,
     /// The cron job or delayed call that made it.
     pub job_id: Uuid,
-    /// `schedule` (a cron fire), `delayed` (a delayed call) or `manual` ("run now").
+    /// `schedule` (a cron fire), `delayed` (a delayed call) or `manual` ("run now", re-runs).
     #[schema(examples("schedule"))]
     pub trigger: String,
+    /// For a re-run: the past run it repeats.
+    #[schema(required = true)]
+    pub rerun_of: Option<Uuid>,
     /// `scheduled`, `dispatched`, `running`, `retry_scheduled`, `succeeded`, `failed` or `skipped`.
     #[schema(examples("succeeded"))]
     pub status: String,
@@ -664,6 +667,9 @@ pub struct ExecutionDetail {
     /// `schedule`, `delayed` or `manual`.
     #[schema(examples("schedule"))]
     pub trigger: String,
+    /// For a re-run: the past run it repeats.
+    #[schema(required = true)]
+    pub rerun_of: Option<Uuid>,
     /// `scheduled`, `dispatched`, `running`, `retry_scheduled`, `succeeded`, `failed` or `skipped`.
     #[schema(examples("succeeded"))]
     pub status: String,
@@ -874,6 +880,205 @@ pub struct StoredEvent {
     /// When the event was stored.
     pub recorded_at: DateTime<Utc>,
     /// The event's fields (shape depends on `type`).
+    pub data: Value,
+}
+
+/// `POST …/executions/{id}/rerun` (and the admin route): the new run.
+#[derive(ToSchema)]
+pub struct Rerun {
+    /// The new run.
+    pub run_id: Uuid,
+    /// The run it repeats.
+    pub rerun_of: Uuid,
+    /// The job both belong to.
+    pub job_id: Uuid,
+    /// The workspace.
+    pub workspace_id: Uuid,
+    /// Always `scheduled`: it runs at once.
+    #[schema(examples("scheduled"))]
+    pub status: String,
+    /// Now.
+    pub scheduled_for: DateTime<Utc>,
+}
+
+// ---------------------------------------------------------------- admin
+
+/// `GET /v1/admin/projections`.
+#[derive(ToSchema)]
+pub struct ProjectionList {
+    /// Every projection (and the inline `usage_counters`).
+    pub items: Vec<ProjectionStatus>,
+}
+
+/// One projection's position in the log.
+#[derive(ToSchema)]
+pub struct ProjectionStatus {
+    /// `jobs`, `runs`, `schedule`, `workspaces`, `usage` (or `usage_counters`, written inline).
+    pub name: String,
+    /// Last event applied, `<xid>-<seq>`; null for the inline counters.
+    #[schema(required = true)]
+    pub checkpoint: Option<String>,
+    /// When the checkpoint last moved.
+    #[schema(required = true)]
+    pub updated_at: Option<DateTime<Utc>>,
+    /// Committed events not applied yet (counting stops at 1 000 000).
+    pub lag_events: i64,
+    /// Age of the oldest event not applied yet; 0 when caught up.
+    pub lag_seconds: f64,
+    /// True for `usage_counters`.
+    pub inline: Option<bool>,
+    /// The latest rebuild started through this API process, if any.
+    #[schema(required = true)]
+    pub rebuild: Option<RebuildProgress>,
+}
+
+/// A rebuild's progress.
+#[derive(ToSchema)]
+pub struct RebuildProgress {
+    /// The projection.
+    pub projection: String,
+    /// `running`, `succeeded` or `failed`.
+    pub status: String,
+    /// Events replayed so far (counters rebuilt, for `usage_counters`).
+    pub events_replayed: u64,
+    /// Events in the log when it started.
+    pub events_total: i64,
+    /// Start.
+    pub started_at: DateTime<Utc>,
+    /// End, once ended.
+    #[schema(required = true)]
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Why it failed.
+    #[schema(required = true)]
+    pub error: Option<String>,
+    /// The superuser who started it.
+    pub started_by: Uuid,
+}
+
+/// `GET /v1/admin/aggregates/{type}/{id}/events`.
+#[derive(ToSchema)]
+pub struct AdminEventList {
+    /// The events as stored, oldest first.
+    pub items: Vec<AdminEvent>,
+}
+
+/// One stored event, whole.
+#[derive(ToSchema)]
+pub struct AdminEvent {
+    /// `Workspace`, `Job`, `Run`, `User` or `Session`.
+    pub aggregate_type: String,
+    /// The aggregate.
+    pub aggregate_id: String,
+    /// Position in the aggregate, from 1.
+    pub sequence: i64,
+    /// Event type.
+    pub r#type: String,
+    /// Event version.
+    pub version: String,
+    /// Global cursor, `<xid>-<seq>`.
+    pub id: String,
+    /// Its workspace (null for users and sessions).
+    #[schema(required = true)]
+    pub workspace_id: Option<Uuid>,
+    /// When it was committed.
+    pub recorded_at: DateTime<Utc>,
+    /// The stored payload.
+    pub data: Value,
+    /// The stored metadata.
+    pub metadata: Value,
+}
+
+// ---------------------------------------------------------------- event stream and live feed
+
+/// Query of `GET …/events`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct EventListQuery {
+    /// `next_cursor` of the previous page (or any event's `id`); events strictly after it.
+    /// Without it: from the oldest event inside the plan's log retention.
+    #[param(example = "48211-90311")]
+    pub after: Option<String>,
+    /// Page size, 1-1000, default 100.
+    #[param(minimum = 1, maximum = 1000, default = 100)]
+    pub limit: Option<u32>,
+    /// Comma-separated event types to keep, e.g. `RunSucceeded,RunFailed` (docs/events.md).
+    pub types: Option<String>,
+}
+
+/// A page of the workspace's event stream.
+#[derive(ToSchema)]
+pub struct PublishedEventList {
+    /// Events in global order.
+    pub items: Vec<PublishedEvent>,
+    /// Pass as `after` for the next page; unchanged when the page is empty (poll with it).
+    #[schema(required = true)]
+    pub next_cursor: Option<String>,
+}
+
+/// An event as published (HTTP, NATS, and in the live feed's `data`). Schema version 1; see
+/// docs/events.md for every type's `data`.
+#[derive(ToSchema)]
+pub struct PublishedEvent {
+    /// Cursor into the global order (`<xid>-<seq>`): stable, increasing.
+    #[schema(examples("48211-90311"))]
+    pub id: String,
+    /// Version of this envelope and of `data` (1).
+    pub schema_version: u32,
+    /// Event type, e.g. `RunSucceeded`.
+    #[schema(examples("RunSucceeded"))]
+    pub r#type: String,
+    /// The workspace.
+    pub workspace_id: Uuid,
+    /// `job`, `run` or `workspace`.
+    #[schema(examples("run"))]
+    pub aggregate_type: String,
+    /// The job's, run's or workspace's id.
+    pub aggregate_id: String,
+    /// Position in that aggregate's own stream, from 1.
+    pub sequence: i64,
+    /// When the event was committed.
+    pub recorded_at: DateTime<Utc>,
+    /// The event's fields; credential headers are `[redacted]`, key and invite hashes left out.
+    pub data: Value,
+}
+
+/// Query of `GET …/executions/stream`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct FeedQuery {
+    /// Only this job's runs.
+    pub job_id: Option<Uuid>,
+    /// Comma-separated statuses to keep: `scheduled`, `skipped`, `dispatched`, `running`,
+    /// `attempt_succeeded`, `attempt_failed`, `retry_scheduled`, `succeeded`, `failed`.
+    pub status: Option<String>,
+    /// Resume after this message `id` (the `Last-Event-ID` header wins when both are sent).
+    pub after: Option<String>,
+}
+
+/// The `data` of one feed message (its SSE `id` is `id`).
+#[derive(ToSchema)]
+pub struct FeedMessage {
+    /// Cursor into the global order; the SSE message id.
+    #[schema(examples("48211-90311"))]
+    pub id: String,
+    /// Version of this message's shape (1).
+    pub schema_version: u32,
+    /// The run event: `RunScheduled`, `RunSkipped`, `RunDispatched`, `AttemptStarted`,
+    /// `AttemptFinished`, `RetryScheduled`, `RunSucceeded`, `RunFailed`.
+    pub r#type: String,
+    /// What the run did: `scheduled`, `skipped`, `dispatched`, `running`, `attempt_succeeded`,
+    /// `attempt_failed`, `retry_scheduled`, `succeeded`, `failed`.
+    pub status: String,
+    /// The workspace.
+    pub workspace_id: Uuid,
+    /// The run's job.
+    #[schema(required = true)]
+    pub job_id: Option<Uuid>,
+    /// The run.
+    pub run_id: Uuid,
+    /// When the event was committed.
+    pub recorded_at: DateTime<Utc>,
+    /// The event's published fields (as in `GET …/events`).
     pub data: Value,
 }
 
@@ -1241,6 +1446,15 @@ pub struct Plan {
     pub currency: String,
     /// The limits; null means unlimited.
     pub limits: PlanLimits,
+    /// What the plan switches on.
+    pub features: PlanFeatures,
+}
+
+/// A plan's features.
+#[derive(ToSchema)]
+pub struct PlanFeatures {
+    /// The workspace may read its own event stream (`GET …/events`, `POST …/event-subscriptions`).
+    pub event_stream: bool,
 }
 
 /// A plan's limits.

@@ -1,0 +1,269 @@
+//! The operators' API (`/v1/admin/…`, superusers only; everyone else gets 404, as for a route
+//! that does not exist): projection checkpoints and lag, rebuilds with progress, any
+//! aggregate's events, and re-runs of any run. The CLI offers the same (`cronbox projections
+//! status|rebuild`, `cronbox events`, `cronbox runs rerun`).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use chrono::{DateTime, Utc};
+use cronbox_projections::admin::{self as projections, rebuildable};
+use serde::Serialize;
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::accounts::UserCaller;
+use crate::error::ApiError;
+use crate::AppState;
+
+/// Only superusers; anyone else gets a plain 404 that says nothing about what is here.
+fn superuser(user: Result<UserCaller, ApiError>) -> Result<UserCaller, ApiError> {
+    match user {
+        Ok(u) if u.user.superuser => Ok(u),
+        _ => Err(ApiError::NotFound("resource")),
+    }
+}
+
+/// Rebuilds started through the API in this process, by projection.
+#[derive(Clone, Default)]
+pub struct Rebuilds(Arc<Mutex<HashMap<String, RebuildProgress>>>);
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RebuildProgress {
+    pub projection: String,
+    /// `running`, `succeeded` or `failed`.
+    pub status: &'static str,
+    pub events_replayed: usize,
+    /// Events in the log when the rebuild started (a full replay reads about this many).
+    pub events_total: i64,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub error: Option<String>,
+    pub started_by: Uuid,
+}
+
+impl Rebuilds {
+    fn get(&self, name: &str) -> Option<RebuildProgress> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
+    }
+
+    fn update(&self, name: &str, f: impl FnOnce(&mut RebuildProgress)) {
+        if let Some(p) = self.0.lock().unwrap_or_else(|p| p.into_inner()).get_mut(name) {
+            f(p);
+        }
+    }
+
+    /// Registers a new rebuild unless one of the same projection is running.
+    fn start(&self, progress: RebuildProgress) -> bool {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if map.get(&progress.projection).is_some_and(|p| p.status == "running") {
+            return false;
+        }
+        map.insert(progress.projection.clone(), progress);
+        true
+    }
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/admin/projections",
+    tag = "admin",
+    summary = "Projections with checkpoint, lag and the latest rebuild (superusers)",
+    responses((status = 200, description = "Every projection", body = crate::openapi::schemas::ProjectionList),
+              (status = 404, description = "Not a superuser", body = crate::openapi::schemas::ErrorResponse)),
+    security(("access_token" = []))
+)]
+pub async fn list_projections(
+    State(state): State<AppState>,
+    user: Result<UserCaller, ApiError>,
+) -> Result<Json<Value>, ApiError> {
+    superuser(user)?;
+    let status = projections::status(&state.pool).await.map_err(ApiError::internal)?;
+    let mut items: Vec<Value> = status
+        .into_iter()
+        .map(|s| {
+            let rebuild = state.rebuilds.get(&s.name);
+            let mut v = json!(s);
+            v["rebuild"] = json!(rebuild);
+            v
+        })
+        .collect();
+    items.push(
+        json!({"name": projections::USAGE_COUNTERS, "checkpoint": null, "updated_at": null,
+                      "lag_events": 0, "lag_seconds": 0.0, "inline": true,
+                      "rebuild": state.rebuilds.get(projections::USAGE_COUNTERS)}),
+    );
+    Ok(Json(json!({"items": items})))
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/admin/projections/{name}/rebuild",
+    tag = "admin",
+    summary = "Rebuild a projection from the log without downtime (superusers)",
+    description = "Replays the log into fresh tables, catches up, and swaps them in under the projection's lock; \
+                   reads keep being served from the old tables until the swap. Poll `GET …/rebuild` for progress.",
+    params(("name" = String, Path, description = "jobs, runs, schedule, workspaces, usage or usage_counters")),
+    responses((status = 202, description = "Started", body = crate::openapi::schemas::RebuildProgress),
+              (status = 404, description = "No such projection, or not a superuser", body = crate::openapi::schemas::ErrorResponse),
+              (status = 409, description = "A rebuild of it is running", body = crate::openapi::schemas::ErrorResponse)),
+    security(("access_token" = []))
+)]
+pub async fn start_rebuild(
+    State(state): State<AppState>,
+    user: Result<UserCaller, ApiError>,
+    Path(name): Path<String>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let user = superuser(user)?;
+    let Some(name) = rebuildable().into_iter().find(|n| *n == name) else {
+        return Err(ApiError::NotFound("projection"));
+    };
+    let total = projections::log_size(&state.pool).await.map_err(ApiError::internal)?;
+    let progress = RebuildProgress {
+        projection: name.to_string(),
+        status: "running",
+        events_replayed: 0,
+        events_total: total,
+        started_at: Utc::now(),
+        finished_at: None,
+        error: None,
+        started_by: user.user_id,
+    };
+    if !state.rebuilds.start(progress.clone()) {
+        return Err(ApiError::Conflict {
+            code: "rebuild_running",
+            message: format!("a rebuild of {name} is already running"),
+        });
+    }
+    tracing::info!(projection = name, by = %user.user_id, "projection rebuild started");
+    let (pool, rebuilds) = (state.pool.clone(), state.rebuilds.clone());
+    tokio::spawn(async move {
+        let tracker = rebuilds.clone();
+        let result = projections::rebuild(&pool, Some(name), move |_, n| {
+            tracker.update(name, |p| p.events_replayed = n);
+        })
+        .await;
+        rebuilds.update(name, |p| {
+            p.finished_at = Some(Utc::now());
+            match result {
+                Ok(_) => p.status = "succeeded",
+                Err(e) => {
+                    tracing::error!(projection = name, error = %e, "projection rebuild failed");
+                    p.status = "failed";
+                    p.error = Some(e.to_string());
+                }
+            }
+        });
+    });
+    Ok((StatusCode::ACCEPTED, Json(json!(progress))))
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/admin/projections/{name}/rebuild",
+    tag = "admin",
+    summary = "Progress of the latest rebuild started in this process (superusers)",
+    params(("name" = String, Path, description = "The projection")),
+    responses((status = 200, description = "Progress", body = crate::openapi::schemas::RebuildProgress),
+              (status = 404, description = "None started here, or not a superuser", body = crate::openapi::schemas::ErrorResponse)),
+    security(("access_token" = []))
+)]
+pub async fn rebuild_progress(
+    State(state): State<AppState>,
+    user: Result<UserCaller, ApiError>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    superuser(user)?;
+    let p = state.rebuilds.get(&name).ok_or(ApiError::NotFound("rebuild"))?;
+    Ok(Json(json!(p)))
+}
+
+/// The stored form of an aggregate type name (`run` → `Run`).
+fn stored_type(t: &str) -> Option<&'static str> {
+    ["Workspace", "Job", "Run", "User", "Session"]
+        .into_iter()
+        .find(|k| k.eq_ignore_ascii_case(t))
+}
+
+/// Every stored event of one aggregate, as stored (operators see the whole truth).
+pub async fn aggregate_events(pool: &PgPool, aggregate_type: &str, id: &str) -> Result<Vec<Value>, ApiError> {
+    let t = stored_type(aggregate_type).ok_or_else(|| {
+        ApiError::field(
+            "aggregate_type",
+            "invalid",
+            "aggregate_type must be one of workspace, job, run, user, session",
+        )
+    })?;
+    type Row = (i64, String, String, Value, Value, DateTime<Utc>, i64, i64, Option<Uuid>);
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT sequence, event_type, event_version, payload::jsonb, metadata::jsonb, recorded_at,
+                xid::text::int8, global_seq, workspace_id
+           FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence",
+    )
+    .bind(t)
+    .bind(id)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(sequence, event_type, version, payload, metadata, recorded_at, xid, seq, ws)| {
+                let data = payload.get(&event_type).cloned().unwrap_or(payload);
+                json!({"aggregate_type": t, "aggregate_id": id, "sequence": sequence, "type": event_type,
+                   "version": version, "id": format!("{xid}-{seq}"), "workspace_id": ws,
+                   "recorded_at": recorded_at, "data": data, "metadata": metadata})
+            },
+        )
+        .collect())
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/admin/aggregates/{aggregate_type}/{id}/events",
+    tag = "admin",
+    summary = "Any aggregate's stored events (superusers)",
+    params(("aggregate_type" = String, Path, description = "workspace, job, run, user or session"),
+           ("id" = String, Path, description = "The aggregate's id")),
+    responses((status = 200, description = "Its events in order", body = crate::openapi::schemas::AdminEventList),
+              (status = 404, description = "No events, or not a superuser", body = crate::openapi::schemas::ErrorResponse)),
+    security(("access_token" = []))
+)]
+pub async fn events(
+    State(state): State<AppState>,
+    user: Result<UserCaller, ApiError>,
+    Path((aggregate_type, id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    superuser(user)?;
+    let items = aggregate_events(&state.pool, &aggregate_type, &id).await?;
+    if items.is_empty() {
+        return Err(ApiError::NotFound("aggregate"));
+    }
+    Ok(Json(json!({"items": items})))
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/admin/runs/{id}/rerun",
+    tag = "admin",
+    summary = "Run any finished run again, as a new run linked to it (superusers)",
+    params(("id" = Uuid, Path, description = "The past run")),
+    responses((status = 202, description = "The new run", body = crate::openapi::schemas::Rerun),
+              (status = 404, description = "No such run, or not a superuser", body = crate::openapi::schemas::ErrorResponse),
+              (status = 409, description = "Still running, or skipped", body = crate::openapi::schemas::ErrorResponse)),
+    security(("access_token" = []))
+)]
+pub async fn rerun(
+    State(state): State<AppState>,
+    user: Result<UserCaller, ApiError>,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let user = superuser(user)?;
+    let id = Uuid::try_parse(&id).map_err(|_| ApiError::NotFound("execution"))?;
+    let (run_id, plan) = crate::executions::rerun(&state.stores, id, None, Ok(())).await?;
+    tracing::info!(run_id = %run_id, rerun_of = %id, by = %user.user_id, "operator re-run");
+    Ok((StatusCode::ACCEPTED, Json(crate::executions::rerun_json(run_id, &plan))))
+}
