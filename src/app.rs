@@ -99,7 +99,7 @@ pub async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
     let stores = Arc::new(Stores::new(pool.clone()));
     let shutdown = shutdown_signal();
     let waker = Waker::spawn(pool.clone(), shutdown.clone());
-    let queue = RunQueue::connect(&config.nats_url, &config.nats_prefix)
+    let queue = RunQueue::connect(&config.nats_url, &config.nats_prefix, config.nats_creds.as_deref())
         .await
         .context("cannot set up NATS")?;
     let mut tasks = tokio::task::JoinSet::new();
@@ -123,6 +123,18 @@ pub async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
                 "projection"
             });
         }
+        // The enterprise event stream: a projection whose sink is JetStream.
+        let max_age = Duration::from_secs(config.event_stream_max_age_days * 86_400);
+        queue
+            .ensure_events_stream(max_age)
+            .await
+            .context("cannot create the events stream")?;
+        let export = cronbox_nats::export::EventExport { queue: queue.clone() };
+        let task = cronbox_projections::run_projection(pool.clone(), waker.clone(), Box::new(export), shutdown.clone());
+        tasks.spawn(async move {
+            task.await;
+            "event export"
+        });
         let every = Duration::from_secs(config.retention_sweep_seconds);
         let task = cronbox_projections::retention::run(pool.clone(), every, shutdown.clone());
         tasks.spawn(async move {
@@ -197,6 +209,16 @@ pub async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
                 shutdown.clone(),
             )),
             rebuilds: Default::default(),
+            subscriptions: config
+                .nats_account_seed
+                .clone()
+                .map(|account_seed| cronbox_api::subscriptions::Issuer {
+                    account_seed,
+                    public_url: config
+                        .nats_public_url
+                        .clone()
+                        .unwrap_or_else(|| config.nats_url.clone()),
+                }),
             limiter: cronbox_api::rate_limit::RateLimiter::new(
                 pool.clone(),
                 config.rate_limit_per_address,
@@ -407,5 +429,48 @@ pub async fn rerun(config: &Config, run_id: uuid::Uuid) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     println!("{}", cronbox_api::executions::rerun_json(id, &plan));
+    Ok(())
+}
+
+/// Writes a fresh NATS operator setup into `dir`: `auth.conf` (include it in nats-server's
+/// configuration), `cronbox.creds` (CRONBOX_NATS_CREDS) and `account.seed`
+/// (CRONBOX_NATS_ACCOUNT_SEED). Refuses to overwrite an existing setup.
+pub fn nats_init(dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::io::Write;
+    let files = ["auth.conf", "cronbox.creds", "account.seed"];
+    if let Some(f) = files.iter().find(|f| dir.join(f).exists()) {
+        anyhow::bail!("{} exists; refusing to replace a NATS setup", dir.join(f).display());
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let setup = cronbox_nats::auth::init()?;
+    for (name, text) in [
+        ("auth.conf", &setup.server_conf),
+        ("cronbox.creds", &setup.service_creds),
+        ("account.seed", &setup.account_seed),
+    ] {
+        let path = dir.join(name);
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let mut file = options
+            .open(&path)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        file.write_all(text.as_bytes())?;
+    }
+    println!("NATS operator setup written to {}:", dir.display());
+    println!(
+        "  nats-server: add `include {}` to its configuration",
+        dir.join("auth.conf").display()
+    );
+    println!("  CRONBOX_NATS_CREDS={}", dir.join("cronbox.creds").display());
+    println!(
+        "  CRONBOX_NATS_ACCOUNT_SEED=$(cat {})",
+        dir.join("account.seed").display()
+    );
+    println!("  account public key: {}", setup.account_public_key);
     Ok(())
 }

@@ -11,6 +11,14 @@ pub struct Config {
     pub database_url: String,
     pub nats_url: String,
     pub nats_prefix: String,
+    /// Credentials file for the service's own NATS connections (operator-mode servers).
+    pub nats_creds: Option<std::path::PathBuf>,
+    /// The application account's seed: signs event subscribers' credentials.
+    pub nats_account_seed: Option<String>,
+    /// The NATS URL handed to event subscribers (default: `nats_url`).
+    pub nats_public_url: Option<String>,
+    /// How long the events stream keeps events for subscribers.
+    pub event_stream_max_age_days: u64,
     pub listen: SocketAddr,
     /// Which addresses user URLs may reach (`CRONBOX_ALLOW_PRIVATE_TARGETS`,
     /// `CRONBOX_ALLOWED_TARGET_CIDRS`).
@@ -143,6 +151,10 @@ impl Config {
                 .get("CRONBOX_NATS_URL")
                 .unwrap_or_else(|| "nats://127.0.0.1:4222".into()),
             nats_prefix: src.get("CRONBOX_NATS_PREFIX").unwrap_or_else(|| "cronbox".into()),
+            nats_creds: src.get("CRONBOX_NATS_CREDS").filter(|s| !s.is_empty()).map(Into::into),
+            nats_account_seed: src.get("CRONBOX_NATS_ACCOUNT_SEED").filter(|s| !s.is_empty()),
+            nats_public_url: src.get("CRONBOX_NATS_PUBLIC_URL").filter(|s| !s.is_empty()),
+            event_stream_max_age_days: src.parse("CRONBOX_EVENT_STREAM_MAX_AGE_DAYS", 7)?,
             listen: src.parse("CRONBOX_LISTEN", SocketAddr::from(([127, 0, 0, 1], 8080)))?,
             targets: targets(&src)?,
             executor_concurrency: src.parse("CRONBOX_EXECUTOR_CONCURRENCY", 256)?,
@@ -168,7 +180,13 @@ impl Config {
     /// Values that parse but cannot work (a zero-slot executor never calls anything, a zero
     /// ack wait floods the server with progress acks) are refused at start-up.
     fn validated(self) -> Result<Self, ConfigError> {
-        let checks: [(&'static str, bool, String, &'static str); 13] = [
+        let checks: [(&'static str, bool, String, &'static str); 14] = [
+            (
+                "CRONBOX_EVENT_STREAM_MAX_AGE_DAYS",
+                (1..=3650).contains(&self.event_stream_max_age_days),
+                self.event_stream_max_age_days.to_string(),
+                "must be 1..=3650",
+            ),
             (
                 "CRONBOX_DISPATCH_LEAD_MS",
                 self.dispatch_lead_ms <= 1000,

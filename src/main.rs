@@ -54,6 +54,21 @@ enum Command {
         #[command(subcommand)]
         command: RunsCommand,
     },
+    /// NATS setup.
+    Nats {
+        #[command(subcommand)]
+        command: NatsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum NatsCommand {
+    /// Generates an operator-mode NATS auth setup (server include, service credentials, the
+    /// account seed that signs event subscribers' credentials) into DIR.
+    Init {
+        #[arg(long)]
+        dir: std::path::PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -119,6 +134,19 @@ enum ProjectionsCommand {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // Needs no database or configuration.
+    if let Command::Nats {
+        command: NatsCommand::Init { dir },
+    } = &cli.command
+    {
+        return match app::nats_init(dir) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     let config = match config::Config::load(cli.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
@@ -200,6 +228,7 @@ fn main() -> std::process::ExitCode {
             Command::Runs {
                 command: RunsCommand::Rerun { run_id },
             } => app::rerun(&config, run_id).await,
+            Command::Nats { .. } => Ok(()),
         }
     });
     match result {

@@ -32,6 +32,7 @@ pub mod plans;
 pub mod preview;
 pub mod rate_limit;
 pub mod signing;
+pub mod subscriptions;
 pub mod targets;
 pub mod workspaces;
 
@@ -59,7 +60,8 @@ pub struct AppState {
     /// `pool` because a gate holder needs a second connection to write its command: from one
     /// shared pool, enough concurrent holders would starve themselves.
     pub gates: PgPool,
-    /// For readiness only: the API never publishes.
+    /// For readiness, and the event stream's subscription consumers (the API never publishes
+    /// runs).
     pub queue: Option<RunQueue>,
     /// Which addresses user URLs may reach (the SSRF guard).
     pub targets: cronbox_domain::target::TargetPolicy,
@@ -75,6 +77,8 @@ pub struct AppState {
     pub feed: Option<feed::Feed>,
     /// Projection rebuilds started through the admin API.
     pub rebuilds: admin::Rebuilds,
+    /// Signs event subscribers' NATS credentials (None: not configured here).
+    pub subscriptions: Option<subscriptions::Issuer>,
 }
 
 /// The whole API. Every route goes through `routes!`, which also adds its `#[utoipa::path]`
@@ -98,6 +102,8 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(feed::stream))
         .routes(routes!(executions::rerun_route))
         .routes(routes!(events::list))
+        .routes(routes!(subscriptions::create, subscriptions::list))
+        .routes(routes!(subscriptions::delete))
         .routes(routes!(workspaces::get, workspaces::update, workspaces::delete))
         .routes(routes!(workspaces::members))
         .routes(routes!(workspaces::change_role, workspaces::remove_member))

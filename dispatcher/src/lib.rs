@@ -117,6 +117,7 @@ pub async fn run(
             state: State::default(),
             cursor: Cursor::START,
             publishers: Arc::new(Semaphore::new(4)),
+            last_fired: Default::default(),
         };
         match d.lead(lock, &shutdown).await {
             Ok(()) => return,
@@ -142,7 +143,15 @@ struct Dispatcher {
     /// Publish batches in flight. Bounded so the JetStream context's 5,000 pending-ack permits
     /// are never exhausted by futures nobody awaits (which would block publishing for ever).
     publishers: Arc<Semaphore>,
+    /// The latest run fired for each cron job with an overlap policy, and when. The runs read
+    /// model lags the log, so "is the previous run still going?" must also count a run this
+    /// dispatcher fired that the read model has not seen yet.
+    last_fired: std::sync::Mutex<std::collections::HashMap<Uuid, (Uuid, DateTime<Utc>)>>,
 }
+
+/// How long a fired run missing from the read model still counts as going: beyond this the read
+/// model is trusted (a fire whose transaction failed never appears there).
+const UNSEEN_RUN_BUSY_FOR: Duration = Duration::seconds(60);
 
 /// State changes to make once a batch has committed.
 enum Effect {
@@ -513,6 +522,12 @@ impl Dispatcher {
                     self.record_fire(job_id, Trigger::Schedule, *at, None, now, events, messages)
                         .await?;
                 }
+                if let (true, Some(at)) = (overlap != OverlapPolicy::Allow, decision.fires.last()) {
+                    self.last_fired
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(job_id, (scheduled_run_id(job_id, *at), now));
+                }
                 if let Some((first, last, count)) = decision.skipped {
                     Self::record_skip(
                         job_id,
@@ -568,11 +583,20 @@ impl Dispatcher {
     /// Whether a scheduled or manual run of the job is still going, as the execution log shows
     /// it (a few milliseconds behind the event log).
     async fn job_busy(&self, job_id: Uuid) -> Result<bool, DispatchError> {
+        let unseen = self
+            .last_fired
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&job_id)
+            .filter(|entry| Utc::now().signed_duration_since(entry.1) < UNSEEN_RUN_BUSY_FOR)
+            .map(|(run, _)| *run);
         Ok(sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM runs WHERE job_id = $1
-                              AND status IN ('scheduled', 'dispatched', 'running', 'retry_scheduled'))",
+                              AND status IN ('scheduled', 'dispatched', 'running', 'retry_scheduled'))
+                 OR ($2::uuid IS NOT NULL AND NOT EXISTS (SELECT 1 FROM runs WHERE id = $2))",
         )
         .bind(job_id)
+        .bind(unseen)
         .fetch_one(&self.pool)
         .await?)
     }

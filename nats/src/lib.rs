@@ -9,6 +9,9 @@
 //!
 //! Message payloads hold ids only (user data never goes into subjects).
 
+pub mod auth;
+pub mod export;
+
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::pull, stream};
@@ -34,6 +37,12 @@ pub enum NatsError {
     Publish(#[from] async_nats::jetstream::context::PublishError),
     #[error("message encoding failed")]
     Encode(#[from] serde_json::Error),
+    #[error("cannot read the NATS credentials file {path}")]
+    Credentials {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// What the dispatcher hands to an executor: which attempt of which run to perform.
@@ -80,6 +89,7 @@ impl Default for ConsumerSettings {
 pub struct RunQueue {
     pub client: async_nats::Client,
     pub js: jetstream::Context,
+    prefix: String,
     stream: String,
     subject: String,
     consumer: String,
@@ -97,11 +107,20 @@ fn valid_prefix(prefix: &str) -> bool {
 impl RunQueue {
     /// Connects (retrying until the server is up; reconnecting for ever afterwards) and makes sure
     /// the stream exists.
-    pub async fn connect(url: &str, prefix: &str) -> Result<Self, NatsError> {
+    pub async fn connect(url: &str, prefix: &str, creds: Option<&std::path::Path>) -> Result<Self, NatsError> {
         if !valid_prefix(prefix) {
             return Err(NatsError::Prefix(prefix.to_string()));
         }
-        let client = async_nats::ConnectOptions::new()
+        let options = match creds {
+            None => async_nats::ConnectOptions::new(),
+            Some(path) => async_nats::ConnectOptions::with_credentials_file(path)
+                .await
+                .map_err(|source| NatsError::Credentials {
+                    path: path.display().to_string(),
+                    source,
+                })?,
+        };
+        let client = options
             .name("cronbox")
             .retry_on_initial_connect()
             .max_reconnects(None)
@@ -117,6 +136,7 @@ impl RunQueue {
         let queue = Self {
             client,
             js,
+            prefix: prefix.to_string(),
             stream: format!("{upper}_RUNS"),
             subject: format!("{prefix}.runs.dispatch"),
             consumer: format!("{upper}_EXECUTOR"),
@@ -230,6 +250,96 @@ impl RunQueue {
         match stream.create_consumer(config.clone()).await {
             Ok(c) => Ok(c),
             Err(_) => stream.get_consumer(&self.consumer).await.map_err(NatsError::Consumer),
+        }
+    }
+
+    /// The stream customers' event subscriptions read: `<PREFIX>_EVENTS`.
+    pub fn events_stream_name(&self) -> String {
+        format!("{}_EVENTS", self.prefix.to_ascii_uppercase())
+    }
+
+    /// `<prefix>.ws.<workspace>.events.<type>`; `type` may be `>` or `*` for a filter.
+    pub fn event_subject(&self, workspace_id: Uuid, event_type: &str) -> String {
+        format!("{}.ws.{workspace_id}.events.{event_type}", self.prefix)
+    }
+
+    /// Creates (or updates) the events stream: kept `max_age`, deduplicated by event id.
+    pub async fn ensure_events_stream(&self, max_age: Duration) -> Result<(), NatsError> {
+        self.js
+            .get_or_create_stream(stream::Config {
+                name: self.events_stream_name(),
+                subjects: vec![format!("{}.ws.*.events.*", self.prefix)],
+                retention: stream::RetentionPolicy::Limits,
+                storage: stream::StorageType::File,
+                max_age,
+                // The exporter publishes a batch again when its checkpoint did not commit.
+                duplicate_window: Duration::from_secs(600),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| NatsError::Stream(Box::new(e)))?;
+        Ok(())
+    }
+
+    /// Publishes (subject, message id, payload) with all acks in flight; fails if any is not
+    /// acknowledged.
+    pub async fn publish_events(&self, events: Vec<(String, String, Vec<u8>)>) -> Result<(), NatsError> {
+        let mut pending = Vec::with_capacity(events.len());
+        for (subject, id, payload) in events {
+            let publish = jetstream::message::PublishMessage::build()
+                .payload(payload.into())
+                .message_id(id);
+            pending.push(self.js.send_publish(subject, publish).await?);
+        }
+        for ack in pending {
+            ack.await?;
+        }
+        Ok(())
+    }
+
+    /// A durable pull consumer over one workspace's events (all, or only `types`), for one
+    /// subscription. Its subscriber's credentials reach this consumer and nothing else.
+    pub async fn create_subscription_consumer(
+        &self,
+        name: &str,
+        workspace_id: Uuid,
+        types: &[String],
+    ) -> Result<(), NatsError> {
+        let stream = self
+            .js
+            .get_stream(self.events_stream_name())
+            .await
+            .map_err(|e| NatsError::Consumer(Box::new(e)))?;
+        let filters: Vec<String> = if types.is_empty() {
+            vec![self.event_subject(workspace_id, "*")]
+        } else {
+            types.iter().map(|t| self.event_subject(workspace_id, t)).collect()
+        };
+        let config = pull::Config {
+            durable_name: Some(name.to_string()),
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            deliver_policy: jetstream::consumer::DeliverPolicy::All,
+            filter_subjects: filters,
+            ..Default::default()
+        };
+        stream
+            .create_consumer(config)
+            .await
+            .map_err(|e| NatsError::Consumer(Box::new(e)))?;
+        Ok(())
+    }
+
+    /// Removes a subscription's consumer (its credentials then reach nothing). Idempotent.
+    pub async fn delete_subscription_consumer(&self, name: &str) -> Result<(), NatsError> {
+        let stream = self
+            .js
+            .get_stream(self.events_stream_name())
+            .await
+            .map_err(|e| NatsError::Consumer(Box::new(e)))?;
+        match stream.delete_consumer(name).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.to_string().contains("not found") => Ok(()),
+            Err(e) => Err(NatsError::Consumer(Box::new(e))),
         }
     }
 

@@ -17,6 +17,9 @@ pub enum ProjectionError {
     Database(#[from] sqlx::Error),
     #[error("store error")]
     Store(#[from] cronbox_store::StoreError),
+    /// A projection that feeds something outside the database (the NATS export) could not.
+    #[error("the projection's sink refused the batch")]
+    Sink(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("event {aggregate_type}/{aggregate_id}#{sequence} cannot be decoded")]
     Decode {
         aggregate_type: String,

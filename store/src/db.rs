@@ -35,6 +35,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("../../migrations/0010_runs_open_by_job.sql"),
     ),
     ("0011_event_feed", include_str!("../../migrations/0011_event_feed.sql")),
+    (
+        "0012_event_export",
+        include_str!("../../migrations/0012_event_export.sql"),
+    ),
 ];
 
 /// A pool that waits for PostgreSQL to come back instead of failing: connections are created

@@ -1042,6 +1042,78 @@ pub struct PublishedEvent {
     pub data: Value,
 }
 
+/// Body of `POST …/event-subscriptions`.
+#[derive(ToSchema)]
+pub struct CreateEventSubscription {
+    /// A label; default `subscription`.
+    pub name: Option<String>,
+    /// Only these event types (default: all published types).
+    pub types: Option<Vec<String>>,
+    /// Lifetime of the credentials, 1-3650 days; default 365.
+    pub expires_in_days: Option<u32>,
+}
+
+/// A subscription (credentials only in the creation response).
+#[derive(ToSchema)]
+pub struct EventSubscription {
+    /// Subscription id.
+    pub id: Uuid,
+    /// Its label.
+    pub name: String,
+    /// Event types it carries; empty = all.
+    pub types: Vec<String>,
+    /// When the credentials expire.
+    pub expires_at: DateTime<Utc>,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// Where to read it.
+    pub nats: SubscriptionNats,
+}
+
+/// How to reach a subscription over NATS.
+#[derive(ToSchema)]
+pub struct SubscriptionNats {
+    /// Server URL (creation response only).
+    pub url: Option<String>,
+    /// The JetStream stream, `<PREFIX>_EVENTS`.
+    #[schema(required = true)]
+    pub stream: Option<String>,
+    /// The durable pull consumer the credentials may read.
+    pub consumer: String,
+    /// The custom inbox prefix the client must use (replies go only there).
+    pub inbox_prefix: String,
+    /// The credentials' user public key.
+    pub user_public_key: String,
+}
+
+/// `POST …/event-subscriptions`: the subscription with its credentials, shown once.
+#[derive(ToSchema)]
+pub struct EventSubscriptionCreated {
+    /// Subscription id.
+    pub id: Uuid,
+    /// Its label.
+    pub name: String,
+    /// Event types it carries; empty = all.
+    pub types: Vec<String>,
+    /// When the credentials expire.
+    pub expires_at: DateTime<Utc>,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// Where to read it.
+    pub nats: SubscriptionNats,
+    /// The `.creds` file (user JWT and seed); not stored by CronBox.
+    pub credentials: String,
+    /// A ready `nats` CLI command and a note.
+    pub usage: Value,
+}
+
+/// `GET …/event-subscriptions`.
+#[derive(ToSchema)]
+pub struct EventSubscriptionList {
+    /// Live subscriptions, oldest first.
+    pub items: Vec<EventSubscription>,
+}
+
 /// Query of `GET …/executions/stream`.
 #[derive(IntoParams)]
 #[into_params(parameter_in = Query)]
