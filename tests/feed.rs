@@ -352,10 +352,23 @@ async fn event_stream_pages_are_stable_and_mask_secrets() {
         .post(
             "/cron",
             json!({"name": "secret", "url": env.target_url("/ok/h"), "schedule": "0 3 * * *",
-                   "headers": {"Authorization": "Bearer very-secret", "X-Trace": "visible"}}),
+                   "headers": {"Authorization": "Bearer very-secret", "X-Trace": "visible", "X-Tenant": "acme-tenant-42"},
+                   "sensitive_headers": ["x-tenant"]}),
         )
         .await;
     assert_eq!(s, 201);
+    let (s, v) = env
+        .post(
+            "/cron",
+            json!({"name": "bad", "url": env.target_url("/ok/h"), "schedule": "0 3 * * *",
+                   "headers": {"X-Trace": "1"}, "sensitive_headers": ["X-Missing"]}),
+        )
+        .await;
+    assert_eq!(
+        (s, v["error"]["field"].as_str()),
+        (400, Some("sensitive_headers")),
+        "{v}"
+    );
     for _ in 0..3 {
         delayed(&env, "/ok/p", 0).await;
     }
@@ -365,6 +378,10 @@ async fn event_stream_pages_are_stable_and_mask_secrets() {
     let full: Vec<Value> = full["items"].as_array().cloned().expect("items");
     let text = serde_json::to_string(&full).expect("json");
     assert!(!text.contains("very-secret"), "a credential header left: {text}");
+    assert!(
+        !text.contains("acme-tenant-42"),
+        "a header marked sensitive left: {text}"
+    );
     assert!(text.contains("visible"));
     assert!(!text.contains("secret_hash"));
     assert!(full.iter().any(|e| e["type"] == "WorkspaceCreated"));

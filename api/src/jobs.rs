@@ -203,17 +203,32 @@ fn request_fields(
         (None, Some(b)) => b.url.clone(),
         (None, None) => return Err(ApiError::field("url", "required", "url is required")),
     };
+    let headers: Vec<(String, String)> = match f.headers("headers")? {
+        Some(h) => h,
+        None => base
+            .map(|b| b.headers.iter().map(|h| (h.name.clone(), h.value.clone())).collect())
+            .unwrap_or_default(),
+    };
+    // Absent on update: the marks still naming a header stay.
+    let sensitive_headers = match f.strings("sensitive_headers")? {
+        Some(names) => names,
+        None => base
+            .map(|b| {
+                b.sensitive_headers
+                    .iter()
+                    .filter(|n| headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(n)))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default(),
+    };
     let input = RequestInput {
         url,
         method: f
             .string("method")?
             .or_else(|| base.map(|b| b.method.as_str().to_string())),
-        headers: match f.headers("headers")? {
-            Some(h) => h,
-            None => base
-                .map(|b| b.headers.iter().map(|h| (h.name.clone(), h.value.clone())).collect())
-                .unwrap_or_default(),
-        },
+        headers,
+        sensitive_headers,
         body: if f.has("body") {
             f.string("body")?
         } else {
@@ -324,6 +339,7 @@ fn view(
         "url": r.url,
         "method": r.method.as_str(),
         "headers": headers_json(r),
+        "sensitive_headers": r.sensitive_headers,
         "body": r.body,
         "timeout_seconds": r.timeout_seconds,
         "retry_count": r.retry_count,

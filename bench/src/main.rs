@@ -15,9 +15,12 @@ use serde_json::{json, Value};
 #[derive(Parser)]
 #[command(name = "cronbox-bench", about = "CronBox benchmark suite")]
 struct Cli {
-    /// Scenarios to run, comma-separated: w1, light, max, cron, scale, ingest.
-    #[arg(long, default_value = "w1,light,max,cron,scale,ingest", value_delimiter = ',')]
+    /// Scenarios to run, comma-separated: w1, light, max, cron, scale, ingest, feed.
+    #[arg(long, default_value = "w1,light,max,cron,scale,ingest,feed", value_delimiter = ',')]
     scenarios: Vec<String>,
+    /// Concurrent SSE streams of the feed scenario.
+    #[arg(long, default_value_t = 2000)]
+    feed_streams: usize,
     /// A seconds-long version of every scenario (CI's smoke run): tiny sizes, no peer.
     #[arg(long)]
     smoke: bool,
@@ -50,8 +53,10 @@ pub async fn nats_cleanup(url: &str, prefix: &str) {
         return;
     };
     let js = async_nats::jetstream::new(client);
-    let stream = format!("{}_RUNS", prefix.to_ascii_uppercase());
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), js.delete_stream(stream)).await;
+    for kind in ["RUNS", "EVENTS"] {
+        let stream = format!("{}_{kind}", prefix.to_ascii_uppercase());
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), js.delete_stream(stream)).await;
+    }
 }
 
 fn var(key: &str, default: &str) -> String {
@@ -110,6 +115,22 @@ async fn main() -> anyhow::Result<()> {
             "cron" => scenarios::cron_fleet(&env, 50_000, cli.cron_create_hint).await,
             "scale" => scenarios::scale(&env, if s { 5_000 } else { 1_000_000 }, if s { 200 } else { 100_000 }).await,
             "ingest" => scenarios::ingest(&env, if s { 1.0 } else { 10.0 }, if s { 2 } else { 100 }).await,
+            "feed" => {
+                // Latency with a few watchers, then what thousands of streams cost: with every
+                // stream on one loopback machine, the clients' own parsing is most of the load.
+                let latency = scenarios::feed(&env, 20, if s { 20 } else { 200 }, if s { 1.0 } else { 5.0 }).await;
+                let fanout = scenarios::feed(
+                    &env,
+                    if s { 50 } else { cli.feed_streams },
+                    20,
+                    if s { 1.0 } else { 5.0 },
+                )
+                .await;
+                match (latency, fanout) {
+                    (Ok(l), Ok(f)) => Ok(json!({"scenario": "feed", "latency": l, "fanout": f})),
+                    (Err(e), _) | (_, Err(e)) => Err(e),
+                }
+            }
             other => anyhow::bail!("unknown scenario {other}"),
         };
         let mut r = match r {
@@ -233,6 +254,17 @@ fn print_table(results: &[Value]) {
                 f(&r["single"]["created_per_s"]), f(&r["single"]["latency_ms"]["p99"]), f(&r["batch"]["items_per_s"]),
                 cpu_rss(&r["single"]["processes"])
             ),
+            "feed" => {
+                for r in [&r["latency"], &r["fanout"]] {
+                    println!(
+                        "| live feed ({} SSE streams, {} msgs each) | | delivered to all: {} | feed latency {} | short {} | extra {} | serve RSS {} → {} MB idle, {} KB/stream | commit → client ≤ 100 ms |",
+                        f(&r["streams"]), f(&r["messages_per_stream"]), f(&r["all_delivered"]),
+                        format!("{} / {} / {} / {}", f(&r["feed_latency_ms"]["p50"]), f(&r["feed_latency_ms"]["p90"]), f(&r["feed_latency_ms"]["p99"]), f(&r["feed_latency_ms"]["max"])),
+                        f(&r["streams_short"]), f(&r["streams_with_extra"]),
+                        f(&r["serve_rss_mb"]["before_streams"]), f(&r["serve_rss_mb"]["with_streams_idle"]), f(&r["rss_per_stream_kb"])
+                    );
+                }
+            }
             _ => {}
         }
     }

@@ -405,3 +405,134 @@ pub async fn ingest(env: &Env, seconds: f64, batches: usize) -> anyhow::Result<V
     stack.destroy().await;
     result
 }
+
+/// What one SSE client saw: messages received, and (for the sampled clients) each message's
+/// latency in ms: arrival at the client minus the event's `recorded_at` (its insert time, a
+/// hair before its commit, so this slightly overstates the latency from commit).
+struct FeedClient {
+    received: std::sync::atomic::AtomicUsize,
+    latencies: std::sync::Mutex<Vec<f64>>,
+}
+
+async fn feed_client(
+    http: reqwest::Client,
+    url: String,
+    key: String,
+    sample: bool,
+    seen: std::sync::Arc<FeedClient>,
+    connected: std::sync::Arc<tokio::sync::Semaphore>,
+) -> anyhow::Result<()> {
+    let resp = http.get(url).bearer_auth(key).send().await?;
+    if resp.status() != 200 {
+        bail!("stream answered {}", resp.status());
+    }
+    let mut body = resp.bytes_stream();
+    let mut buf = String::new();
+    let mut announced = false;
+    while let Some(chunk) = body.next().await {
+        buf.push_str(&String::from_utf8_lossy(&chunk?));
+        while let Some(end) = buf.find("\n\n") {
+            let frame: String = buf.drain(..end + 2).collect();
+            if !announced && frame.starts_with(": connected") {
+                announced = true;
+                connected.add_permits(1);
+            }
+            let Some(data) = frame.lines().find_map(|l| l.strip_prefix("data: ")) else {
+                continue;
+            };
+            seen.received.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if sample {
+                let at_ms = now_ns() as f64 / 1e6;
+                let v: Value = serde_json::from_str(data).unwrap_or(Value::Null);
+                if let Some(rec) = v["recorded_at"]
+                    .as_str()
+                    .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+                {
+                    let rec_ms = rec.timestamp_nanos_opt().unwrap_or(0) as f64 / 1e6;
+                    if let Ok(mut l) = seen.latencies.lock() {
+                        l.push(at_ms - rec_ms);
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The live feed: `clients` SSE streams on one workspace. The serve process's RSS is read before
+/// and after they connect (memory per stream); then `calls` delayed calls run over `window` s,
+/// and every stream must receive every run event of them.
+pub async fn feed(env: &Env, clients: usize, calls: usize, window: f64) -> anyhow::Result<Value> {
+    let target = Target::start().await?;
+    let mut stack = Stack::create(env, "feed").await?;
+    let result = async {
+        stack.start("serve").await?;
+        let serve = |stack: &Stack| stack.usage().into_iter().find(|(r, _)| r == "serve").map(|(_, u)| u).unwrap_or_default();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let before = serve(&stack);
+        let url = stack.ws_url("/executions/stream");
+        let connected = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+        let mut seen = Vec::with_capacity(clients);
+        let mut tasks = tokio::task::JoinSet::new();
+        // One connection each: a shared client would pool them onto few sockets.
+        for i in 0..clients {
+            let s = std::sync::Arc::new(FeedClient {
+                received: Default::default(),
+                latencies: Default::default(),
+            });
+            seen.push(s.clone());
+            let http = reqwest::Client::builder().pool_max_idle_per_host(0).build()?;
+            tasks.spawn(feed_client(http, url.clone(), stack.api_key.clone(), i < 20, s, connected.clone()));
+        }
+        let all = tokio::time::timeout(Duration::from_secs(120), connected.acquire_many(clients as u32)).await;
+        if all.is_err() {
+            bail!("only {} of {clients} streams connected in 120 s", connected.available_permits());
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let idle = serve(&stack);
+        let per_stream_kb = (idle.rss_mb - before.rss_mb) * 1024.0 / clients.max(1) as f64;
+
+        let t0 = now_ms() + 2000;
+        let window_ms = (window * 1000.0) as i64;
+        let keys: Vec<(u64, i64)> = (0..calls)
+            .map(|i| (i as u64, t0 + (i as i64 * window_ms) / calls.max(1) as i64))
+            .collect();
+        create_delayed(&stack, &target, &keys, 2).await?;
+        let cpu_before = serve(&stack);
+        // scheduled, dispatched, running, attempt_succeeded, succeeded: five per call.
+        let expected = calls * 5;
+        let delivered = wait_for(Duration::from_secs(120) + Duration::from_millis(window_ms as u64), || async {
+            Ok(seen.iter().all(|s| s.received.load(std::sync::atomic::Ordering::Relaxed) >= expected))
+        })
+        .await?;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let after = serve(&stack);
+        let counts: Vec<usize> = seen.iter().map(|s| s.received.load(std::sync::atomic::Ordering::Relaxed)).collect();
+        let short = counts.iter().filter(|c| **c < expected).count();
+        let extra = counts.iter().filter(|c| **c > expected).count();
+        let mut lat: Vec<f64> = seen
+            .iter()
+            .flat_map(|s| s.latencies.lock().map(|l| l.clone()).unwrap_or_default())
+            .collect();
+        tasks.abort_all();
+        Ok::<_, anyhow::Error>(json!({
+            "scenario": "feed",
+            "streams": clients,
+            "calls": calls,
+            "window_s": window,
+            "messages_per_stream": expected,
+            "all_delivered": delivered,
+            "streams_short": short,
+            "streams_with_extra": extra,
+            "messages_delivered": counts.iter().sum::<usize>(),
+            "feed_latency_ms": summary(&mut lat),
+            "latency_sampled_streams": clients.min(20),
+            "serve_rss_mb": {"before_streams": round(before.rss_mb), "with_streams_idle": round(idle.rss_mb), "after_traffic": round(after.rss_mb)},
+            "rss_per_stream_kb": round(per_stream_kb),
+            "serve_cpu_s_during_traffic": round(after.cpu_s - cpu_before.cpu_s),
+        }))
+    }
+    .await;
+    stack.destroy().await;
+    result
+}

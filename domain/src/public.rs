@@ -128,11 +128,25 @@ fn remove(data: &mut Value, field: &str) {
     }
 }
 
-/// Masks credential headers of a stored `RequestSpec` (`headers: [{name, value}]`).
+/// Masks credential headers of a stored `RequestSpec` (`headers: [{name, value}]`): those the
+/// built-in rule catches and those the user listed in `sensitive_headers`.
 fn mask_request(request: &mut Value) {
+    let marked: Vec<String> = request
+        .get("sensitive_headers")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_ascii_lowercase)
+                .collect()
+        })
+        .unwrap_or_default();
     if let Some(Value::Array(headers)) = request.get_mut("headers") {
         for h in headers.iter_mut() {
-            let sensitive = h.get("name").and_then(Value::as_str).is_some_and(is_sensitive_header);
+            let sensitive = h
+                .get("name")
+                .and_then(Value::as_str)
+                .is_some_and(|n| is_sensitive_header(n) || marked.contains(&n.to_ascii_lowercase()));
             if sensitive {
                 if let Some(v) = h.get_mut("value") {
                     *v = Value::String(REDACTED.into());
@@ -208,6 +222,18 @@ mod tests {
         assert_eq!(headers[2]["value"], REDACTED);
         assert_eq!(headers[3]["value"], "application/json");
         assert!(!out.to_string().contains("s3cret"));
+
+        let marked = json!({"definition": {"request": {"sensitive_headers": ["x-tenant"], "headers": [
+            {"name": "X-Tenant", "value": "acme-42"}, {"name": "X-Other", "value": "shown"}]}}});
+        let out = public_data("Job", "JobUpdated", &marked).expect("published");
+        assert_eq!(
+            out.pointer("/definition/request/headers/0/value"),
+            Some(&json!(REDACTED))
+        );
+        assert_eq!(
+            out.pointer("/definition/request/headers/1/value"),
+            Some(&json!("shown"))
+        );
 
         let run = json!({"run_id": "r", "plan": {"request": {"headers": [{"name": "cookie", "value": "a=b"}]}}});
         let out = public_data("Run", "RunScheduled", &run).expect("published");

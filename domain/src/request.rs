@@ -88,6 +88,10 @@ pub struct RequestSpec {
     pub expect_body_contains: Option<String>,
     #[serde(default)]
     pub expect_json: Option<JsonCheck>,
+    /// Headers (lower-case names) the user marked as credentials: their values never appear in
+    /// the events customers read (`crate::public`), like headers the built-in rule catches.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sensitive_headers: Vec<String>,
 }
 
 fn default_max_delay() -> u32 {
@@ -108,6 +112,8 @@ pub struct RequestInput {
     pub retry_max_delay_seconds: Option<i64>,
     pub retry_on: Option<Vec<String>>,
     pub expected_status: Option<Vec<String>>,
+    /// Names of headers to treat as credentials (each must be one of `headers`).
+    pub sensitive_headers: Vec<String>,
     pub expect_body_contains: Option<String>,
     /// (path, expected value)
     pub expect_json: Option<(String, serde_json::Value)>,
@@ -140,6 +146,20 @@ impl RequestSpec {
             Some(m) => HttpMethod::parse(m)?,
         };
         let headers = parse_headers(input.headers)?;
+        let mut sensitive_headers: Vec<String> = Vec::new();
+        for name in &input.sensitive_headers {
+            let lower = name.trim().to_ascii_lowercase();
+            if !headers.iter().any(|h| h.name.eq_ignore_ascii_case(&lower)) {
+                return Err(FieldError::new(
+                    "sensitive_headers",
+                    "unknown_header",
+                    format!("{name} is not one of the request's headers"),
+                ));
+            }
+            if !sensitive_headers.contains(&lower) {
+                sensitive_headers.push(lower);
+            }
+        }
         if let Some(body) = &input.body {
             if body.len() > MAX_BODY_BYTES {
                 return Err(FieldError::new(
@@ -226,6 +246,7 @@ impl RequestSpec {
             expected_status,
             expect_body_contains: input.expect_body_contains,
             expect_json,
+            sensitive_headers,
         })
     }
 }

@@ -393,6 +393,7 @@ fn callback_request(url: &str, body: String) -> RequestSpec {
         expected_status: policy::default_expected_status(),
         expect_body_contains: None,
         expect_json: None,
+        sensitive_headers: Vec::new(),
     }
 }
 

@@ -449,7 +449,7 @@ impl Drop for TestEnv {
         if let Some(mut s) = self.server.take() {
             let _ = s.child.start_kill();
         }
-        let stream = format!("{}_RUNS", self.prefix.to_ascii_uppercase());
+        let upper = self.prefix.to_ascii_uppercase();
         let _ = std::thread::spawn(move || {
             let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
                 return;
@@ -459,7 +459,9 @@ impl Drop for TestEnv {
                     tokio::time::timeout(Duration::from_secs(2), async_nats::connect(nats_url())).await
                 {
                     let js = async_nats::jetstream::new(client);
-                    let _ = tokio::time::timeout(Duration::from_secs(2), js.delete_stream(stream)).await;
+                    for stream in [format!("{upper}_RUNS"), format!("{upper}_EVENTS")] {
+                        let _ = tokio::time::timeout(Duration::from_secs(2), js.delete_stream(stream)).await;
+                    }
                 }
             });
         })

@@ -130,6 +130,10 @@ pub struct CronJobCreate {
     pub expected_status: Option<Vec<String>>,
     /// The response body must contain this text (1-1024 bytes); `null` clears on update.
     pub expect_body_contains: Option<String>,
+    /// Header names whose values are credentials (each one of `headers`, any case): never in
+    /// published events (`[redacted]`), like `Authorization`, cookies and names with token,
+    /// secret, password, key or signature, which are masked anyway.
+    pub sensitive_headers: Option<Vec<String>>,
     /// The response body must be JSON with this value at `path`; `null` clears on update.
     pub expect_json: Option<JsonCheck>,
     /// Notify on failure; default true (stored only: no notifications are sent yet).
@@ -202,6 +206,10 @@ pub struct CronJobUpdate {
     pub expected_status: Option<Vec<String>>,
     /// The response body must contain this text (1-1024 bytes); `null` clears on update.
     pub expect_body_contains: Option<String>,
+    /// Header names whose values are credentials (each one of `headers`, any case): never in
+    /// published events (`[redacted]`), like `Authorization`, cookies and names with token,
+    /// secret, password, key or signature, which are masked anyway.
+    pub sensitive_headers: Option<Vec<String>>,
     /// The response body must be JSON with this value at `path`; `null` clears on update.
     pub expect_json: Option<JsonCheck>,
     /// New notify-on-failure flag.
@@ -266,6 +274,8 @@ pub struct CronJob {
     /// Text the response body must contain.
     #[schema(required = true)]
     pub expect_body_contains: Option<String>,
+    /// Header names marked as credentials (lower case).
+    pub sensitive_headers: Vec<String>,
     /// JSON check of the response body.
     #[schema(required = true)]
     pub expect_json: Option<JsonCheck>,
@@ -408,6 +418,10 @@ pub struct DelayedCallCreate {
     pub expected_status: Option<Vec<String>>,
     /// The response body must contain this text (1-1024 bytes); `null` clears on update.
     pub expect_body_contains: Option<String>,
+    /// Header names whose values are credentials (each one of `headers`, any case): never in
+    /// published events (`[redacted]`), like `Authorization`, cookies and names with token,
+    /// secret, password, key or signature, which are masked anyway.
+    pub sensitive_headers: Option<Vec<String>>,
     /// The response body must be JSON with this value at `path`; `null` clears on update.
     pub expect_json: Option<JsonCheck>,
     /// Notify on failure; default true (stored only).
@@ -499,6 +513,8 @@ pub struct DelayedCall {
     /// Text the response body must contain.
     #[schema(required = true)]
     pub expect_body_contains: Option<String>,
+    /// Header names marked as credentials (lower case).
+    pub sensitive_headers: Vec<String>,
     /// JSON check of the response body.
     #[schema(required = true)]
     pub expect_json: Option<JsonCheck>,
@@ -751,6 +767,8 @@ pub struct ExecutionRequest {
     /// Text the response body must contain.
     #[schema(required = true)]
     pub expect_body_contains: Option<String>,
+    /// Header names marked as credentials (absent when none).
+    pub sensitive_headers: Option<Vec<String>>,
     /// JSON check of the response body.
     #[schema(required = true)]
     pub expect_json: Option<JsonCheck>,
