@@ -9,17 +9,17 @@
 -- a batch holding an aggregate's first and later events works too.
 ALTER TABLE events ADD COLUMN workspace_id uuid;
 
+-- Writers that know the workspace (the dispatcher, the executor, job creates) set the column
+-- themselves, and the trigger then costs no JSON parse and no lookup.
 CREATE FUNCTION cronbox_event_workspace() RETURNS trigger LANGUAGE plpgsql VOLATILE AS $$
-DECLARE
-    inner_payload json := NEW.payload -> NEW.event_type;
 BEGIN
     IF NEW.workspace_id IS NULL THEN
         NEW.workspace_id := CASE
             WHEN NEW.aggregate_type = 'Workspace' THEN NEW.aggregate_id::uuid
             WHEN NEW.aggregate_type IN ('User', 'Session') THEN NULL
             ELSE coalesce(
-                (inner_payload ->> 'workspace_id')::uuid,
-                (inner_payload -> 'plan' ->> 'workspace_id')::uuid,
+                (NEW.payload -> NEW.event_type ->> 'workspace_id')::uuid,
+                (NEW.payload -> NEW.event_type -> 'plan' ->> 'workspace_id')::uuid,
                 (SELECT e.workspace_id FROM events e
                   WHERE e.aggregate_type = NEW.aggregate_type AND e.aggregate_id = NEW.aggregate_id
                     AND e.sequence = 1))

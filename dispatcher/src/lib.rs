@@ -433,7 +433,8 @@ impl Dispatcher {
             .await
             .map_err(|e| DispatchError::Run(e.to_string()))?;
         for (i, ev) in evs.iter().enumerate() {
-            events.push(NewEvent::of::<Run>(run_id.to_string(), i as i64 + 1, ev)?);
+            events
+                .push(NewEvent::of::<Run>(run_id.to_string(), i as i64 + 1, ev)?.in_workspace(Some(job.workspace_id)));
         }
         let msg = DispatchMessage {
             run_id,
@@ -575,7 +576,7 @@ impl Dispatcher {
             .await
             .map_err(|e| DispatchError::Run(e.to_string()))?;
         for (i, ev) in evs.iter().enumerate() {
-            events.push(NewEvent::of::<Run>(run_id.to_string(), i as i64 + 1, ev)?);
+            events.push(NewEvent::of::<Run>(run_id.to_string(), i as i64 + 1, ev)?.in_workspace(Some(workspace_id)));
         }
         Ok(())
     }
@@ -626,7 +627,10 @@ impl Dispatcher {
         match decide(run, cmd).await {
             Ok(evs) => {
                 for (i, ev) in evs.iter().enumerate() {
-                    events.push(NewEvent::of::<Run>(run_id.to_string(), (seq + 1 + i) as i64, ev)?);
+                    events.push(
+                        NewEvent::of::<Run>(run_id.to_string(), (seq + 1 + i) as i64, ev)?
+                            .in_workspace(Some(entry.workspace_id)),
+                    );
                 }
                 let msg = DispatchMessage {
                     run_id,

@@ -521,7 +521,8 @@ async fn execute(
         let (next, events) = cronbox_domain::decide(&*run, cmd.clone())
             .await
             .map_err(AggregateError::UserError)?;
-        let rows = rows::<Run>(id, *version, &events).map_err(|e| AggregateError::UnexpectedError(Box::new(e)))?;
+        let rows = rows::<Run>(id, *version, &events, run.workspace_id)
+            .map_err(|e| AggregateError::UnexpectedError(Box::new(e)))?;
         match writer.append(rows).await {
             Ok(Appended::Written) => {
                 *version += events.len();

@@ -20,6 +20,9 @@ pub struct NewEvent {
     pub event_type: String,
     pub event_version: String,
     pub payload: serde_json::Value,
+    /// The workspace, when the writer knows it; otherwise the insert trigger derives it (a
+    /// lookup of the aggregate's first event), which hot paths spare the database.
+    pub workspace_id: Option<uuid::Uuid>,
 }
 
 impl NewEvent {
@@ -31,16 +34,28 @@ impl NewEvent {
             event_type: event.event_type(),
             event_version: event.event_version(),
             payload: serde_json::to_value(event)?,
+            workspace_id: None,
         })
+    }
+
+    pub fn in_workspace(mut self, workspace_id: Option<uuid::Uuid>) -> Self {
+        self.workspace_id = workspace_id;
+        self
     }
 }
 
-/// The rows that append `events` to aggregate `id`, whose last sequence is `version`.
-pub fn rows<A: Aggregate>(id: &str, version: usize, events: &[A::Event]) -> Result<Vec<NewEvent>, StoreError> {
+/// The rows that append `events` to aggregate `id` of `workspace_id`, whose last sequence is
+/// `version`.
+pub fn rows<A: Aggregate>(
+    id: &str,
+    version: usize,
+    events: &[A::Event],
+    workspace_id: Option<uuid::Uuid>,
+) -> Result<Vec<NewEvent>, StoreError> {
     events
         .iter()
         .enumerate()
-        .map(|(i, e)| NewEvent::of::<A>(id.to_string(), (version + i + 1) as i64, e))
+        .map(|(i, e)| Ok(NewEvent::of::<A>(id.to_string(), (version + i + 1) as i64, e)?.in_workspace(workspace_id)))
         .collect()
 }
 
@@ -57,6 +72,7 @@ pub async fn append_new(conn: &mut PgConnection, events: &[NewEvent]) -> Result<
     let mut etypes = Vec::with_capacity(events.len());
     let mut versions = Vec::with_capacity(events.len());
     let mut payloads = Vec::with_capacity(events.len());
+    let mut workspaces = Vec::with_capacity(events.len());
     for e in events {
         types.push(e.aggregate_type);
         ids.push(e.aggregate_id.as_str());
@@ -64,13 +80,15 @@ pub async fn append_new(conn: &mut PgConnection, events: &[NewEvent]) -> Result<
         etypes.push(e.event_type.as_str());
         versions.push(e.event_version.as_str());
         payloads.push(e.payload.to_string());
+        workspaces.push(e.workspace_id);
     }
     // WITH ORDINALITY keeps the caller's order, which fixes the global_seq order of the batch.
     let rows: Vec<(String, i64)> = sqlx::query_as(
-        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
-         SELECT t, i, s, et, v, p::json, '{}'::json
-           FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[], $5::text[], $6::text[])
-                WITH ORDINALITY AS x(t, i, s, et, v, p, n)
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata,
+                             workspace_id)
+         SELECT t, i, s, et, v, p::json, '{}'::json, w
+           FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[], $5::text[], $6::text[], $7::uuid[])
+                WITH ORDINALITY AS x(t, i, s, et, v, p, w, n)
           ORDER BY n
          ON CONFLICT (aggregate_type, aggregate_id, sequence) DO NOTHING
          RETURNING aggregate_id, sequence",
@@ -81,6 +99,7 @@ pub async fn append_new(conn: &mut PgConnection, events: &[NewEvent]) -> Result<
     .bind(&etypes)
     .bind(&versions)
     .bind(&payloads)
+    .bind(&workspaces)
     .fetch_all(&mut *conn)
     .await?;
     Ok(rows)

@@ -105,7 +105,9 @@ async fn writer(pool: PgPool, mut rx: mpsc::Receiver<Request>) {
 async fn write(pool: &PgPool, jobs: &[&NewJob]) -> Result<Vec<Result<(), MeteredError>>, Option<MeteredError>> {
     let mut new_rows = Vec::new();
     for j in jobs {
-        new_rows.extend(rows::<Job>(&j.job_id.to_string(), 0, &j.events).map_err(|e| Some(e.into()))?);
+        new_rows.extend(
+            rows::<Job>(&j.job_id.to_string(), 0, &j.events, Some(j.workspace_id)).map_err(|e| Some(e.into()))?,
+        );
     }
     let mut tx = pool.begin().await.map_err(|e| Some(e.into()))?;
     let inserted: std::collections::HashSet<(String, i64)> = append_new(&mut tx, &new_rows)

@@ -97,7 +97,7 @@ pub async fn execute_job(
         let Some(workspace_id) = job.workspace_id else {
             return Err(MeteredError::Command(JobError::NotFound));
         };
-        let rows = rows::<Job>(&aggregate_id, version, &events)?;
+        let rows = rows::<Job>(&aggregate_id, version, &events, Some(workspace_id))?;
 
         let mut tx = pool.begin().await?;
         let inserted = append_new(&mut tx, &rows).await?;
@@ -139,7 +139,7 @@ pub async fn append_new_jobs(
                 None => totals.push((counter, delta)),
             }
         }
-        new_rows.extend(rows::<Job>(&id.to_string(), 0, events)?);
+        new_rows.extend(rows::<Job>(&id.to_string(), 0, events, Some(workspace_id))?);
     }
     let inserted = append_new(&mut *conn, &new_rows).await?;
     if inserted.len() != new_rows.len() {

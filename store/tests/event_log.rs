@@ -187,6 +187,7 @@ async fn tail_sees_every_committed_event_exactly_once_under_concurrent_writers()
                 let id = format!("w{w}-t{t}");
                 let events: Vec<NewEvent> = (1..=n as i64)
                     .map(|s| NewEvent {
+                        workspace_id: None,
                         aggregate_type: "Probe",
                         aggregate_id: id.clone(),
                         sequence: s,
@@ -295,6 +296,7 @@ async fn tail_sees_every_committed_event_exactly_once_under_concurrent_writers()
 
 fn probe(id: &str, seqs: std::ops::RangeInclusive<i64>, tag: &str) -> Vec<NewEvent> {
     seqs.map(|s| NewEvent {
+        workspace_id: None,
         aggregate_type: "Probe",
         aggregate_id: id.to_string(),
         sequence: s,
