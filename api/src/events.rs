@@ -72,19 +72,7 @@ pub async fn list(
             plan: plan.name.clone(),
         });
     }
-    let limit = match q.get("limit") {
-        None => 100,
-        Some(s) => match s.parse::<i64>() {
-            Ok(n) if (1..=MAX_EVENTS_PAGE).contains(&n) => n,
-            _ => {
-                return Err(ApiError::field(
-                    "limit",
-                    "out_of_range",
-                    format!("limit must be an integer from 1 to {MAX_EVENTS_PAGE}"),
-                ))
-            }
-        },
-    };
+    let limit = crate::pagination::limit_within(q.get("limit").map(String::as_str), 100, MAX_EVENTS_PAGE)?;
     let types = q.get("types").map(|s| parse_types(s)).transpose()?;
     let cutoff = Utc::now() - chrono::Duration::days(i64::from(plan.log_retention_days));
     // `0-0` (the log's start) is the same as no cursor.

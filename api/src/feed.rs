@@ -231,7 +231,7 @@ async fn run_hub(inner: Arc<Inner>, mut waker: Waker) {
             }
         }
     };
-    let mut settle = 0u32;
+    let mut idle = 0u32;
     while !inner.shutdown.is_cancelled() {
         let events = match waker.tail().read_after(at, 1000).await {
             Ok(e) => e,
@@ -245,20 +245,12 @@ async fn run_hub(inner: Arc<Inner>, mut waker: Waker) {
             }
         };
         let Some(last) = events.last().map(|e| e.cursor) else {
-            // As in the projection runner: rows just notified may still be above the horizon.
-            if settle < 6 {
-                settle += 1;
-                tokio::time::sleep(Duration::from_millis(1 << settle)).await;
-            } else {
-                settle = 0;
-                tokio::select! {
-                    _ = waker.wait(Duration::from_secs(1)) => {}
-                    _ = inner.shutdown.cancelled() => return,
-                }
+            if !waker.idle(&mut idle, Duration::from_secs(1), &inner.shutdown).await {
+                return;
             }
             continue;
         };
-        settle = 0;
+        idle = 0;
         // Only events of watched workspaces are worth decoding.
         let watched: Vec<&StoredEvent> = events
             .iter()

@@ -11,14 +11,19 @@ pub const DEFAULT_LIMIT: i64 = 50;
 pub const MAX_LIMIT: i64 = 200;
 
 pub fn limit(raw: Option<&str>) -> Result<i64, ApiError> {
+    limit_within(raw, DEFAULT_LIMIT, MAX_LIMIT)
+}
+
+/// `limit` for lists with their own default and largest page.
+pub fn limit_within(raw: Option<&str>, default: i64, max: i64) -> Result<i64, ApiError> {
     match raw {
-        None => Ok(DEFAULT_LIMIT),
+        None => Ok(default),
         Some(s) => match s.parse::<i64>() {
-            Ok(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
+            Ok(n) if (1..=max).contains(&n) => Ok(n),
             _ => Err(ApiError::field(
                 "limit",
                 "out_of_range",
-                format!("limit must be an integer from 1 to {MAX_LIMIT}"),
+                format!("limit must be an integer from 1 to {max}"),
             )),
         },
     }

@@ -139,24 +139,16 @@ pub async fn run_projection(
     shutdown: CancellationToken,
 ) {
     let mut backoff = Duration::from_millis(100);
-    // After a wake-up that found nothing, the new rows may still be above the horizon (an older
-    // transaction was open): poll again a few times quickly before going back to sleep.
-    let mut settle = 0u32;
+    let mut idle = 0u32;
     while !shutdown.is_cancelled() {
         match step_from(&pool, projection.as_ref(), Some(waker.tail())).await {
             Ok(n) if n > 0 => {
                 backoff = Duration::from_millis(100);
-                settle = 0;
-            }
-            Ok(_) if settle < 6 => {
-                settle += 1;
-                tokio::time::sleep(Duration::from_millis(1 << settle)).await;
+                idle = 0;
             }
             Ok(_) => {
-                settle = 0;
-                tokio::select! {
-                    _ = waker.wait(Duration::from_secs(1)) => {}
-                    _ = shutdown.cancelled() => return,
+                if !waker.idle(&mut idle, Duration::from_secs(1), &shutdown).await {
+                    return;
                 }
             }
             Err(e) => {

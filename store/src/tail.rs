@@ -263,6 +263,26 @@ impl Waker {
     pub async fn wait(&mut self, fallback: Duration) {
         let _ = tokio::time::timeout(fallback, self.rx.changed()).await;
     }
+
+    /// For a reader whose last read found nothing: the rows just notified may still be above
+    /// the horizon (an older transaction was open), so it looks again a few times quickly (2, 4
+    /// … 64 ms, counted in `round`; reset it after a read that found rows) before sleeping until
+    /// the next notification or `fallback`. False once `shutdown` fires.
+    pub async fn idle(&mut self, round: &mut u32, fallback: Duration, shutdown: &tokio_util_shutdown::Token) -> bool {
+        if *round < 6 {
+            *round += 1;
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(1 << *round)) => true,
+                _ = shutdown.cancelled() => false,
+            }
+        } else {
+            *round = 0;
+            tokio::select! {
+                _ = self.wait(fallback) => true,
+                _ = shutdown.cancelled() => false,
+            }
+        }
+    }
 }
 
 /// The most recent events of the log, shared by every reader in the process.
