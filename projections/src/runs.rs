@@ -45,10 +45,11 @@ impl Projection for RunsProjection {
                     serde::Deserialize::deserialize(&ev.payload).map_err(|e| ProjectionError::decode(ev, e))?;
                 let id = Uuid::parse_str(&ev.aggregate_id)
                     .map_err(|e| ProjectionError::decode(ev, serde::de::Error::custom(e)))?;
-                // Runs of the two most common steps are written together: new runs (with the
-                // dispatch that follows each, as the dispatcher records them) and attempt
-                // starts (as the executor's group commit records them). Anything else first
-                // writes what is pending, then applies itself, so the order of the log holds.
+                // Runs of the three most common steps are written together: new runs (with the
+                // dispatch that follows each, as the dispatcher records them), attempt starts and
+                // attempt outcomes (as the executor's group commits record them). Anything else
+                // first writes what is pending, then applies itself, so the order of the log
+                // holds.
                 group = match (group, event) {
                     (Group::New(mut rows), RunEvent::RunScheduled { plan, at, .. })
                         if !rows.iter().any(|r| r.id == id) =>
@@ -69,6 +70,26 @@ impl Projection for RunsProjection {
                     {
                         rows.push((id, attempt, at));
                         Group::Started(rows)
+                    }
+                    // An attempt's outcome and, when it settles the run, the RunSucceeded the
+                    // executor appends right after it.
+                    (Group::Finished(mut rows), RunEvent::AttemptFinished { attempt, outcome, at })
+                        if !rows.iter().any(|r| r.id == id) =>
+                    {
+                        rows.push(Finished::of(id, attempt, outcome, at));
+                        Group::Finished(rows)
+                    }
+                    (Group::Finished(mut rows), RunEvent::RunSucceeded { at, .. })
+                        if rows.last().is_some_and(|r| r.id == id && r.succeeded.is_none()) =>
+                    {
+                        if let Some(r) = rows.last_mut() {
+                            r.succeeded = Some(at);
+                        }
+                        Group::Finished(rows)
+                    }
+                    (g, RunEvent::AttemptFinished { attempt, outcome, at }) => {
+                        g.flush(tx).await?;
+                        Group::Finished(vec![Finished::of(id, attempt, outcome, at)])
                     }
                     (g, RunEvent::RunScheduled { plan, at, .. }) => {
                         g.flush(tx).await?;
@@ -115,6 +136,7 @@ enum Group {
     New(Vec<NewRun>),
     /// (run, attempt, at) of `AttemptStarted`.
     Started(Vec<(Uuid, u32, DateTime<Utc>)>),
+    Finished(Vec<Finished>),
 }
 
 impl Group {
@@ -123,8 +145,109 @@ impl Group {
             Group::None => Ok(()),
             Group::New(rows) => insert_runs(tx, rows).await,
             Group::Started(rows) => start_attempts(tx, rows).await,
+            Group::Finished(rows) => finish_attempts(tx, rows).await,
         }
     }
+}
+
+/// An `AttemptFinished`, and the `RunSucceeded` that followed it if one did.
+struct Finished {
+    id: Uuid,
+    attempt: u32,
+    outcome: cronbox_domain::run::AttemptOutcome,
+    at: DateTime<Utc>,
+    succeeded: Option<DateTime<Utc>>,
+}
+
+impl Finished {
+    fn of(id: Uuid, attempt: u32, outcome: cronbox_domain::run::AttemptOutcome, at: DateTime<Utc>) -> Self {
+        Self {
+            id,
+            attempt,
+            outcome,
+            at,
+            succeeded: None,
+        }
+    }
+}
+
+/// The last response as the execution log shows it.
+fn response_json(outcome: &cronbox_domain::run::AttemptOutcome) -> serde_json::Value {
+    json!({
+        "status_code": outcome.status_code,
+        "headers": outcome.response_headers,
+        "body": outcome.response_body,
+        "size": outcome.response_size,
+    })
+}
+
+/// The same rows `AttemptFinished` (then `RunSucceeded`, where one followed) write one by one
+/// (each run at most once per group).
+async fn finish_attempts(tx: &mut PgConnection, rows: Vec<Finished>) -> Result<(), ProjectionError> {
+    let n = rows.len();
+    let (mut ids, mut attempts, mut codes, mut durations, mut kinds) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut messages, mut responses, mut outcomes, mut ats, mut succeeded) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for r in &rows {
+        ids.push(r.id);
+        attempts.push(r.attempt as i32);
+        codes.push(r.outcome.status_code.map(i32::from));
+        durations.push(r.outcome.duration_ms as i64);
+        kinds.push(r.outcome.failure_kind().map(|k| k.as_str()));
+        messages.push(r.outcome.error_message.clone());
+        responses.push(response_json(&r.outcome).to_string());
+        outcomes.push(serde_json::to_string(&r.outcome).map_err(cronbox_store::StoreError::from)?);
+        ats.push(r.at);
+        succeeded.push(r.succeeded);
+    }
+    sqlx::query(
+        "UPDATE runs SET attempts = x.a, status_code = x.sc, duration_ms = x.d,
+                error_type = CASE WHEN x.ok IS NULL THEN x.et ELSE NULL END,
+                error_message = x.em, response = x.resp::jsonb,
+                status = CASE WHEN x.ok IS NULL THEN runs.status ELSE 'succeeded' END,
+                finished_at = CASE WHEN x.ok IS NULL THEN runs.finished_at ELSE x.ok END,
+                callback_status = CASE WHEN x.ok IS NULL THEN runs.callback_status
+                                       WHEN runs.callback_url IS NULL THEN NULL ELSE 'pending' END
+           FROM unnest($1::uuid[], $2::int4[], $3::int4[], $4::int8[], $5::text[], $6::text[], $7::text[],
+                       $8::timestamptz[]) AS x(id, a, sc, d, et, em, resp, ok)
+          WHERE runs.id = x.id",
+    )
+    .bind(&ids)
+    .bind(&attempts)
+    .bind(&codes)
+    .bind(&durations)
+    .bind(&kinds)
+    .bind(&messages)
+    .bind(&responses)
+    .bind(&succeeded)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO run_attempts (run_id, attempt, workspace_id, finished_at, outcome)
+         SELECT x.id, x.a, r.workspace_id, x.at, x.o::jsonb
+           FROM unnest($1::uuid[], $2::int4[], $3::timestamptz[], $4::text[]) WITH ORDINALITY AS x(id, a, at, o, n)
+           JOIN runs r ON r.id = x.id
+          ORDER BY x.n
+         ON CONFLICT (run_id, attempt) DO UPDATE SET finished_at = EXCLUDED.finished_at, outcome = EXCLUDED.outcome",
+    )
+    .bind(&ids)
+    .bind(&attempts)
+    .bind(&ats)
+    .bind(&outcomes)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
 }
 
 /// The same rows `RunScheduled` then `RunDispatched` write one by one.
@@ -298,12 +421,7 @@ async fn apply(tx: &mut PgConnection, id: Uuid, event: RunEvent) -> Result<(), P
             .await?;
         }
         RunEvent::AttemptFinished { attempt, outcome, at } => {
-            let response = json!({
-                "status_code": outcome.status_code,
-                "headers": outcome.response_headers,
-                "body": outcome.response_body,
-                "size": outcome.response_size,
-            });
+            let response = response_json(&outcome);
             sqlx::query(
                 "UPDATE runs SET attempts = $2, status_code = $3, duration_ms = $4, error_type = $5, error_message = $6,
                                  response = $7
