@@ -328,6 +328,10 @@ async fn feed_errors_and_tenancy() {
         "{v}"
     );
 
+    // NATS subscriptions need the operator's NATS account (tests/event_subscriptions.rs has one).
+    let (s, v) = env.post("/event-subscriptions", json!({})).await;
+    assert_eq!((s, v["error"]["code"].as_str()), (503, Some("not_configured")), "{v}");
+
     // The event stream is a Business feature.
     env.cli(&[
         "workspace",

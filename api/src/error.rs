@@ -48,6 +48,9 @@ pub enum ApiError {
     /// Something that existed and is gone for good, e.g. a cursor past retention (410).
     #[error("{message}")]
     Gone { code: &'static str, message: String },
+    /// A feature this installation has not been set up for (503 `not_configured`).
+    #[error("{0}")]
+    NotConfigured(&'static str),
     #[error("service unavailable")]
     Unavailable,
     #[error("internal error")]
@@ -194,6 +197,7 @@ impl IntoResponse for ApiError {
             ApiError::InvalidItems { .. } => (StatusCode::BAD_REQUEST, "invalid_items", Some("items".to_string())),
             ApiError::PlanFeature { .. } => (StatusCode::FORBIDDEN, "plan_feature", None),
             ApiError::Gone { code, .. } => (StatusCode::GONE, *code, None),
+            ApiError::NotConfigured(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_configured", None),
             ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", None),
             ApiError::Internal(e) => {
                 let mut chain = e.to_string();

@@ -85,7 +85,7 @@ fn row_json(state: &AppState, (id, name, consumer, types, expires_at, created_at
         (status = 201, description = "The subscription and its credentials", body = crate::openapi::schemas::EventSubscriptionCreated),
         (status = 400, description = "A bad field", body = crate::openapi::schemas::ErrorResponse),
         (status = 403, description = "The plan has no event stream", body = crate::openapi::schemas::ErrorResponse),
-        (status = 503, description = "This installation has no NATS account to sign with", body = crate::openapi::schemas::ErrorResponse)
+        (status = 503, description = "`not_configured`: this installation has no NATS account to sign with", body = crate::openapi::schemas::ErrorResponse)
     ),
     security(("api_key" = []), ("access_token" = []))
 )]
@@ -118,7 +118,9 @@ pub async fn create(
     }
     f.finish()?;
     let (Some(issuer), Some(queue)) = (state.subscriptions.as_ref(), state.queue.as_ref()) else {
-        return Err(ApiError::Unavailable);
+        return Err(ApiError::NotConfigured(
+            "event subscriptions need an operator-mode NATS server: the operator sets CRONBOX_NATS_ACCOUNT_SEED (see `cronbox nats init`)",
+        ));
     };
     let live: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM event_subscriptions WHERE workspace_id = $1 AND revoked_at IS NULL AND expires_at > now()",
