@@ -101,7 +101,7 @@ async fn delayed(env: &TestEnv, key: &str, ws: &str, path: &str) {
 #[tokio::test]
 async fn scoped_credentials_read_their_own_workspace_only_and_publish_nothing() {
     let dir = tempdir();
-    let (_nats, url) = operator_nats(&dir).await;
+    let (nats, url) = operator_nats(&dir).await;
     let seed = std::fs::read_to_string(dir.join("account.seed")).expect("seed");
     let creds_path = dir.join("cronbox.creds").display().to_string();
     let env = TestEnv::start_with(vec![
@@ -287,6 +287,9 @@ async fn scoped_credentials_read_their_own_workspace_only_and_publish_nothing() 
         .is_err());
     let (s, _) = env.delete(&format!("/event-subscriptions/{id}")).await;
     assert_eq!(s, 404);
+    drop(env);
+    drop(nats);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn tempdir() -> std::path::PathBuf {
