@@ -86,11 +86,6 @@ impl Feed {
         tokio::spawn(run_hub(inner.clone(), waker));
         Self { inner }
     }
-
-    /// Open streams in this process.
-    pub fn open_streams(&self) -> usize {
-        self.inner.streams.load(Ordering::Relaxed)
-    }
 }
 
 impl Inner {
