@@ -65,16 +65,10 @@ pub async fn list(
     caller: Caller,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    let plan = crate::plans::of_caller(&state, &caller).await?;
-    if !plan.event_stream {
-        return Err(ApiError::PlanFeature {
-            feature: "event_stream",
-            plan: plan.name.clone(),
-        });
-    }
+    let plan = event_stream_plan(&state, &caller).await?;
     let limit = crate::pagination::limit_within(q.get("limit").map(String::as_str), 100, MAX_EVENTS_PAGE)?;
     let types = q.get("types").map(|s| parse_types(s)).transpose()?;
-    let cutoff = Utc::now() - chrono::Duration::days(i64::from(plan.log_retention_days));
+    let cutoff = retention_cutoff(&plan);
     // `0-0` (the log's start) is the same as no cursor.
     let after = match q.get("after").filter(|s| !s.trim().is_empty() && s.trim() != "0-0") {
         None => None,
@@ -82,9 +76,9 @@ pub async fn list(
             let c: Cursor = s
                 .parse()
                 .map_err(|m: &str| ApiError::field("after", "invalid_cursor", m))?;
-            match tail::event_at(&state.pool, c).await? {
-                None => return Err(ApiError::field("after", "unknown_cursor", "no event has this id")),
-                Some((at, _)) if at < cutoff => {
+            match cursor_state(&state.pool, c, cutoff).await? {
+                CursorState::Unknown => return Err(ApiError::field("after", "unknown_cursor", "no event has this id")),
+                CursorState::Expired => {
                     return Err(ApiError::Gone {
                         code: "cursor_expired",
                         message: format!(
@@ -93,7 +87,7 @@ pub async fn list(
                         ),
                     })
                 }
-                Some(_) => Some(c),
+                CursorState::Retained => Some(c),
             }
         }
     };
@@ -107,6 +101,40 @@ pub async fn list(
         "items": items,
         "next_cursor": next.map(|c| c.to_string()),
     })))
+}
+
+/// The caller's plan, if it includes the event stream (403 `plan_feature` if not).
+pub async fn event_stream_plan(state: &AppState, caller: &Caller) -> Result<crate::plans::Plan, ApiError> {
+    let plan = crate::plans::of_caller(state, caller).await?;
+    if !plan.event_stream {
+        return Err(ApiError::PlanFeature {
+            feature: "event_stream",
+            plan: plan.name,
+        });
+    }
+    Ok(plan)
+}
+
+/// Events recorded before this have left the plan's retention window.
+pub fn retention_cutoff(plan: &crate::plans::Plan) -> DateTime<Utc> {
+    Utc::now() - chrono::Duration::days(i64::from(plan.log_retention_days))
+}
+
+/// What a client's cursor points at.
+pub enum CursorState {
+    Retained,
+    /// No event has this position.
+    Unknown,
+    /// Its event is older than the retention cutoff.
+    Expired,
+}
+
+pub async fn cursor_state(pool: &sqlx::PgPool, c: Cursor, cutoff: DateTime<Utc>) -> Result<CursorState, ApiError> {
+    Ok(match tail::event_at(pool, c).await? {
+        None => CursorState::Unknown,
+        Some((at, _)) if at < cutoff => CursorState::Expired,
+        Some(_) => CursorState::Retained,
+    })
 }
 
 /// The first page: the oldest events inside the retention window.

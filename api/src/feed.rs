@@ -26,7 +26,6 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use chrono::Utc;
 use cronbox_domain::public::{inner, public_data, run_status_after, FEED_STATUSES, RUN_TYPES, SCHEMA_VERSION};
 use cronbox_store::tail::{self, Cursor, StoredEvent, Waker};
 use futures::Stream;
@@ -38,6 +37,7 @@ use uuid::Uuid;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::events::CursorState;
 use crate::input::parse_uuid;
 use crate::AppState;
 
@@ -485,7 +485,7 @@ pub async fn stream(
     };
     client.out.push_back(Event::default().comment("connected"));
     let plan = crate::plans::of_caller(&state, &caller).await?;
-    let cutoff = Utc::now() - chrono::Duration::days(i64::from(plan.log_retention_days));
+    let cutoff = crate::events::retention_cutoff(&plan);
     match after {
         // `0-0`: from the oldest event still inside retention.
         Some(Cursor::START) => {
@@ -496,13 +496,13 @@ pub async fn stream(
         }
         Some(c) => {
             client.last = c;
-            match tail::event_at(&state.pool, c).await? {
-                None => client.fail("unknown_cursor", "no event has this id; start without a cursor"),
-                Some((at, _)) if at < cutoff => client.fail(
+            match crate::events::cursor_state(&state.pool, c, cutoff).await? {
+                CursorState::Unknown => client.fail("unknown_cursor", "no event has this id; start without a cursor"),
+                CursorState::Expired => client.fail(
                     "cursor_expired",
                     "the cursor is older than the plan's log retention; start without a cursor or from GET …/executions",
                 ),
-                Some(_) => {}
+                CursorState::Retained => {}
             }
         }
         // From now: the newest committed position.

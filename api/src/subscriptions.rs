@@ -51,17 +51,6 @@ pub fn permissions(stream: &str, consumer: &str, inbox: &str) -> Permissions {
     }
 }
 
-async fn event_stream_plan(state: &AppState, caller: &Caller) -> Result<(), ApiError> {
-    let plan = crate::plans::of_caller(state, caller).await?;
-    if !plan.event_stream {
-        return Err(ApiError::PlanFeature {
-            feature: "event_stream",
-            plan: plan.name,
-        });
-    }
-    Ok(())
-}
-
 type Row = (Uuid, String, String, Vec<String>, DateTime<Utc>, DateTime<Utc>, String);
 
 fn row_json(state: &AppState, (id, name, consumer, types, expires_at, created_at, user_key): Row) -> Value {
@@ -94,7 +83,7 @@ pub async fn create(
     caller: Caller,
     JsonObject(body): JsonObject,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    event_stream_plan(&state, &caller).await?;
+    crate::events::event_stream_plan(&state, &caller).await?;
     let mut f = Fields(body);
     let name = f.string("name")?.unwrap_or_else(|| "subscription".into());
     if name.trim().is_empty() || name.chars().count() > 200 {
