@@ -396,13 +396,60 @@ pub async fn projection_status(config: &Config, json: bool) -> anyhow::Result<()
         return Ok(());
     }
     println!(
-        "{:<12} {:<24} {:>12} {:>10}",
-        "projection", "checkpoint", "lag events", "lag s"
+        "{:<12} {:<24} {:>12} {:>10} {:>12} {:>8}",
+        "projection", "checkpoint", "lag events", "lag s", "quarantined", "held"
     );
+    let mut any = false;
     for s in status {
+        any |= s.quarantined > 0;
         println!(
-            "{:<12} {:<24} {:>12} {:>10.1}",
-            s.name, s.checkpoint, s.lag_events, s.lag_seconds
+            "{:<12} {:<24} {:>12} {:>10.1} {:>12} {:>8}",
+            s.name, s.checkpoint, s.lag_events, s.lag_seconds, s.quarantined, s.parked
+        );
+    }
+    if any {
+        println!("\nSome events could not be applied: `cronbox projections failures` shows them and why;");
+        println!("after a fix, `cronbox projections retry NAME` applies them again.");
+    }
+    Ok(())
+}
+
+/// Lists quarantined and held events (all projections, or the one named).
+pub async fn projection_failures(config: &Config, name: Option<&str>, json: bool) -> anyhow::Result<()> {
+    let pool = connect(config).await?;
+    let items = cronbox_projections::quarantine::list(&pool, name, 10_000).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&items)?);
+        return Ok(());
+    }
+    if items.is_empty() {
+        println!("no quarantined events");
+    }
+    for f in items {
+        println!(
+            "{} {} {} {}/{}#{} ({}) at {} tries {}: {}",
+            f.projection,
+            f.state,
+            f.cursor,
+            f.aggregate_type,
+            f.aggregate_id,
+            f.sequence,
+            f.event_type,
+            f.failed_at,
+            f.attempts,
+            f.error
+        );
+    }
+    Ok(())
+}
+
+/// Applies quarantined events again (all projections, or the one named).
+pub async fn retry_projection_failures(config: &Config, name: Option<&str>) -> anyhow::Result<()> {
+    let pool = connect(config).await?;
+    for (p, report) in cronbox_projections::admin::retry(&pool, name).await? {
+        println!(
+            "{p}: {} applied, {} still failing",
+            report.resolved, report.still_failing
         );
     }
     Ok(())

@@ -125,11 +125,19 @@ enum AdminCommand {
 enum ProjectionsCommand {
     /// Replays the log from zero into fresh tables and swaps them in (all, or the one named).
     Rebuild { name: Option<String> },
-    /// Lists projections with their checkpoint and lag.
+    /// Lists projections with their checkpoint, lag and quarantined events.
     Status {
         #[arg(long)]
         json: bool,
     },
+    /// Lists the events projections could not apply (quarantined) and those held behind them.
+    Failures {
+        name: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Applies quarantined and held events again, in log order (after fixing their cause).
+    Retry { name: Option<String> },
 }
 
 fn main() -> std::process::ExitCode {
@@ -224,6 +232,12 @@ fn main() -> std::process::ExitCode {
             Command::Projections {
                 command: ProjectionsCommand::Status { json },
             } => app::projection_status(&config, json).await,
+            Command::Projections {
+                command: ProjectionsCommand::Failures { name, json },
+            } => app::projection_failures(&config, name.as_deref(), json).await,
+            Command::Projections {
+                command: ProjectionsCommand::Retry { name },
+            } => app::retry_projection_failures(&config, name.as_deref()).await,
             Command::Events { aggregate_type, id } => app::show_events(&config, &aggregate_type, &id).await,
             Command::Runs {
                 command: RunsCommand::Rerun { run_id },

@@ -94,7 +94,7 @@ pub async fn list_projections(
         .collect();
     items.push(
         json!({"name": projections::USAGE_COUNTERS, "checkpoint": null, "updated_at": null,
-                      "lag_events": 0, "lag_seconds": 0.0, "inline": true,
+                      "lag_events": 0, "lag_seconds": 0.0, "quarantined": 0, "parked": 0, "inline": true,
                       "rebuild": state.rebuilds.get(projections::USAGE_COUNTERS)}),
     );
     Ok(Json(json!({"items": items})))
@@ -182,6 +182,67 @@ pub async fn rebuild_progress(
     Ok(Json(json!(p)))
 }
 
+/// The name of a tail-fed projection (quarantine applies to those only).
+fn tail_projection(name: &str) -> Result<&'static str, ApiError> {
+    cronbox_projections::all()
+        .iter()
+        .map(|p| p.name())
+        .find(|n| *n == name)
+        .ok_or(ApiError::NotFound("projection"))
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/admin/projections/{name}/failures",
+    tag = "admin",
+    summary = "Events the projection quarantined, and those held behind them (superusers)",
+    params(("name" = String, Path, description = "jobs, runs, schedule, workspaces or usage")),
+    responses((status = 200, description = "Open failures, in log order", body = crate::openapi::schemas::ProjectionFailureList),
+              (status = 404, description = "No such projection, or not a superuser", body = crate::openapi::schemas::ErrorResponse)),
+    security(("access_token" = []))
+)]
+pub async fn failures(
+    State(state): State<AppState>,
+    user: Result<UserCaller, ApiError>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    superuser(user)?;
+    let name = tail_projection(&name)?;
+    let items = cronbox_projections::quarantine::list(&state.pool, Some(name), 1000)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(json!({"items": items})))
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/admin/projections/{name}/failures/retry",
+    tag = "admin",
+    summary = "Apply the projection's quarantined events again, after a fix (superusers)",
+    description = "Applies every quarantined and held event again in log order, under the projection's lock. \
+                   An aggregate whose event fails again stays held from that event on.",
+    params(("name" = String, Path, description = "jobs, runs, schedule, workspaces or usage")),
+    responses((status = 200, description = "What the retry did", body = crate::openapi::schemas::RetryReport),
+              (status = 404, description = "No such projection, or not a superuser", body = crate::openapi::schemas::ErrorResponse)),
+    security(("access_token" = []))
+)]
+pub async fn retry_failures(
+    State(state): State<AppState>,
+    user: Result<UserCaller, ApiError>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let user = superuser(user)?;
+    let name = tail_projection(&name)?;
+    let done = projections::retry(&state.pool, Some(name))
+        .await
+        .map_err(ApiError::internal)?;
+    let report = done.into_iter().next().map(|(_, r)| r).unwrap_or_default();
+    tracing::info!(projection = name, by = %user.user_id, resolved = report.resolved, still_failing = report.still_failing, "quarantined events retried");
+    Ok(Json(
+        json!({"projection": name, "resolved": report.resolved, "still_failing": report.still_failing}),
+    ))
+}
+
 /// The stored form of an aggregate type name (`run` → `Run`).
 fn stored_type(t: &str) -> Option<&'static str> {
     ["Workspace", "Job", "Run", "User", "Session"]
@@ -200,7 +261,7 @@ pub async fn aggregate_events(pool: &PgPool, aggregate_type: &str, id: &str) -> 
     })?;
     type Row = (i64, String, String, Value, Value, DateTime<Utc>, i64, i64, Option<Uuid>);
     let rows: Vec<Row> = sqlx::query_as(
-        "SELECT sequence, event_type, event_version, payload::jsonb, metadata::jsonb, recorded_at,
+        "SELECT sequence, event_type, event_version, payload, metadata, recorded_at,
                 xid::text::int8, global_seq, workspace_id
            FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence",
     )

@@ -71,9 +71,13 @@ pub async fn layer(State(state): State<AppState>, mut req: Request, next: Next) 
     let address = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
     // At error level so the span (and its request_id) exists whatever RUST_LOG lets through.
     let span = tracing::error_span!("request", request_id = %ctx.id, %method, %path);
+    // A NUL or non-UTF-8 byte in the path or query reaches no handler: it could only end in a
+    // database refusal (500) or, stored, in a read model that cannot hold it.
+    let refused = crate::input::check_uri(req.uri()).err();
     async move {
         let started = Instant::now();
         let mut resp = match address.filter(|_| public(&path)) {
+            _ if refused.is_some() => refused.map(IntoResponse::into_response).unwrap_or_default(),
             Some(ip) => match state
                 .limiter
                 .hit(&Subject::Address(ip), state.limiter.per_address)

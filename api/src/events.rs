@@ -19,7 +19,7 @@ use crate::AppState;
 /// Events of one aggregate. The caller has already checked the aggregate is the tenant's.
 pub async fn aggregate_events(state: &AppState, aggregate_type: &str, id: Uuid) -> Result<Json<Value>, ApiError> {
     let rows: Vec<(i64, String, String, Value, DateTime<Utc>)> = sqlx::query_as(
-        "SELECT sequence, event_type, event_version, payload::jsonb, recorded_at FROM events
+        "SELECT sequence, event_type, event_version, payload, recorded_at FROM events
           WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence",
     )
     .bind(aggregate_type)

@@ -32,7 +32,10 @@ pub fn parse_object(bytes: &[u8], max: usize) -> Result<Map<String, Value>, ApiE
         return Err(ApiError::TooLarge(max));
     }
     match serde_json::from_slice::<Value>(bytes) {
-        Ok(Value::Object(map)) => Ok(map),
+        Ok(Value::Object(map)) => {
+            refuse_nul_in_object(&map, "")?;
+            Ok(map)
+        }
         Ok(_) => Err(ApiError::BadRequest {
             code: "invalid_json",
             message: "the body must be a JSON object".into(),
@@ -43,6 +46,158 @@ pub fn parse_object(bytes: &[u8], max: usize) -> Result<Map<String, Value>, ApiE
             message: format!("malformed JSON: {e}"),
             field: None,
         }),
+    }
+}
+
+/// The message of every NUL refusal.
+const NUL: &str = "must not contain the NUL character (U+0000)";
+
+/// Refuses U+0000 anywhere in a body: in any string value or key, at any depth. PostgreSQL's
+/// `text` and `jsonb` cannot hold it, so a stored NUL would be refused by the read models
+/// later, away from the request that brought it. Checked once here, where every JSON body
+/// passes, so no route can forget it; the error names the field (`headers.X-Token`,
+/// `items[3].body`).
+fn refuse_nul_in_object(map: &Map<String, Value>, prefix: &str) -> Result<(), ApiError> {
+    for (k, v) in map {
+        let path = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        if k.contains('\0') {
+            return Err(ApiError::field(
+                without_nul(&path),
+                "invalid_character",
+                format!("field names {NUL}"),
+            ));
+        }
+        refuse_nul(v, &path)?;
+    }
+    Ok(())
+}
+
+fn refuse_nul(v: &Value, path: &str) -> Result<(), ApiError> {
+    match v {
+        Value::String(s) if s.contains('\0') => {
+            Err(ApiError::field(path, "invalid_character", format!("{path} {NUL}")))
+        }
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .try_for_each(|(i, item)| refuse_nul(item, &format!("{path}[{i}]"))),
+        Value::Object(map) => refuse_nul_in_object(map, path),
+        _ => Ok(()),
+    }
+}
+
+fn without_nul(s: &str) -> String {
+    s.replace('\0', "\u{FFFD}")
+}
+
+/// Refuses a query string or path that decodes to something no route can use: a NUL
+/// character or bytes that are not UTF-8. Named after the parameter (or `path`), as a 400.
+pub fn check_uri(uri: &axum::http::Uri) -> Result<(), ApiError> {
+    let path = uri.path();
+    if path.contains('%') {
+        let decoded: Vec<u8> = percent_decode(path.as_bytes());
+        if decoded.contains(&0) || std::str::from_utf8(&decoded).is_err() {
+            return Err(ApiError::field(
+                "path",
+                "invalid_character",
+                "the path must be UTF-8 without the NUL character (U+0000)",
+            ));
+        }
+    }
+    let Some(query) = uri.query() else { return Ok(()) };
+    for pair in query.split('&') {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let name_bytes = percent_decode(name.replace('+', " ").as_bytes());
+        let value_bytes = percent_decode(value.replace('+', " ").as_bytes());
+        let shown = String::from_utf8_lossy(&name_bytes).replace('\0', "\u{FFFD}");
+        for bytes in [&name_bytes, &value_bytes] {
+            if bytes.contains(&0) {
+                return Err(ApiError::field(
+                    shown,
+                    "invalid_character",
+                    format!("query parameters {NUL}"),
+                ));
+            }
+            if std::str::from_utf8(bytes).is_err() {
+                return Err(ApiError::field(
+                    shown,
+                    "invalid_character",
+                    "query parameters must be UTF-8",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn percent_decode(input: &[u8]) -> Vec<u8> {
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    while i < input.len() {
+        if input[i] == b'%' && i + 2 < input.len() {
+            if let (Some(h), Some(l)) = (hex(input[i + 1]), hex(input[i + 2])) {
+                out.push(h << 4 | l);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(input[i]);
+        i += 1;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field(e: ApiError) -> Option<String> {
+        match e {
+            ApiError::BadRequest { field, code, .. } => {
+                assert_eq!(code, "invalid_character");
+                field
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn nul_is_refused_anywhere_in_a_body_naming_the_field() {
+        let cases = [
+            (r#"{"name": "x\u0000y"}"#, "name"),
+            (r#"{"headers": {"X-Token": "a\u0000"}}"#, "headers.X-Token"),
+            (r#"{"items": [{"body": "ok"}, {"body": "\u0000"}]}"#, "items[1].body"),
+            (r#"{"tags": ["a", "b\u0000"]}"#, "tags[1]"),
+        ];
+        for (body, want) in cases {
+            let e = parse_object(body.as_bytes(), 1 << 20).unwrap_err();
+            assert_eq!(field(e).as_deref(), Some(want), "{body}");
+        }
+        // An escaped backslash followed by u0000 is six ordinary characters, not a NUL.
+        assert!(parse_object(br#"{"body": "\\u0000"}"#, 1 << 20).is_ok());
+    }
+
+    #[test]
+    fn nul_and_invalid_utf8_are_refused_in_the_uri() {
+        let uri = |s: &str| s.parse::<axum::http::Uri>().unwrap();
+        assert_eq!(
+            field(check_uri(&uri("/v1/x?cursor=a%00b")).unwrap_err()).as_deref(),
+            Some("cursor")
+        );
+        assert_eq!(
+            field(check_uri(&uri("/v1/x?status=%FF")).unwrap_err()).as_deref(),
+            Some("status")
+        );
+        assert_eq!(
+            field(check_uri(&uri("/v1/w/%00/cron")).unwrap_err()).as_deref(),
+            Some("path")
+        );
+        assert!(check_uri(&uri("/v1/x?q=%D0%B6+1&t=a%2Cb")).is_ok());
     }
 }
 

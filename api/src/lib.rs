@@ -131,6 +131,8 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(workspaces::accept_invite))
         .routes(routes!(admin::list_projections))
         .routes(routes!(admin::start_rebuild, admin::rebuild_progress))
+        .routes(routes!(admin::failures))
+        .routes(routes!(admin::retry_failures))
         .routes(routes!(admin::events))
         .routes(routes!(admin::rerun))
         .routes(routes!(healthz))

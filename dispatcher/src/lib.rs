@@ -269,8 +269,19 @@ impl Dispatcher {
             };
             total += events.len();
             for ev in &events {
-                for change in schedule::changes(ev)? {
-                    self.state.apply(change);
+                match schedule::changes(ev) {
+                    Ok(changes) => changes.into_iter().for_each(|c| self.state.apply(c)),
+                    // The same pure reducer feeds the `schedule` projection, which quarantines the
+                    // event: skipping it here too keeps memory and table alike, and one event
+                    // that cannot be read never stops every tenant's timers.
+                    Err(e) => tracing::error!(
+                        aggregate_type = %ev.aggregate_type,
+                        aggregate_id = %ev.aggregate_id,
+                        sequence = ev.sequence,
+                        cursor = %ev.cursor,
+                        error = %e,
+                        "dispatcher skips an event it cannot read"
+                    ),
                 }
             }
             self.cursor = last;

@@ -74,13 +74,71 @@ impl ErrorKind {
     }
 }
 
+/// How a stored response body is written: as itself, or base64 when it is not text the
+/// database can hold (invalid UTF-8, or a NUL character, which PostgreSQL's `text` and `jsonb`
+/// refuse: one such body in a read model would stop the execution log for every tenant).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BodyEncoding {
+    #[default]
+    Text,
+    Base64,
+}
+
+impl BodyEncoding {
+    pub fn is_text(&self) -> bool {
+        *self == Self::Text
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Text => "text",
+            Self::Base64 => "base64",
+        }
+    }
+}
+
+/// The stored form of the first bytes of a response body: the text itself when it is UTF-8
+/// without NUL, otherwise base64 of the bytes, so nothing is lost and nothing stored can be
+/// refused by the read models. `truncated` says the bytes are a prefix: a character cut in two
+/// at the end is then dropped rather than turning the whole body into base64.
+pub fn stored_body(bytes: &[u8], truncated: bool) -> (String, BodyEncoding) {
+    use base64::Engine as _;
+    let text = match std::str::from_utf8(bytes) {
+        Ok(t) => Some(t),
+        // Only an incomplete sequence at the very end (error_len None) is a cut, not bad data.
+        Err(e) if truncated && e.error_len().is_none() => std::str::from_utf8(&bytes[..e.valid_up_to()]).ok(),
+        Err(_) => None,
+    };
+    match text {
+        Some(t) if !t.contains('\0') => (t.to_string(), BodyEncoding::Text),
+        _ => (
+            base64::engine::general_purpose::STANDARD.encode(bytes),
+            BodyEncoding::Base64,
+        ),
+    }
+}
+
+/// `s` without NUL characters (replaced by U+FFFD): for short diagnostic texts (error
+/// messages, header values) that are shown, not kept byte for byte.
+pub fn without_nul(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains('\0') {
+        std::borrow::Cow::Owned(s.replace('\0', "\u{FFFD}"))
+    } else {
+        std::borrow::Cow::Borrowed(s)
+    }
+}
+
 /// What one attempt observed on the wire.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct AttemptOutcome {
     pub status_code: Option<u16>,
     pub response_headers: Vec<(String, String)>,
-    /// The first [`MAX_STORED_BODY_BYTES`] of the body (lossy UTF-8).
+    /// The first [`MAX_STORED_BODY_BYTES`] of the body, encoded as `response_body_encoding`
+    /// says (see [`stored_body`]).
     pub response_body: Option<String>,
+    /// Absent (text) in outcomes recorded before binary bodies were kept as base64.
+    #[serde(default, skip_serializing_if = "BodyEncoding::is_text")]
+    pub response_body_encoding: BodyEncoding,
     pub response_size: u64,
     pub duration_ms: u64,
     /// Transport-level failure, or why a response that arrived did not count as success.
@@ -93,6 +151,32 @@ pub struct AttemptOutcome {
 }
 
 impl AttemptOutcome {
+    /// The outcome in a form every read model can store. Outcomes are made safe when recorded
+    /// ([`stored_body`]); this also covers those recorded before that, whose body was lossy
+    /// UTF-8 and may hold NUL: such a body becomes base64 of its UTF-8 bytes. Pure, so a
+    /// rebuild writes the same rows.
+    pub fn storable(mut self) -> Self {
+        if let Some(body) = &self.response_body {
+            if self.response_body_encoding.is_text() && body.contains('\0') {
+                let (b, enc) = stored_body(body.as_bytes(), false);
+                self.response_body = Some(b);
+                self.response_body_encoding = enc;
+            }
+        }
+        if let Some(m) = &self.error_message {
+            if m.contains('\0') {
+                self.error_message = Some(without_nul(m).into_owned());
+            }
+        }
+        for (name, value) in &mut self.response_headers {
+            if name.contains('\0') || value.contains('\0') {
+                *name = without_nul(name).into_owned();
+                *value = without_nul(value).into_owned();
+            }
+        }
+        self
+    }
+
     pub fn is_success(&self) -> bool {
         self.error_kind.is_none()
             && match self.accepted {
@@ -1046,5 +1130,49 @@ mod tests {
         let mut plain = Run::default();
         plain.apply(scheduled(0));
         assert_eq!(plain.pending_callback(), None);
+    }
+
+    #[test]
+    fn bodies_are_stored_as_text_only_when_the_database_can_hold_them() {
+        use base64::Engine as _;
+        let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+        // Given plain UTF-8, it is kept as text.
+        assert_eq!(
+            stored_body("привет ok".as_bytes(), false),
+            ("привет ok".to_string(), BodyEncoding::Text)
+        );
+        // Given a NUL (valid UTF-8, refused by text/jsonb), or invalid UTF-8 such as a PNG's
+        // header, the bytes are kept as base64.
+        assert_eq!(stored_body(b"a\0b", false), (b64(b"a\0b"), BodyEncoding::Base64));
+        let png = b"\x89PNG\r\n\x1a\n";
+        assert_eq!(stored_body(png, false), (b64(png), BodyEncoding::Base64));
+        // Given a prefix cut inside a character, the cut character is dropped; the same bytes
+        // not cut are invalid and go to base64.
+        let cut = &"ж".as_bytes()[..1];
+        let mut prefix = b"ok ".to_vec();
+        prefix.extend_from_slice(cut);
+        assert_eq!(stored_body(&prefix, true), ("ok ".to_string(), BodyEncoding::Text));
+        assert_eq!(stored_body(&prefix, false).1, BodyEncoding::Base64);
+    }
+
+    #[test]
+    fn outcomes_recorded_before_base64_become_storable() {
+        // Given an outcome recorded with a lossy UTF-8 body holding NUL (older executors)...
+        let old = AttemptOutcome {
+            status_code: Some(200),
+            response_body: Some("a\0b".into()),
+            error_message: Some("bad\0".into()),
+            response_headers: vec![("x".into(), "y\0".into())],
+            ..Default::default()
+        };
+        // ...the stored form has no NUL left, and the body survives byte for byte.
+        let fixed = old.storable();
+        assert_eq!(fixed.response_body_encoding, BodyEncoding::Base64);
+        assert_eq!(fixed.response_body.as_deref(), Some("YQBi"));
+        assert_eq!(fixed.error_message.as_deref(), Some("bad\u{FFFD}"));
+        assert!(!fixed.response_headers[0].1.contains('\0'));
+        // An outcome in the old shape (no encoding field) still reads, as text.
+        let read: AttemptOutcome = serde_json::from_str(r#"{"status_code":200,"response_headers":[],"response_body":"x","response_size":1,"duration_ms":1,"error_kind":null,"error_message":null}"#).unwrap();
+        assert_eq!(read.response_body_encoding, BodyEncoding::Text);
     }
 }

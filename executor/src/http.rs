@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use cronbox_domain::policy;
 use cronbox_domain::request::RequestSpec;
-use cronbox_domain::run::{AttemptOutcome, ErrorKind, MAX_STORED_BODY_BYTES};
+use cronbox_domain::run::{stored_body, AttemptOutcome, ErrorKind, MAX_STORED_BODY_BYTES};
 use cronbox_domain::target::TargetPolicy;
 use cronbox_domain::webhook::{self, SigningSecret};
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
@@ -119,7 +119,9 @@ impl HttpCaller {
         let started = Instant::now();
         let mut outcome = self.call_inner(request, run_id, attempt, message_id, secrets).await;
         outcome.duration_ms = started.elapsed().as_millis() as u64;
-        outcome
+        // Whatever the wire or an error text carried, the record holds nothing the read models
+        // would refuse.
+        outcome.storable()
     }
 
     async fn call_inner(
@@ -235,10 +237,13 @@ impl HttpCaller {
                 }
             }
         };
+        // Binary bodies (images, gzip, NUL bytes) are kept as base64: lossless, and storable.
+        let (body, encoding) = stored_body(&kept, size > kept.len() as u64);
         AttemptOutcome {
             status_code: Some(status),
             response_headers: headers,
-            response_body: Some(String::from_utf8_lossy(&kept).into_owned()),
+            response_body: Some(body),
+            response_body_encoding: encoding,
             response_size: size,
             duration_ms: 0,
             accepted: Some(error_kind.is_none()),

@@ -324,6 +324,7 @@ async fn callback(shared: &Shared, msg: &jetstream::Message, d: &DispatchMessage
         "error_type": outcome.failure_kind().map(|k| k.as_str()),
         "error_message": outcome.error_message,
         "response_body": outcome.response_body.as_deref().map(|b| truncate(b, CALLBACK_BODY_BYTES)),
+        "response_body_encoding": outcome.response_body_encoding.as_str(),
         "scheduled_for": plan.scheduled_for,
         "finished_at": run.finished_at,
     });

@@ -24,10 +24,15 @@ pub struct ProjectionStatus {
     pub lag_events: i64,
     /// Age of the oldest event not applied yet (0 when caught up).
     pub lag_seconds: f64,
+    /// Events it could not apply and skipped (see [`crate::quarantine`]).
+    pub quarantined: i64,
+    /// Later events of the same aggregates, held behind them until a retry.
+    pub parked: i64,
 }
 
 /// Every tail-fed projection with its checkpoint and lag.
 pub async fn status(pool: &PgPool) -> Result<Vec<ProjectionStatus>, ProjectionError> {
+    let failures = crate::quarantine::counts(pool).await?;
     let mut out = Vec::new();
     for p in crate::all() {
         let mut conn = pool.acquire().await?;
@@ -49,13 +54,39 @@ pub async fn status(pool: &PgPool) -> Result<Vec<ProjectionStatus>, ProjectionEr
         .fetch_one(&mut *conn)
         .await?;
         let lag_seconds = oldest.map_or(0.0, |t| ((Utc::now() - t).num_milliseconds().max(0) as f64) / 1000.0);
+        let (quarantined, parked) = failures
+            .iter()
+            .find(|(name, ..)| name == p.name())
+            .map_or((0, 0), |(_, q, h)| (*q, *h));
         out.push(ProjectionStatus {
             name: p.name().to_string(),
             checkpoint: cursor.to_string(),
             updated_at,
             lag_events,
             lag_seconds,
+            quarantined,
+            parked,
         });
+    }
+    Ok(out)
+}
+
+/// Applies the quarantined and held events of one projection (or of all with `None`) again,
+/// after their cause was fixed. Returns (projection, report) per projection.
+pub async fn retry(
+    pool: &PgPool,
+    name: Option<&str>,
+) -> Result<Vec<(String, crate::quarantine::RetryReport)>, RebuildError> {
+    let all = crate::all();
+    if let Some(n) = name {
+        if !all.iter().any(|p| p.name() == n) {
+            return Err(RebuildError::Unknown(n.to_string()));
+        }
+    }
+    let mut out = Vec::new();
+    for p in all.into_iter().filter(|p| name.is_none_or(|n| p.name() == n)) {
+        let report = crate::quarantine::retry(pool, p.as_ref()).await?;
+        out.push((p.name().to_string(), report));
     }
     Ok(out)
 }

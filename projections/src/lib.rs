@@ -17,11 +17,14 @@
 //!   on the clock, apart from the projections).
 //!
 //! - [`admin`]: checkpoints, lag and rebuilds, for the CLI and the admin API.
+//! - [`quarantine`]: events a projection cannot apply are recorded and skipped (their
+//!   aggregate's later events held behind them), never retried for ever.
 //!
 //! Projections never read the clock: rebuilding from the log yields the same rows.
 
 pub mod admin;
 pub mod jobs;
+pub mod quarantine;
 pub mod rebuild;
 pub mod retention;
 pub mod runner;

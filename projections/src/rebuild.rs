@@ -8,9 +8,12 @@
 //!    the live tables, move the copies into `public`, set the checkpoint — one transaction, so
 //!    readers see either the old tables or the new ones.
 
-use cronbox_store::tail::{self, Cursor};
+use std::sync::Arc;
+
+use cronbox_store::tail::{self, Cursor, StoredEvent};
 use sqlx::PgPool;
 
+use crate::quarantine;
 use crate::runner::{Projection, ProjectionError};
 
 const BATCH: i64 = 5000;
@@ -27,7 +30,8 @@ pub async fn rebuild(
     sqlx::query(&format!("CREATE SCHEMA {schema}"))
         .execute(&mut *conn)
         .await?;
-    for t in projection.tables() {
+    // The replay's own failures table: the quarantine code finds it first on the search path.
+    for t in projection.tables().iter().chain(&["projection_failures"]) {
         sqlx::query(&format!("CREATE TABLE {schema}.{t} (LIKE public.{t} INCLUDING ALL)"))
             .execute(&mut *conn)
             .await?;
@@ -73,12 +77,29 @@ async fn replay_and_swap(
         let Some(last) = events.last().map(|e| e.cursor) else {
             break;
         };
-        for ev in &events {
-            projection.apply(&mut tx, ev).await?;
-        }
+        let events: Vec<Arc<StoredEvent>> = events.into_iter().map(Arc::new).collect();
+        quarantine::apply_guarded(&mut tx, projection, &events, false).await?;
         total += events.len();
         cursor = last;
     }
+    // What the replay could not apply replaces what the live projection had quarantined (a
+    // fixed cause no longer fails; past resolutions stay as history).
+    sqlx::query("DELETE FROM public.projection_failures WHERE projection = $1 AND state <> 'resolved'")
+        .bind(projection.name())
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(&format!(
+        "INSERT INTO public.projection_failures
+             (projection, aggregate_type, aggregate_id, sequence, event_type, event_xid, event_seq, state, error,
+              attempts, failed_at)
+         SELECT projection, aggregate_type, aggregate_id, sequence, event_type, event_xid, event_seq, state, error,
+                attempts, failed_at
+           FROM {schema}.projection_failures
+         ON CONFLICT (projection, aggregate_type, aggregate_id, sequence) DO UPDATE
+            SET state = EXCLUDED.state, error = EXCLUDED.error, failed_at = EXCLUDED.failed_at, resolved_at = NULL"
+    ))
+    .execute(&mut *tx)
+    .await?;
     sqlx::query("SET LOCAL search_path TO public").execute(&mut *tx).await?;
     for t in projection.tables() {
         let old = index_names(&mut tx, t).await?;
@@ -136,9 +157,8 @@ async fn replay_batch(
         tx.rollback().await?;
         return Ok((0, cursor));
     };
-    for ev in &events {
-        projection.apply(&mut tx, ev).await?;
-    }
+    let events: Vec<Arc<StoredEvent>> = events.into_iter().map(Arc::new).collect();
+    quarantine::apply_guarded(&mut tx, projection, &events, false).await?;
     tx.commit().await?;
     Ok((events.len(), last))
 }

@@ -104,7 +104,7 @@ async fn step_from(
         tx.rollback().await?;
         return Ok(0);
     };
-    projection.apply_batch(&mut tx, &events).await?;
+    crate::quarantine::apply_guarded(&mut tx, projection, &events, true).await?;
     sqlx::query(
         "INSERT INTO projection_checkpoints (name, last_xid, last_seq, updated_at) VALUES ($1, $2, $3, now())
          ON CONFLICT (name) DO UPDATE SET last_xid = $2, last_seq = $3, updated_at = now()",

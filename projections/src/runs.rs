@@ -164,7 +164,7 @@ impl Finished {
         Self {
             id,
             attempt,
-            outcome,
+            outcome: outcome.storable(),
             at,
             succeeded: None,
         }
@@ -177,6 +177,7 @@ fn response_json(outcome: &cronbox_domain::run::AttemptOutcome) -> serde_json::V
         "status_code": outcome.status_code,
         "headers": outcome.response_headers,
         "body": outcome.response_body,
+        "encoding": outcome.response_body_encoding.as_str(),
         "size": outcome.response_size,
     })
 }
@@ -421,6 +422,7 @@ async fn apply(tx: &mut PgConnection, id: Uuid, event: RunEvent) -> Result<(), P
             .await?;
         }
         RunEvent::AttemptFinished { attempt, outcome, at } => {
+            let outcome = outcome.storable();
             let response = response_json(&outcome);
             sqlx::query(
                 "UPDATE runs SET attempts = $2, status_code = $3, duration_ms = $4, error_type = $5, error_message = $6,
@@ -461,6 +463,7 @@ async fn apply(tx: &mut PgConnection, id: Uuid, event: RunEvent) -> Result<(), P
             next_at,
             ..
         } => {
+            let outcome = outcome.storable();
             let error = (!outcome.is_success()).then(|| {
                 outcome
                     .error_message

@@ -44,6 +44,23 @@ impl NewEvent {
     }
 }
 
+/// Whether serialized JSON holds an escaped NUL (`\u0000`, not `\\u0000`). The column is
+/// `json`, which keeps it, but every read model (`text`, `jsonb`) refuses it: such an event would
+/// be quarantined by every projection. The edges refuse NUL in what they accept; this is the
+/// last line, so a path that forgot cannot write one.
+pub fn has_nul(json: &str) -> bool {
+    let bytes = json.as_bytes();
+    let mut from = 0;
+    while let Some(i) = json[from..].find("u0000").map(|i| i + from) {
+        let backslashes = bytes[..i].iter().rev().take_while(|b| **b == b'\\').count();
+        if backslashes % 2 == 1 {
+            return true;
+        }
+        from = i + 5;
+    }
+    false
+}
+
 /// The rows that append `events` to aggregate `id` of `workspace_id`, whose last sequence is
 /// `version`.
 pub fn rows<A: Aggregate>(
@@ -79,7 +96,15 @@ pub async fn append_new(conn: &mut PgConnection, events: &[NewEvent]) -> Result<
         seqs.push(e.sequence);
         etypes.push(e.event_type.as_str());
         versions.push(e.event_version.as_str());
-        payloads.push(e.payload.to_string());
+        let payload = e.payload.to_string();
+        if has_nul(&payload) {
+            return Err(StoreError::Unstorable {
+                aggregate_type: e.aggregate_type,
+                aggregate_id: e.aggregate_id.clone(),
+                event_type: e.event_type.clone(),
+            });
+        }
+        payloads.push(payload);
         workspaces.push(e.workspace_id);
     }
     // WITH ORDINALITY keeps the caller's order, which fixes the global_seq order of the batch.
@@ -103,4 +128,17 @@ pub async fn append_new(conn: &mut PgConnection, events: &[NewEvent]) -> Result<
     .fetch_all(&mut *conn)
     .await?;
     Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn finds_escaped_nul_only() {
+        let nul = serde_json::json!({"body": "a\u{0}b"}).to_string();
+        assert!(super::has_nul(&nul));
+        let text = serde_json::json!({"body": "a\\u0000b"}).to_string();
+        assert!(!super::has_nul(&text), "{text}");
+        let both = serde_json::json!({"a": "\\u0000", "b": "\u{0}"}).to_string();
+        assert!(super::has_nul(&both));
+    }
 }

@@ -39,6 +39,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0012_event_export",
         include_str!("../../migrations/0012_event_export.sql"),
     ),
+    (
+        "0013_projection_failures",
+        include_str!("../../migrations/0013_projection_failures.sql"),
+    ),
 ];
 
 /// A pool that waits for PostgreSQL to come back instead of failing: connections are created

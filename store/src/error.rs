@@ -7,6 +7,14 @@ pub enum StoreError {
     /// cqrs-es failed to load or store an aggregate (its error type is generic; kept as text).
     #[error("event store: {0}")]
     EventStore(String),
+    /// An event holding a NUL character, which the read models cannot store (see
+    /// [`crate::append::has_nul`]); refused before it reaches the log.
+    #[error("{aggregate_type}/{aggregate_id} {event_type} holds a NUL character; not stored")]
+    Unstorable {
+        aggregate_type: &'static str,
+        aggregate_id: String,
+        event_type: String,
+    },
     #[error("migration {name} failed")]
     Migration {
         name: &'static str,

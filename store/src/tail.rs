@@ -165,6 +165,26 @@ pub async fn read_workspace_after<'e>(
     Ok(rows.into_iter().map(stored).collect())
 }
 
+/// The committed events at `cursors` (those that exist), in global order: what a retry of
+/// quarantined events reads back.
+pub async fn read_at<'e>(db: impl PgExecutor<'e>, cursors: &[Cursor]) -> Result<Vec<StoredEvent>, StoreError> {
+    let xids: Vec<String> = cursors.iter().map(|c| c.xid.to_string()).collect();
+    let seqs: Vec<i64> = cursors.iter().map(|c| c.seq).collect();
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT e.xid::text::int8, e.global_seq, e.aggregate_type, e.aggregate_id, e.sequence, e.event_type, e.payload,
+                e.recorded_at, e.workspace_id
+           FROM unnest($1::text[], $2::int8[]) AS c(x, s)
+           JOIN events e ON e.xid = c.x::xid8 AND e.global_seq = c.s
+          WHERE e.xid < pg_snapshot_xmin(pg_current_snapshot())
+          ORDER BY e.xid, e.global_seq",
+    )
+    .bind(&xids)
+    .bind(&seqs)
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(stored).collect())
+}
+
 /// When the event at `cursor` was recorded, and for which workspace; None when no event has that
 /// position (a made-up or mistyped cursor).
 pub async fn event_at<'e>(

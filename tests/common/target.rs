@@ -3,7 +3,8 @@
 //! Paths steer the answer: `/fail…` answers 500, `/slow/<ms>…` waits before answering 200,
 //! `/flaky/<n>/…` fails the first n requests to that path, `/status/<code>/…` answers that
 //! code, `/retry-after/<secs>/<n>/…` answers 503 with `Retry-After: <secs>` the first n times,
-//! `/json/…` answers `{"data": {"state": "done"}}`, anything else answers 200 `ok`.
+//! `/json/…` answers `{"data": {"state": "done"}}`, `/binary/{nul,png,gzip}` answer bytes that
+//! are not storable text, anything else answers 200 `ok`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -81,6 +82,20 @@ async fn record(
             StatusCode::SERVICE_UNAVAILABLE,
             [("retry-after", secs.to_string())],
             "later",
+        )
+            .into_response(),
+        // Bodies the database cannot hold as text: a NUL byte, a PNG, gzip.
+        ["binary", "nul", ..] => (StatusCode::OK, b"a\0b".to_vec()).into_response(),
+        ["binary", "png", ..] => (
+            StatusCode::OK,
+            [("content-type", "image/png")],
+            b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\xff\xfe".to_vec(),
+        )
+            .into_response(),
+        ["binary", "gzip", ..] => (
+            StatusCode::OK,
+            [("content-type", "application/gzip")],
+            b"\x1f\x8b\x08\0\0\0\0\0\0\x03\xcb\x07\0".to_vec(),
         )
             .into_response(),
         ["json", ..] => (

@@ -791,9 +791,12 @@ pub struct ExecutionResponse {
     pub status_code: Option<u16>,
     /// Response headers as `[name, value]` pairs.
     pub headers: Vec<(String, String)>,
-    /// The first 10 KiB of the body (lossy UTF-8), or null.
+    /// The first 10 KiB of the body, or null; as text when it is UTF-8 without NUL, otherwise
+    /// base64 of the bytes (see `encoding`).
     #[schema(required = true)]
     pub body: Option<String>,
+    /// `text` or `base64`: how `body` holds the bytes received.
+    pub encoding: String,
     /// Full body size in bytes.
     pub size: u64,
 }
@@ -822,9 +825,12 @@ pub struct AttemptOutcome {
     pub status_code: Option<u16>,
     /// Response headers as `[name, value]` pairs.
     pub response_headers: Vec<(String, String)>,
-    /// The first 10 KiB of the body (lossy UTF-8), or null.
+    /// The first 10 KiB of the body, or null: text, or base64 when `response_body_encoding`
+    /// says so.
     #[schema(required = true)]
     pub response_body: Option<String>,
+    /// `base64` when the body was not UTF-8 text without NUL; absent for text.
+    pub response_body_encoding: Option<String>,
     /// Full body size in bytes.
     pub response_size: u64,
     /// Duration in milliseconds.
@@ -943,11 +949,62 @@ pub struct ProjectionStatus {
     pub lag_events: i64,
     /// Age of the oldest event not applied yet; 0 when caught up.
     pub lag_seconds: f64,
+    /// Events it could not apply: recorded in `projection_failures` and skipped, so the events
+    /// behind them still apply (`GET …/failures`).
+    pub quarantined: i64,
+    /// Later events of the quarantined events' aggregates, held until a retry.
+    pub parked: i64,
     /// True for `usage_counters`.
     pub inline: Option<bool>,
     /// The latest rebuild started through this API process, if any.
     #[schema(required = true)]
     pub rebuild: Option<RebuildProgress>,
+}
+
+/// `GET /v1/admin/projections/{name}/failures`.
+#[derive(ToSchema)]
+pub struct ProjectionFailureList {
+    /// Open failures, oldest first in log order.
+    pub items: Vec<ProjectionFailure>,
+}
+
+/// An event a projection could not apply, or one held behind it.
+#[derive(ToSchema)]
+pub struct ProjectionFailure {
+    /// Row id.
+    pub id: i64,
+    /// The projection.
+    pub projection: String,
+    /// `Workspace`, `Job`, `Run`, `User` or `Session`.
+    pub aggregate_type: String,
+    /// The aggregate.
+    pub aggregate_id: String,
+    /// The event's sequence in its aggregate.
+    pub sequence: i64,
+    /// The event's type.
+    pub event_type: String,
+    /// The event's position in the global order, `<xid>-<seq>`.
+    pub cursor: String,
+    /// `quarantined` (applying it failed) or `parked` (held behind a quarantined event of the
+    /// same aggregate).
+    pub state: String,
+    /// The error, with its causes.
+    pub error: String,
+    /// Tries so far.
+    pub attempts: i32,
+    /// When it last failed.
+    pub failed_at: DateTime<Utc>,
+}
+
+/// `POST /v1/admin/projections/{name}/failures/retry`.
+#[derive(ToSchema)]
+pub struct RetryReport {
+    /// The projection.
+    pub projection: String,
+    /// Events applied now.
+    pub resolved: u64,
+    /// Events that failed again, or are still held behind one that did.
+    pub still_failing: u64,
 }
 
 /// A rebuild's progress.

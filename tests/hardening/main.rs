@@ -1,0 +1,7 @@
+//! The hardening issue's defects, each reproduced against the real binary, PostgreSQL and NATS:
+//! one test binary for all of them (each binary links the whole application).
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod poison;
