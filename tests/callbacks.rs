@@ -103,10 +103,23 @@ async fn results_reach_the_callback_and_failed_deliveries_are_retried() {
     .fetch_all(&env.db.pool)
     .await
     .unwrap();
-    let tail: Vec<&str> = types.iter().rev().take(3).rev().map(String::as_str).collect();
+    // Each try is scheduled on the dispatcher's timers, handed out, attempted.
+    let tail: Vec<&str> = types
+        .iter()
+        .map(String::as_str)
+        .filter(|t| t.starts_with("Callback"))
+        .collect();
     assert_eq!(
         tail,
-        ["CallbackAttempted", "CallbackAttempted", "CallbackDelivered"],
+        [
+            "CallbackScheduled",
+            "CallbackDispatched",
+            "CallbackAttempted",
+            "CallbackScheduled",
+            "CallbackDispatched",
+            "CallbackAttempted",
+            "CallbackDelivered"
+        ],
         "{types:?}"
     );
 

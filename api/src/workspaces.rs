@@ -377,12 +377,17 @@ pub async fn update(
 )]
 pub async fn delete(State(state): State<AppState>, caller: Caller) -> Result<StatusCode, ApiError> {
     caller.require(Role::Owner)?;
+    // Under the workspace gate: no fire of it is recorded while the deletion commits, and every
+    // fire after it sees the deletion (the dispatcher then stops its jobs, waiting runs,
+    // retries and callbacks, each with an event saying why).
+    let gate = cronbox_store::job_gate::hold_workspace(&state.gates, caller.workspace_id).await?;
     execute(
         &state.stores,
         caller.workspace_id,
         WorkspaceCommand::Delete { at: Utc::now() },
     )
     .await?;
+    gate.commit().await?;
     // The slug is free again for anyone.
     if let Some(slug) = &caller.workspace.slug {
         release_slug(&state.pool, slug, caller.workspace_id).await?;

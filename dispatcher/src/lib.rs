@@ -26,11 +26,11 @@ use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, Duration, Utc};
 use cronbox_domain::ids::{scheduled_run_id, skipped_run_id};
-use cronbox_domain::job::{JobEvent, JobKind};
-use cronbox_domain::policy::{MisfirePolicy, OverlapPolicy, SkipReason};
+use cronbox_domain::job::{JobCommand, JobEvent, JobKind};
+use cronbox_domain::policy::{MisfirePolicy, OverlapPolicy, SkipReason, StopReason};
 use cronbox_domain::run::{decide, fire_events, Run, RunCommand, RunPlan, Trigger};
-use cronbox_nats::{DispatchMessage, RunQueue};
-use cronbox_projections::schedule;
+use cronbox_nats::{DispatchMessage, MessageKind, RunQueue};
+use cronbox_projections::schedule::{self, Waiting};
 use cronbox_store::aggregates::Stores;
 use cronbox_store::append::{append_new, NewEvent};
 use cronbox_store::job_gate;
@@ -159,6 +159,33 @@ enum Effect {
     Snooze(Uuid, DateTime<Utc>),
     RemoveJob(Uuid),
     RemoveRun(Uuid),
+    /// Made due at once to be stopped, but the log says it goes on (resumed meanwhile): back to
+    /// its own time.
+    Unexpedite(TimerKey),
+}
+
+/// What the log says, under the gates, about the owners of a batch of due entries.
+struct Gates {
+    deleted_workspaces: std::collections::HashSet<Uuid>,
+    stopped_jobs: std::collections::HashMap<Uuid, job_gate::Stopped>,
+}
+
+impl Gates {
+    /// Why a waiting run must not go out, if it must not.
+    fn stop_reason(&self, r: &state::RunEntry) -> Option<StopReason> {
+        if self.deleted_workspaces.contains(&r.workspace_id) {
+            return Some(StopReason::WorkspaceDeleted);
+        }
+        match self.stopped_jobs.get(&r.job_id) {
+            Some(job_gate::Stopped::Deleted) => Some(StopReason::JobDeleted),
+            // A retry, or a run that was waiting when the pause came, stops; "run now" on a
+            // job that is already paused is the user's explicit wish and goes out.
+            Some(job_gate::Stopped::Paused) if r.kind == Waiting::Attempt && (r.attempt > 1 || r.expedite) => {
+                Some(StopReason::JobPaused)
+            }
+            _ => None,
+        }
+    }
 }
 
 impl Dispatcher {
@@ -298,7 +325,7 @@ impl Dispatcher {
                     .state
                     .jobs
                     .get(id)
-                    .filter(|j| j.definition.is_none())
+                    .filter(|j| j.definition.is_none() && !self.state.deleted_workspaces.contains(&j.workspace_id))
                     .map(|_| id.to_string()),
                 TimerKey::Run(_) => None,
             })
@@ -328,7 +355,66 @@ impl Dispatcher {
     }
 
     async fn fire(&mut self, now: DateTime<Utc>, due: Vec<(DateTime<Utc>, TimerKey)>) -> Result<(), DispatchError> {
+        // Under the gates of every workspace and job in the batch, the log decides what is
+        // stopped: a pause, delete or workspace deletion committed after our memory was last
+        // updated wins (whoever takes the gate second sees the other's commit).
+        let (mut ws_ids, mut job_ids) = (Vec::new(), Vec::new());
+        for (_, key) in &due {
+            let owner = match key {
+                TimerKey::Job(id) => self.state.jobs.get(id).map(|j| (j.workspace_id, *id)),
+                TimerKey::Run(id) => self.state.runs.get(id).map(|r| (r.workspace_id, r.job_id)),
+            };
+            if let Some((ws, job)) = owner {
+                ws_ids.push(ws);
+                job_ids.push(job);
+            }
+        }
+        // Everything read from other connections first: a transaction that waited for a second
+        // pool connection while holding its own could starve the pool (every other holder doing
+        // the same), so the transaction below only writes what was decided from these reads.
         self.hydrate(&due).await?;
+        let mut loaded_runs = std::collections::HashMap::new();
+        let mut loaded_jobs = std::collections::HashMap::new();
+        let mut busy = std::collections::HashSet::new();
+        for (_, key) in &due {
+            match *key {
+                TimerKey::Run(id) => {
+                    let run = self
+                        .stores
+                        .runs
+                        .load(&id.to_string())
+                        .await
+                        .map_err(|e| DispatchError::Run(e.to_string()))?;
+                    loaded_runs.insert(id, run);
+                }
+                TimerKey::Job(id) => {
+                    let Some(j) = self.state.jobs.get(&id) else { continue };
+                    if self.state.deleted_workspaces.contains(&j.workspace_id) {
+                        let job = self
+                            .stores
+                            .jobs
+                            .load(&id.to_string())
+                            .await
+                            .map_err(|e| DispatchError::Run(e.to_string()))?;
+                        loaded_jobs.insert(id, job);
+                    } else if j
+                        .definition
+                        .as_ref()
+                        .is_some_and(|d| d.is_cron() && d.overlap_policy != OverlapPolicy::Allow)
+                        && self.job_busy(id).await?
+                    {
+                        busy.insert(id);
+                    }
+                }
+            }
+        }
+        let mut tx = self.pool.begin().await?;
+        job_gate::lock_workspaces_shared(&mut tx, &ws_ids).await?;
+        job_gate::lock(&mut tx, &job_ids).await?;
+        let gates = Gates {
+            deleted_workspaces: job_gate::deleted_workspaces(&mut tx, &ws_ids).await?,
+            stopped_jobs: job_gate::stopped(&mut tx, &job_ids).await?,
+        };
         let mut events = Vec::new();
         let mut messages = Vec::new();
         let mut effects = Vec::new();
@@ -337,31 +423,62 @@ impl Dispatcher {
         for (due_at, key) in due {
             match key {
                 TimerKey::Job(job_id) => {
+                    let Some(job) = self.state.jobs.get(&job_id) else {
+                        continue;
+                    };
+                    if gates.deleted_workspaces.contains(&job.workspace_id) {
+                        // Not loaded: the deletion is newer than our memory, which learns of it
+                        // from the tail before the next round and loads the job then.
+                        if let Some(loaded) = loaded_jobs.remove(&job_id) {
+                            Self::retire(&mut tx, job_id, job.workspace_id, loaded, now, &mut effects).await?;
+                        }
+                        continue;
+                    }
+                    if job.expedite {
+                        effects.push(Effect::Unexpedite(key));
+                        continue;
+                    }
                     let start = events.len();
-                    self.plan_job(job_id, due_at, now, &mut events, &mut messages, &mut effects)
+                    let busy = busy.contains(&job_id);
+                    self.plan_job(job_id, due_at, now, busy, &mut events, &mut messages, &mut effects)
                         .await?;
                     if events.len() > start {
                         job_fires.push((job_id, start..events.len()));
                     }
                 }
                 TimerKey::Run(run_id) => {
-                    self.plan_run(run_id, now, &mut events, &mut messages, &mut effects)
-                        .await?
+                    let Some(entry) = self.state.runs.get(&run_id).cloned() else {
+                        continue;
+                    };
+                    let stop = gates.stop_reason(&entry);
+                    if entry.expedite && stop.is_none() {
+                        effects.push(Effect::Unexpedite(key));
+                        continue;
+                    }
+                    let Some(loaded) = loaded_runs.remove(&run_id) else {
+                        continue;
+                    };
+                    Self::plan_run(
+                        run_id,
+                        &entry,
+                        loaded,
+                        stop,
+                        now,
+                        &mut events,
+                        &mut messages,
+                        &mut effects,
+                    )
+                    .await?
                 }
             }
         }
-        let mut tx = self.pool.begin().await?;
         if !job_fires.is_empty() {
-            // A pause or cancel committed after our in-memory state was last updated wins: under
-            // the gate, drop the fires of jobs the log says are stopped.
-            let ids: Vec<Uuid> = job_fires.iter().map(|(id, _)| *id).collect();
-            job_gate::lock(&mut tx, &ids).await?;
-            let stopped = job_gate::stopped(&mut tx, &ids).await?;
+            let stopped = &gates.stopped_jobs;
             if !stopped.is_empty() {
                 let mut dropped_runs = std::collections::HashSet::new();
                 let mut keep = vec![true; events.len()];
                 for (job_id, range) in &job_fires {
-                    if stopped.contains(job_id) {
+                    if stopped.contains_key(job_id) {
                         for i in range.clone() {
                             keep[i] = false;
                             dropped_runs.insert(events[i].aggregate_id.clone());
@@ -392,6 +509,7 @@ impl Dispatcher {
                 Effect::Snooze(job, until) => self.state.snooze(job, until),
                 Effect::RemoveJob(job) => self.state.remove_job(job),
                 Effect::RemoveRun(run) => self.state.remove_run(run),
+                Effect::Unexpedite(key) => self.state.unexpedite(key),
             }
         }
         for m in &fresh {
@@ -453,16 +571,19 @@ impl Dispatcher {
             workspace_id: job.workspace_id,
             job_id,
             due_at: scheduled_for,
+            kind: MessageKind::Attempt,
         };
         messages.push((msg, evs.len() as i64));
         Ok(())
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn plan_job(
         &self,
         job_id: Uuid,
         due_at: DateTime<Utc>,
         now: DateTime<Utc>,
+        busy: bool,
         events: &mut Vec<NewEvent>,
         messages: &mut Vec<(DispatchMessage, i64)>,
         effects: &mut Vec<Effect>,
@@ -506,7 +627,7 @@ impl Dispatcher {
                 };
                 // Fires within the lead count as due now (they are held until their instant).
                 let mut decision = decide_cron(&schedule, anchor, now + self.config.lead, grace, misfire);
-                if overlap != OverlapPolicy::Allow && !decision.fires.is_empty() && self.job_busy(job_id).await? {
+                if overlap != OverlapPolicy::Allow && !decision.fires.is_empty() && busy {
                     if overlap == OverlapPolicy::QueueOne {
                         // The anchor stays, so the waiting fire survives a restart (the misfire
                         // rule finds it again); look again in a second.
@@ -613,27 +734,36 @@ impl Dispatcher {
         .await?)
     }
 
+    /// A waiting run comes due: dispatched (an attempt, or a callback try), or cancelled when
+    /// `stop` says why it must not go out.
+    #[allow(clippy::too_many_arguments)]
     async fn plan_run(
-        &self,
         run_id: Uuid,
+        entry: &state::RunEntry,
+        (run, seq): (Run, usize),
+        stop: Option<StopReason>,
         now: DateTime<Utc>,
         events: &mut Vec<NewEvent>,
         messages: &mut Vec<(DispatchMessage, i64)>,
         effects: &mut Vec<Effect>,
     ) -> Result<(), DispatchError> {
-        let Some(entry) = self.state.runs.get(&run_id) else {
-            return Ok(());
-        };
         effects.push(Effect::RemoveRun(run_id));
-        let (run, seq) = self
-            .stores
-            .runs
-            .load(&run_id.to_string())
-            .await
-            .map_err(|e| DispatchError::Run(e.to_string()))?;
-        let cmd = RunCommand::Dispatch {
-            attempt: entry.attempt,
-            at: now,
+        let (cmd, kind) = match (stop, entry.kind) {
+            (Some(reason), _) => (RunCommand::Cancel { reason, at: now }, None),
+            (None, Waiting::Attempt) => (
+                RunCommand::Dispatch {
+                    attempt: entry.attempt,
+                    at: now,
+                },
+                Some(MessageKind::Attempt),
+            ),
+            (None, Waiting::Callback) => (
+                RunCommand::DispatchCallback {
+                    attempt: entry.attempt,
+                    at: now,
+                },
+                Some(MessageKind::Callback),
+            ),
         };
         match decide(run, cmd).await {
             Ok(evs) => {
@@ -643,18 +773,57 @@ impl Dispatcher {
                             .in_workspace(Some(entry.workspace_id)),
                     );
                 }
-                let msg = DispatchMessage {
-                    run_id,
-                    attempt: entry.attempt,
-                    workspace_id: entry.workspace_id,
-                    job_id: entry.job_id,
-                    due_at: entry.due_at,
-                };
-                messages.push((msg, (seq + evs.len()) as i64));
+                match (kind, stop) {
+                    (Some(kind), _) => {
+                        let msg = DispatchMessage {
+                            run_id,
+                            attempt: entry.attempt,
+                            workspace_id: entry.workspace_id,
+                            job_id: entry.job_id,
+                            due_at: entry.due_at,
+                            kind,
+                        };
+                        messages.push((msg, (seq + evs.len()) as i64));
+                    }
+                    (None, Some(reason)) => tracing::info!(
+                        run_id = %run_id, job_id = %entry.job_id, workspace_id = %entry.workspace_id,
+                        reason = reason.as_str(), "waiting run cancelled"
+                    ),
+                    (None, None) => {}
+                }
             }
-            // Already dispatched or finished (e.g. by a previous leader): nothing to do.
+            // Already dispatched, finished or cancelled (e.g. by a previous leader): nothing to do.
             Err(e) => tracing::debug!(run_id = %run_id, error = %e, "run no longer needs dispatch"),
         }
+        Ok(())
+    }
+
+    /// Deletes a job of a deleted workspace, recorded with the reason (its plan counters go
+    /// down with it, as for a user's delete).
+    async fn retire(
+        tx: &mut sqlx::PgConnection,
+        job_id: Uuid,
+        workspace_id: Uuid,
+        (job, version): (cronbox_domain::job::Job, usize),
+        now: DateTime<Utc>,
+        effects: &mut Vec<Effect>,
+    ) -> Result<(), DispatchError> {
+        let reason = StopReason::WorkspaceDeleted;
+        let events = cronbox_domain::decide(&job, JobCommand::Retire { reason, at: now })
+            .await
+            .map_err(|e| DispatchError::Run(e.to_string()))?
+            .1;
+        if !events.is_empty() {
+            let written = cronbox_store::usage::append_job_events(tx, job_id, (&job, version), &events, now)
+                .await
+                .map_err(|e| DispatchError::Run(e.to_string()))?;
+            if !written {
+                // Someone wrote to the job meanwhile: its timer stays due and is decided again.
+                return Ok(());
+            }
+            tracing::info!(job_id = %job_id, workspace_id = %workspace_id, "job deleted with its workspace");
+        }
+        effects.push(Effect::RemoveJob(job_id));
         Ok(())
     }
 }

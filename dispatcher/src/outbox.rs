@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use cronbox_nats::{DispatchMessage, RunQueue};
+use cronbox_nats::{DispatchMessage, MessageKind, RunQueue};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
@@ -13,10 +13,10 @@ pub async fn insert(tx: &mut PgConnection, messages: &[DispatchMessage]) -> Resu
     if messages.is_empty() {
         return Ok(());
     }
-    let (runs, attempts, workspaces, jobs, dues) = columns(messages);
+    let (runs, attempts, workspaces, jobs, dues, kinds) = columns(messages);
     sqlx::query(
-        "INSERT INTO dispatch_outbox (run_id, attempt, workspace_id, job_id, due_at)
-         SELECT * FROM unnest($1::uuid[], $2::int4[], $3::uuid[], $4::uuid[], $5::timestamptz[])
+        "INSERT INTO dispatch_outbox (run_id, attempt, workspace_id, job_id, due_at, kind)
+         SELECT * FROM unnest($1::uuid[], $2::int4[], $3::uuid[], $4::uuid[], $5::timestamptz[], $6::text[])
          ON CONFLICT DO NOTHING",
     )
     .bind(runs)
@@ -24,19 +24,30 @@ pub async fn insert(tx: &mut PgConnection, messages: &[DispatchMessage]) -> Resu
     .bind(workspaces)
     .bind(jobs)
     .bind(dues)
+    .bind(kinds)
     .execute(&mut *tx)
     .await?;
     Ok(())
 }
 
 #[allow(clippy::type_complexity)]
-fn columns(messages: &[DispatchMessage]) -> (Vec<Uuid>, Vec<i32>, Vec<Uuid>, Vec<Uuid>, Vec<DateTime<Utc>>) {
+fn columns(
+    messages: &[DispatchMessage],
+) -> (
+    Vec<Uuid>,
+    Vec<i32>,
+    Vec<Uuid>,
+    Vec<Uuid>,
+    Vec<DateTime<Utc>>,
+    Vec<&'static str>,
+) {
     (
         messages.iter().map(|m| m.run_id).collect(),
         messages.iter().map(|m| m.attempt as i32).collect(),
         messages.iter().map(|m| m.workspace_id).collect(),
         messages.iter().map(|m| m.job_id).collect(),
         messages.iter().map(|m| m.due_at).collect(),
+        messages.iter().map(|m| m.kind.as_str()).collect(),
     )
 }
 
@@ -45,12 +56,14 @@ pub async fn publish(pool: &PgPool, queue: &RunQueue, messages: &[DispatchMessag
     let results = queue.publish_all(messages).await;
     let mut acked_runs = Vec::new();
     let mut acked_attempts = Vec::new();
+    let mut acked_kinds = Vec::new();
     let mut failed = 0;
     for (m, r) in messages.iter().zip(results) {
         match r {
             Ok(()) => {
                 acked_runs.push(m.run_id);
                 acked_attempts.push(m.attempt as i32);
+                acked_kinds.push(m.kind.as_str());
             }
             Err(e) => {
                 failed += 1;
@@ -62,11 +75,12 @@ pub async fn publish(pool: &PgPool, queue: &RunQueue, messages: &[DispatchMessag
     }
     if !acked_runs.is_empty() {
         sqlx::query(
-            "DELETE FROM dispatch_outbox o USING unnest($1::uuid[], $2::int4[]) AS a(run_id, attempt)
-              WHERE o.run_id = a.run_id AND o.attempt = a.attempt",
+            "DELETE FROM dispatch_outbox o USING unnest($1::uuid[], $2::int4[], $3::text[]) AS a(run_id, attempt, kind)
+              WHERE o.run_id = a.run_id AND o.attempt = a.attempt AND o.kind = a.kind",
         )
         .bind(&acked_runs)
         .bind(&acked_attempts)
+        .bind(&acked_kinds)
         .execute(pool)
         .await?;
     }
@@ -77,8 +91,8 @@ pub async fn publish(pool: &PgPool, queue: &RunQueue, messages: &[DispatchMessag
 pub async fn flush(pool: &PgPool, queue: &RunQueue, min_age: Duration) -> Result<usize, DispatchError> {
     let mut total = 0;
     for _ in 0..1000 {
-        let rows: Vec<(Uuid, i32, Uuid, Uuid, DateTime<Utc>)> = sqlx::query_as(
-            "SELECT run_id, attempt, workspace_id, job_id, due_at FROM dispatch_outbox
+        let rows: Vec<(Uuid, i32, Uuid, Uuid, DateTime<Utc>, String)> = sqlx::query_as(
+            "SELECT run_id, attempt, workspace_id, job_id, due_at, kind FROM dispatch_outbox
               WHERE created_at <= now() - make_interval(secs => $1) ORDER BY created_at LIMIT 1000",
         )
         .bind(min_age.as_secs_f64())
@@ -89,13 +103,16 @@ pub async fn flush(pool: &PgPool, queue: &RunQueue, min_age: Duration) -> Result
         }
         let messages: Vec<DispatchMessage> = rows
             .into_iter()
-            .map(|(run_id, attempt, workspace_id, job_id, due_at)| DispatchMessage {
-                run_id,
-                attempt: attempt as u32,
-                workspace_id,
-                job_id,
-                due_at,
-            })
+            .map(
+                |(run_id, attempt, workspace_id, job_id, due_at, kind)| DispatchMessage {
+                    run_id,
+                    attempt: attempt as u32,
+                    workspace_id,
+                    job_id,
+                    due_at,
+                    kind: MessageKind::parse(&kind),
+                },
+            )
             .collect();
         let n = publish(pool, queue, &messages).await?;
         tracing::info!(republished = n, of = messages.len(), "outbox flushed");

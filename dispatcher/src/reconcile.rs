@@ -13,8 +13,8 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use cronbox_domain::run::{RunStatus, LEASE_MARGIN_SECONDS};
-use cronbox_nats::{DispatchMessage, RunQueue};
+use cronbox_domain::run::{RunCommand, RunStatus, LEASE_MARGIN_SECONDS};
+use cronbox_nats::{DispatchMessage, MessageKind, RunQueue};
 use cronbox_store::aggregates::Stores;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -63,14 +63,27 @@ pub async fn reconcile(
             .await
             .map_err(|e| DispatchError::Run(e.to_string()))?;
         let Some(plan) = run.plan.as_ref() else { continue };
-        let stuck = match run.status {
-            RunStatus::Dispatched => true,
-            RunStatus::Running => run.lease_until().is_some_and(|u| u + after < now),
-            // The final attempt's message also carries the callback; if it is gone, so is that.
-            RunStatus::Succeeded | RunStatus::Failed => {
-                run.pending_callback().is_some() && run.callback.next_at.is_none_or(|n| n + after < now)
+        let (stuck, kind, attempt) = match run.status {
+            RunStatus::Dispatched => (true, MessageKind::Attempt, run.attempt),
+            RunStatus::Running => (
+                run.lease_until().is_some_and(|u| u + after < now),
+                MessageKind::Attempt,
+                run.attempt,
+            ),
+            // A callback try handed to an executor that never reported back.
+            RunStatus::Succeeded | RunStatus::Failed if run.pending_callback().is_some() => {
+                if !run.callback.timed {
+                    // Recorded before callbacks had timers, and its message (which carried the
+                    // callback) is gone: onto the dispatcher's timers with it.
+                    adopt_legacy_callback(stores, run_id, now).await;
+                    continue;
+                }
+                match run.callback.in_flight {
+                    Some((attempt, at)) => (at + after < now, MessageKind::Callback, attempt),
+                    None => (false, MessageKind::Callback, 0),
+                }
             }
-            _ => false,
+            _ => (false, MessageKind::Attempt, 0),
         };
         if !stuck {
             continue;
@@ -85,15 +98,16 @@ pub async fn reconcile(
         }
         let message = DispatchMessage {
             run_id,
-            attempt: run.attempt,
+            attempt,
             workspace_id: plan.workspace_id,
             job_id: plan.job_id,
             due_at: now,
+            kind,
         };
         match queue.republish(&message).await {
             Ok(()) => {
                 republished += 1;
-                tracing::warn!(%run_id, attempt = run.attempt, status = ?run.status, "run lost by JetStream; published again");
+                tracing::warn!(%run_id, attempt, kind = kind.as_str(), status = ?run.status, "run lost by JetStream; published again");
             }
             Err(e) => {
                 tracing::warn!(%run_id, error = %e, "re-publish failed; reconciling later");
@@ -102,4 +116,16 @@ pub async fn reconcile(
         }
     }
     Ok(republished)
+}
+
+/// Puts a callback recorded before callbacks had timers onto the dispatcher's timers.
+async fn adopt_legacy_callback(stores: &Stores, run_id: Uuid, now: DateTime<Utc>) {
+    match stores
+        .runs
+        .execute(&run_id.to_string(), RunCommand::ScheduleCallback { at: now })
+        .await
+    {
+        Ok(()) => tracing::info!(%run_id, "callback moved onto the dispatcher's timers"),
+        Err(e) => tracing::debug!(%run_id, error = %e, "callback not moved"),
+    }
 }

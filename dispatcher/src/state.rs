@@ -5,14 +5,14 @@
 //! plus a reverse map so an entry's timer can be moved when the job changes. The loop sleeps until
 //! the first key; an earlier insert wakes it because every change goes through the same loop.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use cronbox_domain::job::{JobDefinition, JobKind};
 use cronbox_domain::policy::{MisfirePolicy, RUN_ALL_MAX};
 use cronbox_domain::schedule::CronSchedule;
-use cronbox_projections::schedule::{JobRow, RunRow, ScheduleChange};
+use cronbox_projections::schedule::{JobRow, RunRow, ScheduleChange, Waiting};
 use uuid::Uuid;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -36,6 +36,9 @@ pub struct JobEntry {
     /// Not before this instant: a fire waiting for the previous run (`overlap_policy:
     /// queue_one`) looks again then, without advancing the anchor.
     pub snooze: Option<DateTime<Utc>>,
+    /// Due at once, whatever its schedule: its workspace was deleted, and the fire records
+    /// that it stops.
+    pub expedite: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -44,6 +47,10 @@ pub struct RunEntry {
     pub workspace_id: Uuid,
     pub job_id: Uuid,
     pub due_at: DateTime<Utc>,
+    pub kind: Waiting,
+    /// Due at once: its job was paused or deleted, or its workspace deleted, while it waited;
+    /// the fire records that it is cancelled (see `Dispatcher::fire`).
+    pub expedite: bool,
 }
 
 #[derive(Default)]
@@ -59,6 +66,10 @@ pub struct State {
     /// Inserts into `schedules` since unused ones were last dropped.
     schedule_inserts: usize,
     pub runs: HashMap<Uuid, RunEntry>,
+    /// Workspaces deleted while this leader followed the log: what of theirs comes up (a retry
+    /// of a run that was in flight) is stopped at once. A new leader finds the deletion in the
+    /// log when the entry comes due instead.
+    pub deleted_workspaces: HashSet<Uuid>,
     timers: BTreeMap<(DateTime<Utc>, TimerKey), ()>,
     due_of: HashMap<TimerKey, DateTime<Utc>>,
 }
@@ -139,6 +150,7 @@ impl State {
                     schedule,
                     anchor_at: j.anchor_at,
                     snooze: None,
+                    expedite: false,
                 },
             );
             s.retime(TimerKey::Job(j.job_id));
@@ -157,6 +169,8 @@ impl State {
                     workspace_id: r.workspace_id,
                     job_id: r.job_id,
                     due_at: r.due_at,
+                    kind: r.kind,
+                    expedite: false,
                 },
             );
             s.retime(TimerKey::Run(r.run_id));
@@ -179,6 +193,9 @@ impl State {
         match key {
             TimerKey::Job(id) => {
                 let j = self.jobs.get(&id)?;
+                if j.expedite {
+                    return Some(DateTime::<Utc>::MIN_UTC);
+                }
                 if !j.active {
                     return None;
                 }
@@ -190,7 +207,10 @@ impl State {
                     }
                 }
             }
-            TimerKey::Run(id) => self.runs.get(&id).map(|r| r.due_at),
+            TimerKey::Run(id) => self
+                .runs
+                .get(&id)
+                .map(|r| if r.expedite { DateTime::<Utc>::MIN_UTC } else { r.due_at }),
         }
     }
 
@@ -241,6 +261,7 @@ impl State {
                         schedule,
                         anchor_at,
                         snooze: None,
+                        expedite: self.deleted_workspaces.contains(&workspace_id),
                     },
                 );
                 self.retime(TimerKey::Job(job_id));
@@ -263,6 +284,29 @@ impl State {
                     j.anchor_at = j.anchor_at.max(at);
                     self.retime(TimerKey::Job(job_id));
                 }
+                if !active {
+                    self.expedite_runs(|r| r.job_id == job_id && r.kind == Waiting::Attempt);
+                }
+            }
+            ScheduleChange::DeleteJob { job_id } => {
+                self.remove_job(job_id);
+                self.expedite_runs(|r| r.job_id == job_id);
+            }
+            ScheduleChange::DeleteWorkspace { workspace_id } => {
+                self.deleted_workspaces.insert(workspace_id);
+                let jobs: Vec<Uuid> = self
+                    .jobs
+                    .iter()
+                    .filter(|(_, j)| j.workspace_id == workspace_id)
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in jobs {
+                    if let Some(j) = self.jobs.get_mut(&id) {
+                        j.expedite = true;
+                    }
+                    self.retime(TimerKey::Job(id));
+                }
+                self.expedite_runs(|r| r.workspace_id == workspace_id);
             }
             ScheduleChange::Advance { job_id, anchor_at } => self.advance(job_id, anchor_at),
             ScheduleChange::RemoveJob { job_id } => self.remove_job(job_id),
@@ -272,7 +316,12 @@ impl State {
                 workspace_id,
                 job_id,
                 due_at,
+                kind,
             } => {
+                // Known to be stopped already: a retry of a run that was in flight when its job
+                // was paused or its workspace deleted.
+                let stopped = self.deleted_workspaces.contains(&workspace_id)
+                    || (kind == Waiting::Attempt && attempt > 1 && self.jobs.get(&job_id).is_some_and(|j| !j.active));
                 self.runs.insert(
                     run_id,
                     RunEntry {
@@ -280,11 +329,24 @@ impl State {
                         workspace_id,
                         job_id,
                         due_at,
+                        kind,
+                        expedite: stopped,
                     },
                 );
                 self.retime(TimerKey::Run(run_id));
             }
             ScheduleChange::RemoveRun { run_id } => self.remove_run(run_id),
+        }
+    }
+
+    /// Makes the waiting runs that `which` selects due at once (to be cancelled).
+    fn expedite_runs(&mut self, which: impl Fn(&RunEntry) -> bool) {
+        let ids: Vec<Uuid> = self.runs.iter().filter(|(_, r)| which(r)).map(|(id, _)| *id).collect();
+        for id in ids {
+            if let Some(r) = self.runs.get_mut(&id) {
+                r.expedite = true;
+            }
+            self.retime(TimerKey::Run(id));
         }
     }
 
@@ -313,6 +375,23 @@ impl State {
     pub fn remove_run(&mut self, run_id: Uuid) {
         self.runs.remove(&run_id);
         self.retime(TimerKey::Run(run_id));
+    }
+
+    /// Puts an expedited entry back on its own time (what stopped it was undone meanwhile).
+    pub fn unexpedite(&mut self, key: TimerKey) {
+        match key {
+            TimerKey::Job(id) => {
+                if let Some(j) = self.jobs.get_mut(&id) {
+                    j.expedite = false;
+                }
+            }
+            TimerKey::Run(id) => {
+                if let Some(r) = self.runs.get_mut(&id) {
+                    r.expedite = false;
+                }
+            }
+        }
+        self.retime(key);
     }
 
     /// Pushes a run's timer back (its dispatch could not be recorded yet).

@@ -9,7 +9,7 @@ use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::policy::{MisfirePolicy, OverlapPolicy};
+use crate::policy::{MisfirePolicy, OverlapPolicy, StopReason};
 use crate::request::RequestSpec;
 
 pub const MAX_NAME_CHARS: usize = 200;
@@ -87,6 +87,12 @@ pub enum JobCommand {
         run_id: Uuid,
         at: DateTime<Utc>,
     },
+    /// CronBox stops the job for `reason` (its workspace was deleted): a live cron job or a
+    /// pending delayed call is deleted; one already gone is left as it is.
+    Retire {
+        reason: StopReason,
+        at: DateTime<Utc>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -109,6 +115,9 @@ pub enum JobEvent {
     },
     JobDeleted {
         at: DateTime<Utc>,
+        /// Set when CronBox deleted it, not the user (its workspace was deleted).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<StopReason>,
     },
     RunRequested {
         run_id: Uuid,
@@ -275,7 +284,19 @@ impl Aggregate for Job {
                 if !def.is_cron() && already_fired {
                     return Err(JobError::AlreadyExecuted);
                 }
-                sink.write(JobEvent::JobDeleted { at }, self).await;
+                sink.write(JobEvent::JobDeleted { at, reason: None }, self).await;
+            }
+            JobCommand::Retire { reason, at } => {
+                if self.definition.is_some() && self.status != JobStatus::Deleted {
+                    sink.write(
+                        JobEvent::JobDeleted {
+                            at,
+                            reason: Some(reason),
+                        },
+                        self,
+                    )
+                    .await;
+                }
             }
             JobCommand::RequestRun { run_id, at } => {
                 if !self.live_definition()?.is_cron() {
@@ -314,7 +335,7 @@ impl Aggregate for Job {
                 self.status = JobStatus::Active;
                 self.updated_at = Some(at);
             }
-            JobEvent::JobDeleted { at } => {
+            JobEvent::JobDeleted { at, .. } => {
                 self.status = JobStatus::Deleted;
                 self.updated_at = Some(at);
             }
@@ -520,14 +541,14 @@ mod tests {
                 already_fired: true,
                 at: t(3),
             })
-            .then_expect_events(vec![JobEvent::JobDeleted { at: t(3) }]);
+            .then_expect_events(vec![JobEvent::JobDeleted { at: t(3), reason: None }]);
         Spec::with(())
             .given(vec![created(delayed_def())])
             .when(JobCommand::Delete {
                 already_fired: false,
                 at: t(3),
             })
-            .then_expect_events(vec![JobEvent::JobDeleted { at: t(3) }]);
+            .then_expect_events(vec![JobEvent::JobDeleted { at: t(3), reason: None }]);
         Spec::with(())
             .given(vec![created(delayed_def())])
             .when(JobCommand::Delete {
@@ -536,7 +557,10 @@ mod tests {
             })
             .then_expect_error(JobError::AlreadyExecuted);
         Spec::with(())
-            .given(vec![created(delayed_def()), JobEvent::JobDeleted { at: t(3) }])
+            .given(vec![
+                created(delayed_def()),
+                JobEvent::JobDeleted { at: t(3), reason: None },
+            ])
             .when(JobCommand::Delete {
                 already_fired: false,
                 at: t(4),
@@ -556,8 +580,36 @@ mod tests {
             .when(JobCommand::RequestRun { run_id: run, at: t(2) })
             .then_expect_events(vec![JobEvent::RunRequested { run_id: run, at: t(2) }]);
         Spec::with(())
-            .given(vec![created(cron_def("* * * * *")), JobEvent::JobDeleted { at: t(1) }])
+            .given(vec![
+                created(cron_def("* * * * *")),
+                JobEvent::JobDeleted { at: t(1), reason: None },
+            ])
             .when(JobCommand::RequestRun { run_id: run, at: t(2) })
             .then_expect_error(JobError::NotFound);
+    }
+
+    #[test]
+    fn retire_deletes_a_live_job_with_the_reason_once() {
+        let retire = JobCommand::Retire {
+            reason: StopReason::WorkspaceDeleted,
+            at: t(5),
+        };
+        for def in [cron_def("* * * * *"), delayed_def()] {
+            TestFramework::<Job>::with(())
+                .given(vec![created(def)])
+                .when(retire.clone())
+                .then_expect_events(vec![JobEvent::JobDeleted {
+                    at: t(5),
+                    reason: Some(StopReason::WorkspaceDeleted),
+                }]);
+        }
+        // Already deleted (by its user, or an earlier retire): nothing more.
+        TestFramework::<Job>::with(())
+            .given(vec![
+                created(cron_def("* * * * *")),
+                JobEvent::JobDeleted { at: t(1), reason: None },
+            ])
+            .when(retire)
+            .then_expect_events(vec![]);
     }
 }

@@ -106,6 +106,29 @@ impl SkipReason {
     }
 }
 
+/// Why CronBox stopped something the user did not stop themselves: recorded on the events that
+/// stop it (`JobDeleted`, `RunCancelled`, `CallbackCancelled`), so the audit trail says why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    /// Its workspace was deleted: every job, waiting run, retry and callback of it stops.
+    WorkspaceDeleted,
+    /// Its cron job was paused: waiting runs and retries stop (a run in flight finishes).
+    JobPaused,
+    /// Its job was deleted.
+    JobDeleted,
+}
+
+impl StopReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::WorkspaceDeleted => "workspace_deleted",
+            Self::JobPaused => "job_paused",
+            Self::JobDeleted => "job_deleted",
+        }
+    }
+}
+
 /// A workspace's defaults for new jobs: each field, when set, is used by a create that does not
 /// give it. Validated like the job fields they stand for.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -52,9 +52,13 @@ pub const RUN_TYPES: &[&str] = &[
     "RetryScheduled",
     "RunSucceeded",
     "RunFailed",
+    "RunCancelled",
+    "CallbackScheduled",
+    "CallbackDispatched",
     "CallbackAttempted",
     "CallbackDelivered",
     "CallbackFailed",
+    "CallbackCancelled",
 ];
 pub const WORKSPACE_TYPES: &[&str] = &[
     "WorkspaceCreated",
@@ -186,6 +190,7 @@ pub fn run_status_after(event_type: &str, data: &Value) -> Option<&'static str> 
         "RetryScheduled" => "retry_scheduled",
         "RunSucceeded" => "succeeded",
         "RunFailed" => "failed",
+        "RunCancelled" => "cancelled",
         _ => return None,
     })
 }
@@ -201,6 +206,7 @@ pub const FEED_STATUSES: &[&str] = &[
     "retry_scheduled",
     "succeeded",
     "failed",
+    "cancelled",
 ];
 
 #[cfg(test)]

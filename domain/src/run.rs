@@ -16,7 +16,7 @@ use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::policy::{self, SkipReason};
+use crate::policy::{self, SkipReason, StopReason};
 use crate::request::RequestSpec;
 
 /// Only this much of a response body is kept in the execution log.
@@ -251,6 +251,23 @@ pub enum RunCommand {
         jitter: f64,
         at: DateTime<Utc>,
     },
+    /// CronBox stops the run for `reason`: a run waiting for dispatch (manual, retry) is
+    /// cancelled, and a pending callback is not delivered. A run in flight finishes (it is then
+    /// not retried: its retry comes back as a waiting run and is cancelled in turn).
+    Cancel {
+        reason: StopReason,
+        at: DateTime<Utc>,
+    },
+    /// The dispatcher hands callback try `attempt` to an executor (its timer came due).
+    DispatchCallback {
+        attempt: u32,
+        at: DateTime<Utc>,
+    },
+    /// Moves a callback recorded before callbacks had timers (its retries rode on a delayed
+    /// redelivery) onto the dispatcher's timers.
+    ScheduleCallback {
+        at: DateTime<Utc>,
+    },
 }
 
 #[allow(clippy::large_enum_variant)]
@@ -317,6 +334,30 @@ pub enum RunEvent {
         error_kind: ErrorKind,
         at: DateTime<Utc>,
     },
+    /// A run that was waiting for dispatch will not run (see [`RunCommand::Cancel`]).
+    RunCancelled {
+        workspace_id: Uuid,
+        job_id: Uuid,
+        reason: StopReason,
+        at: DateTime<Utc>,
+    },
+    /// Callback try `attempt` is due at `due_at` (the dispatcher's timer).
+    CallbackScheduled {
+        workspace_id: Uuid,
+        job_id: Uuid,
+        attempt: u32,
+        due_at: DateTime<Utc>,
+    },
+    /// Callback try `attempt` was handed to an executor.
+    CallbackDispatched {
+        attempt: u32,
+        at: DateTime<Utc>,
+    },
+    /// The callback will not be delivered (see [`RunCommand::Cancel`]).
+    CallbackCancelled {
+        reason: StopReason,
+        at: DateTime<Utc>,
+    },
 }
 
 impl DomainEvent for RunEvent {
@@ -333,6 +374,10 @@ impl DomainEvent for RunEvent {
             Self::RetryScheduled { .. } => "RetryScheduled",
             Self::RunSucceeded { .. } => "RunSucceeded",
             Self::RunFailed { .. } => "RunFailed",
+            Self::RunCancelled { .. } => "RunCancelled",
+            Self::CallbackScheduled { .. } => "CallbackScheduled",
+            Self::CallbackDispatched { .. } => "CallbackDispatched",
+            Self::CallbackCancelled { .. } => "CallbackCancelled",
         }
         .to_string()
     }
@@ -369,11 +414,13 @@ pub enum RunStatus {
     Succeeded,
     Failed,
     Skipped,
+    /// Stopped before it ran (its job was paused or deleted, or its workspace deleted).
+    Cancelled,
 }
 
 impl RunStatus {
     pub fn is_terminal(self) -> bool {
-        matches!(self, Self::Succeeded | Self::Failed | Self::Skipped)
+        matches!(self, Self::Succeeded | Self::Failed | Self::Skipped | Self::Cancelled)
     }
     pub fn as_str(self) -> &'static str {
         match self {
@@ -384,6 +431,7 @@ impl RunStatus {
             Self::Succeeded => "succeeded",
             Self::Failed => "failed",
             Self::Skipped => "skipped",
+            Self::Cancelled => "cancelled",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
@@ -395,6 +443,7 @@ impl RunStatus {
             Self::Succeeded,
             Self::Failed,
             Self::Skipped,
+            Self::Cancelled,
         ]
         .into_iter()
         .find(|st| st.as_str() == s)
@@ -429,6 +478,16 @@ pub struct CallbackState {
     /// When the next try is due; None before the first and after the last.
     pub next_at: Option<DateTime<Utc>>,
     pub done: bool,
+    /// Tries are timed by the dispatcher (`CallbackScheduled`); false only for callbacks
+    /// recorded before that, which a `ScheduleCallback` moves over.
+    #[serde(default)]
+    pub timed: bool,
+    /// The try waiting for its timer.
+    #[serde(default)]
+    pub due: Option<u32>,
+    /// The try handed to an executor, and when.
+    #[serde(default)]
+    pub in_flight: Option<(u32, DateTime<Utc>)>,
 }
 
 /// Tries of a callback before it is given up (`CallbackFailed`).
@@ -542,13 +601,64 @@ impl Aggregate for Run {
                 // Started again after a redelivery: recorded too, so the log shows the repeat.
                 sink.write(RunEvent::AttemptStarted { attempt, at }, self).await;
             }
+            RunCommand::Cancel { reason, at } => {
+                let (workspace_id, job_id) = match (&self.plan, self.workspace_id) {
+                    (Some(p), _) => (p.workspace_id, p.job_id),
+                    _ => return Err(RunError::NotFound),
+                };
+                match self.status {
+                    RunStatus::Scheduled | RunStatus::RetryScheduled => {
+                        sink.write(
+                            RunEvent::RunCancelled {
+                                workspace_id,
+                                job_id,
+                                reason,
+                                at,
+                            },
+                            self,
+                        )
+                        .await
+                    }
+                    // A callback try already with an executor finishes; its retry is cancelled.
+                    _ if self.pending_callback().is_some() && self.callback.in_flight.is_none() => {
+                        sink.write(RunEvent::CallbackCancelled { reason, at }, self).await
+                    }
+                    _ => return Err(self.wrong("cancel", self.attempt)),
+                }
+            }
+            RunCommand::DispatchCallback { attempt, at } => {
+                if self.pending_callback().is_none() || self.callback.due != Some(attempt) {
+                    return Err(self.wrong("dispatch callback", attempt));
+                }
+                sink.write(RunEvent::CallbackDispatched { attempt, at }, self).await;
+            }
+            RunCommand::ScheduleCallback { at } => {
+                let Some(plan) = &self.plan else {
+                    return Err(RunError::NotFound);
+                };
+                if self.pending_callback().is_none() || self.callback.timed {
+                    return Err(self.wrong("schedule callback", self.callback.attempts + 1));
+                }
+                let event = RunEvent::CallbackScheduled {
+                    workspace_id: plan.workspace_id,
+                    job_id: plan.job_id,
+                    attempt: self.callback.attempts + 1,
+                    due_at: self.callback.next_at.unwrap_or(at),
+                };
+                sink.write(event, self).await;
+            }
             RunCommand::RecordCallback {
                 attempt,
                 outcome,
                 jitter,
                 at,
             } => {
-                if self.pending_callback().is_none() || attempt != self.callback.attempts + 1 {
+                let expected = if self.callback.timed {
+                    self.callback.in_flight.map(|(a, _)| a)
+                } else {
+                    Some(self.callback.attempts + 1)
+                };
+                if self.pending_callback().is_none() || expected != Some(attempt) {
                     return Err(self.wrong("record callback", attempt));
                 }
                 let delivered = outcome.is_success();
@@ -576,7 +686,23 @@ impl Aggregate for Run {
                 if delivered {
                     sink.write(RunEvent::CallbackDelivered { attempts: attempt, at }, self)
                         .await;
-                } else if next_at.is_none() {
+                } else if let Some(due_at) = next_at {
+                    let (workspace_id, job_id) = self
+                        .plan
+                        .as_ref()
+                        .map(|p| (p.workspace_id, p.job_id))
+                        .ok_or(RunError::NotFound)?;
+                    sink.write(
+                        RunEvent::CallbackScheduled {
+                            workspace_id,
+                            job_id,
+                            attempt: attempt + 1,
+                            due_at,
+                        },
+                        self,
+                    )
+                    .await;
+                } else {
                     sink.write(RunEvent::CallbackFailed { attempts: attempt, at }, self)
                         .await;
                 }
@@ -594,6 +720,7 @@ impl Aggregate for Run {
                     return Err(RunError::NotFound);
                 };
                 let (request, workspace_id, job_id) = (plan.request.clone(), plan.workspace_id, plan.job_id);
+                let has_callback = plan.callback_url.is_some();
                 let failure = outcome.failure_kind();
                 let retryable = policy::is_retryable(&request.retry_on, &outcome);
                 let retry_after = policy::retry_after_seconds(&outcome, at.timestamp());
@@ -609,7 +736,16 @@ impl Aggregate for Run {
                             },
                             self,
                         )
-                        .await
+                        .await;
+                        if has_callback {
+                            let first = RunEvent::CallbackScheduled {
+                                workspace_id,
+                                job_id,
+                                attempt: 1,
+                                due_at: at,
+                            };
+                            sink.write(first, self).await;
+                        }
                     }
                     Some(_) if attempt <= request.retry_count && retryable => {
                         let delay = policy::retry_delay(
@@ -642,7 +778,16 @@ impl Aggregate for Run {
                             },
                             self,
                         )
-                        .await
+                        .await;
+                        if has_callback {
+                            let first = RunEvent::CallbackScheduled {
+                                workspace_id,
+                                job_id,
+                                attempt: 1,
+                                due_at: at,
+                            };
+                            sink.write(first, self).await;
+                        }
                     }
                 }
             }
@@ -685,13 +830,27 @@ impl Aggregate for Run {
             RunEvent::CallbackAttempted { attempt, next_at, .. } => {
                 self.callback.attempts = attempt;
                 self.callback.next_at = next_at;
+                self.callback.in_flight = None;
             }
-            RunEvent::CallbackDelivered { .. } | RunEvent::CallbackFailed { .. } => {
+            RunEvent::CallbackDelivered { .. }
+            | RunEvent::CallbackFailed { .. }
+            | RunEvent::CallbackCancelled { .. } => {
                 self.callback.done = true;
                 self.callback.next_at = None;
+                self.callback.due = None;
+            }
+            RunEvent::CallbackScheduled { attempt, due_at, .. } => {
+                self.callback.timed = true;
+                self.callback.due = Some(attempt);
+                self.callback.next_at = Some(due_at);
+            }
+            RunEvent::CallbackDispatched { attempt, at } => {
+                self.callback.due = None;
+                self.callback.in_flight = Some((attempt, at));
             }
             RunEvent::RunSucceeded { .. } => self.status = RunStatus::Succeeded,
             RunEvent::RunFailed { .. } => self.status = RunStatus::Failed,
+            RunEvent::RunCancelled { .. } => self.status = RunStatus::Cancelled,
         }
     }
 }
@@ -1040,7 +1199,7 @@ mod tests {
     fn callbacks_follow_the_final_outcome_retry_and_give_up() {
         let mut with_cb = plan(0);
         with_cb.callback_url = Some("https://example.com/cb".into());
-        let finished = vec![
+        let running = vec![
             RunEvent::RunScheduled {
                 run_id: RUN,
                 plan: with_cb,
@@ -1048,22 +1207,69 @@ mod tests {
             },
             RunEvent::RunDispatched { attempt: 1, at: t(0) },
             RunEvent::AttemptStarted { attempt: 1, at: t(0) },
+        ];
+        let scheduled_cb = |attempt, due_at| RunEvent::CallbackScheduled {
+            workspace_id: WS,
+            job_id: JOB,
+            attempt,
+            due_at,
+        };
+        // The final outcome schedules the first try on the dispatcher's timers, at once.
+        Spec::with(())
+            .given(running.clone())
+            .when(RunCommand::FinishAttempt {
+                attempt: 1,
+                outcome: ok_outcome(),
+                jitter: 0.0,
+                at: t(1),
+            })
+            .then_expect_events(vec![
+                RunEvent::AttemptFinished {
+                    attempt: 1,
+                    outcome: ok_outcome(),
+                    at: t(1),
+                },
+                RunEvent::RunSucceeded {
+                    job_id: JOB,
+                    attempts: 1,
+                    at: t(1),
+                },
+                scheduled_cb(1, t(1)),
+            ]);
+        let mut finished = running;
+        finished.extend([
             RunEvent::AttemptFinished {
                 attempt: 1,
                 outcome: ok_outcome(),
                 at: t(1),
             },
             RunEvent::RunSucceeded {
-                job_id: Uuid::from_u128(2),
+                job_id: JOB,
                 attempts: 1,
                 at: t(1),
             },
-        ];
+            scheduled_cb(1, t(1)),
+        ]);
         let mut run = Run::default();
         for e in finished.clone() {
             run.apply(e);
         }
         assert_eq!(run.pending_callback(), Some("https://example.com/cb"));
+        // Its timer hands the try out; only the try that is due.
+        Spec::with(())
+            .given(finished.clone())
+            .when(RunCommand::DispatchCallback { attempt: 1, at: t(1) })
+            .then_expect_events(vec![RunEvent::CallbackDispatched { attempt: 1, at: t(1) }]);
+        Spec::with(())
+            .given(finished.clone())
+            .when(RunCommand::DispatchCallback { attempt: 2, at: t(1) })
+            .then_expect_error(RunError::WrongState {
+                status: RunStatus::Succeeded,
+                action: "dispatch callback",
+                attempt: 2,
+            });
+        let mut dispatched = finished.clone();
+        dispatched.push(RunEvent::CallbackDispatched { attempt: 1, at: t(1) });
         let cb = |attempt, outcome: AttemptOutcome, at| RunCommand::RecordCallback {
             attempt,
             outcome,
@@ -1072,17 +1278,20 @@ mod tests {
         };
         // A failure schedules the next try (half to all of 10 s, with jitter 0: 5 s).
         Spec::with(())
-            .given(finished.clone())
+            .given(dispatched.clone())
             .when(cb(1, status_outcome(503), t(2)))
-            .then_expect_events(vec![RunEvent::CallbackAttempted {
-                attempt: 1,
-                outcome: status_outcome(503),
-                next_at: Some(t(7)),
-                at: t(2),
-            }]);
-        // Delivered ends it; the wrong attempt number is refused.
+            .then_expect_events(vec![
+                RunEvent::CallbackAttempted {
+                    attempt: 1,
+                    outcome: status_outcome(503),
+                    next_at: Some(t(7)),
+                    at: t(2),
+                },
+                scheduled_cb(2, t(7)),
+            ]);
+        // Delivered ends it; a try that was not handed out is refused.
         Spec::with(())
-            .given(finished.clone())
+            .given(dispatched.clone())
             .when(cb(1, ok_outcome(), t(2)))
             .then_expect_events(vec![
                 RunEvent::CallbackAttempted {
@@ -1095,22 +1304,31 @@ mod tests {
             ]);
         Spec::with(())
             .given(finished.clone())
-            .when(cb(2, ok_outcome(), t(2)))
+            .when(cb(1, ok_outcome(), t(2)))
             .then_expect_error(RunError::WrongState {
                 status: RunStatus::Succeeded,
                 action: "record callback",
-                attempt: 2,
+                attempt: 1,
             });
         // The fifth failure gives up.
-        let mut history = finished;
+        let mut history = finished.clone();
         for n in 1..CALLBACK_MAX_ATTEMPTS {
+            history.push(RunEvent::CallbackDispatched {
+                attempt: n,
+                at: t(100 * i64::from(n) - 60),
+            });
             history.push(RunEvent::CallbackAttempted {
                 attempt: n,
                 outcome: status_outcome(500),
                 next_at: Some(t(100 * i64::from(n))),
                 at: t(100 * i64::from(n) - 50),
             });
+            history.push(scheduled_cb(n + 1, t(100 * i64::from(n))));
         }
+        history.push(RunEvent::CallbackDispatched {
+            attempt: CALLBACK_MAX_ATTEMPTS,
+            at: t(999),
+        });
         Spec::with(())
             .given(history)
             .when(cb(CALLBACK_MAX_ATTEMPTS, status_outcome(500), t(1000)))
@@ -1126,10 +1344,147 @@ mod tests {
                     at: t(1000),
                 },
             ]);
+        // A waiting callback is cancelled with the reason; one with an executor finishes.
+        Spec::with(())
+            .given(finished.clone())
+            .when(RunCommand::Cancel {
+                reason: StopReason::WorkspaceDeleted,
+                at: t(3),
+            })
+            .then_expect_events(vec![RunEvent::CallbackCancelled {
+                reason: StopReason::WorkspaceDeleted,
+                at: t(3),
+            }]);
+        Spec::with(())
+            .given(dispatched)
+            .when(RunCommand::Cancel {
+                reason: StopReason::WorkspaceDeleted,
+                at: t(3),
+            })
+            .then_expect_error(RunError::WrongState {
+                status: RunStatus::Succeeded,
+                action: "cancel",
+                attempt: 1,
+            });
         // Runs without a callback URL have none to deliver.
         let mut plain = Run::default();
         plain.apply(scheduled(0));
         assert_eq!(plain.pending_callback(), None);
+    }
+
+    #[test]
+    fn a_callback_recorded_before_timers_moves_onto_them() {
+        let mut with_cb = plan(0);
+        with_cb.callback_url = Some("https://example.com/cb".into());
+        // Given a run finished by an older version: no CallbackScheduled, one failed try.
+        let legacy = vec![
+            RunEvent::RunScheduled {
+                run_id: RUN,
+                plan: with_cb,
+                at: t(0),
+            },
+            RunEvent::RunDispatched { attempt: 1, at: t(0) },
+            RunEvent::AttemptStarted { attempt: 1, at: t(0) },
+            RunEvent::AttemptFinished {
+                attempt: 1,
+                outcome: ok_outcome(),
+                at: t(1),
+            },
+            RunEvent::RunSucceeded {
+                job_id: JOB,
+                attempts: 1,
+                at: t(1),
+            },
+            RunEvent::CallbackAttempted {
+                attempt: 1,
+                outcome: status_outcome(500),
+                next_at: Some(t(9)),
+                at: t(2),
+            },
+        ];
+        // When it is adopted, the next try is scheduled when it was due anyway; only once.
+        Spec::with(())
+            .given(legacy.clone())
+            .when(RunCommand::ScheduleCallback { at: t(3) })
+            .then_expect_events(vec![RunEvent::CallbackScheduled {
+                workspace_id: WS,
+                job_id: JOB,
+                attempt: 2,
+                due_at: t(9),
+            }]);
+        let mut adopted = legacy;
+        adopted.push(RunEvent::CallbackScheduled {
+            workspace_id: WS,
+            job_id: JOB,
+            attempt: 2,
+            due_at: t(9),
+        });
+        Spec::with(())
+            .given(adopted)
+            .when(RunCommand::ScheduleCallback { at: t(4) })
+            .then_expect_error(RunError::WrongState {
+                status: RunStatus::Succeeded,
+                action: "schedule callback",
+                attempt: 2,
+            });
+    }
+
+    #[test]
+    fn waiting_runs_are_cancelled_with_the_reason_and_runs_in_flight_finish() {
+        let retrying = vec![
+            scheduled(2),
+            RunEvent::RunDispatched { attempt: 1, at: t(0) },
+            RunEvent::AttemptStarted { attempt: 1, at: t(0) },
+            RunEvent::AttemptFinished {
+                attempt: 1,
+                outcome: status_outcome(500),
+                at: t(1),
+            },
+            RunEvent::RetryScheduled {
+                workspace_id: WS,
+                job_id: JOB,
+                attempt: 2,
+                retry_at: t(31),
+            },
+        ];
+        let cancel = RunCommand::Cancel {
+            reason: StopReason::JobPaused,
+            at: t(5),
+        };
+        // Given a retry waiting, when CronBox stops it, then it is cancelled, saying why.
+        Spec::with(())
+            .given(retrying)
+            .when(cancel.clone())
+            .then_expect_events(vec![RunEvent::RunCancelled {
+                workspace_id: WS,
+                job_id: JOB,
+                reason: StopReason::JobPaused,
+                at: t(5),
+            }]);
+        // Given a run with an executor, it is not cancelled: it finishes.
+        Spec::with(())
+            .given(running(2))
+            .when(cancel.clone())
+            .then_expect_error(RunError::WrongState {
+                status: RunStatus::Running,
+                action: "cancel",
+                attempt: 1,
+            });
+        // A cancelled run is final: no dispatch, no attempt.
+        let mut run = Run::default();
+        for e in [
+            scheduled(0),
+            RunEvent::RunCancelled {
+                workspace_id: WS,
+                job_id: JOB,
+                reason: StopReason::WorkspaceDeleted,
+                at: t(1),
+            },
+        ] {
+            run.apply(e);
+        }
+        assert!(run.status.is_terminal());
+        assert!(!run.needs_attempt(1));
     }
 
     #[test]

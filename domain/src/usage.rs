@@ -236,6 +236,7 @@ mod tests {
         let d = job_usage_delta(
             &job,
             &[JobEvent::JobDeleted {
+                reason: None,
                 at: at("2026-11-01T00:00:01Z"),
             }],
         );
@@ -256,12 +257,12 @@ mod tests {
             1
         );
         assert_eq!(
-            job_usage_delta(&active, &[JobEvent::JobDeleted { at: t }]).active_cron_jobs,
+            job_usage_delta(&active, &[JobEvent::JobDeleted { at: t, reason: None }]).active_cron_jobs,
             -1
         );
         // A paused job was not counted, so deleting it changes nothing.
         assert_eq!(
-            job_usage_delta(&paused, &[JobEvent::JobDeleted { at: t }]),
+            job_usage_delta(&paused, &[JobEvent::JobDeleted { at: t, reason: None }]),
             UsageDelta::default()
         );
         assert!(UsageDelta::default().entries().is_empty());
@@ -274,7 +275,7 @@ mod tests {
             created(cron()),
             JobEvent::JobPaused { at: t },
             JobEvent::JobResumed { at: t },
-            JobEvent::JobDeleted { at: t },
+            JobEvent::JobDeleted { at: t, reason: None },
         ];
         let mut job = Job::default();
         let mut state = MeterState::default();

@@ -11,7 +11,7 @@ use cronbox_domain::policy;
 use cronbox_domain::request::{Header, HttpMethod, RequestSpec};
 use cronbox_domain::run::{Run, RunCommand, RunError, RunStatus};
 use cronbox_domain::target::TargetPolicy;
-use cronbox_nats::{ConsumerSettings, DispatchMessage, RunQueue};
+use cronbox_nats::{ConsumerSettings, DispatchMessage, MessageKind, RunQueue};
 use cronbox_store::aggregates::Stores;
 use cronbox_store::append::rows;
 use cronbox_store::group_commit::{Appended, GroupCommit};
@@ -273,40 +273,45 @@ async fn handle(shared: &Shared, msg: jetstream::Message) {
     .await
 }
 
-/// Ok: done with this delivery (ack). Err(delay): ask for redelivery after `delay`. The
-/// message of a run's final attempt also carries its callback: it is acknowledged only once the
-/// callback is delivered or given up, and its redeliveries are the callback's retry timer.
+/// Ok: done with this delivery (ack). Err(delay): ask for redelivery after `delay` (only for
+/// passing trouble such as a database restart: nothing waits in the stream for its time; retries
+/// and callback tries come back through the dispatcher's timers).
 async fn perform(shared: &Shared, msg: &jetstream::Message, d: &DispatchMessage) -> Result<(), Duration> {
     let loaded = shared.stores.runs.load(&d.run_id.to_string()).await.map_err(|e| {
         tracing::warn!(error = %e, "cannot load run");
         Duration::from_secs(2)
     })?;
-    // Only runs with a callback read the run again (its state changed with the attempt).
-    let has_callback = loaded.0.plan.as_ref().is_some_and(|p| p.callback_url.is_some());
-    attempt(shared, msg, d, loaded).await?;
-    if !has_callback {
-        return Ok(());
+    if d.kind == MessageKind::Callback {
+        return callback(shared, msg, d, loaded.0).await;
     }
-    callback(shared, msg, d).await
+    // A final attempt's message from before callbacks had timers carries its callback; the
+    // dispatcher's timers take it over from here.
+    let legacy = loaded.0.pending_callback().is_some() && !loaded.0.callback.timed;
+    attempt(shared, msg, d, loaded).await?;
+    if legacy {
+        let cmd = RunCommand::ScheduleCallback { at: Utc::now() };
+        match shared.stores.runs.execute(&d.run_id.to_string(), cmd).await {
+            Ok(()) | Err(AggregateError::UserError(RunError::WrongState { .. })) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot move the callback onto the timers");
+                return Err(Duration::from_secs(2));
+            }
+        }
+    }
+    Ok(())
 }
 
-/// Delivers the run's result to its callback URL, if one is due.
-async fn callback(shared: &Shared, msg: &jetstream::Message, d: &DispatchMessage) -> Result<(), Duration> {
+/// One try of the run's callback: the result goes to its callback URL.
+async fn callback(shared: &Shared, msg: &jetstream::Message, d: &DispatchMessage, run: Run) -> Result<(), Duration> {
     let id = d.run_id.to_string();
-    let (run, _) = shared.stores.runs.load(&id).await.map_err(|e| {
-        tracing::warn!(error = %e, "cannot load run");
-        Duration::from_secs(2)
-    })?;
-    // Only the message of the final attempt delivers (older ones are repeats).
+    // Only the try the dispatcher handed out, once (a redelivery after it was recorded is a
+    // repeat).
+    if run.callback.in_flight.map(|(a, _)| a) != Some(d.attempt) {
+        return Ok(());
+    }
     let (Some(url), Some(plan)) = (run.pending_callback(), run.plan.as_ref()) else {
         return Ok(());
     };
-    if d.attempt != run.attempt {
-        return Ok(());
-    }
-    if let Some(next) = run.callback.next_at.filter(|n| *n > Utc::now()) {
-        return Err((next - Utc::now()).to_std().unwrap_or_default());
-    }
     let secrets = shared.keyring.signing(plan.workspace_id).await.map_err(|e| {
         tracing::warn!(error = %e, "cannot read the workspace's signing secrets");
         Duration::from_secs(2)
@@ -329,7 +334,7 @@ async fn callback(shared: &Shared, msg: &jetstream::Message, d: &DispatchMessage
         "finished_at": run.finished_at,
     });
     let spec = callback_request(url, body.to_string());
-    let attempt = run.callback.attempts + 1;
+    let attempt = d.attempt;
     let message_id = format!("{}.callback", d.run_id);
     let call = shared.caller.call(&spec, d.run_id, attempt, &message_id, &secrets);
     let result = with_heartbeat(msg, shared.heartbeat, call).await;
@@ -346,17 +351,11 @@ async fn callback(shared: &Shared, msg: &jetstream::Message, d: &DispatchMessage
         at: Utc::now(),
     };
     match shared.stores.runs.execute(&id, cmd).await {
-        Ok(()) => {}
-        Err(AggregateError::UserError(RunError::WrongState { .. })) => return Ok(()),
+        Ok(()) | Err(AggregateError::UserError(RunError::WrongState { .. })) => Ok(()),
         Err(e) => {
             tracing::warn!(error = %e, "cannot record the callback; it will be tried again");
-            return Err(Duration::from_secs(2));
+            Err(Duration::from_secs(2))
         }
-    }
-    let (run, _) = shared.stores.runs.load(&id).await.map_err(|_| Duration::from_secs(2))?;
-    match run.callback.next_at {
-        Some(next) if !run.callback.done => Err((next - Utc::now()).to_std().unwrap_or_default()),
-        _ => Ok(()),
     }
 }
 

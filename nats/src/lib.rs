@@ -45,7 +45,8 @@ pub enum NatsError {
     },
 }
 
-/// What the dispatcher hands to an executor: which attempt of which run to perform.
+/// What the dispatcher hands to an executor: which attempt of which run to perform, or which
+/// try of its callback.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DispatchMessage {
     pub run_id: Uuid,
@@ -53,12 +54,48 @@ pub struct DispatchMessage {
     pub workspace_id: Uuid,
     pub job_id: Uuid,
     pub due_at: DateTime<Utc>,
+    /// Absent (an attempt) in messages published before callbacks had their own.
+    #[serde(default, skip_serializing_if = "MessageKind::is_attempt")]
+    pub kind: MessageKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageKind {
+    /// `attempt` of the run's own request.
+    #[default]
+    Attempt,
+    /// Try `attempt` of the delayed call's callback.
+    Callback,
+}
+
+impl MessageKind {
+    pub fn is_attempt(&self) -> bool {
+        *self == Self::Attempt
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Attempt => "attempt",
+            Self::Callback => "callback",
+        }
+    }
+    pub fn parse(s: &str) -> Self {
+        if s == "callback" {
+            Self::Callback
+        } else {
+            Self::Attempt
+        }
+    }
 }
 
 impl DispatchMessage {
-    /// Stable across re-publishes of the same attempt, distinct between attempts.
+    /// Stable across re-publishes of the same attempt, distinct between attempts and between an
+    /// attempt and a callback try.
     pub fn message_id(&self) -> String {
-        format!("{}:{}", self.run_id, self.attempt)
+        match self.kind {
+            MessageKind::Attempt => format!("{}:{}", self.run_id, self.attempt),
+            MessageKind::Callback => format!("{}:cb{}", self.run_id, self.attempt),
+        }
     }
 }
 

@@ -323,7 +323,7 @@ async fn apply_job(tx: &mut PgConnection, ev: &StoredEvent, event: JobEvent) -> 
             .await?;
             refresh_next(tx, id).await?;
         }
-        JobEvent::JobDeleted { at } => {
+        JobEvent::JobDeleted { at, .. } => {
             sqlx::query(
                 "UPDATE jobs SET status = CASE kind WHEN 'cron' THEN 'deleted' ELSE 'cancelled' END,
                                  next_run_at = NULL, updated_at = $2
@@ -393,7 +393,23 @@ async fn refresh_next(tx: &mut PgConnection, id: Uuid) -> Result<(), ProjectionE
 
 async fn apply_run(tx: &mut PgConnection, event: RunEvent) -> Result<(), ProjectionError> {
     match event {
-        RunEvent::CallbackAttempted { .. } | RunEvent::CallbackDelivered { .. } | RunEvent::CallbackFailed { .. } => {}
+        RunEvent::CallbackAttempted { .. }
+        | RunEvent::CallbackDelivered { .. }
+        | RunEvent::CallbackFailed { .. }
+        | RunEvent::CallbackScheduled { .. }
+        | RunEvent::CallbackDispatched { .. }
+        | RunEvent::CallbackCancelled { .. } => {}
+        // A delayed call whose retry was stopped ends there.
+        RunEvent::RunCancelled { job_id, at, .. } => {
+            sqlx::query(
+                "UPDATE jobs SET status = 'cancelled', updated_at = greatest(updated_at, $2)
+                  WHERE id = $1 AND kind = 'delayed' AND status IN ('pending', 'running')",
+            )
+            .bind(job_id)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+        }
         RunEvent::RunScheduled { run_id, plan, .. } => match plan.trigger {
             Trigger::Schedule => {
                 sqlx::query("UPDATE jobs SET anchor_at = greatest(anchor_at, $2), last_run_id = $3 WHERE id = $1")

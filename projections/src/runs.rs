@@ -171,6 +171,16 @@ impl Finished {
     }
 }
 
+/// Why CronBox stopped a run, in words.
+fn stop_text(reason: cronbox_domain::policy::StopReason) -> &'static str {
+    use cronbox_domain::policy::StopReason::*;
+    match reason {
+        WorkspaceDeleted => "the workspace was deleted",
+        JobPaused => "the job was paused",
+        JobDeleted => "the job was deleted",
+    }
+}
+
 /// The last response as the execution log shows it.
 fn response_json(outcome: &cronbox_domain::run::AttemptOutcome) -> serde_json::Value {
     json!({
@@ -479,6 +489,39 @@ async fn apply(tx: &mut PgConnection, id: Uuid, event: RunEvent) -> Result<(), P
             .bind(attempt as i32)
             .bind(next_at)
             .bind(error)
+            .execute(&mut *tx)
+            .await?;
+        }
+        RunEvent::RunCancelled { reason, at, .. } => {
+            sqlx::query(
+                "UPDATE runs SET status = 'cancelled', finished_at = $2, retry_at = NULL, error_type = $3, error_message = $4
+                  WHERE id = $1",
+            )
+            .bind(id)
+            .bind(at)
+            .bind(reason.as_str())
+            .bind(format!("cancelled before it ran: {}", stop_text(reason)))
+            .execute(&mut *tx)
+            .await?;
+        }
+        RunEvent::CallbackScheduled { attempt, due_at, .. } => {
+            sqlx::query(
+                "UPDATE runs SET callback_status = CASE WHEN $2 = 1 THEN 'pending' ELSE 'retrying' END, callback_next_at = $3
+                  WHERE id = $1",
+            )
+            .bind(id)
+            .bind(attempt as i32)
+            .bind(due_at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        RunEvent::CallbackDispatched { .. } => {}
+        RunEvent::CallbackCancelled { reason, .. } => {
+            sqlx::query(
+                "UPDATE runs SET callback_status = 'cancelled', callback_next_at = NULL, callback_error = $2 WHERE id = $1",
+            )
+            .bind(id)
+            .bind(format!("not delivered: {}", stop_text(reason)))
             .execute(&mut *tx)
             .await?;
         }

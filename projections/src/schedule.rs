@@ -46,21 +46,58 @@ pub enum ScheduleChange {
         job_id: Uuid,
         anchor_at: DateTime<Utc>,
     },
-    /// Deleted, or a delayed call that has fired.
+    /// A delayed call that has fired.
     RemoveJob {
         job_id: Uuid,
     },
-    /// A run waits for dispatch of `attempt` at `due_at` (manual runs, retries).
+    /// Deleted (by its user, or with its workspace): also its waiting runs stop.
+    DeleteJob {
+        job_id: Uuid,
+    },
+    /// The workspace was deleted: everything of it stops (the dispatcher records each stop as
+    /// an event; the rows go when those events arrive).
+    DeleteWorkspace {
+        workspace_id: Uuid,
+    },
+    /// A run waits for dispatch of `attempt` at `due_at` (manual runs, retries), or of its
+    /// callback's try `attempt` (`kind: Callback`).
     PutRun {
         run_id: Uuid,
         attempt: u32,
         workspace_id: Uuid,
         job_id: Uuid,
         due_at: DateTime<Utc>,
+        kind: Waiting,
     },
     RemoveRun {
         run_id: Uuid,
     },
+}
+
+/// What a waiting run waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Waiting {
+    /// An attempt of the run's request (a manual run, a retry).
+    #[default]
+    Attempt,
+    /// A try of the delayed call's callback.
+    Callback,
+}
+
+impl Waiting {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Attempt => "attempt",
+            Self::Callback => "callback",
+        }
+    }
+    pub fn parse(s: &str) -> Self {
+        if s == "callback" {
+            Self::Callback
+        } else {
+            Self::Attempt
+        }
+    }
 }
 
 fn uuid_of(ev: &StoredEvent) -> Result<Uuid, ProjectionError> {
@@ -100,7 +137,7 @@ pub fn changes(ev: &StoredEvent) -> Result<Vec<ScheduleChange>, ProjectionError>
                     active: true,
                     at,
                 }],
-                JobEvent::JobDeleted { .. } => vec![RemoveJob { job_id }],
+                JobEvent::JobDeleted { .. } => vec![DeleteJob { job_id }],
                 JobEvent::RunRequested { .. } => vec![],
             }
         }
@@ -112,6 +149,22 @@ pub fn changes(ev: &StoredEvent) -> Result<Vec<ScheduleChange>, ProjectionError>
                 RunEvent::CallbackAttempted { .. }
                 | RunEvent::CallbackDelivered { .. }
                 | RunEvent::CallbackFailed { .. } => vec![],
+                RunEvent::CallbackScheduled {
+                    workspace_id,
+                    job_id,
+                    attempt,
+                    due_at,
+                } => vec![PutRun {
+                    run_id,
+                    attempt,
+                    workspace_id,
+                    job_id,
+                    due_at,
+                    kind: Waiting::Callback,
+                }],
+                RunEvent::CallbackDispatched { .. }
+                | RunEvent::CallbackCancelled { .. }
+                | RunEvent::RunCancelled { .. } => vec![RemoveRun { run_id }],
                 RunEvent::RunScheduled { plan, at, .. } => match plan.trigger {
                     Trigger::Schedule => vec![Advance {
                         job_id: plan.job_id,
@@ -124,6 +177,7 @@ pub fn changes(ev: &StoredEvent) -> Result<Vec<ScheduleChange>, ProjectionError>
                         workspace_id: plan.workspace_id,
                         job_id: plan.job_id,
                         due_at: at,
+                        kind: Waiting::Attempt,
                     }],
                 },
                 RunEvent::RunSkipped {
@@ -144,6 +198,7 @@ pub fn changes(ev: &StoredEvent) -> Result<Vec<ScheduleChange>, ProjectionError>
                         workspace_id,
                         job_id,
                         due_at: retry_at,
+                        kind: Waiting::Attempt,
                     }]
                 }
                 RunEvent::RunDispatched { .. } | RunEvent::RunSucceeded { .. } | RunEvent::RunFailed { .. } => {
@@ -152,6 +207,9 @@ pub fn changes(ev: &StoredEvent) -> Result<Vec<ScheduleChange>, ProjectionError>
                 RunEvent::AttemptStarted { .. } | RunEvent::AttemptFinished { .. } => vec![],
             }
         }
+        "Workspace" if ev.event_type == "WorkspaceDeleted" => vec![DeleteWorkspace {
+            workspace_id: uuid_of(ev)?,
+        }],
         _ => vec![],
     })
 }
@@ -293,7 +351,8 @@ async fn apply_change(tx: &mut PgConnection, change: ScheduleChange) -> Result<(
                 .execute(&mut *tx)
                 .await?;
         }
-        ScheduleChange::RemoveJob { job_id } => {
+        ScheduleChange::DeleteWorkspace { .. } => {}
+        ScheduleChange::RemoveJob { job_id } | ScheduleChange::DeleteJob { job_id } => {
             sqlx::query("DELETE FROM schedule_jobs WHERE job_id = $1")
                 .bind(job_id)
                 .execute(&mut *tx)
@@ -305,16 +364,18 @@ async fn apply_change(tx: &mut PgConnection, change: ScheduleChange) -> Result<(
             workspace_id,
             job_id,
             due_at,
+            kind,
         } => {
             sqlx::query(
-                "INSERT INTO schedule_runs (run_id, attempt, workspace_id, job_id, due_at) VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT (run_id) DO UPDATE SET attempt = $2, due_at = $5",
+                "INSERT INTO schedule_runs (run_id, attempt, workspace_id, job_id, due_at, kind) VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (run_id) DO UPDATE SET attempt = $2, due_at = $5, kind = $6",
             )
             .bind(run_id)
             .bind(attempt as i32)
             .bind(workspace_id)
             .bind(job_id)
             .bind(due_at)
+            .bind(kind.as_str())
             .execute(&mut *tx)
             .await?;
         }
@@ -348,6 +409,7 @@ pub struct RunRow {
     pub workspace_id: Uuid,
     pub job_id: Uuid,
     pub due_at: DateTime<Utc>,
+    pub kind: Waiting,
 }
 
 /// (job_id, workspace_id, active, definition, anchor_at, execute_at) of one schedule_jobs row.
@@ -413,19 +475,20 @@ pub async fn load(
             break;
         }
     }
-    let runs: Vec<(Uuid, i32, Uuid, Uuid, DateTime<Utc>)> =
-        sqlx::query_as("SELECT run_id, attempt, workspace_id, job_id, due_at FROM schedule_runs")
+    let runs: Vec<(Uuid, i32, Uuid, Uuid, DateTime<Utc>, String)> =
+        sqlx::query_as("SELECT run_id, attempt, workspace_id, job_id, due_at, kind FROM schedule_runs")
             .fetch_all(&mut *tx)
             .await?;
     tx.commit().await?;
     let runs = runs
         .into_iter()
-        .map(|(run_id, attempt, workspace_id, job_id, due_at)| RunRow {
+        .map(|(run_id, attempt, workspace_id, job_id, due_at, kind)| RunRow {
             run_id,
             attempt: attempt.max(1) as u32,
             workspace_id,
             job_id,
             due_at,
+            kind: Waiting::parse(&kind),
         })
         .collect();
     Ok((cursor, runs))

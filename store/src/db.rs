@@ -43,6 +43,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0013_projection_failures",
         include_str!("../../migrations/0013_projection_failures.sql"),
     ),
+    (
+        "0014_stops_and_callback_timers",
+        include_str!("../../migrations/0014_stops_and_callback_timers.sql"),
+    ),
 ];
 
 /// A pool that waits for PostgreSQL to come back instead of failing: connections are created

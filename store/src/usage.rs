@@ -153,6 +153,34 @@ pub async fn append_new_jobs(
     Ok(())
 }
 
+/// Appends events of one existing job decided outside the API (the dispatcher retiring the
+/// jobs of a deleted workspace) inside `conn`'s transaction, with the usage they give back.
+/// They only lower counters, so nothing is refused. Returns false, writing nothing, when
+/// someone appended to the job since `version` (the caller decides again on fresh state).
+pub async fn append_job_events(
+    conn: &mut PgConnection,
+    id: Uuid,
+    (before, version): (&Job, usize),
+    events: &[JobEvent],
+    at: DateTime<Utc>,
+) -> Result<bool, MeteredError> {
+    let Some(workspace_id) = before.workspace_id else {
+        return Err(MeteredError::Command(JobError::NotFound));
+    };
+    let rows = rows::<Job>(&id.to_string(), version, events, Some(workspace_id))?;
+    let inserted = append_new(&mut *conn, &rows).await?;
+    if inserted.len() != rows.len() {
+        return Ok(false);
+    }
+    for (counter, delta) in job_usage_delta(before, events).entries() {
+        // Lowering counters only; the period of the non-monthly ones does not depend on the
+        // workspace's timezone, and monthly ones never go down.
+        let key = period(counter, at, chrono_tz::UTC);
+        apply_delta(&mut *conn, workspace_id, counter, &key, delta, None).await?;
+    }
+    Ok(true)
+}
+
 /// Moves one counter by `delta`, refusing an increase past `limit`.
 pub(crate) async fn apply_delta(
     conn: &mut PgConnection,
@@ -284,7 +312,7 @@ fn event_time(e: &JobEvent) -> DateTime<Utc> {
         | JobEvent::JobUpdated { at, .. }
         | JobEvent::JobPaused { at }
         | JobEvent::JobResumed { at }
-        | JobEvent::JobDeleted { at }
+        | JobEvent::JobDeleted { at, .. }
         | JobEvent::RunRequested { at, .. } => *at,
     }
 }
