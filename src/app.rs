@@ -238,6 +238,7 @@ pub async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
             }
             "rate-limit cleanup"
         });
+        cronbox_api::accounts::password::set_concurrency(config.password_hash_concurrency);
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;

@@ -51,6 +51,9 @@ pub struct Config {
     pub rate_limit_per_address: u32,
     /// Live-feed (SSE) streams one API process holds open at most.
     pub sse_max_streams: usize,
+    /// Password hashes (argon2id, 19 MiB each) computed at once per process; beyond, requests
+    /// wait briefly, then get 503.
+    pub password_hash_concurrency: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -173,6 +176,10 @@ impl Config {
             rate_limit: src.get("CRONBOX_RATE_LIMIT").is_none() || src.flag("CRONBOX_RATE_LIMIT")?,
             rate_limit_per_address: src.parse("CRONBOX_RATE_LIMIT_PER_ADDRESS", 120)?,
             sse_max_streams: src.parse("CRONBOX_SSE_MAX_STREAMS", 10_000)?,
+            password_hash_concurrency: src.parse(
+                "CRONBOX_PASSWORD_HASH_CONCURRENCY",
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            )?,
         }
         .validated()
     }
@@ -180,7 +187,13 @@ impl Config {
     /// Values that parse but cannot work (a zero-slot executor never calls anything, a zero
     /// ack wait floods the server with progress acks) are refused at start-up.
     fn validated(self) -> Result<Self, ConfigError> {
-        let checks: [(&'static str, bool, String, &'static str); 14] = [
+        let checks: [(&'static str, bool, String, &'static str); 15] = [
+            (
+                "CRONBOX_PASSWORD_HASH_CONCURRENCY",
+                (1..=256).contains(&self.password_hash_concurrency),
+                self.password_hash_concurrency.to_string(),
+                "must be 1..=256",
+            ),
             (
                 "CRONBOX_EVENT_STREAM_MAX_AGE_DAYS",
                 (1..=3650).contains(&self.event_stream_max_age_days),

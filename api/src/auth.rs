@@ -44,6 +44,12 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// Whether credential header values are shown to this caller (admins and owners); below,
+    /// they are masked like in the public event stream.
+    pub fn sees_credentials(&self) -> bool {
+        self.role >= Role::Admin
+    }
+
     /// Refuses with 403 unless the caller's role is at least `role`. Only ever called after the
     /// caller proved membership, so the 403 reveals nothing they do not know.
     pub fn require(&self, role: Role) -> Result<(), ApiError> {

@@ -53,6 +53,9 @@ pub enum ApiError {
     NotConfigured(&'static str),
     #[error("service unavailable")]
     Unavailable,
+    /// A bounded resource (password hashing) is at capacity: retry shortly (503 `busy`).
+    #[error("too busy right now; retry in {retry_after} s")]
+    Busy { retry_after: u64 },
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
@@ -199,6 +202,7 @@ impl IntoResponse for ApiError {
             ApiError::Gone { code, .. } => (StatusCode::GONE, *code, None),
             ApiError::NotConfigured(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_configured", None),
             ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", None),
+            ApiError::Busy { .. } => (StatusCode::SERVICE_UNAVAILABLE, "busy", None),
             ApiError::Internal(e) => {
                 let mut chain = e.to_string();
                 let mut src = e.source();
@@ -222,7 +226,7 @@ impl IntoResponse for ApiError {
             body["error"]["items"] = json!(items);
         }
         let mut resp = (status, Json(body)).into_response();
-        if let ApiError::TooManyRequests { retry_after } = &self {
+        if let ApiError::TooManyRequests { retry_after } | ApiError::Busy { retry_after } = &self {
             resp.headers_mut().insert(
                 axum::http::header::RETRY_AFTER,
                 axum::http::HeaderValue::from(*retry_after),

@@ -12,6 +12,8 @@ use cronbox_store::tail::{self, Cursor};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+use cronbox_domain::public::public_data;
+
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::AppState;
@@ -29,8 +31,11 @@ pub async fn aggregate_events(state: &AppState, aggregate_type: &str, id: Uuid) 
     let items: Vec<Value> = rows
         .into_iter()
         .map(|(sequence, event_type, version, payload, recorded_at)| {
-            // Stored as {"Type": {...}}; clients get the inner object.
-            let data = payload.get(&event_type).cloned().unwrap_or(payload);
+            // Stored as {"Type": {...}}; clients get the inner object, with credentials masked
+            // by the public event stream's rule (for every role: the trail is a record of
+            // what happened, not a way to read secrets back).
+            let inner = payload.get(&event_type).unwrap_or(&payload);
+            let data = public_data(aggregate_type, &event_type, inner).unwrap_or_else(|| inner.clone());
             json!({"sequence": sequence, "type": event_type, "version": version, "recorded_at": recorded_at, "data": data})
         })
         .collect();

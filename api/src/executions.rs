@@ -163,7 +163,27 @@ pub async fn get(
         .into_iter()
         .map(|(attempt, started_at, finished_at, outcome)| json!({"attempt": attempt, "started_at": started_at, "finished_at": finished_at, "outcome": outcome}))
         .collect();
+    if !caller.sees_credentials() {
+        mask(&mut v);
+    }
     Ok(Json(v))
+}
+
+/// What people below `admin` see of an execution: the credential headers of its request and
+/// the cookies of its responses masked, by the public event stream's rule.
+fn mask(v: &mut Value) {
+    use cronbox_domain::public::{mask_header_pairs, mask_request};
+    mask_request(&mut v["request"]);
+    if let Some(headers) = v.pointer_mut("/response/headers") {
+        mask_header_pairs(headers);
+    }
+    if let Some(Value::Array(attempts)) = v.get_mut("attempt_log") {
+        for a in attempts {
+            if let Some(headers) = a.pointer_mut("/outcome/response_headers") {
+                mask_header_pairs(headers);
+            }
+        }
+    }
 }
 
 #[utoipa::path(

@@ -389,17 +389,26 @@ fn view(
 
 /// The job as the event store has it (strongly consistent), with the read model's derived
 /// fields when the projection has them.
-async fn render(state: &AppState, job: &Job) -> Result<Value, ApiError> {
+async fn render(state: &AppState, caller: &Caller, job: &Job) -> Result<Value, ApiError> {
     let (Some(id), Some(ws)) = (job.id, job.workspace_id) else {
         return Err(ApiError::NotFound("job"));
     };
     let stats = stats(state, ws, id).await?;
-    render_with(job, stats)
+    Ok(for_caller(caller, render_with(job, stats)?))
 }
 
 /// A job just created: the read model cannot know more than its events yet.
-fn render_new(job: &Job) -> Result<Value, ApiError> {
-    render_with(job, None)
+fn render_new(caller: &Caller, job: &Job) -> Result<Value, ApiError> {
+    Ok(for_caller(caller, render_with(job, None)?))
+}
+
+/// Credential header values (the public event stream's rule, and `sensitive_headers`) are
+/// shown to admins and owners only; members, viewers and API keys see them masked.
+fn for_caller(caller: &Caller, mut job: Value) -> Value {
+    if !caller.sees_credentials() {
+        cronbox_domain::public::mask_job_view(&mut job);
+    }
+    job
 }
 
 fn render_with(job: &Job, stats: Option<Stats>) -> Result<Value, ApiError> {
@@ -510,7 +519,7 @@ pub async fn create_cron(
         .await
         .map_err(|e| plans::metered_error(&plan, e, job_error))?;
     tracing::info!(job_id = %id, workspace_id = %caller.workspace_id, "cron job created");
-    Ok((StatusCode::CREATED, Json(render_new(&job)?)))
+    Ok((StatusCode::CREATED, Json(render_new(&caller, &job)?)))
 }
 
 #[utoipa::path(
@@ -528,7 +537,7 @@ pub async fn get_cron(
     Path((_, id)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let (_, job) = load(&state, &caller, &id, Kind::Cron).await?;
-    Ok(Json(render(&state, &job).await?))
+    Ok(Json(render(&state, &caller, &job).await?))
 }
 
 #[utoipa::path(
@@ -599,7 +608,7 @@ pub async fn update_cron(
         .load(&id.to_string())
         .await
         .map_err(ApiError::internal)?;
-    Ok(Json(render(&state, &job).await?))
+    Ok(Json(render(&state, &caller, &job).await?))
 }
 
 async fn cron_command(
@@ -620,7 +629,7 @@ async fn cron_command(
         .load(&id.to_string())
         .await
         .map_err(ApiError::internal)?;
-    Ok(Json(render(state, &job).await?))
+    Ok(Json(render(state, caller, &job).await?))
 }
 
 #[utoipa::path(
@@ -877,7 +886,7 @@ pub async fn create_delayed(
                 .await
                 .map_err(ApiError::internal)?;
             if job.id.is_some() {
-                return Ok((StatusCode::OK, Json(render_any(&state, &job).await?)));
+                return Ok((StatusCode::OK, Json(render_any(&state, &caller, &job).await?)));
             }
         }
     }
@@ -908,7 +917,7 @@ pub async fn create_delayed(
                 .await
                 .map_err(ApiError::internal)?;
             if job.id.is_some() {
-                return Ok((StatusCode::OK, Json(render_any(&state, &job).await?)));
+                return Ok((StatusCode::OK, Json(render_any(&state, &caller, &job).await?)));
             }
             // Reserved by a request that failed before creating the job: finish its work.
             id = reserved;
@@ -924,12 +933,12 @@ pub async fn create_delayed(
                 .load(&id.to_string())
                 .await
                 .map_err(ApiError::internal)?;
-            return Ok((StatusCode::OK, Json(render_any(&state, &job).await?)));
+            return Ok((StatusCode::OK, Json(render_any(&state, &caller, &job).await?)));
         }
         Err(e) => return Err(plans::metered_error(&plan, e, job_error)),
     };
     tracing::info!(job_id = %id, workspace_id = %caller.workspace_id, "delayed call created");
-    Ok((StatusCode::CREATED, Json(render_new(&job)?)))
+    Ok((StatusCode::CREATED, Json(render_new(&caller, &job)?)))
 }
 
 /// The most items in one `POST …/delayed/batch`.
@@ -1132,16 +1141,16 @@ async fn claim_keys(tx: &mut sqlx::PgConnection, workspace_id: Uuid, items: &mut
 }
 
 /// Like `render`, but a cancelled call is shown (an idempotent repeat must not 404).
-async fn render_any(state: &AppState, job: &Job) -> Result<Value, ApiError> {
+async fn render_any(state: &AppState, caller: &Caller, job: &Job) -> Result<Value, ApiError> {
     if job.status == JobStatus::Deleted {
         let mut j = job.clone();
         j.status = JobStatus::Active;
-        let mut v = render(state, &j).await?;
+        let mut v = render(state, caller, &j).await?;
         v["status"] = json!("cancelled");
         v["next_run_at"] = Value::Null;
         return Ok(v);
     }
-    render(state, job).await
+    render(state, caller, job).await
 }
 
 #[utoipa::path(
@@ -1159,7 +1168,7 @@ pub async fn get_delayed(
     Path((_, id)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let (_, job) = load(&state, &caller, &id, Kind::Delayed).await?;
-    Ok(Json(render(&state, &job).await?))
+    Ok(Json(render(&state, &caller, &job).await?))
 }
 
 #[utoipa::path(
@@ -1305,15 +1314,18 @@ async fn list(
             last_status: r.try_get("last_status")?,
             consecutive_failures: r.try_get("consecutive_failures")?,
         };
-        items.push(view(
-            id,
-            r.try_get("workspace_id")?,
-            &def,
-            &s.status,
-            s.next_run_at,
-            Some(&s),
-            Some(created_at),
-            r.try_get("updated_at")?,
+        items.push(for_caller(
+            caller,
+            view(
+                id,
+                r.try_get("workspace_id")?,
+                &def,
+                &s.status,
+                s.next_run_at,
+                Some(&s),
+                Some(created_at),
+                r.try_get("updated_at")?,
+            ),
         ));
     }
     Ok(Json(json!({"items": items, "next_cursor": next_cursor})))

@@ -105,18 +105,8 @@ pub fn public_data(aggregate_type: &str, event_type: &str, data: &Value) -> Opti
             }
         }
         "AttemptFinished" | "CallbackAttempted" => {
-            if let Some(Value::Array(headers)) = data.pointer_mut("/outcome/response_headers") {
-                // Stored as [name, value] pairs.
-                for pair in headers.iter_mut() {
-                    if let Value::Array(kv) = pair {
-                        let sensitive = kv.first().and_then(Value::as_str).is_some_and(is_sensitive_header);
-                        if sensitive {
-                            if let Some(v) = kv.get_mut(1) {
-                                *v = Value::String(REDACTED.into());
-                            }
-                        }
-                    }
-                }
+            if let Some(headers) = data.pointer_mut("/outcome/response_headers") {
+                mask_header_pairs(headers);
             }
         }
         "ApiKeyCreated" => remove(&mut data, "secret_hash"),
@@ -132,10 +122,15 @@ fn remove(data: &mut Value, field: &str) {
     }
 }
 
-/// Masks credential headers of a stored `RequestSpec` (`headers: [{name, value}]`): those the
-/// built-in rule catches and those the user listed in `sensitive_headers`.
-fn mask_request(request: &mut Value) {
-    let marked: Vec<String> = request
+/// Whether a request header's value is a credential: the built-in rule, or the user marked it
+/// (`marked`: the request's `sensitive_headers`, lower case).
+pub fn is_credential_header(name: &str, marked: &[String]) -> bool {
+    is_sensitive_header(name) || marked.iter().any(|m| m.eq_ignore_ascii_case(name))
+}
+
+/// The `sensitive_headers` of a request as JSON.
+fn marked_of(request: &Value) -> Vec<String> {
+    request
         .get("sensitive_headers")
         .and_then(Value::as_array)
         .map(|a| {
@@ -144,16 +139,51 @@ fn mask_request(request: &mut Value) {
                 .map(str::to_ascii_lowercase)
                 .collect()
         })
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// Masks credential headers of a stored `RequestSpec` (`headers: [{name, value}]`): those the
+/// built-in rule catches and those the user listed in `sensitive_headers`. Also what the API
+/// shows people below `admin` (the execution's request).
+pub fn mask_request(request: &mut Value) {
+    let marked = marked_of(request);
     if let Some(Value::Array(headers)) = request.get_mut("headers") {
         for h in headers.iter_mut() {
             let sensitive = h
                 .get("name")
                 .and_then(Value::as_str)
-                .is_some_and(|n| is_sensitive_header(n) || marked.contains(&n.to_ascii_lowercase()));
+                .is_some_and(|n| is_credential_header(n, &marked));
             if sensitive {
                 if let Some(v) = h.get_mut("value") {
                     *v = Value::String(REDACTED.into());
+                }
+            }
+        }
+    }
+}
+
+/// The same for a job as the API shows it (`headers: {name: value}` beside `sensitive_headers`).
+pub fn mask_job_view(job: &mut Value) {
+    let marked = marked_of(job);
+    if let Some(Value::Object(headers)) = job.get_mut("headers") {
+        for (name, value) in headers.iter_mut() {
+            if is_credential_header(name, &marked) {
+                *value = Value::String(REDACTED.into());
+            }
+        }
+    }
+}
+
+/// Masks response headers stored as `[name, value]` pairs (cookies a target set, and the like).
+pub fn mask_header_pairs(headers: &mut Value) {
+    if let Value::Array(pairs) = headers {
+        for pair in pairs.iter_mut() {
+            if let Value::Array(kv) = pair {
+                let sensitive = kv.first().and_then(Value::as_str).is_some_and(is_sensitive_header);
+                if sensitive {
+                    if let Some(v) = kv.get_mut(1) {
+                        *v = Value::String(REDACTED.into());
+                    }
                 }
             }
         }

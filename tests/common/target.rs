@@ -98,6 +98,7 @@ async fn record(
             b"\x1f\x8b\x08\0\0\0\0\0\0\x03\xcb\x07\0".to_vec(),
         )
             .into_response(),
+        ["cookie", ..] => (StatusCode::OK, [("set-cookie", "sid=target-secret")], "ok").into_response(),
         ["json", ..] => (
             StatusCode::OK,
             [("content-type", "application/json")],

@@ -5,4 +5,6 @@
 mod common;
 
 mod deletion;
+mod login;
+mod masking;
 mod poison;

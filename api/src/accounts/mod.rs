@@ -109,11 +109,12 @@ pub async fn register_user(
     password: String,
     superuser: bool,
 ) -> Result<User, ApiError> {
+    // Hashed first: a refusal for load (503) must not leave the address reserved.
+    let password_hash = password::hash(password).await?;
     let user_id = Uuid::new_v4();
     if !reserve_email(stores, email, user_id).await? {
         return Err(user_error(UserError::AlreadyExists));
     }
-    let password_hash = password::hash(password).await?;
     let cmd = UserCommand::Register {
         user_id,
         email: email.to_string(),
@@ -227,7 +228,7 @@ async fn send_verification(pool: &PgPool, user: &User) -> Result<(), ApiError> {
     tag = "accounts",
     summary = "Sign up; a verification mail is queued",
     request_body = crate::openapi::schemas::Register,
-    responses((status = 201, description = "The user", body = crate::openapi::schemas::Me), (status = 409, description = "`email_taken`", body = crate::openapi::schemas::ErrorResponse))
+    responses((status = 201, description = "The user", body = crate::openapi::schemas::Me), (status = 409, description = "`email_taken`", body = crate::openapi::schemas::ErrorResponse), (status = 503, description = "`busy`: password hashing is at capacity; retry after `Retry-After` seconds", body = crate::openapi::schemas::ErrorResponse))
 )]
 pub async fn register(
     State(state): State<AppState>,
@@ -280,7 +281,7 @@ fn tokens(state: &AppState, user: Uuid, session: Uuid, refresh: String, now: Dat
     tag = "accounts",
     summary = "Log in",
     request_body = crate::openapi::schemas::Login,
-    responses((status = 200, description = "A new session", body = crate::openapi::schemas::TokenPair), (status = 401, description = "`invalid_credentials` (the same for every failure)", body = crate::openapi::schemas::ErrorResponse), (status = 429, description = "Too many failed attempts for this account or address", body = crate::openapi::schemas::ErrorResponse))
+    responses((status = 200, description = "A new session", body = crate::openapi::schemas::TokenPair), (status = 401, description = "`invalid_credentials` (the same for every failure)", body = crate::openapi::schemas::ErrorResponse), (status = 429, description = "Too many failed attempts for this account or address", body = crate::openapi::schemas::ErrorResponse), (status = 503, description = "`busy`: password hashing is at capacity; retry after `Retry-After` seconds", body = crate::openapi::schemas::ErrorResponse))
 )]
 pub async fn login(
     State(state): State<AppState>,
@@ -299,7 +300,7 @@ pub async fn login(
         (account_key.clone(), throttle::ACCOUNT_LIMIT),
         (format!("login:address:{}", peer.ip()), throttle::ADDRESS_LIMIT),
     ];
-    throttle::check(&state.pool, &keys).await?;
+    let attempt = throttle::reserve(&state.pool, &keys).await?;
 
     let holder: Option<Uuid> = sqlx::query_scalar("SELECT user_id FROM user_emails WHERE email = $1")
         .bind(&email)
@@ -323,11 +324,10 @@ pub async fn login(
         .map_or(password::DUMMY_HASH.to_string(), |u| u.password_hash.clone());
     let ok = password::verify(password, stored).await?;
     let Some(user_id) = user.and_then(|u| u.id).filter(|_| ok) else {
-        throttle::fail(&state.pool, &keys).await?;
         tracing::info!(peer = %peer.ip(), "login failed");
         return Err(ApiError::InvalidCredentials);
     };
-    throttle::clear(&state.pool, &account_key).await?;
+    attempt.succeeded(&state.pool, &account_key).await?;
     tracing::info!(user_id = %user_id, "login");
     start_session(&state, user_id).await
 }
@@ -495,7 +495,7 @@ pub async fn request_password_reset(
     tag = "accounts",
     summary = "Set a new password with the mailed token; ends every session",
     request_body = crate::openapi::schemas::PasswordResetConfirm,
-    responses((status = 204, description = "Password changed"))
+    responses((status = 204, description = "Password changed"), (status = 503, description = "`busy`: password hashing is at capacity; retry after `Retry-After` seconds", body = crate::openapi::schemas::ErrorResponse))
 )]
 pub async fn confirm_password_reset(
     State(state): State<AppState>,
@@ -506,10 +506,11 @@ pub async fn confirm_password_reset(
     let password = required(&mut f, "password")?;
     f.finish()?;
     check_password("password", &password)?;
+    // Hashed first: a refusal for load (503) must not use up the single-use token.
+    let password_hash = password::hash(password).await?;
     let user_id = consume_token(&state.pool, "reset_password", &token)
         .await?
         .ok_or_else(|| ApiError::field("token", "invalid_token", "the token is unknown, used or expired"))?;
-    let password_hash = password::hash(password).await?;
     state
         .stores
         .users

@@ -1,11 +1,45 @@
 //! Password hashing: argon2id with OWASP's 2023 minimum (19 MiB, 2 passes, 1 lane). Hashing is
 //! deliberately slow CPU work, so it runs on the blocking pool, never on an async worker.
+//!
+//! At most [`set_concurrency`] hashes run at once in a process (default: one per CPU). Without
+//! a bound, a burst of logins takes one blocking thread and 19 MiB each, up to the blocking
+//! pool's 512 threads (about 9.5 GiB), and every login slows down together. Beyond the bound a
+//! request waits up to [`QUEUE_WAIT`] for a slot and is then refused with 503 and
+//! `Retry-After`, which a client can act on.
+
+use std::sync::OnceLock;
+use std::time::Duration;
 
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 
 use crate::error::ApiError;
+
+static SLOTS: OnceLock<tokio::sync::Semaphore> = OnceLock::new();
+
+/// How long a hash waits for a slot before the request is refused.
+pub const QUEUE_WAIT: Duration = Duration::from_millis(500);
+
+/// Sets how many hashes run at once in this process (before the first one; later calls are
+/// ignored).
+pub fn set_concurrency(n: usize) {
+    let _ = SLOTS.set(tokio::sync::Semaphore::new(n.max(1)));
+}
+
+fn slots() -> &'static tokio::sync::Semaphore {
+    SLOTS.get_or_init(|| tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())))
+}
+
+async fn slot() -> Result<tokio::sync::SemaphorePermit<'static>, ApiError> {
+    match tokio::time::timeout(QUEUE_WAIT, slots().acquire()).await {
+        Ok(Ok(permit)) => Ok(permit),
+        _ => {
+            tracing::warn!("password hashing at capacity; request refused");
+            Err(ApiError::Busy { retry_after: 1 })
+        }
+    }
+}
 
 fn hasher() -> Argon2<'static> {
     // The parameters are constants that `Params::new` accepts; a failure here is a programming
@@ -16,6 +50,7 @@ fn hasher() -> Argon2<'static> {
 
 /// The PHC string (`$argon2id$v=19$m=19456,t=2,p=1$salt$hash`) of `password`.
 pub async fn hash(password: String) -> Result<String, ApiError> {
+    let _slot = slot().await?;
     tokio::task::spawn_blocking(move || {
         let salt = SaltString::generate(&mut OsRng);
         hasher()
@@ -29,6 +64,7 @@ pub async fn hash(password: String) -> Result<String, ApiError> {
 
 /// Whether `password` matches `phc`. An unparsable stored hash never matches.
 pub async fn verify(password: String, phc: String) -> Result<bool, ApiError> {
+    let _slot = slot().await?;
     tokio::task::spawn_blocking(move || {
         let Ok(parsed) = PasswordHash::new(&phc) else {
             return false;
