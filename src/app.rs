@@ -130,7 +130,13 @@ pub async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
             .await
             .context("cannot create the events stream")?;
         let export = cronbox_nats::export::EventExport { queue: queue.clone() };
-        let task = cronbox_projections::run_projection(pool.clone(), waker.clone(), Box::new(export), shutdown.clone());
+        let task = cronbox_nats::export::run(
+            pool.clone(),
+            waker.clone(),
+            export,
+            lock_key(&format!("{}:event-export", config.nats_prefix)),
+            shutdown.clone(),
+        );
         tasks.spawn(async move {
             task.await;
             "event export"

@@ -16,7 +16,6 @@
 //! due after restart) or outbox rows (re-published after restart). A fire recorded twice is
 //! impossible: the second insert of the same run id hits the event store's primary key.
 
-pub mod leader;
 pub mod outbox;
 pub mod reconcile;
 pub mod state;
@@ -34,6 +33,7 @@ use cronbox_projections::schedule::{self, Waiting};
 use cronbox_store::aggregates::Stores;
 use cronbox_store::append::{append_new, NewEvent};
 use cronbox_store::job_gate;
+use cronbox_store::leader;
 use cronbox_store::tail::{Cursor, Waker};
 use sqlx::PgPool;
 use tokio::sync::Semaphore;
@@ -104,7 +104,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     while !shutdown.is_cancelled() {
-        let Some(lock) = leader::acquire(&pool, config.lock_key, &shutdown).await else {
+        let Some(lock) = leader::acquire(&pool, config.lock_key, "dispatcher", &shutdown).await else {
             return;
         };
         tracing::info!("dispatcher is leader");
@@ -189,7 +189,7 @@ impl Gates {
 }
 
 impl Dispatcher {
-    async fn lead(&mut self, mut lock: leader::Lock, shutdown: &CancellationToken) -> Result<(), DispatchError> {
+    async fn lead(&mut self, lock: leader::Lock, shutdown: &CancellationToken) -> Result<(), DispatchError> {
         let started = std::time::Instant::now();
         let hydrate_before = Utc::now() + self.config.preload;
         let mut state = State::from_rows(Vec::new(), Vec::new(), hydrate_before);
@@ -210,16 +210,13 @@ impl Dispatcher {
         // Housekeeping runs beside the firing loop (stopped when this leadership ends): a slow
         // reconcile query must not hold back fires that are due.
         let _housekeeping = self.spawn_housekeeping(shutdown);
-        let mut last_check = std::time::Instant::now();
+        let lost = lock.lost();
         let mut settle = 0u32;
         loop {
             if shutdown.is_cancelled() {
                 return Ok(());
             }
-            if last_check.elapsed() > StdDuration::from_secs(2) {
-                lock.check().await?;
-                last_check = std::time::Instant::now();
-            }
+            lock.check().map_err(|_| DispatchError::LeadershipLost)?;
             self.state.hydrate_before = Utc::now() + self.config.preload;
             let applied = self.catch_up_tail().await?;
             let now = Utc::now();
@@ -249,6 +246,7 @@ impl Dispatcher {
             tokio::select! {
                 _ = tokio::time::sleep(wait) => { if settle > 0 { settle += 1; } }
                 _ = self.waker.wait(StdDuration::from_secs(3600)) => { settle = 1; }
+                _ = lost.cancelled() => return Err(DispatchError::LeadershipLost),
                 _ = shutdown.cancelled() => return Ok(()),
             }
         }
@@ -409,6 +407,15 @@ impl Dispatcher {
             }
         }
         let mut tx = self.pool.begin().await?;
+        // Bounded, so a leader stopped in the middle (kill -STOP, a partition) cannot hold the
+        // gates and rows of this transaction for long: PostgreSQL ends it, and a standby's
+        // fire that waits on them goes on.
+        sqlx::query(
+            "SELECT set_config('idle_in_transaction_session_timeout', '5s', true),
+                    set_config('statement_timeout', '30s', true), set_config('lock_timeout', '15s', true)",
+        )
+        .execute(&mut *tx)
+        .await?;
         job_gate::lock_workspaces_shared(&mut tx, &ws_ids).await?;
         job_gate::lock(&mut tx, &job_ids).await?;
         let gates = Gates {

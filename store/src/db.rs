@@ -53,8 +53,12 @@ const MIGRATIONS: &[(&str, &str)] = &[
 /// lazily, so a process started before its database (or surviving a database restart) recovers
 /// by itself.
 pub fn pool(url: &str, max_connections: u32) -> Result<PgPool, StoreError> {
+    // No transaction of ours waits idle for long; one that does belongs to a process that
+    // stopped (kill -STOP, a partition) while holding gates or row locks, and PostgreSQL ends
+    // it so everyone waiting on them goes on (shorter than the dispatcher's 15 s lock_timeout).
     let options: PgConnectOptions = url
         .parse::<PgConnectOptions>()?
+        .options([("idle_in_transaction_session_timeout", "10s")])
         .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(1));
     Ok(PgPoolOptions::new()
         .max_connections(max_connections)

@@ -14,6 +14,8 @@
 //!   transaction, and wakes readers on commit via LISTEN/NOTIFY.
 //! - [`published`] wraps stored events in the envelope customers read.
 //! - [`signing`] keeps workspace signing secrets encrypted at rest and rotates them.
+//! - [`leader`] lets one process at a time hold a role (the dispatcher, the NATS export), and
+//!   takes it away from one that stopped without dying.
 //! - [`usage`] handles job commands together with the plan-limit counters they move, in one
 //!   transaction (an inline projection, so limits are exact under concurrency).
 //!
@@ -26,6 +28,7 @@ pub mod db;
 pub mod error;
 pub mod group_commit;
 pub mod job_gate;
+pub mod leader;
 pub mod published;
 pub mod signing;
 pub mod tail;

@@ -8,3 +8,4 @@ mod deletion;
 mod login;
 mod masking;
 mod poison;
+mod stalls;
