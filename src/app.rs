@@ -212,6 +212,7 @@ pub async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
                 pool.clone(),
                 waker.clone(),
                 config.sse_max_streams,
+                config.sse_max_streams_per_workspace,
                 shutdown.clone(),
             )),
             rebuilds: Default::default(),

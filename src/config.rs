@@ -51,6 +51,8 @@ pub struct Config {
     pub rate_limit_per_address: u32,
     /// Live-feed (SSE) streams one API process holds open at most.
     pub sse_max_streams: usize,
+    /// Live-feed streams one workspace may hold open in one API process.
+    pub sse_max_streams_per_workspace: usize,
     /// Password hashes (argon2id, 19 MiB each) computed at once per process; beyond, requests
     /// wait briefly, then get 503.
     pub password_hash_concurrency: usize,
@@ -176,6 +178,7 @@ impl Config {
             rate_limit: src.get("CRONBOX_RATE_LIMIT").is_none() || src.flag("CRONBOX_RATE_LIMIT")?,
             rate_limit_per_address: src.parse("CRONBOX_RATE_LIMIT_PER_ADDRESS", 120)?,
             sse_max_streams: src.parse("CRONBOX_SSE_MAX_STREAMS", 10_000)?,
+            sse_max_streams_per_workspace: src.parse("CRONBOX_SSE_MAX_STREAMS_PER_WORKSPACE", 50)?,
             password_hash_concurrency: src.parse(
                 "CRONBOX_PASSWORD_HASH_CONCURRENCY",
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
@@ -187,7 +190,13 @@ impl Config {
     /// Values that parse but cannot work (a zero-slot executor never calls anything, a zero
     /// ack wait floods the server with progress acks) are refused at start-up.
     fn validated(self) -> Result<Self, ConfigError> {
-        let checks: [(&'static str, bool, String, &'static str); 15] = [
+        let checks: [(&'static str, bool, String, &'static str); 16] = [
+            (
+                "CRONBOX_SSE_MAX_STREAMS_PER_WORKSPACE",
+                self.sse_max_streams_per_workspace >= 1,
+                self.sse_max_streams_per_workspace.to_string(),
+                "must be at least 1",
+            ),
             (
                 "CRONBOX_PASSWORD_HASH_CONCURRENCY",
                 (1..=256).contains(&self.password_hash_concurrency),

@@ -87,7 +87,11 @@ fn workspace_of_key(key: &str) -> Option<Uuid> {
 }
 
 pub(crate) fn bearer(parts: &Parts) -> Option<&str> {
-    let v = parts.headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    bearer_of(&parts.headers)
+}
+
+pub(crate) fn bearer_of(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let v = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = v.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
 }
@@ -106,6 +110,16 @@ async fn load_workspace(state: &AppState, ws: Uuid) -> Result<Workspace, ApiErro
 /// route has none). Another tenant's workspace is a 404, never a 403.
 pub async fn authenticate(state: &AppState, parts: &Parts, ws: Option<Uuid>) -> Result<Caller, ApiError> {
     let token = bearer(parts).ok_or(ApiError::Unauthorized)?;
+    let caller = authenticate_token(state, token, ws).await?;
+    if let Principal::ApiKey(key) = caller.principal {
+        note_key_use(state, caller.workspace_id, key).await;
+    }
+    Ok(caller)
+}
+
+/// [`authenticate`] for a bearer token already taken out of its request (also how a long-lived
+/// stream checks its caller again).
+pub async fn authenticate_token(state: &AppState, token: &str, ws: Option<Uuid>) -> Result<Caller, ApiError> {
     let (workspace_id, workspace, principal, role) = if token.starts_with("cbx_") {
         let key_ws = workspace_of_key(token).ok_or(ApiError::Unauthorized)?;
         let workspace = load_workspace(state, key_ws).await?;
@@ -115,7 +129,6 @@ pub async fn authenticate(state: &AppState, parts: &Parts, ws: Option<Uuid>) -> 
         if ws.is_some_and(|w| w != key_ws) {
             return Err(ApiError::NotFound("workspace"));
         }
-        note_key_use(state, key_ws, key.key_id).await;
         (key_ws, workspace, principal, role)
     } else {
         let user = accounts::user_from_token(state, token).await?;

@@ -27,6 +27,9 @@ pub enum ApiError {
     InvalidToken,
     #[error("too many attempts; retry in {retry_after} s")]
     TooManyRequests { retry_after: u64 },
+    /// The workspace holds as many live streams as one process allows it (429 `too_many_streams`).
+    #[error("this workspace already has {limit} live streams open here; close one first")]
+    TooManyStreams { limit: usize },
     #[error("{0} not found")]
     NotFound(&'static str),
     /// A member acting beyond their role.
@@ -192,6 +195,7 @@ impl IntoResponse for ApiError {
             ApiError::InvalidCredentials => (StatusCode::UNAUTHORIZED, "invalid_credentials", None),
             ApiError::InvalidToken => (StatusCode::UNAUTHORIZED, "invalid_token", None),
             ApiError::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited", None),
+            ApiError::TooManyStreams { .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many_streams", None),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", None),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", None),
             ApiError::Conflict { code, .. } => (StatusCode::CONFLICT, *code, None),

@@ -15,6 +15,13 @@
 //! A slow client never makes the server buffer: the channel is a fixed ring shared by the
 //! workspace's clients, and a client that falls a whole ring behind while live gets a
 //! `stream_error` event (`slow_consumer`, with the cursor to resume from) and is closed.
+//!
+//! **Access is not checked once.** A stream outlives the request that opened it, so it ends
+//! (`stream_error` `access_revoked`) as soon as its caller could no longer open it: the hub
+//! tells every stream when a workspace's keys, members or existence change, or a session ends,
+//! and each stream concerned authenticates its token again; a user's stream also ends when its
+//! access token expires (the client reconnects with a fresh one and `Last-Event-ID`, losing
+//! nothing), and every stream checks again at least every [`RECHECK_EVERY`].
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::convert::Infallible;
@@ -47,6 +54,70 @@ const RING: usize = 2048;
 const PAGE: i64 = 500;
 /// Run ids whose job the hub remembers (beyond that it asks the log again).
 const JOB_MEMO: usize = 100_000;
+/// The longest a stream goes without authenticating again (changes that the hub signals are
+/// checked at once).
+pub const RECHECK_EVERY: Duration = Duration::from_secs(60);
+
+/// Something that may take a stream's access away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AccessChange {
+    /// Keys, members or roles of a workspace changed, or it was deleted.
+    Workspace(Uuid),
+    /// A login session ended (logout, theft detected).
+    Session(Uuid),
+    /// A user changed their password (every older token stops working).
+    User(Uuid),
+}
+
+impl AccessChange {
+    fn of(ev: &StoredEvent) -> Option<Self> {
+        let id = Uuid::try_parse(&ev.aggregate_id).ok()?;
+        match (ev.aggregate_type.as_str(), ev.event_type.as_str()) {
+            ("Workspace", "ApiKeyRevoked" | "MemberRemoved" | "MemberRoleChanged" | "WorkspaceDeleted") => {
+                Some(Self::Workspace(id))
+            }
+            ("Session", "SessionRevoked" | "SessionTokenReused") => Some(Self::Session(id)),
+            ("User", "PasswordChanged") => Some(Self::User(id)),
+            _ => None,
+        }
+    }
+}
+
+/// What a stream needs to check its caller again.
+struct Access {
+    state: AppState,
+    token: String,
+    principal: crate::auth::Principal,
+    session: Option<Uuid>,
+    /// When the access token expires (users).
+    expires: Option<tokio::time::Instant>,
+    changes: broadcast::Receiver<AccessChange>,
+    next_check: tokio::time::Instant,
+}
+
+impl Access {
+    fn concerns(&self, change: AccessChange, ws: Uuid) -> bool {
+        match change {
+            AccessChange::Workspace(w) => w == ws,
+            AccessChange::Session(s) => self.session == Some(s),
+            AccessChange::User(u) => self.principal == crate::auth::Principal::User(u),
+        }
+    }
+
+    /// Whether the token still opens this workspace's feed. A database that cannot answer is
+    /// not a revocation: the stream goes on and asks again later.
+    async fn still_valid(&mut self, ws: Uuid) -> bool {
+        self.next_check = tokio::time::Instant::now() + RECHECK_EVERY;
+        match crate::auth::authenticate_token(&self.state, &self.token, Some(ws)).await {
+            Ok(c) => c.principal == self.principal,
+            Err(ApiError::Internal(e)) => {
+                tracing::warn!(error = %e, workspace_id = %ws, "feed: cannot check access now");
+                true
+            }
+            Err(_) => false,
+        }
+    }
+}
 
 /// One run state change, serialized once for every client of its workspace.
 #[derive(Debug)]
@@ -69,18 +140,31 @@ struct Inner {
     jobs: Mutex<HashMap<Uuid, Uuid>>,
     streams: AtomicUsize,
     max_streams: usize,
+    /// Open streams per workspace, and the most one workspace may hold in this process.
+    per_workspace: Mutex<HashMap<Uuid, usize>>,
+    max_per_workspace: usize,
+    access: broadcast::Sender<AccessChange>,
     shutdown: CancellationToken,
 }
 
 impl Feed {
     /// Starts the hub. It stops at `shutdown`, which also ends every open stream.
-    pub fn spawn(pool: PgPool, waker: Waker, max_streams: usize, shutdown: CancellationToken) -> Self {
+    pub fn spawn(
+        pool: PgPool,
+        waker: Waker,
+        max_streams: usize,
+        max_per_workspace: usize,
+        shutdown: CancellationToken,
+    ) -> Self {
         let inner = Arc::new(Inner {
             pool,
             channels: Mutex::new(HashMap::new()),
             jobs: Mutex::new(HashMap::new()),
             streams: AtomicUsize::new(0),
             max_streams,
+            per_workspace: Mutex::new(HashMap::new()),
+            max_per_workspace,
+            access: broadcast::channel(1024).0,
             shutdown,
         });
         tokio::spawn(run_hub(inner.clone(), waker));
@@ -246,6 +330,10 @@ async fn run_hub(inner: Arc<Inner>, mut waker: Waker) {
             continue;
         };
         idle = 0;
+        for change in events.iter().filter_map(|e| AccessChange::of(e)) {
+            // An error only means no stream is open.
+            let _ = inner.access.send(change);
+        }
         // Only events of watched workspaces are worth decoding.
         let watched: Vec<&StoredEvent> = events
             .iter()
@@ -270,12 +358,40 @@ async fn run_hub(inner: Arc<Inner>, mut waker: Waker) {
     }
 }
 
-/// Decrements the open-stream count when a stream ends, however it ends.
-struct StreamSlot(Arc<Inner>);
+/// Decrements the open-stream counts when a stream ends, however it ends.
+struct StreamSlot(Arc<Inner>, Uuid);
+
+impl StreamSlot {
+    /// A slot for a stream of `ws`, if the process and the workspace have one free.
+    fn take(feed: &Arc<Inner>, ws: Uuid) -> Result<Self, ApiError> {
+        if feed.streams.fetch_add(1, Ordering::Relaxed) >= feed.max_streams {
+            feed.streams.fetch_sub(1, Ordering::Relaxed);
+            return Err(ApiError::Unavailable);
+        }
+        let mut per = feed.per_workspace.lock().unwrap_or_else(|p| p.into_inner());
+        let n = per.entry(ws).or_default();
+        if *n >= feed.max_per_workspace {
+            drop(per);
+            feed.streams.fetch_sub(1, Ordering::Relaxed);
+            return Err(ApiError::TooManyStreams {
+                limit: feed.max_per_workspace,
+            });
+        }
+        *n += 1;
+        Ok(Self(feed.clone(), ws))
+    }
+}
 
 impl Drop for StreamSlot {
     fn drop(&mut self) {
         self.0.streams.fetch_sub(1, Ordering::Relaxed);
+        let mut per = self.0.per_workspace.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = per.get_mut(&self.1) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                per.remove(&self.1);
+            }
+        }
     }
 }
 
@@ -299,6 +415,8 @@ struct Client {
     rx: broadcast::Receiver<Arc<FeedItem>>,
     mode: Mode,
     out: VecDeque<Event>,
+    /// None only in unit tests of the live path.
+    access: Option<Access>,
 }
 
 impl Client {
@@ -326,11 +444,47 @@ impl Client {
         self.mode = Mode::Done;
     }
 
+    /// Ends the stream if its caller lost access (a change the hub signalled that concerns it,
+    /// or the periodic check). Returns whether it goes on.
+    async fn keep_access(&mut self, signalled: bool) -> bool {
+        let ws = self.workspace_id;
+        let Some(access) = self.access.as_mut() else {
+            return true;
+        };
+        let mut check = signalled || tokio::time::Instant::now() >= access.next_check;
+        loop {
+            match access.changes.try_recv() {
+                Ok(change) => check |= access.concerns(change, ws),
+                Err(broadcast::error::TryRecvError::Lagged(_)) => check = true,
+                Err(_) => break,
+            }
+        }
+        if access.expires.is_some_and(|e| tokio::time::Instant::now() >= e) {
+            self.fail(
+                "access_revoked",
+                "the access token expired; reconnect with a fresh one and Last-Event-ID (or ?after=) set to resume_after",
+            );
+            return false;
+        }
+        if check && !access.still_valid(ws).await {
+            tracing::info!(workspace_id = %ws, "feed: access revoked; stream closed");
+            self.fail(
+                "access_revoked",
+                "this key or session no longer has access to the workspace",
+            );
+            return false;
+        }
+        true
+    }
+
     /// Advances the state machine until there is something to send or the stream is over.
     async fn next(&mut self) -> Option<Event> {
         loop {
             if let Some(ev) = self.out.pop_front() {
                 return Some(ev);
+            }
+            if !matches!(self.mode, Mode::Done) && !self.keep_access(false).await {
+                continue;
             }
             match self.mode {
                 Mode::Done => return None,
@@ -374,8 +528,37 @@ impl Client {
                     }
                 }
                 Mode::Live { fresh } => {
+                    // Woken for an access change or the next check, as well as for items.
+                    let (deadline, changes) = match self.access.as_mut() {
+                        Some(a) => (
+                            a.expires.map_or(a.next_check, |e| e.min(a.next_check)),
+                            Some(&mut a.changes),
+                        ),
+                        None => (tokio::time::Instant::now() + Duration::from_secs(3600), None),
+                    };
+                    let ws = self.workspace_id;
+                    let access_wait = async {
+                        match changes {
+                            // Lagged: changes were missed, so one of them may concern us.
+                            Some(c) => match c.recv().await {
+                                Ok(change) => Some(change),
+                                Err(broadcast::error::RecvError::Lagged(_)) => None,
+                                Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
+                            },
+                            None => std::future::pending().await,
+                        }
+                    };
                     let received = tokio::select! {
                         r = self.rx.recv() => r,
+                        change = access_wait => {
+                            let concerned = match (change, self.access.as_ref()) {
+                                (Some(c), Some(a)) => a.concerns(c, ws),
+                                _ => true,
+                            };
+                            self.keep_access(concerned).await;
+                            continue;
+                        }
+                        _ = tokio::time::sleep_until(deadline) => continue,
                         _ = self.feed.shutdown.cancelled() => {
                             self.fail("shutting_down", "the server is restarting; reconnect to resume");
                             continue;
@@ -465,11 +648,24 @@ pub async fn stream(
         })
         .transpose()?;
 
-    if feed.streams.fetch_add(1, Ordering::Relaxed) >= feed.max_streams {
-        feed.streams.fetch_sub(1, Ordering::Relaxed);
-        return Err(ApiError::Unavailable);
-    }
-    let slot = StreamSlot(feed.clone());
+    let slot = StreamSlot::take(&feed, caller.workspace_id)?;
+    let token = crate::auth::bearer_of(&headers).unwrap_or_default().to_string();
+    let claims = (!token.starts_with("cbx_"))
+        .then(|| state.jwt.verify(&token, chrono::Utc::now()))
+        .flatten();
+    let expires = claims.as_ref().map(|c| {
+        let left = (c.exp - chrono::Utc::now().timestamp()).max(0) as u64;
+        tokio::time::Instant::now() + Duration::from_secs(left)
+    });
+    let access = Access {
+        changes: feed.access.subscribe(),
+        state: state.clone(),
+        token,
+        principal: caller.principal,
+        session: claims.map(|c| c.sid),
+        expires,
+        next_check: tokio::time::Instant::now() + RECHECK_EVERY,
+    };
     // Subscribe before reading anything: see the module comment.
     let rx = feed.subscribe(caller.workspace_id);
     let mut client = Client {
@@ -482,6 +678,7 @@ pub async fn stream(
         rx,
         mode: Mode::CatchUp,
         out: VecDeque::new(),
+        access: Some(access),
     };
     client.out.push_back(Event::default().comment("connected"));
     let plan = crate::plans::of_caller(&state, &caller).await?;
@@ -537,6 +734,9 @@ mod tests {
             jobs: Mutex::new(HashMap::new()),
             streams: AtomicUsize::new(1),
             max_streams: 10,
+            per_workspace: Mutex::new(HashMap::new()),
+            max_per_workspace: 10,
+            access: broadcast::channel(16).0,
             shutdown: CancellationToken::new(),
         })
     }
@@ -544,7 +744,7 @@ mod tests {
     fn client(feed: Arc<Inner>, ws: Uuid, fresh: bool) -> Client {
         let rx = feed.subscribe(ws);
         Client {
-            _slot: StreamSlot(feed.clone()),
+            _slot: StreamSlot(feed.clone(), ws),
             feed,
             workspace_id: ws,
             job_id: None,
@@ -553,6 +753,7 @@ mod tests {
             rx,
             mode: Mode::Live { fresh },
             out: VecDeque::new(),
+            access: None,
         }
     }
 

@@ -9,3 +9,4 @@ mod login;
 mod masking;
 mod poison;
 mod stalls;
+mod streams;
