@@ -226,6 +226,7 @@ pub async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
                         .clone()
                         .unwrap_or_else(|| config.nats_url.clone()),
                 }),
+            max_workspaces_per_user: config.max_workspaces_per_user,
             limiter: cronbox_api::rate_limit::RateLimiter::new(
                 pool.clone(),
                 config.rate_limit_per_address,
@@ -480,7 +481,7 @@ pub async fn show_events(config: &Config, aggregate_type: &str, id: &str) -> any
 pub async fn rerun(config: &Config, run_id: uuid::Uuid) -> anyhow::Result<()> {
     let pool = connect(config).await?;
     let stores = Stores::new(pool);
-    let (id, plan) = cronbox_api::executions::rerun(&stores, run_id, None, Ok(()))
+    let (id, plan) = cronbox_api::executions::rerun(&stores, run_id, None, Ok(()), None)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     println!("{}", cronbox_api::executions::rerun_json(id, &plan));

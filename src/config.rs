@@ -53,6 +53,8 @@ pub struct Config {
     pub sse_max_streams: usize,
     /// Live-feed streams one workspace may hold open in one API process.
     pub sse_max_streams_per_workspace: usize,
+    /// Workspaces one user may create (and not delete); superusers are not bound.
+    pub max_workspaces_per_user: u32,
     /// Password hashes (argon2id, 19 MiB each) computed at once per process; beyond, requests
     /// wait briefly, then get 503.
     pub password_hash_concurrency: usize,
@@ -179,6 +181,7 @@ impl Config {
             rate_limit_per_address: src.parse("CRONBOX_RATE_LIMIT_PER_ADDRESS", 120)?,
             sse_max_streams: src.parse("CRONBOX_SSE_MAX_STREAMS", 10_000)?,
             sse_max_streams_per_workspace: src.parse("CRONBOX_SSE_MAX_STREAMS_PER_WORKSPACE", 50)?,
+            max_workspaces_per_user: src.parse("CRONBOX_MAX_WORKSPACES_PER_USER", 10)?,
             password_hash_concurrency: src.parse(
                 "CRONBOX_PASSWORD_HASH_CONCURRENCY",
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
@@ -190,7 +193,13 @@ impl Config {
     /// Values that parse but cannot work (a zero-slot executor never calls anything, a zero
     /// ack wait floods the server with progress acks) are refused at start-up.
     fn validated(self) -> Result<Self, ConfigError> {
-        let checks: [(&'static str, bool, String, &'static str); 16] = [
+        let checks: [(&'static str, bool, String, &'static str); 17] = [
+            (
+                "CRONBOX_MAX_WORKSPACES_PER_USER",
+                self.max_workspaces_per_user >= 1,
+                self.max_workspaces_per_user.to_string(),
+                "must be at least 1",
+            ),
             (
                 "CRONBOX_SSE_MAX_STREAMS_PER_WORKSPACE",
                 self.sse_max_streams_per_workspace >= 1,

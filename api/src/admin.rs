@@ -324,7 +324,7 @@ pub async fn rerun(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let user = superuser(user)?;
     let id = Uuid::try_parse(&id).map_err(|_| ApiError::NotFound("execution"))?;
-    let (run_id, plan) = crate::executions::rerun(&state.stores, id, None, Ok(())).await?;
+    let (run_id, plan) = crate::executions::rerun(&state.stores, id, None, Ok(()), None).await?;
     tracing::info!(run_id = %run_id, rerun_of = %id, by = %user.user_id, "operator re-run");
     Ok((StatusCode::ACCEPTED, Json(crate::executions::rerun_json(run_id, &plan))))
 }

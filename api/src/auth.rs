@@ -205,7 +205,9 @@ impl FromRequestParts<AppState> for Caller {
         };
         let plan = crate::plans::of_caller(state, &caller).await?;
         let rpm = u32::try_from(plan.requests_per_minute).unwrap_or(0);
-        crate::edge::limit(state, parts, subject, rpm).await?;
+        // The key's (or user's) count and the workspace's, both at the plan's rate.
+        let subjects = [(subject, rpm), (Subject::Workspace(caller.workspace_id), rpm)];
+        crate::edge::limit_all(state, parts, &subjects).await?;
         // Reading needs membership; anything else changes something and needs at least member.
         // Routes that need more (keys, members, settings) check it themselves.
         if !matches!(parts.method, Method::GET | Method::HEAD) {

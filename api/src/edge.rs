@@ -126,7 +126,16 @@ pub async fn limit(
     subject: Subject,
     limit: u32,
 ) -> Result<(), ApiError> {
-    let Some(q) = state.limiter.hit(&subject, limit).await else {
+    limit_all(state, parts, &[(subject, limit)]).await
+}
+
+/// [`limit`] for several subjects at once (a key and its workspace): refused if any is over.
+pub async fn limit_all(
+    state: &AppState,
+    parts: &axum::http::request::Parts,
+    subjects: &[(Subject, u32)],
+) -> Result<(), ApiError> {
+    let Some(q) = state.limiter.hit_all(subjects).await else {
         return Ok(());
     };
     if let Some(ctx) = parts.extensions.get::<Arc<RequestContext>>() {

@@ -35,6 +35,10 @@ pub enum ApiError {
     /// A member acting beyond their role.
     #[error("{0}")]
     Forbidden(String),
+    /// Refused by a rule of the installation, with a code of its own (403): `email_unverified`,
+    /// `workspace_limit`.
+    #[error("{message}")]
+    Refused { code: &'static str, message: String },
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
     /// A command the workspace's plan does not allow (403 `plan_limit`).
@@ -198,6 +202,7 @@ impl IntoResponse for ApiError {
             ApiError::TooManyStreams { .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many_streams", None),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", None),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", None),
+            ApiError::Refused { code, .. } => (StatusCode::FORBIDDEN, *code, None),
             ApiError::Conflict { code, .. } => (StatusCode::CONFLICT, *code, None),
             ApiError::PlanLimit(p) => (StatusCode::FORBIDDEN, "plan_limit", p.field.map(String::from)),
             ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large", None),

@@ -223,6 +223,7 @@ pub async fn rerun(
     id: Uuid,
     workspace: Option<Uuid>,
     permission: Result<(), ApiError>,
+    allowance: Option<&crate::plans::Plan>,
 ) -> Result<(Uuid, RunPlan), ApiError> {
     let (past, _) = stores.runs.load(&id.to_string()).await.map_err(ApiError::internal)?;
     if past.id.is_none() || workspace.is_some_and(|ws| past.workspace_id != Some(ws)) {
@@ -251,6 +252,28 @@ pub async fn rerun(
     };
     let now = Utc::now();
     let run_id = Uuid::new_v4();
+    // A re-run is a manual run: it costs one of the month's one-off runs (checked against the
+    // workspace's plan when `allowance` is given; an operator's re-run is counted, not refused).
+    let (ws, _) = stores
+        .workspaces
+        .load(&plan.workspace_id.to_string())
+        .await
+        .map_err(ApiError::internal)?;
+    let tz = cronbox_domain::schedule::parse_timezone(&ws.timezone).unwrap_or(chrono_tz::UTC);
+    cronbox_store::usage::execute_job(
+        &stores.jobs,
+        &stores.pool,
+        plan.job_id,
+        cronbox_domain::job::JobCommand::RequestRerun { run_id, at: now },
+        tz,
+        allowance.map(|p| p.limits()).unwrap_or_default(),
+        now,
+    )
+    .await
+    .map_err(|e| match allowance {
+        Some(p) => crate::plans::metered_error(p, e, |_| ApiError::NotFound("execution")),
+        None => ApiError::internal(e),
+    })?;
     let plan = RunPlan {
         trigger: Trigger::Manual,
         scheduled_for: now,
@@ -297,11 +320,13 @@ pub async fn rerun_route(
     Path((_, id)): Path<(String, String)>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let id = Uuid::try_parse(&id).map_err(|_| ApiError::NotFound("execution"))?;
+    let allowance = crate::plans::of_caller(&state, &caller).await?;
     let (run_id, plan) = rerun(
         &state.stores,
         id,
         Some(caller.workspace_id),
         caller.require(Role::Admin),
+        Some(&allowance),
     )
     .await?;
     Ok((StatusCode::ACCEPTED, Json(rerun_json(run_id, &plan))))

@@ -713,7 +713,17 @@ pub async fn run_cron(
     };
     let run_id = Uuid::new_v4();
     let now = Utc::now();
-    // The run first: if the second command fails, the run still happens (and is visible).
+    // The request first, metered: a manual run costs one of the month's one-off runs, and one
+    // over the plan's allowance is refused before any run exists.
+    let allowance = plans::of_caller(&state, &caller).await?;
+    metered(
+        &state,
+        &caller,
+        &allowance,
+        id,
+        JobCommand::RequestRun { run_id, at: now },
+    )
+    .await?;
     let plan = RunPlan {
         workspace_id: caller.workspace_id,
         job_id: id,
@@ -729,12 +739,6 @@ pub async fn run_cron(
         .execute(&run_id.to_string(), RunCommand::Schedule { run_id, plan, at: now })
         .await
         .map_err(ApiError::internal)?;
-    state
-        .stores
-        .jobs
-        .execute(&id.to_string(), JobCommand::RequestRun { run_id, at: now })
-        .await
-        .map_err(|e| from_aggregate(e, job_error))?;
     tracing::info!(job_id = %id, run_id = %run_id, workspace_id = %caller.workspace_id, "manual run requested");
     Ok((
         StatusCode::ACCEPTED,

@@ -79,6 +79,8 @@ pub struct AppState {
     pub rebuilds: admin::Rebuilds,
     /// Signs event subscribers' NATS credentials (None: not configured here).
     pub subscriptions: Option<subscriptions::Issuer>,
+    /// Workspaces one user may have created and not deleted (superusers: any number).
+    pub max_workspaces_per_user: u32,
 }
 
 /// The whole API. Every route goes through `routes!`, which also adds its `#[utoipa::path]`

@@ -24,6 +24,9 @@ pub enum Subject {
     User(uuid::Uuid),
     /// An unauthenticated client.
     Address(std::net::IpAddr),
+    /// Everything authenticated in one workspace together: new keys (or more members) do not
+    /// bring a fresh allowance.
+    Workspace(uuid::Uuid),
 }
 
 impl Subject {
@@ -33,6 +36,7 @@ impl Subject {
             Self::UserIn(u, w) => format!("user:{u}:{w}"),
             Self::User(u) => format!("user:{u}"),
             Self::Address(ip) => format!("ip:{ip}"),
+            Self::Workspace(w) => format!("ws:{w}"),
         }
     }
 }
@@ -83,7 +87,13 @@ impl RateLimiter {
 
     /// Counts one request of `subject` against `limit` per minute.
     pub async fn hit(&self, subject: &Subject, limit: u32) -> Option<Quota> {
-        if !self.enabled {
+        self.hit_all(&[(subject.clone(), limit)]).await
+    }
+
+    /// Counts one request against each subject's limit, in one statement; the quota that
+    /// binds first is returned (refused if any subject is over its limit).
+    pub async fn hit_all(&self, subjects: &[(Subject, u32)]) -> Option<Quota> {
+        if !self.enabled || subjects.is_empty() {
             return None;
         }
         let now = SystemTime::now()
@@ -92,25 +102,34 @@ impl RateLimiter {
             .unwrap_or_default();
         let window = now - now.rem_euclid(WINDOW_SECONDS);
         let reset = (window + WINDOW_SECONDS - now) as u32;
-        let hits: Result<i64, _> = sqlx::query_scalar(
-            "INSERT INTO rate_limit_counters (subject, window_start, hits) VALUES ($1, $2, 1)
+        let mut keys: Vec<String> = subjects.iter().map(|(s, _)| s.key()).collect();
+        // One row lock order for every request, whatever order its subjects come in.
+        keys.sort();
+        let hits: Result<Vec<(String, i64)>, _> = sqlx::query_as(
+            "INSERT INTO rate_limit_counters (subject, window_start, hits)
+             SELECT k, $2, 1 FROM unnest($1::text[]) AS k ORDER BY k
              ON CONFLICT (subject, window_start) DO UPDATE SET hits = rate_limit_counters.hits + 1
-             RETURNING hits",
+             RETURNING subject, hits",
         )
-        .bind(subject.key())
+        .bind(&keys)
         .bind(window)
-        .fetch_one(&self.pool)
+        .fetch_all(&self.pool)
         .await;
         match hits {
-            Ok(hits) => {
-                let hits = u32::try_from(hits).unwrap_or(u32::MAX);
-                Some(Quota {
-                    limit,
-                    remaining: limit.saturating_sub(hits),
-                    reset,
-                    allowed: hits <= limit,
+            Ok(rows) => subjects
+                .iter()
+                .filter_map(|(subject, limit)| {
+                    let key = subject.key();
+                    let hits = rows.iter().find(|(k, _)| *k == key)?.1;
+                    let hits = u32::try_from(hits).unwrap_or(u32::MAX);
+                    Some(Quota {
+                        limit: *limit,
+                        remaining: limit.saturating_sub(hits),
+                        reset,
+                        allowed: hits <= *limit,
+                    })
                 })
-            }
+                .min_by_key(|q| (q.allowed, q.remaining)),
             Err(e) => {
                 tracing::warn!(error = %e, "rate limiter unavailable; request let through");
                 None

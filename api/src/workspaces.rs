@@ -136,6 +136,41 @@ async fn reserve_slug(pool: &PgPool, slug: &str, ws: Uuid) -> Result<(), ApiErro
     Ok(())
 }
 
+/// Counts workspace `ws` against the workspaces `user` may create (`limit`; None: no bound),
+/// exactly under concurrency: a per-user lock serialises the count and the insert.
+async fn reserve_creation(pool: &PgPool, user: Uuid, ws: Uuid, limit: Option<u32>) -> Result<(), ApiError> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('cronbox-user-workspaces:' || $1, 0))")
+        .bind(user.to_string())
+        .execute(&mut *tx)
+        .await?;
+    let created: i64 = sqlx::query_scalar("SELECT count(*) FROM workspace_creators WHERE user_id = $1")
+        .bind(user)
+        .fetch_one(&mut *tx)
+        .await?;
+    if let Some(limit) = limit.filter(|l| created >= i64::from(*l)) {
+        return Err(ApiError::Refused {
+            code: "workspace_limit",
+            message: format!("you have created {created} workspaces; one account may have {limit} (delete one first)"),
+        });
+    }
+    sqlx::query("INSERT INTO workspace_creators (workspace_id, user_id) VALUES ($1, $2)")
+        .bind(ws)
+        .bind(user)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn release_creation(pool: &PgPool, ws: Uuid) -> Result<(), ApiError> {
+    sqlx::query("DELETE FROM workspace_creators WHERE workspace_id = $1")
+        .bind(ws)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
 async fn release_slug(pool: &PgPool, slug: &str, ws: Uuid) -> Result<(), ApiError> {
     sqlx::query("DELETE FROM workspace_slugs WHERE slug = $1 AND workspace_id = $2")
         .bind(slug)
@@ -230,7 +265,7 @@ pub async fn create_api_key(
     tag = "workspaces",
     summary = "Create a workspace (you become its owner)",
     request_body = crate::openapi::schemas::WorkspaceCreate,
-    responses((status = 201, description = "The workspace", body = crate::openapi::schemas::Workspace), (status = 409, description = "`slug_taken`: the slug is in use", body = crate::openapi::schemas::ErrorResponse)),
+    responses((status = 201, description = "The workspace", body = crate::openapi::schemas::Workspace), (status = 403, description = "`email_unverified`: verify the address first; `workspace_limit`: the account has created as many workspaces as allowed", body = crate::openapi::schemas::ErrorResponse), (status = 409, description = "`slug_taken`: the slug is in use", body = crate::openapi::schemas::ErrorResponse)),
     security(("access_token" = []))
 )]
 pub async fn create(
@@ -249,9 +284,22 @@ pub async fn create(
     if name.trim().is_empty() || name.trim().chars().count() > 200 {
         return Err(workspace_error(WorkspaceError::InvalidName));
     }
+    // A verified address: workspaces (and the plan allowances each brings) are not free to
+    // multiply from throwaway sign-ups.
+    if !user.user.email_verified && !user.user.superuser {
+        return Err(ApiError::Refused {
+            code: "email_unverified",
+            message: "verify your e-mail address (the link in the mail we sent) before creating a workspace".into(),
+        });
+    }
     let id = Uuid::new_v4();
+    let limit = (!user.user.superuser).then_some(state.max_workspaces_per_user);
+    reserve_creation(&state.pool, user.user_id, id, limit).await?;
     let slug = slug.unwrap_or_else(|| slug_from(&name));
-    reserve_slug(&state.pool, &slug, id).await?;
+    if let Err(e) = reserve_slug(&state.pool, &slug, id).await {
+        release_creation(&state.pool, id).await?;
+        return Err(e);
+    }
     let cmd = WorkspaceCommand::Create {
         workspace_id: id,
         name,
@@ -265,6 +313,7 @@ pub async fn create(
         Ok(ws) => ws,
         Err(e) => {
             release_slug(&state.pool, &slug, id).await?;
+            release_creation(&state.pool, id).await?;
             return Err(e);
         }
     };
@@ -388,10 +437,11 @@ pub async fn delete(State(state): State<AppState>, caller: Caller) -> Result<Sta
     )
     .await?;
     gate.commit().await?;
-    // The slug is free again for anyone.
+    // The slug is free again for anyone, and the workspace no longer counts for its creator.
     if let Some(slug) = &caller.workspace.slug {
         release_slug(&state.pool, slug, caller.workspace_id).await?;
     }
+    release_creation(&state.pool, caller.workspace_id).await?;
     tracing::info!(workspace_id = %caller.workspace_id, "workspace deleted");
     Ok(StatusCode::NO_CONTENT)
 }

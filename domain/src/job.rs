@@ -87,6 +87,12 @@ pub enum JobCommand {
         run_id: Uuid,
         at: DateTime<Utc>,
     },
+    /// A re-run of one of the job's past runs (whatever the job's state now: the run repeats
+    /// what happened).
+    RequestRerun {
+        run_id: Uuid,
+        at: DateTime<Utc>,
+    },
     /// CronBox stops the job for `reason` (its workspace was deleted): a live cron job or a
     /// pending delayed call is deleted; one already gone is left as it is.
     Retire {
@@ -285,6 +291,12 @@ impl Aggregate for Job {
                     return Err(JobError::AlreadyExecuted);
                 }
                 sink.write(JobEvent::JobDeleted { at, reason: None }, self).await;
+            }
+            JobCommand::RequestRerun { run_id, at } => {
+                if self.definition.is_none() {
+                    return Err(JobError::NotFound);
+                }
+                sink.write(JobEvent::RunRequested { run_id, at }, self).await;
             }
             JobCommand::Retire { reason, at } => {
                 if self.definition.is_some() && self.status != JobStatus::Deleted {

@@ -14,7 +14,8 @@ use crate::job::{Job, JobEvent, JobKind, JobStatus};
 pub enum Counter {
     /// Cron jobs that are neither paused nor deleted. Not periodic.
     ActiveCronJobs,
-    /// Delayed calls created in a calendar month of the workspace's timezone.
+    /// One-off runs in a calendar month of the workspace's timezone: delayed calls created,
+    /// and manual runs ("run now", re-runs) requested.
     DelayedCalls,
 }
 
@@ -94,7 +95,9 @@ impl MeterState {
             JobEvent::JobPaused { .. } => next.status = JobStatus::Paused,
             JobEvent::JobResumed { .. } => next.status = JobStatus::Active,
             JobEvent::JobDeleted { .. } => next.status = JobStatus::Deleted,
-            JobEvent::JobUpdated { .. } | JobEvent::RunRequested { .. } => {}
+            // A manual run is a one-off run like a delayed call: it costs one of the month's.
+            JobEvent::RunRequested { .. } => delta.delayed_calls = i64::from(self.workspace_id.is_some()),
+            JobEvent::JobUpdated { .. } => {}
         }
         delta.active_cron_jobs = i64::from(next.active_cron()) - i64::from(self.active_cron());
         (next, delta)

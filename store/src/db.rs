@@ -47,6 +47,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0014_stops_and_callback_timers",
         include_str!("../../migrations/0014_stops_and_callback_timers.sql"),
     ),
+    (
+        "0015_workspace_creators",
+        include_str!("../../migrations/0015_workspace_creators.sql"),
+    ),
 ];
 
 /// A pool that waits for PostgreSQL to come back instead of failing: connections are created

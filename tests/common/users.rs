@@ -33,6 +33,25 @@ pub async fn user(env: &TestEnv, email: &str) -> String {
     )
     .await;
     assert_eq!(s, 201, "{v}");
+    verify(env, email).await;
+    login(env, email).await
+}
+
+/// Registers and logs in without confirming the address.
+pub async fn unverified_user(env: &TestEnv, email: &str) -> String {
+    let (s, v) = call(
+        env,
+        Method::POST,
+        "/v1/auth/register",
+        "-",
+        Some(json!({"email": email, "password": PW, "name": email})),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    login(env, email).await
+}
+
+async fn login(env: &TestEnv, email: &str) -> String {
     let (s, v) = call(
         env,
         Method::POST,
@@ -43,6 +62,28 @@ pub async fn user(env: &TestEnv, email: &str) -> String {
     .await;
     assert_eq!(s, 200, "{v}");
     v["access_token"].as_str().unwrap().to_string()
+}
+
+/// Confirms `email` with the token of its verification mail.
+pub async fn verify(env: &TestEnv, email: &str) {
+    let body: String = sqlx::query_scalar(
+        "SELECT body FROM mail_outbox WHERE to_email = $1 AND kind = 'verify_email' ORDER BY id DESC LIMIT 1",
+    )
+    .bind(email.trim().to_lowercase())
+    .fetch_one(&env.db.pool)
+    .await
+    .expect("verification mail");
+    let start = body.find("\"token\": \"").expect("token in mail") + 10;
+    let token = &body[start..start + 64];
+    let (s, v) = call(
+        env,
+        Method::POST,
+        "/v1/auth/verify-email",
+        "-",
+        Some(json!({"token": token})),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
 }
 
 pub async fn token_from_mail(env: &TestEnv, to: &str) -> String {
