@@ -153,6 +153,7 @@ pub async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
             grace: chrono::Duration::seconds(config.misfire_grace_seconds),
             lock_key: lock_key(&config.nats_prefix),
             reconcile_after: Duration::from_secs(config.reconcile_after_seconds),
+            reconcile_batch: config.reconcile_batch,
             preload: chrono::Duration::seconds(config.dispatcher_preload_seconds as i64),
             lead: chrono::Duration::milliseconds(config.dispatch_lead_ms as i64),
             ..Default::default()
@@ -233,11 +234,14 @@ pub async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
                 config.rate_limit,
             ),
         };
-        let (sweep_pool, token) = (pool.clone(), shutdown.clone());
+        let (sweep_pool, token, sweep_queue) = (pool.clone(), shutdown.clone(), queue.clone());
         tasks.spawn(async move {
             loop {
                 if let Err(e) = cronbox_api::rate_limit::forget_old_windows(&sweep_pool).await {
                     tracing::warn!(error = %e, "cannot drop old rate-limit windows");
+                }
+                if let Err(e) = cronbox_api::subscriptions::sweep(&sweep_pool, &sweep_queue).await {
+                    tracing::warn!(error = %e, "cannot sweep expired event subscriptions");
                 }
                 tokio::select! {
                     _ = token.cancelled() => break,
@@ -254,12 +258,7 @@ pub async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
         let token = shutdown.clone();
         tasks.spawn(async move {
             let app = cronbox_api::router(state);
-            // Peer addresses feed the per-address login throttle.
-            let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-            if let Err(e) = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { token.cancelled().await })
-                .await
-            {
+            if let Err(e) = cronbox_api::server::serve(listener, app, token).await {
                 tracing::error!(error = %e, "API server stopped");
             }
             "api"

@@ -38,6 +38,8 @@ pub struct Config {
     /// How long a run may sit dispatched-but-not-started before the dispatcher checks whether
     /// JetStream lost it.
     pub reconcile_after_seconds: u64,
+    /// Candidates the reconciler looks at per round.
+    pub reconcile_batch: i64,
     /// Delayed calls due within this many seconds keep their definition in the dispatcher's
     /// memory; later ones are read from the log when they come due.
     pub dispatcher_preload_seconds: u64,
@@ -174,6 +176,7 @@ impl Config {
             jwt_secret: src.get("CRONBOX_JWT_SECRET"),
             secrets_key: src.get("CRONBOX_SECRETS_KEY"),
             reconcile_after_seconds: src.parse("CRONBOX_RECONCILE_AFTER_SECONDS", 60)?,
+            reconcile_batch: src.parse("CRONBOX_RECONCILE_BATCH", 500)?,
             dispatcher_preload_seconds: src.parse("CRONBOX_DISPATCHER_PRELOAD_SECONDS", 120)?,
             dispatch_lead_ms: src.parse("CRONBOX_DISPATCH_LEAD_MS", 50)?,
             retention_sweep_seconds: src.parse("CRONBOX_RETENTION_SWEEP_SECONDS", 600)?,
@@ -193,7 +196,13 @@ impl Config {
     /// Values that parse but cannot work (a zero-slot executor never calls anything, a zero
     /// ack wait floods the server with progress acks) are refused at start-up.
     fn validated(self) -> Result<Self, ConfigError> {
-        let checks: [(&'static str, bool, String, &'static str); 17] = [
+        let checks: [(&'static str, bool, String, &'static str); 18] = [
+            (
+                "CRONBOX_RECONCILE_BATCH",
+                (1..=100_000).contains(&self.reconcile_batch),
+                self.reconcile_batch.to_string(),
+                "must be 1..=100000",
+            ),
             (
                 "CRONBOX_MAX_WORKSPACES_PER_USER",
                 self.max_workspaces_per_user >= 1,

@@ -277,6 +277,45 @@ async fn scoped_credentials_read_their_own_workspace_only_and_publish_nothing() 
     let info = events.info().await.expect("info");
     assert!(info.state.messages > 0);
 
+    // Deleting a workspace revokes its subscriptions: their consumers go with it.
+    let owner = common::users::user(&env, "owner-c@example.com").await;
+    let (s, c) = common::users::call(
+        &env,
+        reqwest::Method::POST,
+        "/v1/workspaces",
+        &owner,
+        Some(json!({"name": "C"})),
+    )
+    .await;
+    assert_eq!(s, 201, "{c}");
+    let c_ws = c["id"].as_str().expect("id").to_string();
+    env.cli(&["workspace", "set-plan", "--workspace", &c_ws, "--plan", "business"])
+        .await;
+    let (s, c_sub) = common::users::call(
+        &env,
+        reqwest::Method::POST,
+        &format!("/v1/workspaces/{c_ws}/event-subscriptions"),
+        &owner,
+        Some(json!({"name": "c"})),
+    )
+    .await;
+    assert_eq!(s, 201, "{c_sub}");
+    let c_consumer = c_sub["nats"]["consumer"].as_str().expect("c consumer").to_string();
+    assert!(events.consumer_info(&c_consumer).await.is_ok());
+    let (s, _) = common::users::call(
+        &env,
+        reqwest::Method::DELETE,
+        &format!("/v1/workspaces/{c_ws}"),
+        &owner,
+        None,
+    )
+    .await;
+    assert_eq!(s, 204);
+    assert!(
+        events.consumer_info(&c_consumer).await.is_err(),
+        "a deleted workspace's subscription still reads"
+    );
+
     // Revoking deletes the consumer: the credentials reach nothing any more.
     let id = sub["id"].as_str().expect("id");
     let (s, _) = env.delete(&format!("/event-subscriptions/{id}")).await;

@@ -46,6 +46,9 @@ pub enum ApiError {
     PlanLimit(Box<PlanLimit>),
     #[error("request body is larger than {0} bytes")]
     TooLarge(usize),
+    /// The body did not arrive in time (408 `body_timeout`).
+    #[error("the request body did not arrive in time")]
+    BodyTimeout,
     /// A batch with invalid items: nothing of it was stored (400 `invalid_items`).
     #[error("{} of {total} items are invalid; nothing was created", .items.len())]
     InvalidItems { total: usize, items: Vec<ItemError> },
@@ -206,6 +209,7 @@ impl IntoResponse for ApiError {
             ApiError::Conflict { code, .. } => (StatusCode::CONFLICT, *code, None),
             ApiError::PlanLimit(p) => (StatusCode::FORBIDDEN, "plan_limit", p.field.map(String::from)),
             ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large", None),
+            ApiError::BodyTimeout => (StatusCode::REQUEST_TIMEOUT, "body_timeout", None),
             ApiError::InvalidItems { .. } => (StatusCode::BAD_REQUEST, "invalid_items", Some("items".to_string())),
             ApiError::PlanFeature { .. } => (StatusCode::FORBIDDEN, "plan_feature", None),
             ApiError::Gone { code, .. } => (StatusCode::GONE, *code, None),

@@ -11,6 +11,9 @@ use serde_json::{Map, Value};
 use crate::error::ApiError;
 
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
+/// A request body must arrive within this (a client trickling its body holds a connection and a
+/// handler otherwise).
+pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A JSON object body.
 pub struct JsonObject(pub Map<String, Value>);
@@ -18,11 +21,23 @@ pub struct JsonObject(pub Map<String, Value>);
 impl<S: Send + Sync> FromRequest<S> for JsonObject {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|_| ApiError::TooLarge(MAX_BODY_BYTES))?;
+    async fn from_request(req: Request, _: &S) -> Result<Self, Self::Rejection> {
+        let bytes = read_body(req.into_body(), MAX_BODY_BYTES).await?;
         parse_object(&bytes, MAX_BODY_BYTES).map(JsonObject)
+    }
+}
+
+/// Reads a body of at most `max` bytes within [`BODY_READ_TIMEOUT`]. Reading stops as soon as
+/// the limit is passed (a `Content-Length` above it is refused before anything is read).
+pub async fn read_body(body: axum::body::Body, max: usize) -> Result<Bytes, ApiError> {
+    // A Content-Length over the limit is refused before a byte of the body is read.
+    if axum::body::HttpBody::size_hint(&body).lower() > max as u64 {
+        return Err(ApiError::TooLarge(max));
+    }
+    match tokio::time::timeout(BODY_READ_TIMEOUT, axum::body::to_bytes(body, max)).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(_)) => Err(ApiError::TooLarge(max)),
+        Err(_) => Err(ApiError::BodyTimeout),
     }
 }
 

@@ -974,8 +974,10 @@ struct BatchItem {
 pub async fn create_delayed_batch(
     State(state): State<AppState>,
     caller: Caller,
-    body: axum::body::Bytes,
+    body: axum::body::Body,
 ) -> Result<impl IntoResponse, ApiError> {
+    // Read only now, after the caller was authenticated, and up to the batch's own limit.
+    let body = crate::input::read_body(body, MAX_BATCH_BODY_BYTES).await?;
     let mut top = Fields(crate::input::parse_object(&body, MAX_BATCH_BODY_BYTES)?);
     let raw = match top.0.remove("items") {
         Some(Value::Array(items)) => items,
@@ -996,7 +998,6 @@ pub async fn create_delayed_batch(
     let mut items = Vec::with_capacity(total);
     let mut errors = Vec::new();
     let mut keys = std::collections::HashSet::new();
-    let mut checked_hosts = std::collections::HashSet::new();
     for (index, value) in raw.into_iter().enumerate() {
         let parsed = async {
             let Value::Object(map) = value else {
@@ -1019,10 +1020,6 @@ pub async fn create_delayed_batch(
             }
             let definition = delayed_definition(&mut f, key.clone(), &caller, &state.targets, now)?;
             plan.check_definition(&definition)?;
-            // One DNS check per distinct URL: batches tend to call the same few endpoints.
-            if !state.targets.is_open() && checked_hosts.insert(definition.request.url.clone()) {
-                check_targets(&state, &definition).await?;
-            }
             Ok((key, definition))
         }
         .await;
@@ -1036,6 +1033,27 @@ pub async fn create_delayed_batch(
             }),
             Err(e) => errors.push(crate::error::ItemError::of(index, e)?),
         }
+    }
+    // Host names of all items resolved together, bounded in time and in lookups (not one
+    // lookup after another, each up to its own timeout).
+    if errors.is_empty() && !state.targets.is_open() {
+        let mut urls: Vec<(usize, &'static str, &str)> = Vec::new();
+        for item in &items {
+            urls.push((item.index, "url", item.definition.request.url.as_str()));
+            if let JobKind::Delayed {
+                callback_url: Some(cb), ..
+            } = &item.definition.kind
+            {
+                urls.push((item.index, "callback_url", cb.as_str()));
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (index, e) in targets::check_many(&state.targets, &urls).await {
+            if seen.insert(index) {
+                errors.push(crate::error::ItemError::of(index, e)?);
+            }
+        }
+        errors.sort_by_key(|e| e.index);
     }
     if !errors.is_empty() {
         return Err(ApiError::InvalidItems { total, items: errors });

@@ -9,6 +9,7 @@
 //! - [`edge`]: request ids, per-address limits, `RateLimit-*` headers; [`rate_limit`]: the
 //!   requests-per-minute counters shared by every API process.
 //! - [`input`], [`pagination`]: reading bodies and query strings, keyset cursors.
+//! - [`server`]: the HTTP/1 loop with header and body read limits.
 //!
 //! Commands go to the event store (cqrs-es); reads of a single resource come from the event store
 //! too (strongly consistent: a job is readable the moment its create returns), lists from the
@@ -31,6 +32,7 @@ pub mod pagination;
 pub mod plans;
 pub mod preview;
 pub mod rate_limit;
+pub mod server;
 pub mod signing;
 pub mod subscriptions;
 pub mod targets;
@@ -109,7 +111,8 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(workspaces::get, workspaces::update, workspaces::delete))
         .routes(routes!(workspaces::members))
         .routes(routes!(workspaces::change_role, workspaces::remove_member))
-        .routes(routes!(workspaces::invite))
+        .routes(routes!(workspaces::invite, workspaces::list_invites))
+        .routes(routes!(workspaces::revoke_invite))
         .routes(routes!(workspaces::create_key, workspaces::list_keys))
         .routes(routes!(workspaces::revoke_key))
         .routes(routes!(plans::usage))
@@ -153,8 +156,10 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(|| async {
             (StatusCode::METHOD_NOT_ALLOWED, Json(json!({"error": {"code": "method_not_allowed", "message": "method not allowed on this route", "field": null}})))
         })
-        // Handlers check their own (smaller) limits; this one only bounds what is read at all.
-        .layer(DefaultBodyLimit::max(jobs::MAX_BATCH_BODY_BYTES))
+        // What any extractor reads at most. Bodies are read after the credentials are checked
+        // (extractors of the request head run first), and routes without credentials read no
+        // more than this; the batch route reads its larger bodies itself, once authenticated.
+        .layer(DefaultBodyLimit::max(input::MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(state.clone(), edge::layer))
         .with_state(state)
 }

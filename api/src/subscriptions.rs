@@ -26,7 +26,10 @@ pub struct Issuer {
     pub public_url: String,
 }
 
-const MAX_DAYS: i64 = 3650;
+/// Credentials cannot be withdrawn before they expire (the memory resolver takes no pushed
+/// revocations; deleting the consumer leaves them nothing to read), so they do not live long:
+/// a subscriber renews them by creating a new subscription.
+const MAX_DAYS: i64 = 90;
 const MAX_SUBSCRIPTIONS: i64 = 50;
 
 /// Names of the consumer and inbox prefix a subscription's credentials are scoped to.
@@ -97,7 +100,7 @@ pub async fn create(
             format!("{bad} is not an event type (see docs/events.md)"),
         ));
     }
-    let days = f.int("expires_in_days")?.unwrap_or(365);
+    let days = f.int("expires_in_days")?.unwrap_or(MAX_DAYS);
     if !(1..=MAX_DAYS).contains(&days) {
         return Err(ApiError::field(
             "expires_in_days",
@@ -237,4 +240,58 @@ pub async fn delete(
         .await?;
     tracing::info!(workspace_id = %caller.workspace_id, subscription_id = %id, "event subscription revoked");
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Revokes every live subscription of workspace `ws` (it was deleted): their consumers go, so
+/// the credentials reach nothing. Best effort with NATS: what cannot be deleted now is left
+/// live and found by [`sweep`].
+pub async fn revoke_all(state: &AppState, ws: Uuid) -> Result<(), ApiError> {
+    let rows: Vec<(Uuid, String)> =
+        sqlx::query_as("SELECT id, consumer FROM event_subscriptions WHERE workspace_id = $1 AND revoked_at IS NULL")
+            .bind(ws)
+            .fetch_all(&state.pool)
+            .await?;
+    let Some(queue) = state.queue.as_ref() else {
+        return Ok(());
+    };
+    for (id, consumer) in rows {
+        match queue.delete_subscription_consumer(&consumer).await {
+            Ok(()) => {
+                sqlx::query("UPDATE event_subscriptions SET revoked_at = now() WHERE id = $1")
+                    .bind(id)
+                    .execute(&state.pool)
+                    .await?;
+            }
+            Err(e) => tracing::warn!(error = %e, subscription_id = %id, "cannot delete a subscription consumer yet"),
+        }
+    }
+    Ok(())
+}
+
+/// Deletes the consumers of subscriptions that expired, or whose workspace was deleted, and
+/// marks them revoked. Returns how many.
+pub async fn sweep(pool: &sqlx::PgPool, queue: &cronbox_nats::RunQueue) -> Result<usize, sqlx::Error> {
+    let rows: Vec<(Uuid, String)> = sqlx::query_as(
+        "SELECT s.id, s.consumer FROM event_subscriptions s
+          WHERE s.revoked_at IS NULL
+            AND (s.expires_at <= now()
+                 OR EXISTS (SELECT 1 FROM events e WHERE e.aggregate_type = 'Workspace'
+                               AND e.aggregate_id = s.workspace_id::text AND e.event_type = 'WorkspaceDeleted'))
+          LIMIT 1000",
+    )
+    .fetch_all(pool)
+    .await?;
+    let mut done = 0;
+    for (id, consumer) in rows {
+        if let Err(e) = queue.delete_subscription_consumer(&consumer).await {
+            tracing::debug!(error = %e, subscription_id = %id, "subscription consumer not deleted yet");
+            continue;
+        }
+        sqlx::query("UPDATE event_subscriptions SET revoked_at = now() WHERE id = $1")
+            .bind(id)
+            .execute(pool)
+            .await?;
+        done += 1;
+    }
+    Ok(done)
 }

@@ -2,47 +2,104 @@
 //! address the policy refuses is refused with 400 `blocked_target` before anything is stored.
 //! (Literal addresses are refused while the body is parsed; the executor checks every
 //! connection again, since DNS answers can change after creation.)
+//!
+//! Lookups are bounded: the system resolver runs on the blocking pool, and a lookup that times
+//! out keeps its thread until the resolver gives up. So at most [`MAX_LOOKUPS`] run at once in
+//! the process (a lookup holds its slot until it really ends, not until we stop waiting), a
+//! batch resolves its distinct host names together within one deadline, and a name not
+//! resolved in time is let through — the executor checks it at every call anyway.
 
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use cronbox_domain::target::TargetPolicy;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
 
 use crate::error::ApiError;
 
-/// Longest wait for DNS while handling a request. A name that cannot be resolved in time is let
-/// through: it may exist later, and the executor checks it at every call.
+/// Longest wait for DNS while handling a request (one URL, or all of a batch's).
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Lookups in flight in this process at most.
+pub const MAX_LOOKUPS: usize = 32;
+
+static LOOKUPS: Semaphore = Semaphore::const_new(MAX_LOOKUPS);
+
+/// The host name and port of `url` when it names a host (not an address) and the policy asks.
+fn host_of(targets: &TargetPolicy, url: &str) -> Option<(String, u16)> {
+    if targets.is_open() {
+        return None;
+    }
+    let parsed = url::Url::parse(url).ok()?;
+    let Some(url::Host::Domain(host)) = parsed.host() else {
+        return None;
+    };
+    Some((host.to_string(), parsed.port_or_known_default().unwrap_or(80)))
+}
+
+/// What `host` resolves to, if it does before `deadline`.
+async fn resolve(host: String, port: u16, deadline: Instant) -> Option<Vec<SocketAddr>> {
+    let slot = tokio::time::timeout_at(deadline, LOOKUPS.acquire()).await.ok()?.ok()?;
+    let lookup = tokio::spawn(async move {
+        let result = tokio::net::lookup_host((host.as_str(), port)).await;
+        drop(slot);
+        result.map(|a| a.collect::<Vec<_>>())
+    });
+    tokio::time::timeout_at(deadline, lookup).await.ok()?.ok()?.ok()
+}
+
+fn refused(field: &str, host: &str, addrs: &[SocketAddr], targets: &TargetPolicy) -> Result<(), ApiError> {
+    // One private address among public ones is enough: a name that answers with both is how
+    // rebinding attacks start.
+    match addrs.iter().find(|a| !targets.permits(a.ip())) {
+        Some(addr) => Err(ApiError::field(
+            field,
+            "blocked_target",
+            format!(
+                "{host} resolves to {}, a private, loopback or reserved address",
+                addr.ip()
+            ),
+        )),
+        None => Ok(()),
+    }
+}
 
 /// Refuses `url` (already parsed and normalised) if its host name resolves to any address the
-/// policy refuses. One private address among public ones is enough: a name that answers with
-/// both is how rebinding attacks start.
+/// policy refuses.
 pub async fn check_resolved(targets: &TargetPolicy, field: &str, url: &str) -> Result<(), ApiError> {
-    if targets.is_open() {
-        return Ok(());
-    }
-    let Ok(parsed) = url::Url::parse(url) else {
+    let Some((host, port)) = host_of(targets, url) else {
         return Ok(());
     };
-    let Some(url::Host::Domain(host)) = parsed.host() else {
-        return Ok(());
-    };
-    let port = parsed.port_or_known_default().unwrap_or(80);
-    let lookup = tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host((host, port))).await;
-    let Ok(Ok(addrs)) = lookup else {
-        tracing::debug!(host, "target host does not resolve now; the executor will check it");
-        return Ok(());
-    };
-    for addr in addrs {
-        if !targets.permits(addr.ip()) {
-            return Err(ApiError::field(
-                field,
-                "blocked_target",
-                format!(
-                    "{host} resolves to {}, a private, loopback or reserved address",
-                    addr.ip()
-                ),
-            ));
+    match resolve(host.clone(), port, Instant::now() + RESOLVE_TIMEOUT).await {
+        Some(addrs) => refused(field, &host, &addrs, targets),
+        None => {
+            tracing::debug!(host, "target host does not resolve now; the executor will check it");
+            Ok(())
         }
     }
-    Ok(())
+}
+
+/// Checks many `(item, field, url)` at once: each distinct host name is resolved once, all of
+/// them together within one deadline. Returns the refusals by item.
+pub async fn check_many(targets: &TargetPolicy, urls: &[(usize, &'static str, &str)]) -> Vec<(usize, ApiError)> {
+    let mut hosts: HashMap<(String, u16), Option<Vec<SocketAddr>>> = HashMap::new();
+    for (_, _, url) in urls {
+        if let Some(h) = host_of(targets, url) {
+            hosts.entry(h).or_default();
+        }
+    }
+    let deadline = Instant::now() + RESOLVE_TIMEOUT;
+    let keys: Vec<(String, u16)> = hosts.keys().cloned().collect();
+    let answers = futures::future::join_all(keys.iter().map(|(h, p)| resolve(h.clone(), *p, deadline))).await;
+    for (k, a) in keys.into_iter().zip(answers) {
+        hosts.insert(k, a);
+    }
+    urls.iter()
+        .filter_map(|(item, field, url)| {
+            let key = host_of(targets, url)?;
+            let addrs = hosts.get(&key)?.as_ref()?;
+            refused(field, &key.0, addrs, targets).err().map(|e| (*item, e))
+        })
+        .collect()
 }

@@ -30,6 +30,7 @@ fn workspace_error(e: WorkspaceError) -> ApiError {
         WorkspaceError::NotFound => ApiError::NotFound("workspace"),
         WorkspaceError::KeyNotFound => ApiError::NotFound("api key"),
         WorkspaceError::MemberNotFound => ApiError::NotFound("member"),
+        WorkspaceError::InviteNotFound => ApiError::NotFound("invitation"),
         WorkspaceError::InvalidInvite => ApiError::field("token", "invalid_invite", e.to_string()),
         WorkspaceError::OwnerOnly => ApiError::Forbidden(e.to_string()),
         WorkspaceError::LastOwner => ApiError::Conflict {
@@ -442,6 +443,8 @@ pub async fn delete(State(state): State<AppState>, caller: Caller) -> Result<Sta
         release_slug(&state.pool, slug, caller.workspace_id).await?;
     }
     release_creation(&state.pool, caller.workspace_id).await?;
+    // Its event subscriptions' credentials reach nothing from now on.
+    crate::subscriptions::revoke_all(&state, caller.workspace_id).await?;
     tracing::info!(workspace_id = %caller.workspace_id, "workspace deleted");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -593,19 +596,72 @@ pub async fn invite(
         at: Utc::now(),
     };
     execute(&state.stores, caller.workspace_id, cmd).await?;
-    sqlx::query("INSERT INTO mail_outbox (to_email, kind, subject, body) VALUES ($1, 'invite', $2, $3)")
-        .bind(&email)
-        .bind(format!("You are invited to {} on CronBox", caller.workspace.name))
-        .bind(format!(
+    let mut tx = state.pool.begin().await?;
+    crate::accounts::queue_mail(
+        &mut tx,
+        &email,
+        "invite",
+        &format!("You are invited to {} on CronBox", caller.workspace.name),
+        &format!(
             "Join as {}: log in (or sign up with this address), then POST /v1/invites/accept with {{\"token\": \"{token}\"}}. The invitation expires in {INVITE_TTL_DAYS} days.",
             role.as_str()
-        ))
-        .execute(&state.pool)
-        .await?;
+        ),
+    )
+    .await?;
+    tx.commit().await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({"id": invite_id, "email": email, "role": role.as_str(), "expires_at": expires_at})),
     ))
+}
+
+#[utoipa::path(
+    get,
+    path = "/invites",
+    tag = "workspaces",
+    summary = "Pending invitations (admin)",
+    params(crate::openapi::WsPath),
+    responses((status = 200, description = "Invitations not yet accepted, withdrawn or expired", body = crate::openapi::schemas::InviteList)),
+    security(("api_key" = []), ("access_token" = []))
+)]
+pub async fn list_invites(State(_state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
+    caller.require(Role::Admin)?;
+    let now = Utc::now();
+    let items: Vec<Value> = caller
+        .workspace
+        .invites
+        .iter()
+        .filter(|i| i.pending(now))
+        .map(|i| {
+            json!({"id": i.invite_id, "email": i.email, "role": i.role.as_str(), "expires_at": i.expires_at,
+                   "invited_at": i.invited_at})
+        })
+        .collect();
+    Ok(Json(json!({"items": items})))
+}
+
+#[utoipa::path(
+    delete,
+    path = "/invites/{id}",
+    tag = "workspaces",
+    summary = "Withdraw an invitation (admin): its token stops working",
+    params(crate::openapi::WsIdPath),
+    responses((status = 204, description = "Withdrawn")),
+    security(("api_key" = []), ("access_token" = []))
+)]
+pub async fn revoke_invite(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((_, id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    caller.require(Role::Admin)?;
+    let invite_id = Uuid::try_parse(&id).map_err(|_| ApiError::NotFound("invitation"))?;
+    let cmd = WorkspaceCommand::RevokeInvite {
+        invite_id,
+        at: Utc::now(),
+    };
+    execute(&state.stores, caller.workspace_id, cmd).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// `POST /v1/invites/accept`: the logged-in user whose address was invited joins.

@@ -75,6 +75,8 @@ pub struct DispatcherConfig {
     /// Runs are recorded and published this much before their instant; the executor holds the
     /// call until the instant itself, so the pipeline's own latency does not make calls late.
     pub lead: Duration,
+    /// Candidates the reconciler looks at per round (it walks through all of them in turn).
+    pub reconcile_batch: i64,
 }
 
 /// How often the leader looks for runs JetStream lost.
@@ -89,6 +91,7 @@ impl Default for DispatcherConfig {
             batch_max: 1000,
             lock_key: 0x0c0b_0d15,
             reconcile_after: StdDuration::from_secs(60),
+            reconcile_batch: 500,
         }
     }
 }
@@ -256,15 +259,17 @@ impl Dispatcher {
     /// runs JetStream lost. Stops when the returned guard is dropped.
     fn spawn_housekeeping(&self, shutdown: &CancellationToken) -> tokio_util::sync::DropGuard {
         let token = shutdown.child_token();
-        let (pool, stores, queue, after) = (
+        let (pool, stores, queue, after, batch) = (
             self.pool.clone(),
             self.stores.clone(),
             self.queue.clone(),
             self.config.reconcile_after,
+            self.config.reconcile_batch,
         );
         let stop = token.clone();
         tokio::spawn(async move {
             let mut last_reconcile = std::time::Instant::now();
+            let mut position = reconcile::Position::default();
             loop {
                 tokio::select! {
                     _ = tokio::time::sleep(StdDuration::from_secs(2)) => {}
@@ -274,7 +279,8 @@ impl Dispatcher {
                     tracing::warn!(error = %e, "outbox flush failed; retrying");
                 }
                 if last_reconcile.elapsed() > RECONCILE_EVERY {
-                    if let Err(e) = reconcile::reconcile(&pool, &stores, &queue, after, Utc::now()).await {
+                    let round = (&mut position, batch);
+                    if let Err(e) = reconcile::reconcile(&pool, &stores, &queue, after, Utc::now(), round).await {
                         tracing::warn!(error = %e, "reconcile failed; retrying");
                     }
                     last_reconcile = std::time::Instant::now();

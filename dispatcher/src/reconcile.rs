@@ -21,32 +21,46 @@ use uuid::Uuid;
 
 use crate::DispatchError;
 
-/// Candidates looked at per round.
-const BATCH: i64 = 500;
+/// Where the next round of candidates starts: rounds walk through all candidates in
+/// (dispatched_at, id) order and start over at the end, so a backlog of runs that are merely
+/// waiting in the stream (executors down, say) cannot hide a lost one behind it for ever.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Position(Option<(DateTime<Utc>, Uuid)>);
 
-/// Publishes lost runs again; returns how many.
+/// Publishes lost runs again, looking at up to `batch` candidates after `from`; returns how
+/// many it published.
 pub async fn reconcile(
     pool: &PgPool,
     stores: &Stores,
     queue: &RunQueue,
     after: Duration,
     now: DateTime<Utc>,
+    (from, batch): (&mut Position, i64),
 ) -> Result<usize, DispatchError> {
     let after = chrono::Duration::from_std(after).unwrap_or(chrono::Duration::seconds(60));
-    let candidates: Vec<(Uuid,)> = sqlx::query_as(
-        "SELECT id FROM runs
-          WHERE (status = 'dispatched' AND dispatched_at < $1)
-             OR (status = 'running' AND started_at < $1
-                 - make_interval(secs => coalesce((request->>'timeout_seconds')::float8, 300) + $2))
-             OR (callback_status IN ('pending', 'retrying') AND coalesce(callback_next_at, finished_at) < $1)
-          ORDER BY dispatched_at
+    let (from_t, from_id) = from.0.unzip();
+    let candidates: Vec<(Uuid, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT id, coalesce(dispatched_at, created_at) FROM runs
+          WHERE ((status = 'dispatched' AND dispatched_at < $1)
+                 OR (status = 'running' AND started_at < $1
+                     - make_interval(secs => coalesce((request->>'timeout_seconds')::float8, 300) + $2))
+                 OR (callback_status IN ('pending', 'retrying') AND coalesce(callback_next_at, finished_at) < $1))
+            AND ($4::timestamptz IS NULL OR (coalesce(dispatched_at, created_at), id) > ($4, $5))
+          ORDER BY coalesce(dispatched_at, created_at), id
           LIMIT $3",
     )
     .bind(now - after)
     .bind(LEASE_MARGIN_SECONDS as f64)
-    .bind(BATCH)
+    .bind(batch)
+    .bind(from_t)
+    .bind(from_id)
     .fetch_all(pool)
     .await?;
+    // A short round reached the end: the next one starts from the beginning.
+    *from = match candidates.last() {
+        Some((id, t)) if candidates.len() as i64 == batch => Position(Some((*t, *id))),
+        _ => Position(None),
+    };
     if candidates.is_empty() {
         return Ok(0);
     }
@@ -55,7 +69,7 @@ pub async fn reconcile(
         return Ok(0);
     }
     let mut republished = 0;
-    for (run_id,) in candidates {
+    for (run_id, _) in candidates {
         // The read model may lag: the run's own stream decides.
         let (run, _) = stores
             .runs

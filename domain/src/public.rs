@@ -70,6 +70,7 @@ pub const WORKSPACE_TYPES: &[&str] = &[
     "ApiKeyCreated",
     "ApiKeyRevoked",
     "MemberInvited",
+    "InviteRevoked",
     "MemberAdded",
     "MemberRoleChanged",
     "MemberRemoved",

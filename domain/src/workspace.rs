@@ -109,6 +109,11 @@ pub enum WorkspaceCommand {
         by_role: Role,
         at: DateTime<Utc>,
     },
+    /// Withdraws an invitation that was not accepted yet.
+    RevokeInvite {
+        invite_id: Uuid,
+        at: DateTime<Utc>,
+    },
     AcceptInvite {
         token_hash: String,
         user_id: Uuid,
@@ -194,6 +199,10 @@ pub enum WorkspaceEvent {
         invite_id: Option<Uuid>,
         at: DateTime<Utc>,
     },
+    InviteRevoked {
+        invite_id: Uuid,
+        at: DateTime<Utc>,
+    },
     MemberRoleChanged {
         user_id: Uuid,
         role: Role,
@@ -217,6 +226,7 @@ impl DomainEvent for WorkspaceEvent {
             Self::ApiKeyCreated { .. } => "ApiKeyCreated",
             Self::ApiKeyRevoked { .. } => "ApiKeyRevoked",
             Self::MemberInvited { .. } => "MemberInvited",
+            Self::InviteRevoked { .. } => "InviteRevoked",
             Self::MemberAdded { .. } => "MemberAdded",
             Self::MemberRoleChanged { .. } => "MemberRoleChanged",
             Self::MemberRemoved { .. } => "MemberRemoved",
@@ -242,6 +252,8 @@ pub enum WorkspaceError {
     KeyExists,
     #[error("the invitation is unknown, used, expired or for another address")]
     InvalidInvite,
+    #[error("no pending invitation with this id")]
+    InviteNotFound,
     #[error("not a member of this workspace")]
     MemberNotFound,
     #[error("already a member of this workspace")]
@@ -281,6 +293,17 @@ pub struct Invite {
     pub token_hash: String,
     pub expires_at: DateTime<Utc>,
     pub accepted: bool,
+    #[serde(default)]
+    pub revoked: bool,
+    #[serde(default)]
+    pub invited_at: Option<DateTime<Utc>>,
+}
+
+impl Invite {
+    /// Still usable at `now`: neither accepted, withdrawn nor expired.
+    pub fn pending(&self, now: DateTime<Utc>) -> bool {
+        !self.accepted && !self.revoked && self.expires_at > now
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -517,6 +540,15 @@ impl Aggregate for Workspace {
                     at,
                 });
             }
+            WorkspaceCommand::RevokeInvite { invite_id, at } => {
+                self.exists()?;
+                match self.invites.iter().find(|i| i.invite_id == invite_id) {
+                    Some(i) if !i.accepted && !i.revoked => {
+                        events.push(WorkspaceEvent::InviteRevoked { invite_id, at })
+                    }
+                    _ => return Err(WorkspaceError::InviteNotFound),
+                }
+            }
             WorkspaceCommand::AcceptInvite {
                 token_hash,
                 user_id,
@@ -528,7 +560,7 @@ impl Aggregate for Workspace {
                 let invite = self
                     .invites
                     .iter()
-                    .find(|i| !i.accepted && constant_time_eq(&i.token_hash, &token_hash))
+                    .find(|i| !i.accepted && !i.revoked && constant_time_eq(&i.token_hash, &token_hash))
                     .filter(|i| i.expires_at > at && i.email == email)
                     .ok_or(WorkspaceError::InvalidInvite)?;
                 if self.role_of(user_id).is_some() {
@@ -643,7 +675,7 @@ impl Aggregate for Workspace {
                 role,
                 token_hash,
                 expires_at,
-                ..
+                at,
             } => self.invites.push(Invite {
                 invite_id,
                 email,
@@ -651,7 +683,14 @@ impl Aggregate for Workspace {
                 token_hash,
                 expires_at,
                 accepted: false,
+                revoked: false,
+                invited_at: Some(at),
             }),
+            WorkspaceEvent::InviteRevoked { invite_id, .. } => {
+                if let Some(i) = self.invites.iter_mut().find(|i| i.invite_id == invite_id) {
+                    i.revoked = true;
+                }
+            }
             WorkspaceEvent::MemberAdded {
                 user_id,
                 role,

@@ -117,7 +117,8 @@ async fn apply(tx: &mut PgConnection, id: Uuid, event: WorkspaceEvent) -> Result
         | WorkspaceEvent::SigningSecretRotated { .. }
         | WorkspaceEvent::JobDefaultsChanged { .. }
         | WorkspaceEvent::ApiKeyRevoked { .. }
-        | WorkspaceEvent::MemberInvited { .. } => {}
+        | WorkspaceEvent::MemberInvited { .. }
+        | WorkspaceEvent::InviteRevoked { .. } => {}
     }
     Ok(())
 }

@@ -5,6 +5,7 @@
 mod common;
 
 mod deletion;
+mod edges;
 mod limits;
 mod login;
 mod masking;

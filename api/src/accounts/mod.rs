@@ -184,6 +184,17 @@ async fn mail_token(
 ) -> Result<(), ApiError> {
     let token = random_hex(32);
     let mut tx = pool.begin().await?;
+    if !queue_mail(&mut tx, &user.email, kind, subject, &body(&token)).await? {
+        // Nothing sent, so no new token either: the previous ones keep working.
+        return Ok(());
+    }
+    // The newest link is the only one that works: a mail read by someone else earlier (a
+    // shared inbox, a forwarded message) is no longer a way in.
+    sqlx::query("UPDATE auth_tokens SET used_at = now() WHERE user_id = $1 AND kind = $2 AND used_at IS NULL")
+        .bind(user.id)
+        .bind(kind)
+        .execute(&mut *tx)
+        .await?;
     sqlx::query("INSERT INTO auth_tokens (token_hash, kind, user_id, expires_at) VALUES ($1, $2, $3, $4)")
         .bind(sha256_hex(&token))
         .bind(kind)
@@ -191,28 +202,71 @@ async fn mail_token(
         .bind(Utc::now() + ttl)
         .execute(&mut *tx)
         .await?;
-    sqlx::query("INSERT INTO mail_outbox (to_email, kind, subject, body) VALUES ($1, $2, $3, $4)")
-        .bind(&user.email)
-        .bind(kind)
-        .bind(subject)
-        .bind(body(&token))
-        .execute(&mut *tx)
-        .await?;
     tx.commit().await?;
     Ok(())
 }
 
+/// Mails to one address per hour at most: beyond, nothing more is queued for it (a sign-up
+/// form or a reset button must not become a way to flood someone's inbox).
+pub const MAILS_PER_ADDRESS_PER_HOUR: i64 = 5;
+
+/// Queues a mail in the caller's transaction unless the address had
+/// [`MAILS_PER_ADDRESS_PER_HOUR`] in the last hour. Returns whether it was queued. The answer
+/// to the request is the same either way (it must not tell whether an account exists).
+pub(crate) async fn queue_mail(
+    tx: &mut sqlx::PgConnection,
+    to: &str,
+    kind: &str,
+    subject: &str,
+    body: &str,
+) -> Result<bool, ApiError> {
+    // Counted under a lock per address, so a burst cannot all see the same count.
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('cronbox-mail:' || $1, 0))")
+        .bind(to)
+        .execute(&mut *tx)
+        .await?;
+    let recent: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM mail_outbox WHERE to_email = $1 AND created_at > now() - interval '1 hour'",
+    )
+    .bind(to)
+    .fetch_one(&mut *tx)
+    .await?;
+    if recent >= MAILS_PER_ADDRESS_PER_HOUR {
+        tracing::warn!(kind, "mail not queued: the address had its hourly allowance");
+        return Ok(false);
+    }
+    sqlx::query("INSERT INTO mail_outbox (to_email, kind, subject, body) VALUES ($1, $2, $3, $4)")
+        .bind(to)
+        .bind(kind)
+        .bind(subject)
+        .bind(body)
+        .execute(&mut *tx)
+        .await?;
+    Ok(true)
+}
+
 /// Marks a mailed token used and returns its user, if it exists, is unused and unexpired.
+/// Using one ends every other outstanding token of the same kind of its user.
 async fn consume_token(pool: &PgPool, kind: &str, token: &str) -> Result<Option<Uuid>, ApiError> {
-    Ok(sqlx::query_scalar(
+    let mut tx = pool.begin().await?;
+    let user: Option<Uuid> = sqlx::query_scalar(
         "UPDATE auth_tokens SET used_at = now()
           WHERE token_hash = $1 AND kind = $2 AND used_at IS NULL AND expires_at > now()
           RETURNING user_id",
     )
     .bind(sha256_hex(token))
     .bind(kind)
-    .fetch_optional(pool)
-    .await?)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(user) = user {
+        sqlx::query("UPDATE auth_tokens SET used_at = now() WHERE user_id = $1 AND kind = $2 AND used_at IS NULL")
+            .bind(user)
+            .bind(kind)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(user)
 }
 
 async fn send_verification(pool: &PgPool, user: &User) -> Result<(), ApiError> {

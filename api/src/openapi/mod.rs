@@ -118,7 +118,8 @@ impl Modify for SharedResponses {
                 if matches!(method, HttpMethod::Post | HttpMethod::Put | HttpMethod::Patch) && op.request_body.is_some()
                 {
                     add("400", "Invalid input; `field` names the offending field");
-                    add("413", "Request body over 256 KiB");
+                    add("413", "Request body over 256 KiB (4 MiB for a batch)");
+                    add("408", "`body_timeout`: the request body did not arrive within 10 s");
                 }
                 let secured = op.security.as_ref().is_some_and(|s| !s.is_empty());
                 if secured {

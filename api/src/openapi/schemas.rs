@@ -1124,7 +1124,7 @@ pub struct CreateEventSubscription {
     pub name: Option<String>,
     /// Only these event types (default: all published types).
     pub types: Option<Vec<String>>,
-    /// Lifetime of the credentials, 1-3650 days; default 365.
+    /// Lifetime of the credentials, 1-90 days; default 90 (create a new subscription to renew).
     pub expires_in_days: Option<u32>,
 }
 
@@ -1501,6 +1501,29 @@ pub struct Invite {
     pub role: String,
     /// When the invitation stops working (7 days after sending).
     pub expires_at: DateTime<Utc>,
+}
+
+/// `GET …/invites`.
+#[derive(ToSchema)]
+pub struct InviteList {
+    /// Pending invitations.
+    pub items: Vec<PendingInvite>,
+}
+
+/// An invitation not yet accepted, withdrawn or expired.
+#[derive(ToSchema)]
+pub struct PendingInvite {
+    /// Invitation id (`DELETE …/invites/{id}` withdraws it).
+    pub id: Uuid,
+    /// Invited address, lower case.
+    pub email: String,
+    /// Role on joining.
+    pub role: String,
+    /// When it stops working.
+    pub expires_at: DateTime<Utc>,
+    /// When it was sent (null for invitations sent before this was recorded).
+    #[schema(required = true)]
+    pub invited_at: Option<DateTime<Utc>>,
 }
 
 /// Body of `POST /v1/invites/accept`: the logged-in user, whose address was invited, joins. The
