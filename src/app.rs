@@ -154,6 +154,7 @@ pub async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
             lock_key: lock_key(&config.nats_prefix),
             reconcile_after: Duration::from_secs(config.reconcile_after_seconds),
             reconcile_batch: config.reconcile_batch,
+            max_runs_in_flight: config.max_runs_in_flight,
             preload: chrono::Duration::seconds(config.dispatcher_preload_seconds as i64),
             lead: chrono::Duration::milliseconds(config.dispatch_lead_ms as i64),
             ..Default::default()

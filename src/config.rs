@@ -40,6 +40,8 @@ pub struct Config {
     pub reconcile_after_seconds: u64,
     /// Candidates the reconciler looks at per round.
     pub reconcile_batch: i64,
+    /// Runs of one workspace in flight at once when its plan sets no cap.
+    pub max_runs_in_flight: usize,
     /// Delayed calls due within this many seconds keep their definition in the dispatcher's
     /// memory; later ones are read from the log when they come due.
     pub dispatcher_preload_seconds: u64,
@@ -177,6 +179,7 @@ impl Config {
             secrets_key: src.get("CRONBOX_SECRETS_KEY"),
             reconcile_after_seconds: src.parse("CRONBOX_RECONCILE_AFTER_SECONDS", 60)?,
             reconcile_batch: src.parse("CRONBOX_RECONCILE_BATCH", 500)?,
+            max_runs_in_flight: src.parse("CRONBOX_MAX_RUNS_IN_FLIGHT", 1000)?,
             dispatcher_preload_seconds: src.parse("CRONBOX_DISPATCHER_PRELOAD_SECONDS", 120)?,
             dispatch_lead_ms: src.parse("CRONBOX_DISPATCH_LEAD_MS", 50)?,
             retention_sweep_seconds: src.parse("CRONBOX_RETENTION_SWEEP_SECONDS", 600)?,
@@ -196,7 +199,13 @@ impl Config {
     /// Values that parse but cannot work (a zero-slot executor never calls anything, a zero
     /// ack wait floods the server with progress acks) are refused at start-up.
     fn validated(self) -> Result<Self, ConfigError> {
-        let checks: [(&'static str, bool, String, &'static str); 18] = [
+        let checks: [(&'static str, bool, String, &'static str); 19] = [
+            (
+                "CRONBOX_MAX_RUNS_IN_FLIGHT",
+                self.max_runs_in_flight >= 1,
+                self.max_runs_in_flight.to_string(),
+                "must be at least 1",
+            ),
             (
                 "CRONBOX_RECONCILE_BATCH",
                 (1..=100_000).contains(&self.reconcile_batch),

@@ -47,13 +47,15 @@ pub struct Plan {
     pub max_members: Option<i32>,
     pub max_api_keys: Option<i32>,
     pub requests_per_minute: i32,
+    /// Runs in flight at once (None: the installation's default).
+    pub max_runs_in_flight: Option<i32>,
     /// May read its own event stream (`GET …/events`, NATS event subscriptions).
     pub event_stream: bool,
 }
 
 const COLUMNS: &str = "code, name, position, price_kopecks, max_active_cron_jobs, max_delayed_per_month,
     min_cron_interval_seconds, max_timeout_seconds, max_retries, log_retention_days, max_members,
-    max_api_keys, requests_per_minute, event_stream";
+    max_api_keys, requests_per_minute, event_stream, max_runs_in_flight";
 
 impl<'r> sqlx::FromRow<'r, PgRow> for Plan {
     fn from_row(row: &'r PgRow) -> Result<Self, sqlx::Error> {
@@ -71,6 +73,7 @@ impl<'r> sqlx::FromRow<'r, PgRow> for Plan {
             max_members: row.try_get("max_members")?,
             max_api_keys: row.try_get("max_api_keys")?,
             requests_per_minute: row.try_get("requests_per_minute")?,
+            max_runs_in_flight: row.try_get("max_runs_in_flight")?,
             event_stream: row.try_get("event_stream")?,
         })
     }
@@ -174,6 +177,7 @@ impl Plan {
                 "max_members": self.max_members,
                 "max_api_keys": self.max_api_keys,
                 "requests_per_minute": self.requests_per_minute,
+                "max_runs_in_flight": self.max_runs_in_flight,
             },
             "features": {"event_stream": self.event_stream},
         })

@@ -15,8 +15,12 @@ use serde_json::{json, Value};
 #[derive(Parser)]
 #[command(name = "cronbox-bench", about = "CronBox benchmark suite")]
 struct Cli {
-    /// Scenarios to run, comma-separated: w1, light, max, cron, scale, ingest, feed.
-    #[arg(long, default_value = "w1,light,max,cron,scale,ingest,feed", value_delimiter = ',')]
+    /// Scenarios to run, comma-separated: w1, light, max, cron, scale, ingest, feed, fairness.
+    #[arg(
+        long,
+        default_value = "w1,light,max,cron,scale,ingest,feed,fairness",
+        value_delimiter = ','
+    )]
     scenarios: Vec<String>,
     /// Concurrent SSE streams of the feed scenario.
     #[arg(long, default_value_t = 2000)]
@@ -42,6 +46,9 @@ struct Cli {
     /// Where the JSON lines are also written.
     #[arg(long, default_value = ".cronbox/bench/results.jsonl")]
     out: PathBuf,
+    /// Runs in flight the fairness scenario's flooding workspace may have (its plan's cap).
+    #[arg(long, default_value_t = 50)]
+    fairness_cap: usize,
     /// Cron jobs created per second (sets how far ahead the cron fleet's minute is).
     #[arg(long, default_value_t = 600.0)]
     cron_create_hint: f64,
@@ -130,6 +137,19 @@ async fn main() -> anyhow::Result<()> {
                     (Ok(l), Ok(f)) => Ok(json!({"scenario": "feed", "latency": l, "fanout": f})),
                     (Err(e), _) | (_, Err(e)) => Err(e),
                 }
+            }
+            "fairness" => {
+                // 2,000 calls held 60 s by the target against a workspace allowed 50 in flight,
+                // beside a neighbour's 200 calls/s.
+                scenarios::fairness(
+                    &env,
+                    if s { 200 } else { 2000 },
+                    if s { 50 } else { 200 },
+                    if s { 1.0 } else { 10.0 },
+                    60_000,
+                    cli.fairness_cap,
+                )
+                .await
             }
             other => anyhow::bail!("unknown scenario {other}"),
         };
@@ -253,6 +273,12 @@ fn print_table(results: &[Value]) {
                 "| API ingest | | single {}/s (p99 {} ms), batch {} items/s | | | | {} | ≥ 5000/s, ≥ 50000 items/s |",
                 f(&r["single"]["created_per_s"]), f(&r["single"]["latency_ms"]["p99"]), f(&r["batch"]["items_per_s"]),
                 cpu_rss(&r["single"]["processes"])
+            ),
+            "fairness" => println!(
+                "| fairness ({} calls at a tarpit, cap {}; neighbour {}/s) | | | neighbour p99 {} ms alone, {} ms with the flood = ×{} | {} | {} | {} | ≤ ×2 |",
+                f(&r["flood_calls"]), f(&r["flooder_max_runs_in_flight"]), f(&r["victim_calls_per_s"]),
+                f(&r["victim_alone_lateness_ms"]["p99"]), f(&r["victim_with_flood_lateness_ms"]["p99"]), f(&r["p99_ratio"]),
+                f(&r["lost"]), f(&r["duplicated"]), cpu_rss(&r["processes"])
             ),
             "feed" => {
                 for r in [&r["latency"], &r["fanout"]] {

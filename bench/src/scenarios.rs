@@ -150,6 +150,101 @@ pub async fn burst(env: &Env, name: &str, n: usize, window: f64, ingest_hint: f6
     result
 }
 
+/// One workspace floods `flood` calls at a tarpit (each held `tarpit_ms`) while another runs
+/// `rate` calls/s for `window` s: the second's lateness, against the same load without the flood
+/// (measured first, on the same stack). The flooder's plan caps its runs in flight at `cap`.
+pub async fn fairness(
+    env: &Env,
+    flood: usize,
+    rate: usize,
+    window: f64,
+    tarpit_ms: u64,
+    cap: usize,
+) -> anyhow::Result<Value> {
+    let target = Target::start().await?;
+    // The slow service is another service (its own address), as it would be.
+    let slow = Target::start().await?;
+    let mut stack = Stack::create(env, "fairness").await?;
+    let result = async {
+        stack.start("serve").await?;
+        sqlx::query(
+            "INSERT INTO plans (code, name, position, price_kopecks, max_active_cron_jobs, max_delayed_per_month,
+                                min_cron_interval_seconds, max_timeout_seconds, max_retries, log_retention_days,
+                                max_members, max_api_keys, requests_per_minute, event_stream, max_runs_in_flight)
+             VALUES ('flood', 'Flood', 98, 0, NULL, NULL, 1, 300, 10, 7, NULL, NULL, 100000000, false, $1)",
+        )
+        .bind(cap as i32)
+        .execute(&stack.pool)
+        .await?;
+        let (flooder, flooder_key) = stack.workspace("flooder", "flood").await?;
+        let n = (rate as f64 * window) as usize;
+        let window_ms = (window * 1000.0) as i64;
+        // The victim's load alone, then with the flood; keys apart so the two phases never mix.
+        let phase = |base: u64, t0: i64| -> Vec<(u64, i64)> {
+            (0..n)
+                .map(|i| (base + i as u64, t0 + (i as i64 * window_ms) / n.max(1) as i64))
+                .collect()
+        };
+        let t0 = now_ms() + 3000;
+        let alone = phase(0, t0);
+        create_delayed(&stack, &target, &alone, 2).await?;
+        wait_for(
+            Duration::from_millis((t0 + window_ms - now_ms()).max(0) as u64) + Duration::from_secs(30),
+            || async { Ok(target.count() >= n) },
+        )
+        .await?;
+        let mut a = target.take();
+        let baseline = delivery(&a, n);
+        a.clear();
+        // The flood: all due at once, each call held by the target far longer than the window.
+        let t1 = now_ms() + 4000;
+        let flood_items: Vec<Value> = (0..flood)
+            .map(|_| json!({"url": slow.tarpit_url(tarpit_ms), "execute_at": rfc3339_ms(t1), "timeout_seconds": 60}))
+            .collect();
+        for chunk in flood_items.chunks(1000) {
+            let (status, v) = stack
+                .post_as(&flooder, &flooder_key, "/delayed/batch", &json!({"items": chunk}))
+                .await?;
+            if status != 201 {
+                bail!("flood batch answered {status}: {v}");
+            }
+        }
+        let with_flood = phase(1_000_000, t1 + 500);
+        create_delayed(&stack, &target, &with_flood, 2).await?;
+        let before = stack.usage();
+        wait_for(
+            Duration::from_millis((t1 + 500 + window_ms - now_ms()).max(0) as u64) + Duration::from_secs(60),
+            || async { Ok(target.count() >= n) },
+        )
+        .await?;
+        let processes = stack.processes_json(&before);
+        let flooded = delivery(&target.take(), n);
+        let (mut b, mut f) = (baseline, flooded);
+        let (sb, sf) = (summary(&mut b.lateness_ms), summary(&mut f.lateness_ms));
+        let ratio = match (sf["p99"].as_f64(), sb["p99"].as_f64()) {
+            (Some(x), Some(y)) if y > 0.0 => json!(round(x / y)),
+            _ => Value::Null,
+        };
+        Ok::<_, anyhow::Error>(json!({
+            "scenario": "fairness",
+            "flood_calls": flood,
+            "flood_tarpit_ms": tarpit_ms,
+            "flooder_max_runs_in_flight": cap,
+            "victim_calls_per_s": rate,
+            "window_s": window,
+            "victim_alone_lateness_ms": sb,
+            "victim_with_flood_lateness_ms": sf,
+            "p99_ratio": ratio,
+            "lost": f.lost + b.lost,
+            "duplicated": f.duplicated + b.duplicated,
+            "processes": processes,
+        }))
+    }
+    .await;
+    stack.destroy().await;
+    result
+}
+
 /// Steps the offered rate up until p99 lateness passes 1 s or a call is lost.
 pub async fn max_sustained(env: &Env, rates: &[usize], step_s: f64) -> anyhow::Result<Value> {
     let mut steps = Vec::new();

@@ -298,6 +298,31 @@ impl Stack {
         format!("{}/v1/workspaces/{}{path}", self.base, self.workspace_id)
     }
 
+    /// Another workspace on `plan`: (id, API key).
+    pub async fn workspace(&self, name: &str, plan: &str) -> anyhow::Result<(String, String)> {
+        let out = self
+            .cli(&["workspace", "create", "--name", name, "--plan", plan, "--json"])
+            .await?;
+        let ws: Value = serde_json::from_str(&out).context("workspace create output")?;
+        Ok((
+            ws["workspace_id"].as_str().unwrap_or_default().to_string(),
+            ws["api_key"].as_str().unwrap_or_default().to_string(),
+        ))
+    }
+
+    /// `POST` as workspace `ws` with `key`.
+    pub async fn post_as(&self, ws: &str, key: &str, path: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
+        let r = self
+            .http
+            .post(format!("{}/v1/workspaces/{ws}{path}", self.base))
+            .bearer_auth(key)
+            .json(body)
+            .send()
+            .await?;
+        let status = r.status().as_u16();
+        Ok((status, r.json().await.unwrap_or(Value::Null)))
+    }
+
     pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
         let r = self
             .http

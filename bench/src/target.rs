@@ -53,11 +53,19 @@ async fn hit(State(records): State<Records>, Path((key, scheduled_ms)): Path<(u6
     "ok"
 }
 
+/// A target that holds each request `ms` before answering (a slow or hanging service); not
+/// recorded.
+async fn tarpit(Path(ms): Path<u64>) -> &'static str {
+    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    "late"
+}
+
 impl Target {
     pub async fn start() -> anyhow::Result<Self> {
         let records = Records::default();
         let app = Router::new()
             .route("/h/{key}/{scheduled_ms}", any(hit))
+            .route("/tarpit/{ms}", any(tarpit))
             .with_state(records.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
@@ -70,6 +78,11 @@ impl Target {
     /// The URL whose arrival records `key` as scheduled for `scheduled_ms`.
     pub fn url(&self, key: u64, scheduled_ms: i64) -> String {
         format!("http://{}/h/{key}/{scheduled_ms}", self.addr)
+    }
+
+    /// A URL that holds each call `ms` before answering.
+    pub fn tarpit_url(&self, ms: u64) -> String {
+        format!("http://{}/tarpit/{ms}", self.addr)
     }
 
     pub fn count(&self) -> usize {

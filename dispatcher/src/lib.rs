@@ -16,6 +16,7 @@
 //! due after restart) or outbox rows (re-published after restart). A fire recorded twice is
 //! impossible: the second insert of the same run id hits the event store's primary key.
 
+pub mod in_flight;
 pub mod outbox;
 pub mod reconcile;
 pub mod state;
@@ -77,6 +78,8 @@ pub struct DispatcherConfig {
     pub lead: Duration,
     /// Candidates the reconciler looks at per round (it walks through all of them in turn).
     pub reconcile_batch: i64,
+    /// Runs of one workspace in flight at once when its plan sets no cap.
+    pub max_runs_in_flight: usize,
 }
 
 /// How often the leader looks for runs JetStream lost.
@@ -92,6 +95,7 @@ impl Default for DispatcherConfig {
             lock_key: 0x0c0b_0d15,
             reconcile_after: StdDuration::from_secs(60),
             reconcile_batch: 500,
+            max_runs_in_flight: 1000,
         }
     }
 }
@@ -121,6 +125,7 @@ pub async fn run(
             cursor: Cursor::START,
             publishers: Arc::new(Semaphore::new(4)),
             last_fired: Default::default(),
+            in_flight: in_flight::InFlight::new(config.max_runs_in_flight),
         };
         match d.lead(lock, &shutdown).await {
             Ok(()) => return,
@@ -150,6 +155,8 @@ struct Dispatcher {
     /// model lags the log, so "is the previous run still going?" must also count a run this
     /// dispatcher fired that the read model has not seen yet.
     last_fired: std::sync::Mutex<std::collections::HashMap<Uuid, (Uuid, DateTime<Utc>)>>,
+    /// Runs out per workspace, against each workspace's cap.
+    in_flight: in_flight::InFlight,
 }
 
 /// How long a fired run missing from the read model still counts as going: beyond this the read
@@ -200,6 +207,15 @@ impl Dispatcher {
         state.add_runs(runs);
         self.cursor = cursor;
         self.state = state;
+        // What a previous leader sent out and the execution log does not show finished yet. The
+        // log may lag, so these count only briefly unless their end is seen on the tail.
+        let out: Vec<(Uuid, Uuid)> =
+            sqlx::query_as("SELECT id, workspace_id FROM runs WHERE status IN ('dispatched', 'running')")
+                .fetch_all(&self.pool)
+                .await?;
+        for (run, ws) in out {
+            self.in_flight.add(run, ws, Utc::now() + Duration::seconds(60));
+        }
         self.catch_up_tail().await?;
         let (j, r) = self.state.len();
         tracing::info!(
@@ -300,6 +316,20 @@ impl Dispatcher {
             };
             total += events.len();
             for ev in &events {
+                // A run's attempt (or callback try) ended: its workspace has a slot again.
+                if ev.aggregate_type == "Run"
+                    && matches!(
+                        ev.event_type.as_str(),
+                        "AttemptFinished" | "RunCancelled" | "CallbackAttempted"
+                    )
+                {
+                    if let Some(ws) = Uuid::parse_str(&ev.aggregate_id)
+                        .ok()
+                        .and_then(|r| self.in_flight.finish(r))
+                    {
+                        self.state.release(ws, 1);
+                    }
+                }
                 match schedule::changes(ev) {
                     Ok(changes) => changes.into_iter().for_each(|c| self.state.apply(c)),
                     // The same pure reducer feeds the `schedule` projection, which quarantines the
@@ -358,7 +388,71 @@ impl Dispatcher {
         Ok(())
     }
 
+    /// Holds back the due entries of workspaces at their cap of runs in flight (they wait in
+    /// memory until one of the workspace's runs ends); returns the rest. Stops (cancellations,
+    /// a deleted workspace's jobs) never wait.
+    async fn within_caps(
+        &mut self,
+        now: DateTime<Utc>,
+        due: Vec<(DateTime<Utc>, TimerKey)>,
+    ) -> Result<Vec<(DateTime<Utc>, TimerKey)>, DispatchError> {
+        for ws in self.in_flight.expire(now) {
+            self.state.release(ws, 1);
+        }
+        let owner = |s: &State, key: &TimerKey| match key {
+            TimerKey::Job(id) => s.jobs.get(id).map(|j| (j.workspace_id, j.expedite)),
+            TimerKey::Run(id) => s.runs.get(id).map(|r| (r.workspace_id, r.expedite)),
+        };
+        let owners: Vec<Uuid> = due
+            .iter()
+            .filter_map(|(_, k)| owner(&self.state, k).map(|o| o.0))
+            .collect();
+        let stale = self.in_flight.stale_caps(owners, now);
+        if !stale.is_empty() {
+            let rows: Vec<(Uuid, Option<i32>)> = sqlx::query_as(
+                "SELECT w.id, p.max_runs_in_flight FROM workspaces w JOIN plans p ON p.code = w.plan WHERE w.id = ANY($1)",
+            )
+            .bind(&stale)
+            .fetch_all(&self.pool)
+            .await?;
+            let known: Vec<(Uuid, Option<usize>)> = rows
+                .into_iter()
+                .map(|(ws, cap)| (ws, cap.and_then(|c| usize::try_from(c).ok())))
+                .collect();
+            // Not in the read model yet (a brand-new workspace): the default, looked up again later.
+            let missing: Vec<(Uuid, Option<usize>)> = stale
+                .iter()
+                .filter(|ws| !known.iter().any(|(k, _)| k == *ws))
+                .map(|ws| (*ws, None))
+                .collect();
+            self.in_flight.set_caps(known.into_iter().chain(missing), now);
+        }
+        let mut planned: std::collections::HashMap<Uuid, usize> = std::collections::HashMap::new();
+        let mut keep = Vec::with_capacity(due.len());
+        for (at, key) in due {
+            let Some((ws, expedite)) = owner(&self.state, &key) else {
+                continue;
+            };
+            if expedite || self.state.deleted_workspaces.contains(&ws) {
+                keep.push((at, key));
+                continue;
+            }
+            let n = planned.entry(ws).or_default();
+            if self.in_flight.count(ws) + *n >= self.in_flight.cap(ws) {
+                self.state.park(key, ws);
+                continue;
+            }
+            *n += 1;
+            keep.push((at, key));
+        }
+        Ok(keep)
+    }
+
     async fn fire(&mut self, now: DateTime<Utc>, due: Vec<(DateTime<Utc>, TimerKey)>) -> Result<(), DispatchError> {
+        let due = self.within_caps(now, due).await?;
+        if due.is_empty() {
+            return Ok(());
+        }
         // Under the gates of every workspace and job in the batch, the log decides what is
         // stopped: a pause, delete or workspace deletion committed after our memory was last
         // updated wins (whoever takes the gate second sees the other's commit).
@@ -526,6 +620,8 @@ impl Dispatcher {
             }
         }
         for m in &fresh {
+            self.in_flight
+                .add(m.run_id, m.workspace_id, now + in_flight::COUNTED_FOR);
             let lateness_ms = (now - m.due_at).num_milliseconds();
             tracing::debug!(run_id = %m.run_id, job_id = %m.job_id, workspace_id = %m.workspace_id, attempt = m.attempt, lateness_ms, "run dispatched");
         }

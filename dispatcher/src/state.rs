@@ -72,6 +72,10 @@ pub struct State {
     pub deleted_workspaces: HashSet<Uuid>,
     timers: BTreeMap<(DateTime<Utc>, TimerKey), ()>,
     due_of: HashMap<TimerKey, DateTime<Utc>>,
+    /// Entries held back because their workspace has as many runs in flight as it may: off the
+    /// timers (so they cost the loop nothing), by workspace in due order, until one finishes.
+    parked: HashMap<Uuid, std::collections::BTreeSet<(DateTime<Utc>, TimerKey)>>,
+    parked_of: HashMap<TimerKey, (Uuid, DateTime<Utc>)>,
 }
 
 fn execute_at(d: &JobDefinition) -> Option<DateTime<Utc>> {
@@ -216,6 +220,23 @@ impl State {
 
     /// Moves the entry's timer to its current due time (or removes it).
     pub fn retime(&mut self, key: TimerKey) {
+        // A parked entry stays parked, at its new due time (or leaves when it has none).
+        if let Some((ws, old)) = self.parked_of.remove(&key) {
+            let due = self.due(key);
+            let set = self.parked.entry(ws).or_default();
+            set.remove(&(old, key));
+            match due {
+                Some(due) => {
+                    set.insert((due, key));
+                    self.parked_of.insert(key, (ws, due));
+                }
+                None if set.is_empty() => {
+                    self.parked.remove(&ws);
+                }
+                None => {}
+            }
+            return;
+        }
         if let Some(old) = self.due_of.remove(&key) {
             self.timers.remove(&(old, key));
         }
@@ -304,6 +325,7 @@ impl State {
                     if let Some(j) = self.jobs.get_mut(&id) {
                         j.expedite = true;
                     }
+                    self.unpark(TimerKey::Job(id));
                     self.retime(TimerKey::Job(id));
                 }
                 self.expedite_runs(|r| r.workspace_id == workspace_id);
@@ -346,8 +368,52 @@ impl State {
             if let Some(r) = self.runs.get_mut(&id) {
                 r.expedite = true;
             }
+            self.unpark(TimerKey::Run(id));
             self.retime(TimerKey::Run(id));
         }
+    }
+
+    /// Takes one entry out of the parked ones (a stop does not wait for a free slot).
+    fn unpark(&mut self, key: TimerKey) {
+        if let Some((ws, due)) = self.parked_of.remove(&key) {
+            if let Some(set) = self.parked.get_mut(&ws) {
+                set.remove(&(due, key));
+                if set.is_empty() {
+                    self.parked.remove(&ws);
+                }
+            }
+        }
+    }
+
+    /// Holds `key` back (its workspace `ws` is at its cap of runs in flight) until
+    /// [`State::release`] lets it go.
+    pub fn park(&mut self, key: TimerKey, ws: Uuid) {
+        let Some(due) = self.due_of.remove(&key) else { return };
+        self.timers.remove(&(due, key));
+        self.parked.entry(ws).or_default().insert((due, key));
+        self.parked_of.insert(key, (ws, due));
+    }
+
+    /// Puts up to `n` of `ws`'s parked entries, earliest first, back on the timers.
+    pub fn release(&mut self, ws: Uuid, n: usize) {
+        for _ in 0..n {
+            let Some(set) = self.parked.get_mut(&ws) else { return };
+            let Some((due, key)) = set.pop_first() else {
+                self.parked.remove(&ws);
+                return;
+            };
+            if set.is_empty() {
+                self.parked.remove(&ws);
+            }
+            self.parked_of.remove(&key);
+            self.timers.insert((due, key), ());
+            self.due_of.insert(key, due);
+        }
+    }
+
+    /// Entries parked for `ws`.
+    pub fn parked(&self, ws: Uuid) -> usize {
+        self.parked.get(&ws).map_or(0, |s| s.len())
     }
 
     /// Looks at a job again at `until` without moving its anchor.
@@ -618,5 +684,36 @@ mod tests {
         }];
         let s = State::from_rows(rows, vec![], at("2026-01-01T10:02:00Z"));
         assert_eq!(s.next_due(), Some(at("2026-01-01T18:00:00Z")));
+    }
+
+    #[test]
+    fn parked_entries_leave_the_timers_until_released_earliest_first() {
+        let mut s = State::default();
+        let ws = Uuid::from_u128(9);
+        let calls: Vec<Uuid> = (1..=3).map(Uuid::from_u128).collect();
+        for (i, id) in calls.iter().enumerate() {
+            s.apply(ScheduleChange::PutJob {
+                job_id: *id,
+                workspace_id: ws,
+                definition: delayed(&format!("2026-01-01T10:00:0{}Z", i + 1)),
+                anchor_at: at("2026-01-01T09:00:00Z"),
+            });
+        }
+        // Given all three due, when the last two are parked, only the first is on the timers.
+        for id in &calls[1..] {
+            s.park(TimerKey::Job(*id), ws);
+        }
+        assert_eq!(s.parked(ws), 2);
+        let due = s.due_entries(at("2026-01-01T11:00:00Z"), 10);
+        assert_eq!(due, vec![(at("2026-01-01T10:00:01Z"), TimerKey::Job(calls[0]))]);
+        // A parked entry that changes stays parked; one that goes away leaves.
+        s.remove_job(calls[2]);
+        assert_eq!(s.parked(ws), 1);
+        // Released, it is due again at its own time.
+        s.release(ws, 5);
+        assert_eq!(s.parked(ws), 0);
+        let due = s.due_entries(at("2026-01-01T11:00:00Z"), 10);
+        assert_eq!(due.len(), 2);
+        assert_eq!(due[1], (at("2026-01-01T10:00:02Z"), TimerKey::Job(calls[1])));
     }
 }

@@ -81,8 +81,9 @@ const MAX_EARLY: Duration = Duration::from_secs(1);
 /// How long a run waits in its executor slot for a slot of its host.
 const HOST_WAIT: Duration = Duration::from_millis(250);
 
-/// Calls in flight per target (scheme, host and port), so one slow or hanging service cannot
-/// take every slot of the executor.
+/// Calls in flight per workspace and target (scheme, host and port), so one slow or hanging
+/// service cannot take every slot of the executor, and one tenant's calls to a service cannot
+/// take the slots other tenants need for the same service (a shared CRM endpoint, say).
 struct HostLimits {
     per_host: usize,
     hosts: std::sync::Mutex<std::collections::HashMap<String, Arc<Semaphore>>>,
@@ -96,24 +97,25 @@ impl HostLimits {
         }
     }
 
-    fn key(url: &str) -> String {
-        url::Url::parse(url)
+    fn key(workspace: uuid::Uuid, url: &str) -> String {
+        let origin = url::Url::parse(url)
             .map(|u| u.origin().ascii_serialization())
-            .unwrap_or_else(|_| url.to_string())
+            .unwrap_or_else(|_| url.to_string());
+        format!("{workspace} {origin}")
     }
 
     /// A slot for `url`'s origin, waiting at most [`HOST_WAIT`] for one: a busy but healthy
     /// host frees slots within milliseconds, and a run sent back to the stream would cost a
     /// redelivery and a reload; a hanging host keeps its slots, and then its runs go back.
-    async fn acquire(&self, url: &str) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        let sem = self.semaphore(url)?;
+    async fn acquire(&self, workspace: uuid::Uuid, url: &str) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let sem = self.semaphore(workspace, url)?;
         if let Ok(p) = sem.clone().try_acquire_owned() {
             return Some(p);
         }
         tokio::time::timeout(HOST_WAIT, sem.acquire_owned()).await.ok()?.ok()
     }
 
-    fn semaphore(&self, url: &str) -> Option<Arc<Semaphore>> {
+    fn semaphore(&self, workspace: uuid::Uuid, url: &str) -> Option<Arc<Semaphore>> {
         let Ok(mut hosts) = self.hosts.lock() else {
             return None;
         };
@@ -123,7 +125,7 @@ impl HostLimits {
             hosts.retain(|_, s| s.available_permits() < per_host);
         }
         let sem = hosts
-            .entry(Self::key(url))
+            .entry(Self::key(workspace, url))
             .or_insert_with(|| Arc::new(Semaphore::new(self.per_host)))
             .clone();
         Some(sem)
@@ -432,7 +434,7 @@ async fn attempt(
     let Some(plan) = run.plan.clone() else { return Ok(()) };
     // A slow or hanging host may hold only its share of the slots; its other runs wait in the
     // stream (not in a slot) and come back shortly.
-    let Some(host_permit) = hosts.acquire(&plan.request.url).await else {
+    let Some(host_permit) = hosts.acquire(plan.workspace_id, &plan.request.url).await else {
         tracing::debug!("target host at its concurrency limit; later");
         return Err(HOST_BUSY_DELAY);
     };

@@ -51,6 +51,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0015_workspace_creators",
         include_str!("../../migrations/0015_workspace_creators.sql"),
     ),
+    (
+        "0016_runs_in_flight_cap",
+        include_str!("../../migrations/0016_runs_in_flight_cap.sql"),
+    ),
 ];
 
 /// A pool that waits for PostgreSQL to come back instead of failing: connections are created

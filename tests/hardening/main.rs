@@ -6,6 +6,7 @@ mod common;
 
 mod deletion;
 mod edges;
+mod fairness;
 mod limits;
 mod login;
 mod masking;

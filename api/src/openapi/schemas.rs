@@ -1650,8 +1650,13 @@ pub struct PlanLimits {
     /// API keys (not revoked) per workspace; null = unlimited.
     #[schema(required = true)]
     pub max_api_keys: Option<i32>,
-    /// API requests per minute per key, or per user in the workspace.
+    /// API requests per minute per key or user, and for the workspace as a whole.
     pub requests_per_minute: i32,
+    /// Runs of the workspace in flight at once (dispatched, not finished); further due runs wait
+    /// in the dispatcher until one finishes. Null: the installation's default
+    /// (`CRONBOX_MAX_RUNS_IN_FLIGHT`).
+    #[schema(required = true)]
+    pub max_runs_in_flight: Option<i32>,
 }
 
 /// Every plan, cheapest first.
