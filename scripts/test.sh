@@ -41,8 +41,12 @@ else
     --test-threads="$threads" "${harness_args[@]}" || status=$?
 fi
 # The whole suite (no filter given) ends with the seconds-long smoke run of the benchmarks, so
-# the benchmark tool and every scenario's code path stay working (the figures are not checked).
+# the benchmark tool and every scenario's code path stay working (the figures are not checked),
+# and with the schemathesis run (scripts/schemathesis.sh).
 if [[ $# -eq 0 ]]; then
   bash bench/run.sh --smoke >/dev/null || status=$?
+  # Then a bounded fuzzing run of the API from its own OpenAPI document (schemathesis, PyPI):
+  # no 5xx, no undocumented status, and the read models keep up with whatever it stored.
+  bash scripts/schemathesis.sh target/debug/cronbox || status=$?
 fi
 exit "$status"

@@ -142,7 +142,7 @@ impl Stack {
         // An operator-defined plan without counters, so a scenario measures the pipeline, not
         // the plan's allowance.
         sqlx::query(
-            "INSERT INTO plans VALUES ('bench', 'Bench', 99, 0, NULL, NULL, 1, 300, 10, 7, NULL, NULL, 100000000, false)",
+            "INSERT INTO plans VALUES ('bench', 'Bench', 99, 0, NULL, NULL, 1, 300, 10, 7, NULL, NULL, 100000000, false, 100000)",
         )
         .execute(&stack.pool)
         .await?;

@@ -238,6 +238,7 @@ impl Dispatcher {
             lock.check().map_err(|_| DispatchError::LeadershipLost)?;
             self.state.hydrate_before = Utc::now() + self.config.preload;
             let applied = self.catch_up_tail().await?;
+            self.refill();
             let now = Utc::now();
             let due = self.state.due_entries(now + self.config.lead, self.config.batch_max);
             if !due.is_empty() {
@@ -386,6 +387,19 @@ impl Dispatcher {
             }
         }
         Ok(())
+    }
+
+    /// Puts parked entries back on the timers as far as their workspaces have free slots. Ends
+    /// seen on the tail release one each; this also covers slots freed otherwise (a released
+    /// entry that dispatched nothing, a raised cap, an expired count), so nothing stays parked
+    /// while its workspace has room.
+    fn refill(&mut self) {
+        for ws in self.state.parked_workspaces() {
+            let free = self.in_flight.cap(ws).saturating_sub(self.in_flight.count(ws));
+            if free > 0 {
+                self.state.release(ws, free);
+            }
+        }
     }
 
     /// Holds back the due entries of workspaces at their cap of runs in flight (they wait in

@@ -411,6 +411,11 @@ impl State {
         }
     }
 
+    /// Workspaces with parked entries.
+    pub fn parked_workspaces(&self) -> Vec<Uuid> {
+        self.parked.keys().copied().collect()
+    }
+
     /// Entries parked for `ws`.
     pub fn parked(&self, ws: Uuid) -> usize {
         self.parked.get(&ws).map_or(0, |s| s.len())

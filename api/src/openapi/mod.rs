@@ -115,9 +115,14 @@ impl Modify for SharedResponses {
                 let mut add = |code: &str, text: &str| {
                     responses.entry(code.to_string()).or_insert_with(|| error(text));
                 };
+                // Any path or query string can be refused (`invalid_character`, a bad cursor or
+                // filter), not only bodies.
+                add(
+                    "400",
+                    "Invalid input; `field` names the offending field (a body field, a query parameter, or `path`)",
+                );
                 if matches!(method, HttpMethod::Post | HttpMethod::Put | HttpMethod::Patch) && op.request_body.is_some()
                 {
-                    add("400", "Invalid input; `field` names the offending field");
                     add("413", "Request body over 256 KiB (4 MiB for a batch)");
                     add("408", "`body_timeout`: the request body did not arrive within 10 s");
                 }
@@ -129,9 +134,8 @@ impl Modify for SharedResponses {
                             "404",
                             "Unknown id, or a workspace (or anything in one) you are not a member of",
                         );
-                        if method != HttpMethod::Get {
-                            add("403", "Your role does not allow this");
-                        }
+                        // Reads of keys, invitations and the signing secret need admin too.
+                        add("403", "Your role does not allow this");
                     }
                 }
                 if path != "/healthz" && path != "/readyz" {
