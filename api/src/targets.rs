@@ -83,6 +83,19 @@ pub async fn check_resolved(targets: &TargetPolicy, field: &str, url: &str) -> R
 /// Checks many `(item, field, url)` at once: each distinct host name is resolved once, all of
 /// them together within one deadline. Returns the refusals by item.
 pub async fn check_many(targets: &TargetPolicy, urls: &[(usize, &'static str, &str)]) -> Vec<(usize, ApiError)> {
+    check_many_with(targets, urls, resolve).await
+}
+
+/// [`check_many`] with the lookup given (tests pass a slow one).
+async fn check_many_with<F, Fut>(
+    targets: &TargetPolicy,
+    urls: &[(usize, &'static str, &str)],
+    lookup: F,
+) -> Vec<(usize, ApiError)>
+where
+    F: Fn(String, u16, Instant) -> Fut,
+    Fut: std::future::Future<Output = Option<Vec<SocketAddr>>>,
+{
     let mut hosts: HashMap<(String, u16), Option<Vec<SocketAddr>>> = HashMap::new();
     for (_, _, url) in urls {
         if let Some(h) = host_of(targets, url) {
@@ -91,7 +104,14 @@ pub async fn check_many(targets: &TargetPolicy, urls: &[(usize, &'static str, &s
     }
     let deadline = Instant::now() + RESOLVE_TIMEOUT;
     let keys: Vec<(String, u16)> = hosts.keys().cloned().collect();
-    let answers = futures::future::join_all(keys.iter().map(|(h, p)| resolve(h.clone(), *p, deadline))).await;
+    // Each lookup also stops at the deadline, whatever `lookup` does.
+    let answers = futures::future::join_all(keys.iter().map(|(h, p)| async {
+        tokio::time::timeout_at(deadline, lookup(h.clone(), *p, deadline))
+            .await
+            .ok()
+            .flatten()
+    }))
+    .await;
     for (k, a) in keys.into_iter().zip(answers) {
         hosts.insert(k, a);
     }
@@ -102,4 +122,38 @@ pub async fn check_many(targets: &TargetPolicy, urls: &[(usize, &'static str, &s
             refused(field, &key.0, addrs, targets).err().map(|e| (*item, e))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_batch_of_slow_names_is_checked_together_within_one_deadline() {
+        let targets = TargetPolicy::guarded();
+        let urls: Vec<String> = (0..200).map(|i| format!("https://slow-{i}.example/hook")).collect();
+        let mut items: Vec<(usize, &'static str, &str)> =
+            urls.iter().enumerate().map(|(i, u)| (i, "url", u.as_str())).collect();
+        // One name that answers at once, with a private address: refused.
+        items.push((200, "url", "https://inside.example/"));
+        let started = Instant::now();
+        let refused = check_many_with(&targets, &items, |host, _, _| async move {
+            if host == "inside.example" {
+                return Some(vec!["10.0.0.1:443".parse().unwrap()]);
+            }
+            // Given a resolver that takes a minute per name...
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            Some(vec!["93.184.215.14:443".parse().unwrap()])
+        })
+        .await;
+        // ...the whole batch is decided within one deadline (not 200 of them), slow names are let
+        // through for the executor to check, and the private one is refused.
+        assert!(
+            started.elapsed() < RESOLVE_TIMEOUT + Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(refused.len(), 1);
+        assert_eq!(refused[0].0, 200);
+    }
 }

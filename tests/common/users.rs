@@ -117,3 +117,24 @@ pub async fn superuser(env: &TestEnv, email: &str) -> String {
     assert_eq!(s, 200, "{v}");
     v["access_token"].as_str().unwrap().to_string()
 }
+
+/// A verified user who created workspace `name` (so owns it), on `plan` when given: (access
+/// token, workspace id).
+pub async fn owned_workspace(env: &TestEnv, email: &str, name: &str, plan: Option<&str>) -> (String, String) {
+    let token = user(env, email).await;
+    let (s, ws) = call(
+        env,
+        Method::POST,
+        "/v1/workspaces",
+        &token,
+        Some(json!({ "name": name })),
+    )
+    .await;
+    assert_eq!(s, 201, "{ws}");
+    let id = ws["id"].as_str().expect("workspace id").to_string();
+    if let Some(plan) = plan {
+        env.cli(&["workspace", "set-plan", "--workspace", &id, "--plan", plan])
+            .await;
+    }
+    (token, id)
+}

@@ -8,7 +8,7 @@ use chrono::Utc;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::common::users::{call, user};
+use crate::common::users::{call, owned_workspace};
 use crate::common::TestEnv;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -39,19 +39,7 @@ fn types(events: &[(String, Value)]) -> Vec<&str> {
 #[tokio::test]
 async fn deleting_a_workspace_stops_its_jobs_calls_retries_and_callbacks() {
     let env = TestEnv::start().await;
-    let owner = user(&env, "owner@example.com").await;
-    let (s, ws) = call(
-        &env,
-        Method::POST,
-        "/v1/workspaces",
-        &owner,
-        Some(json!({"name": "Doomed"})),
-    )
-    .await;
-    assert_eq!(s, 201, "{ws}");
-    let ws_id = ws["id"].as_str().unwrap().to_string();
-    env.cli(&["workspace", "set-plan", "--workspace", &ws_id, "--plan", "business"])
-        .await;
+    let (owner, ws_id) = owned_workspace(&env, "owner@example.com", "Doomed", Some("business")).await;
     let post = |path: &str, body: Value| {
         let url = format!("/v1/workspaces/{ws_id}{path}");
         let owner = owner.clone();

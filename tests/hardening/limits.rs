@@ -5,7 +5,7 @@
 use reqwest::Method;
 use serde_json::json;
 
-use crate::common::users::{call, unverified_user, user, verify};
+use crate::common::users::{call, owned_workspace, unverified_user, verify};
 use crate::common::TestEnv;
 
 #[tokio::test]
@@ -115,17 +115,7 @@ async fn manual_runs_count_against_the_months_one_off_runs() {
 #[tokio::test]
 async fn new_keys_bring_no_new_request_allowance() {
     let env = TestEnv::start().await;
-    let owner = user(&env, "owner@example.com").await;
-    let (s, ws) = call(
-        &env,
-        Method::POST,
-        "/v1/workspaces",
-        &owner,
-        Some(json!({"name": "Rate"})),
-    )
-    .await;
-    assert_eq!(s, 201, "{ws}");
-    let ws = ws["id"].as_str().unwrap().to_string();
+    let (owner, ws) = owned_workspace(&env, "owner@example.com", "Rate", None).await;
     let mut keys = Vec::new();
     for i in 0..2 {
         let (s, v) = call(

@@ -7,7 +7,7 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::common::users::{call, user};
+use crate::common::users::{call, owned_workspace};
 use crate::common::TestEnv;
 
 const SECRET: &str = "Bearer s3cret-token";
@@ -16,19 +16,7 @@ const REDACTED: &str = "[redacted]";
 #[tokio::test]
 async fn credentials_are_masked_below_admin_and_in_the_audit_trail() {
     let env = TestEnv::start().await;
-    let owner = user(&env, "owner@example.com").await;
-    let (s, ws) = call(
-        &env,
-        Method::POST,
-        "/v1/workspaces",
-        &owner,
-        Some(json!({"name": "Keys"})),
-    )
-    .await;
-    assert_eq!(s, 201, "{ws}");
-    let ws = ws["id"].as_str().unwrap().to_string();
-    env.cli(&["workspace", "set-plan", "--workspace", &ws, "--plan", "business"])
-        .await;
+    let (owner, ws) = owned_workspace(&env, "owner@example.com", "Keys", Some("business")).await;
     let p = |path: &str| format!("/v1/workspaces/{ws}{path}");
     let key = |read_only: bool| {
         let (env, owner, url) = (&env, owner.clone(), p("/keys"));

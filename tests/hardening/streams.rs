@@ -9,7 +9,7 @@ use futures::StreamExt;
 use reqwest::Method;
 use serde_json::json;
 
-use crate::common::users::{call, token_from_mail, user};
+use crate::common::users::{call, owned_workspace, token_from_mail, user};
 use crate::common::TestEnv;
 
 /// An open stream whose text a task collects; `ended` once the server closed it.
@@ -65,19 +65,7 @@ impl Sse {
 #[tokio::test]
 async fn streams_end_when_access_ends() {
     let env = TestEnv::start().await;
-    let owner = user(&env, "owner@example.com").await;
-    let (s, ws) = call(
-        &env,
-        Method::POST,
-        "/v1/workspaces",
-        &owner,
-        Some(json!({"name": "Streams"})),
-    )
-    .await;
-    assert_eq!(s, 201, "{ws}");
-    let ws = ws["id"].as_str().unwrap().to_string();
-    env.cli(&["workspace", "set-plan", "--workspace", &ws, "--plan", "business"])
-        .await;
+    let (owner, ws) = owned_workspace(&env, "owner@example.com", "Streams", Some("business")).await;
     let p = |path: &str| format!("/v1/workspaces/{ws}{path}");
 
     // A second key, revoked while its stream is open; the first key's stream goes on.
