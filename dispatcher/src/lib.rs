@@ -28,9 +28,10 @@ use chrono::{DateTime, Duration, Utc};
 use cronbox_domain::ids::{scheduled_run_id, skipped_run_id};
 use cronbox_domain::job::{JobCommand, JobEvent, JobKind};
 use cronbox_domain::policy::{MisfirePolicy, OverlapPolicy, SkipReason, StopReason};
+use cronbox_domain::run::Work;
 use cronbox_domain::run::{decide, fire_events, Run, RunCommand, RunPlan, Trigger};
-use cronbox_nats::{DispatchMessage, MessageKind, RunQueue};
-use cronbox_projections::schedule::{self, Waiting};
+use cronbox_nats::{DispatchMessage, RunQueue};
+use cronbox_projections::schedule;
 use cronbox_store::aggregates::Stores;
 use cronbox_store::append::{append_new, NewEvent};
 use cronbox_store::job_gate;
@@ -190,7 +191,7 @@ impl Gates {
             Some(job_gate::Stopped::Deleted) => Some(StopReason::JobDeleted),
             // A retry, or a run that was waiting when the pause came, stops; "run now" on a
             // job that is already paused is the user's explicit wish and goes out.
-            Some(job_gate::Stopped::Paused) if r.kind == Waiting::Attempt && (r.attempt > 1 || r.expedite) => {
+            Some(job_gate::Stopped::Paused) if r.kind == Work::Attempt && (r.attempt > 1 || r.expedite) => {
                 Some(StopReason::JobPaused)
             }
             _ => None,
@@ -694,7 +695,7 @@ impl Dispatcher {
             workspace_id: job.workspace_id,
             job_id,
             due_at: scheduled_for,
-            kind: MessageKind::Attempt,
+            kind: Work::Attempt,
         };
         messages.push((msg, evs.len() as i64));
         Ok(())
@@ -871,23 +872,14 @@ impl Dispatcher {
         effects: &mut Vec<Effect>,
     ) -> Result<(), DispatchError> {
         effects.push(Effect::RemoveRun(run_id));
-        let (cmd, kind) = match (stop, entry.kind) {
-            (Some(reason), _) => (RunCommand::Cancel { reason, at: now }, None),
-            (None, Waiting::Attempt) => (
-                RunCommand::Dispatch {
-                    attempt: entry.attempt,
-                    at: now,
-                },
-                Some(MessageKind::Attempt),
-            ),
-            (None, Waiting::Callback) => (
-                RunCommand::DispatchCallback {
-                    attempt: entry.attempt,
-                    at: now,
-                },
-                Some(MessageKind::Callback),
-            ),
+        let attempt = entry.attempt;
+        let cmd = match (stop, entry.kind) {
+            (Some(reason), _) => RunCommand::Cancel { reason, at: now },
+            (None, Work::Attempt) => RunCommand::Dispatch { attempt, at: now },
+            (None, Work::Callback) => RunCommand::DispatchCallback { attempt, at: now },
         };
+        // A cancellation publishes nothing; anything else goes out as the work it is.
+        let kind = stop.is_none().then_some(entry.kind);
         match decide(run, cmd).await {
             Ok(evs) => {
                 for (i, ev) in evs.iter().enumerate() {

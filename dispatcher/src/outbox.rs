@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use cronbox_nats::{DispatchMessage, MessageKind, RunQueue};
+use cronbox_domain::run::Work;
+use cronbox_nats::{DispatchMessage, RunQueue};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
@@ -110,7 +111,7 @@ pub async fn flush(pool: &PgPool, queue: &RunQueue, min_age: Duration) -> Result
                     workspace_id,
                     job_id,
                     due_at,
-                    kind: MessageKind::parse(&kind),
+                    kind: Work::parse(&kind),
                 },
             )
             .collect();

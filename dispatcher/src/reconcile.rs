@@ -13,8 +13,9 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use cronbox_domain::run::Work;
 use cronbox_domain::run::{RunCommand, RunStatus, LEASE_MARGIN_SECONDS};
-use cronbox_nats::{DispatchMessage, MessageKind, RunQueue};
+use cronbox_nats::{DispatchMessage, RunQueue};
 use cronbox_store::aggregates::Stores;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -78,10 +79,10 @@ pub async fn reconcile(
             .map_err(|e| DispatchError::Run(e.to_string()))?;
         let Some(plan) = run.plan.as_ref() else { continue };
         let (stuck, kind, attempt) = match run.status {
-            RunStatus::Dispatched => (true, MessageKind::Attempt, run.attempt),
+            RunStatus::Dispatched => (true, Work::Attempt, run.attempt),
             RunStatus::Running => (
                 run.lease_until().is_some_and(|u| u + after < now),
-                MessageKind::Attempt,
+                Work::Attempt,
                 run.attempt,
             ),
             // A callback try handed to an executor that never reported back.
@@ -93,11 +94,11 @@ pub async fn reconcile(
                     continue;
                 }
                 match run.callback.in_flight {
-                    Some((attempt, at)) => (at + after < now, MessageKind::Callback, attempt),
-                    None => (false, MessageKind::Callback, 0),
+                    Some((attempt, at)) => (at + after < now, Work::Callback, attempt),
+                    None => (false, Work::Callback, 0),
                 }
             }
-            _ => (false, MessageKind::Attempt, 0),
+            _ => (false, Work::Attempt, 0),
         };
         if !stuck {
             continue;

@@ -11,8 +11,9 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, Utc};
 use cronbox_domain::job::{JobDefinition, JobKind};
 use cronbox_domain::policy::{MisfirePolicy, RUN_ALL_MAX};
+use cronbox_domain::run::Work;
 use cronbox_domain::schedule::CronSchedule;
-use cronbox_projections::schedule::{JobRow, RunRow, ScheduleChange, Waiting};
+use cronbox_projections::schedule::{JobRow, RunRow, ScheduleChange};
 use uuid::Uuid;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -47,7 +48,7 @@ pub struct RunEntry {
     pub workspace_id: Uuid,
     pub job_id: Uuid,
     pub due_at: DateTime<Utc>,
-    pub kind: Waiting,
+    pub kind: Work,
     /// Due at once: its job was paused or deleted, or its workspace deleted, while it waited;
     /// the fire records that it is cancelled (see `Dispatcher::fire`).
     pub expedite: bool,
@@ -306,7 +307,7 @@ impl State {
                     self.retime(TimerKey::Job(job_id));
                 }
                 if !active {
-                    self.expedite_runs(|r| r.job_id == job_id && r.kind == Waiting::Attempt);
+                    self.expedite_runs(|r| r.job_id == job_id && r.kind == Work::Attempt);
                 }
             }
             ScheduleChange::DeleteJob { job_id } => {
@@ -343,7 +344,7 @@ impl State {
                 // Known to be stopped already: a retry of a run that was in flight when its job
                 // was paused or its workspace deleted.
                 let stopped = self.deleted_workspaces.contains(&workspace_id)
-                    || (kind == Waiting::Attempt && attempt > 1 && self.jobs.get(&job_id).is_some_and(|j| !j.active));
+                    || (kind == Work::Attempt && attempt > 1 && self.jobs.get(&job_id).is_some_and(|j| !j.active));
                 self.runs.insert(
                     run_id,
                     RunEntry {

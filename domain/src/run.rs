@@ -128,6 +128,40 @@ pub fn without_nul(s: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// What a piece of a run's work is: an attempt of its request, or a try of its callback. The
+/// schedule index's waiting runs, the dispatcher's timers and the messages to executors all carry
+/// it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Work {
+    /// An attempt of the run's request (the first, a manual run, a retry).
+    #[default]
+    Attempt,
+    /// A try of the delayed call's callback.
+    Callback,
+}
+
+impl Work {
+    pub fn is_attempt(&self) -> bool {
+        *self == Self::Attempt
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Attempt => "attempt",
+            Self::Callback => "callback",
+        }
+    }
+    /// The stored form back (anything but `callback` is an attempt, as rows written before the
+    /// column existed are).
+    pub fn parse(s: &str) -> Self {
+        if s == "callback" {
+            Self::Callback
+        } else {
+            Self::Attempt
+        }
+    }
+}
+
 /// What one attempt observed on the wire.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct AttemptOutcome {

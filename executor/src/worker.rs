@@ -9,9 +9,10 @@ use chrono::Utc;
 use cqrs_es::AggregateError;
 use cronbox_domain::policy;
 use cronbox_domain::request::{Header, HttpMethod, RequestSpec};
+use cronbox_domain::run::Work;
 use cronbox_domain::run::{Run, RunCommand, RunError, RunStatus};
 use cronbox_domain::target::TargetPolicy;
-use cronbox_nats::{ConsumerSettings, DispatchMessage, MessageKind, RunQueue};
+use cronbox_nats::{ConsumerSettings, DispatchMessage, RunQueue};
 use cronbox_store::aggregates::Stores;
 use cronbox_store::append::rows;
 use cronbox_store::group_commit::{Appended, GroupCommit};
@@ -283,7 +284,7 @@ async fn perform(shared: &Shared, msg: &jetstream::Message, d: &DispatchMessage)
         tracing::warn!(error = %e, "cannot load run");
         Duration::from_secs(2)
     })?;
-    if d.kind == MessageKind::Callback {
+    if d.kind == Work::Callback {
         return callback(shared, msg, d, loaded.0).await;
     }
     // A final attempt's message from before callbacks had timers carries its callback; the

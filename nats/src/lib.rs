@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::pull, stream};
 use chrono::{DateTime, Utc};
+use cronbox_domain::run::Work;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -55,37 +56,8 @@ pub struct DispatchMessage {
     pub job_id: Uuid,
     pub due_at: DateTime<Utc>,
     /// Absent (an attempt) in messages published before callbacks had their own.
-    #[serde(default, skip_serializing_if = "MessageKind::is_attempt")]
-    pub kind: MessageKind,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum MessageKind {
-    /// `attempt` of the run's own request.
-    #[default]
-    Attempt,
-    /// Try `attempt` of the delayed call's callback.
-    Callback,
-}
-
-impl MessageKind {
-    pub fn is_attempt(&self) -> bool {
-        *self == Self::Attempt
-    }
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Attempt => "attempt",
-            Self::Callback => "callback",
-        }
-    }
-    pub fn parse(s: &str) -> Self {
-        if s == "callback" {
-            Self::Callback
-        } else {
-            Self::Attempt
-        }
-    }
+    #[serde(default, skip_serializing_if = "Work::is_attempt")]
+    pub kind: Work,
 }
 
 impl DispatchMessage {
@@ -93,8 +65,8 @@ impl DispatchMessage {
     /// attempt and a callback try.
     pub fn message_id(&self) -> String {
         match self.kind {
-            MessageKind::Attempt => format!("{}:{}", self.run_id, self.attempt),
-            MessageKind::Callback => format!("{}:cb{}", self.run_id, self.attempt),
+            Work::Attempt => format!("{}:{}", self.run_id, self.attempt),
+            Work::Callback => format!("{}:cb{}", self.run_id, self.attempt),
         }
     }
 }

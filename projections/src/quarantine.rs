@@ -133,6 +133,23 @@ async fn savepoint(conn: &mut PgConnection, sql: &'static str) -> Result<(), Pro
     Ok(())
 }
 
+/// The two savepoints: around a whole batch, and around one event.
+#[derive(Clone, Copy)]
+enum Savepoint {
+    Batch,
+    Event,
+}
+
+/// Undoes what was done since the savepoint and drops it.
+async fn undo(conn: &mut PgConnection, point: Savepoint) -> Result<(), ProjectionError> {
+    let (rollback, release) = match point {
+        Savepoint::Batch => ("ROLLBACK TO SAVEPOINT cronbox_batch", "RELEASE SAVEPOINT cronbox_batch"),
+        Savepoint::Event => ("ROLLBACK TO SAVEPOINT cronbox_event", "RELEASE SAVEPOINT cronbox_event"),
+    };
+    savepoint(conn, rollback).await?;
+    savepoint(conn, release).await
+}
+
 /// Applies `events` inside the caller's transaction, quarantining what cannot be applied.
 /// With `batch`, the projection's grouped path is tried first and the events are applied one by
 /// one only if it fails; otherwise one by one from the start (rebuilds, so both paths stay
@@ -174,8 +191,7 @@ pub async fn apply_guarded(
             Err(e) if !is_poison(&e) => return Err(e),
             Err(e) => {
                 tracing::warn!(projection = name, error = %describe(&e), "a batch failed; applying its events one by one");
-                savepoint(conn, "ROLLBACK TO SAVEPOINT cronbox_batch").await?;
-                savepoint(conn, "RELEASE SAVEPOINT cronbox_batch").await?;
+                undo(conn, Savepoint::Batch).await?;
             }
         }
     }
@@ -191,8 +207,7 @@ pub async fn apply_guarded(
             Ok(()) => savepoint(conn, "RELEASE SAVEPOINT cronbox_event").await?,
             Err(e) if !is_poison(&e) => return Err(e),
             Err(e) => {
-                savepoint(conn, "ROLLBACK TO SAVEPOINT cronbox_event").await?;
-                savepoint(conn, "RELEASE SAVEPOINT cronbox_event").await?;
+                undo(conn, Savepoint::Event).await?;
                 let error = describe(&e);
                 tracing::error!(
                     projection = name,
@@ -361,8 +376,7 @@ pub async fn retry(pool: &PgPool, projection: &dyn Projection) -> Result<RetryRe
             }
             Err(e) if !is_poison(&e) => return Err(e),
             Err(e) => {
-                savepoint(&mut tx, "ROLLBACK TO SAVEPOINT cronbox_event").await?;
-                savepoint(&mut tx, "RELEASE SAVEPOINT cronbox_event").await?;
+                undo(&mut tx, Savepoint::Event).await?;
                 record(&mut tx, name, ev, "quarantined", &describe(&e)).await?;
                 failing.insert(k);
                 report.still_failing += 1;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use cronbox_domain::job::{JobDefinition, JobEvent};
-use cronbox_domain::run::{RunEvent, Trigger};
+use cronbox_domain::run::{RunEvent, Trigger, Work};
 use cronbox_store::tail::{Cursor, StoredEvent};
 use sqlx::types::Json;
 use sqlx::{PgConnection, PgPool};
@@ -67,37 +67,11 @@ pub enum ScheduleChange {
         workspace_id: Uuid,
         job_id: Uuid,
         due_at: DateTime<Utc>,
-        kind: Waiting,
+        kind: Work,
     },
     RemoveRun {
         run_id: Uuid,
     },
-}
-
-/// What a waiting run waits for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Waiting {
-    /// An attempt of the run's request (a manual run, a retry).
-    #[default]
-    Attempt,
-    /// A try of the delayed call's callback.
-    Callback,
-}
-
-impl Waiting {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Attempt => "attempt",
-            Self::Callback => "callback",
-        }
-    }
-    pub fn parse(s: &str) -> Self {
-        if s == "callback" {
-            Self::Callback
-        } else {
-            Self::Attempt
-        }
-    }
 }
 
 fn uuid_of(ev: &StoredEvent) -> Result<Uuid, ProjectionError> {
@@ -160,7 +134,7 @@ pub fn changes(ev: &StoredEvent) -> Result<Vec<ScheduleChange>, ProjectionError>
                     workspace_id,
                     job_id,
                     due_at,
-                    kind: Waiting::Callback,
+                    kind: Work::Callback,
                 }],
                 RunEvent::CallbackDispatched { .. }
                 | RunEvent::CallbackCancelled { .. }
@@ -177,7 +151,7 @@ pub fn changes(ev: &StoredEvent) -> Result<Vec<ScheduleChange>, ProjectionError>
                         workspace_id: plan.workspace_id,
                         job_id: plan.job_id,
                         due_at: at,
-                        kind: Waiting::Attempt,
+                        kind: Work::Attempt,
                     }],
                 },
                 RunEvent::RunSkipped {
@@ -198,7 +172,7 @@ pub fn changes(ev: &StoredEvent) -> Result<Vec<ScheduleChange>, ProjectionError>
                         workspace_id,
                         job_id,
                         due_at: retry_at,
-                        kind: Waiting::Attempt,
+                        kind: Work::Attempt,
                     }]
                 }
                 RunEvent::RunDispatched { .. } | RunEvent::RunSucceeded { .. } | RunEvent::RunFailed { .. } => {
@@ -409,7 +383,7 @@ pub struct RunRow {
     pub workspace_id: Uuid,
     pub job_id: Uuid,
     pub due_at: DateTime<Utc>,
-    pub kind: Waiting,
+    pub kind: Work,
 }
 
 /// (job_id, workspace_id, active, definition, anchor_at, execute_at) of one schedule_jobs row.
@@ -488,7 +462,7 @@ pub async fn load(
             workspace_id,
             job_id,
             due_at,
-            kind: Waiting::parse(&kind),
+            kind: Work::parse(&kind),
         })
         .collect();
     Ok((cursor, runs))

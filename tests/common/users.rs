@@ -22,19 +22,11 @@ pub async fn call(env: &TestEnv, method: Method, path: &str, token: &str, body: 
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
-/// Registers and logs in; returns the access token.
+/// Registers, confirms the address and logs in; returns the access token.
 pub async fn user(env: &TestEnv, email: &str) -> String {
-    let (s, v) = call(
-        env,
-        Method::POST,
-        "/v1/auth/register",
-        "-",
-        Some(json!({"email": email, "password": PW, "name": email})),
-    )
-    .await;
-    assert_eq!(s, 201, "{v}");
+    let token = unverified_user(env, email).await;
     verify(env, email).await;
-    login(env, email).await
+    token
 }
 
 /// Registers and logs in without confirming the address.
