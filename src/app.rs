@@ -148,6 +148,10 @@ pub async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
             "retention"
         });
     }
+    let notify = match (&keyring, roles.api || roles.dispatcher) {
+        (Some(keyring), true) => Some(start_notifications(&config, &pool, &stores, &waker, keyring, &shutdown, &mut tasks).await?),
+        _ => None,
+    };
     if roles.dispatcher {
         let cfg = cronbox_dispatcher::DispatcherConfig {
             grace: chrono::Duration::seconds(config.misfire_grace_seconds),
@@ -229,6 +233,13 @@ pub async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
                         .unwrap_or_else(|| config.nats_url.clone()),
                 }),
             max_workspaces_per_user: config.max_workspaces_per_user,
+            public_url: config.public_url.clone(),
+            notify: notify.as_ref().map(|n| n.notify.clone()),
+            min_realert_seconds: config.min_realert_seconds,
+            telegram_webhook: match (&config.telegram_webhook_secret, notify.as_ref().and_then(|n| n.bot.clone())) {
+                (Some(secret), Some(bot)) => Some((secret.clone(), bot)),
+                _ => None,
+            },
             limiter: cronbox_api::rate_limit::RateLimiter::new(
                 pool.clone(),
                 config.rate_limit_per_address,
@@ -292,6 +303,125 @@ pub async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
         Some(role) => anyhow::bail!("the {role} role stopped unexpectedly"),
         None => Ok(()),
     }
+}
+
+/// The notification roles of a process that runs projections and holds the master key.
+struct Notifications {
+    notify: cronbox_notify::channels::Notify,
+    bot: Option<cronbox_notify::bot::Bot>,
+}
+
+async fn start_notifications(
+    config: &Config,
+    pool: &sqlx::PgPool,
+    stores: &Arc<Stores>,
+    waker: &Waker,
+    keyring: &Arc<cronbox_store::signing::Keyring>,
+    shutdown: &CancellationToken,
+    tasks: &mut tokio::task::JoinSet<&'static str>,
+) -> anyhow::Result<Notifications> {
+    use cronbox_notify::{bot, decider, deliver, mail, outbox, reminders, telegram, webhook};
+    let mailer = mail::Mailer::from_settings(
+        config.smtp_url.as_deref(),
+        config.resend_api_key.as_deref(),
+        &config.resend_api_url,
+        config.mail_from.as_deref(),
+    )
+    .context("cannot set up mail")?;
+    // A bot that cannot be reached at start-up is reported and left out; alerts to Telegram
+    // wait (and retry) until a restart finds it.
+    let telegram = match &config.telegram_bot_token {
+        None => None,
+        Some(token) => match tokio::time::timeout(
+            Duration::from_secs(15),
+            telegram::TelegramBot::connect(&config.telegram_api_url, token),
+        )
+        .await
+        {
+            Ok(Ok(b)) => {
+                tracing::info!(bot = %b.username, "telegram bot connected");
+                Some(b)
+            }
+            Ok(Err(e)) => {
+                tracing::error!(error = ?e, "telegram getMe failed; the bot is off in this process");
+                None
+            }
+            Err(_) => {
+                tracing::error!("telegram getMe timed out; the bot is off in this process");
+                None
+            }
+        },
+    };
+    let notify = cronbox_notify::channels::Notify {
+        stores: stores.clone(),
+        pool: pool.clone(),
+        key: keyring.key().clone(),
+        public_url: config.public_url.clone(),
+        telegram_bot: telegram.as_ref().map(|b| b.username.clone()),
+    };
+    let task = cronbox_projections::run_projection(pool.clone(), waker.clone(), Box::new(decider::AlertDecider), shutdown.clone());
+    tasks.spawn(async move {
+        task.await;
+        "alert decider"
+    });
+    let task = reminders::run(pool.clone(), Duration::from_secs(1), shutdown.clone());
+    tasks.spawn(async move {
+        task.await;
+        "alert reminders"
+    });
+    let senders = Arc::new(deliver::Senders {
+        mailer: mailer.clone(),
+        webhooks: webhook::WebhookSender::new(config.targets.clone()).context("cannot build the webhook client")?,
+        telegram: telegram.clone(),
+        key: keyring.key().clone(),
+    });
+    let cfg = deliver::DeliverConfig {
+        public_url: config.public_url.clone(),
+        digest_threshold: config.alert_digest_threshold,
+        ..Default::default()
+    };
+    let task = deliver::run(
+        pool.clone(),
+        stores.clone(),
+        waker.clone(),
+        senders,
+        cfg,
+        lock_key(&format!("{}:deliverer", config.nats_prefix)),
+        shutdown.clone(),
+    );
+    tasks.spawn(async move {
+        task.await;
+        "notification deliverer"
+    });
+    let task = outbox::run(pool.clone(), mailer, lock_key(&format!("{}:mail", config.nats_prefix)), shutdown.clone());
+    tasks.spawn(async move {
+        task.await;
+        // Without a transport the sender ends at once; that is not a death.
+        std::future::pending::<()>().await;
+        "mail sender"
+    });
+    let bot = telegram.map(|telegram| bot::Bot {
+        notify: notify.clone(),
+        telegram,
+    });
+    if let Some(b) = bot.clone() {
+        match &config.telegram_webhook_secret {
+            Some(secret) => {
+                let url = format!("{}/v1/telegram/webhook", config.public_url);
+                if let Err(e) = b.telegram.set_webhook(&url, secret).await {
+                    tracing::error!(error = ?e, "cannot set the telegram webhook");
+                }
+            }
+            None => {
+                let task = bot::poll(b, lock_key(&format!("{}:telegram", config.nats_prefix)), shutdown.clone());
+                tasks.spawn(async move {
+                    task.await;
+                    "telegram poller"
+                });
+            }
+        }
+    }
+    Ok(Notifications { notify, bot })
 }
 
 pub async fn migrate(config: &Config) -> anyhow::Result<()> {

@@ -62,6 +62,21 @@ pub struct Config {
     /// Password hashes (argon2id, 19 MiB each) computed at once per process; beyond, requests
     /// wait briefly, then get 503.
     pub password_hash_concurrency: usize,
+    /// Where users reach this installation: links in mails and alerts.
+    pub public_url: String,
+    pub smtp_url: Option<String>,
+    pub resend_api_key: Option<String>,
+    pub resend_api_url: String,
+    pub mail_from: Option<String>,
+    pub telegram_bot_token: Option<String>,
+    pub telegram_api_url: String,
+    /// Set: Telegram sends updates to `{public_url}/v1/telegram/webhook` with this secret;
+    /// unset: one process long-polls.
+    pub telegram_webhook_secret: Option<String>,
+    /// The shortest reminder interval a job may ask for.
+    pub min_realert_seconds: u32,
+    /// More than this many notifications due at once on one mail or Telegram channel go as a digest.
+    pub alert_digest_threshold: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -192,14 +207,78 @@ impl Config {
                 "CRONBOX_PASSWORD_HASH_CONCURRENCY",
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             )?,
+            public_url: src.get("CRONBOX_PUBLIC_URL").unwrap_or_default(),
+            smtp_url: src.get("CRONBOX_SMTP_URL"),
+            resend_api_key: src.get("CRONBOX_RESEND_API_KEY"),
+            resend_api_url: src
+                .get("CRONBOX_RESEND_API_URL")
+                .unwrap_or_else(|| "https://api.resend.com".into()),
+            mail_from: src.get("CRONBOX_MAIL_FROM"),
+            telegram_bot_token: src.get("CRONBOX_TELEGRAM_BOT_TOKEN"),
+            telegram_api_url: src
+                .get("CRONBOX_TELEGRAM_API_URL")
+                .unwrap_or_else(|| "https://api.telegram.org".into()),
+            telegram_webhook_secret: src.get("CRONBOX_TELEGRAM_WEBHOOK_SECRET"),
+            min_realert_seconds: src.parse("CRONBOX_MIN_REALERT_SECONDS", 300)?,
+            alert_digest_threshold: src.parse("CRONBOX_ALERT_DIGEST_THRESHOLD", 5)?,
         }
+        .with_public_url()
         .validated()
+    }
+
+    /// Links default to the listen address (fine on one machine; set it behind a proxy).
+    fn with_public_url(mut self) -> Self {
+        if self.public_url.is_empty() {
+            self.public_url = format!("http://{}", self.listen);
+        }
+        self.public_url = self.public_url.trim_end_matches('/').to_string();
+        self
     }
 
     /// Values that parse but cannot work (a zero-slot executor never calls anything, a zero
     /// ack wait floods the server with progress acks) are refused at start-up.
     fn validated(self) -> Result<Self, ConfigError> {
-        let checks: [(&'static str, bool, String, &'static str); 19] = [
+        let checks: [(&'static str, bool, String, &'static str); 25] = [
+            (
+                "CRONBOX_PUBLIC_URL",
+                url::Url::parse(&self.public_url).is_ok_and(|u| matches!(u.scheme(), "http" | "https")),
+                self.public_url.clone(),
+                "must be an http(s) URL",
+            ),
+            (
+                "CRONBOX_SMTP_URL",
+                self.smtp_url
+                    .as_deref()
+                    .is_none_or(|u| url::Url::parse(u).is_ok_and(|u| matches!(u.scheme(), "smtp" | "smtps"))),
+                "(hidden)".into(),
+                "must be smtp://… or smtps://…",
+            ),
+            (
+                "CRONBOX_MAIL_FROM",
+                self.mail_from.is_some() || (self.smtp_url.is_none() && self.resend_api_key.is_none()),
+                String::new(),
+                "is required when CRONBOX_SMTP_URL or CRONBOX_RESEND_API_KEY is set",
+            ),
+            (
+                "CRONBOX_TELEGRAM_WEBHOOK_SECRET",
+                self.telegram_webhook_secret.as_deref().is_none_or(|s| {
+                    (1..=256).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+                }),
+                "(hidden)".into(),
+                "must be 1-256 characters of A-Za-z0-9_-",
+            ),
+            (
+                "CRONBOX_MIN_REALERT_SECONDS",
+                (1..=86_400).contains(&self.min_realert_seconds),
+                self.min_realert_seconds.to_string(),
+                "must be 1..=86400",
+            ),
+            (
+                "CRONBOX_ALERT_DIGEST_THRESHOLD",
+                (1..=1000).contains(&self.alert_digest_threshold),
+                self.alert_digest_threshold.to_string(),
+                "must be 1..=1000",
+            ),
             (
                 "CRONBOX_MAX_RUNS_IN_FLIGHT",
                 self.max_runs_in_flight >= 1,

@@ -45,7 +45,7 @@ enum Command {
     },
     /// Prints every stored event of one aggregate (one JSON object per line).
     Events {
-        /// workspace, job, run, user or session
+        /// workspace, job, run, user, session, alert, notification or notification_channel
         aggregate_type: String,
         id: String,
     },

@@ -35,15 +35,14 @@ async fn post(env: &TestEnv, path: &str, body: Value) -> (u16, Value) {
 
 /// The token in the newest mail of `kind` to `to`.
 async fn mailed_token(env: &TestEnv, to: &str, kind: &str) -> String {
-    let body: String =
-        sqlx::query_scalar("SELECT body FROM mail_outbox WHERE to_email = $1 AND kind = $2 ORDER BY id DESC LIMIT 1")
-            .bind(to)
-            .bind(kind)
-            .fetch_one(&env.db.pool)
-            .await
-            .expect("a mail in the outbox");
-    let start = body.find("\"token\": \"").expect("token in mail") + 10;
-    body[start..start + 64].to_string()
+    sqlx::query_scalar(
+        "SELECT params->>'token' FROM mail_outbox WHERE to_email = $1 AND kind = $2 ORDER BY id DESC LIMIT 1",
+    )
+    .bind(to)
+    .bind(kind)
+    .fetch_one(&env.db.pool)
+    .await
+    .expect("a mail in the outbox")
 }
 
 const PW: &str = "correct horse battery";

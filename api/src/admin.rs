@@ -245,9 +245,19 @@ pub async fn retry_failures(
 
 /// The stored form of an aggregate type name (`run` → `Run`).
 fn stored_type(t: &str) -> Option<&'static str> {
-    ["Workspace", "Job", "Run", "User", "Session"]
-        .into_iter()
-        .find(|k| k.eq_ignore_ascii_case(t))
+    [
+        ("workspace", "Workspace"),
+        ("job", "Job"),
+        ("run", "Run"),
+        ("user", "User"),
+        ("session", "Session"),
+        ("alert", "Alert"),
+        ("notification", "Notification"),
+        ("notification_channel", "NotificationChannel"),
+    ]
+    .into_iter()
+    .find(|(k, _)| k.eq_ignore_ascii_case(t))
+    .map(|(_, stored)| stored)
 }
 
 /// Every stored event of one aggregate, as stored (operators see the whole truth).
@@ -256,7 +266,7 @@ pub async fn aggregate_events(pool: &PgPool, aggregate_type: &str, id: &str) -> 
         ApiError::field(
             "aggregate_type",
             "invalid",
-            "aggregate_type must be one of workspace, job, run, user, session",
+            "aggregate_type must be one of workspace, job, run, user, session, alert, notification, notification_channel",
         )
     })?;
     type Row = (i64, String, String, Value, Value, DateTime<Utc>, i64, i64, Option<Uuid>);
@@ -287,7 +297,7 @@ pub async fn aggregate_events(pool: &PgPool, aggregate_type: &str, id: &str) -> 
     path = "/v1/admin/aggregates/{aggregate_type}/{id}/events",
     tag = "admin",
     summary = "Any aggregate's stored events (superusers)",
-    params(("aggregate_type" = String, Path, description = "workspace, job, run, user or session"),
+    params(("aggregate_type" = String, Path, description = "workspace, job, run, user, session, alert, notification or notification_channel"),
            ("id" = String, Path, description = "The aggregate's id")),
     responses((status = 200, description = "Its events in order", body = crate::openapi::schemas::AdminEventList),
               (status = 404, description = "No events, or not a superuser", body = crate::openapi::schemas::ErrorResponse)),

@@ -28,6 +28,10 @@ fn view(d: &JobDefaults) -> Value {
         "misfire_policy": d.misfire_policy.map(|p| p.as_str()),
         "misfire_grace_seconds": d.misfire_grace_seconds,
         "overlap_policy": d.overlap_policy.map(|p| p.as_str()),
+        "notify_on_failure": d.notify_on_failure,
+        "notify_on_recovery": d.notify_on_recovery,
+        "alert_after_failures": d.alert_after_failures,
+        "realert_every": d.realert_every_seconds.map(cronbox_domain::alert::format_interval),
     })
 }
 
@@ -76,6 +80,13 @@ pub async fn put(
         ..Default::default()
     };
     let given = input.clone();
+    let notify_on_failure = f.bool("notify_on_failure")?;
+    let notify_on_recovery = f.bool("notify_on_recovery")?;
+    let (after_given, realert_given) = (f.has("alert_after_failures"), f.has("realert_every"));
+    if f.has("alert_channels") {
+        return Err(ApiError::field("alert_channels", "unknown_field", "alert channels are chosen per job"));
+    }
+    let rules = crate::notifications::alert_rules(&mut f, None, &JobDefaults::default(), state.min_realert_seconds)?;
     let spec = RequestSpec::parse(input, &TargetPolicy::open())?;
     let defaults = JobDefaults {
         timeout_seconds: given.timeout_seconds.map(|_| spec.timeout_seconds),
@@ -88,6 +99,10 @@ pub async fn put(
         misfire_policy: misfire_policy(&mut f, None)?,
         misfire_grace_seconds: misfire_grace(&mut f, None)?,
         overlap_policy: overlap_policy(&mut f, None)?,
+        notify_on_failure,
+        notify_on_recovery,
+        alert_after_failures: after_given.then_some(rules.after_failures),
+        realert_every_seconds: rules.realert_every_seconds.filter(|_| realert_given),
     };
     f.finish()?;
     let cmd = WorkspaceCommand::SetJobDefaults {

@@ -108,6 +108,20 @@ async fn create_job(
 }
 
 /// The URLs of a definition, checked against what their host names resolve to now.
+/// Delayed calls alert on their one final failure: only the channels can be chosen.
+fn delayed_alert_rules(f: &mut Fields) -> Result<cronbox_domain::alert::AlertRules, ApiError> {
+    for field in ["alert_after_failures", "realert_every"] {
+        if f.has(field) {
+            return Err(ApiError::field(
+                field,
+                "not_for_delayed_calls",
+                format!("{field} applies to cron jobs; a delayed call alerts once, when it fails finally"),
+            ));
+        }
+    }
+    crate::notifications::alert_rules(f, None, &Default::default(), 1)
+}
+
 async fn check_targets(state: &AppState, definition: &JobDefinition) -> Result<(), ApiError> {
     targets::check_resolved(&state.targets, "url", &definition.request.url).await?;
     if let JobKind::Delayed {
@@ -352,6 +366,9 @@ fn view(
         "expect_json": r.expect_json.as_ref().map(|j| json!({"path": j.path, "equals": j.equals})),
         "notify_on_failure": def.notify_on_failure,
         "notify_on_recovery": def.notify_on_recovery,
+        "alert_after_failures": def.alerts.after_failures,
+        "realert_every": def.alerts.realert_every_seconds.map(cronbox_domain::alert::format_interval),
+        "alert_channels": def.alerts.channels,
         "status": status,
         "next_run_at": next_run_at,
         "last_run_at": stats.and_then(|s| s.last_run_at),
@@ -496,8 +513,15 @@ pub async fn create_cron(
         description: f.string("description")?.unwrap_or_default(),
         tags: f.strings("tags")?.unwrap_or_default(),
         request: request_fields(&mut f, None, &caller.workspace.job_defaults, &state.targets)?,
-        notify_on_failure: f.bool("notify_on_failure")?.unwrap_or(true),
-        notify_on_recovery: f.bool("notify_on_recovery")?.unwrap_or(true),
+        notify_on_failure: f
+            .bool("notify_on_failure")?
+            .or(caller.workspace.job_defaults.notify_on_failure)
+            .unwrap_or(true),
+        notify_on_recovery: f
+            .bool("notify_on_recovery")?
+            .or(caller.workspace.job_defaults.notify_on_recovery)
+            .unwrap_or(true),
+        alerts: crate::notifications::alert_rules(&mut f, None, &caller.workspace.job_defaults, state.min_realert_seconds)?,
         misfire_policy: misfire_policy(&mut f, None)?
             .or(caller.workspace.job_defaults.misfire_policy)
             .unwrap_or_default(),
@@ -514,6 +538,7 @@ pub async fn create_cron(
     let plan = plans::of_caller(&state, &caller).await?;
     plan.check_definition(&definition)?;
     check_targets(&state, &definition).await?;
+    crate::notifications::check_channels(&state, caller.workspace_id, &definition.alerts).await?;
     let id = Uuid::new_v4();
     let job = create_job(&state, &caller, &plan, id, definition, Utc::now())
         .await
@@ -579,6 +604,12 @@ pub async fn update_cron(
         )?,
         notify_on_failure: f.bool("notify_on_failure")?.unwrap_or(current.notify_on_failure),
         notify_on_recovery: f.bool("notify_on_recovery")?.unwrap_or(current.notify_on_recovery),
+        alerts: crate::notifications::alert_rules(
+            &mut f,
+            Some(&current.alerts),
+            &caller.workspace.job_defaults,
+            state.min_realert_seconds,
+        )?,
         misfire_policy: misfire_policy(&mut f, Some(&current))?.unwrap_or_default(),
         misfire_grace_seconds: misfire_grace(&mut f, Some(&current))?,
         overlap_policy: overlap_policy(&mut f, Some(&current))?.unwrap_or_default(),
@@ -590,6 +621,7 @@ pub async fn update_cron(
     f.finish()?;
     plans::of_caller(&state, &caller).await?.check_definition(&definition)?;
     check_targets(&state, &definition).await?;
+    crate::notifications::check_channels(&state, caller.workspace_id, &definition.alerts).await?;
     state
         .stores
         .jobs
@@ -839,8 +871,12 @@ fn delayed_definition(
         description: f.string("description")?.unwrap_or_default(),
         tags: f.strings("tags")?.unwrap_or_default(),
         request: request_fields(f, None, &caller.workspace.job_defaults, targets)?,
-        notify_on_failure: f.bool("notify_on_failure")?.unwrap_or(true),
+        notify_on_failure: f
+            .bool("notify_on_failure")?
+            .or(caller.workspace.job_defaults.notify_on_failure)
+            .unwrap_or(true),
         notify_on_recovery: f.bool("notify_on_recovery")?.unwrap_or(true),
+        alerts: delayed_alert_rules(f)?,
         misfire_policy: Default::default(),
         misfire_grace_seconds: None,
         overlap_policy: Default::default(),

@@ -5,6 +5,8 @@
 //! - [`jobs`]: cron jobs and delayed calls; [`executions`]: the execution log;
 //!   [`events`]: audit trails; [`preview`]: cron previews.
 //! - [`error`]: the one error type and its mapping to `{"error": {"code", "message", "field"}}`.
+//! - [`notifications`]: notification channels, deliveries, alerts; [`links`]: the pages
+//!   behind mail links and the Telegram webhook.
 //! - [`plans`]: plans, limits and the usage report.
 //! - [`edge`]: request ids, per-address limits, `RateLimit-*` headers; [`rate_limit`]: the
 //!   requests-per-minute counters shared by every API process.
@@ -27,6 +29,8 @@ pub mod executions;
 pub mod feed;
 pub mod input;
 pub mod jobs;
+pub mod links;
+pub mod notifications;
 pub mod openapi;
 pub mod pagination;
 pub mod plans;
@@ -83,6 +87,14 @@ pub struct AppState {
     pub subscriptions: Option<subscriptions::Issuer>,
     /// Workspaces one user may have created and not deleted (superusers: any number).
     pub max_workspaces_per_user: u32,
+    /// Where users reach this installation (links in mails and alerts).
+    pub public_url: String,
+    /// The notification use cases (None: not set up in this process).
+    pub notify: Option<cronbox_notify::channels::Notify>,
+    /// The shortest `realert_every` a job may ask for.
+    pub min_realert_seconds: u32,
+    /// Telegram's webhook mode: the `secret_token` and the bot (None: polling or no bot).
+    pub telegram_webhook: Option<(String, cronbox_notify::bot::Bot)>,
 }
 
 /// The whole API. Every route goes through `routes!`, which also adds its `#[utoipa::path]`
@@ -119,7 +131,15 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(plans::set_plan))
         .routes(routes!(defaults::get, defaults::put))
         .routes(routes!(signing::get))
-        .routes(routes!(signing::rotate));
+        .routes(routes!(signing::rotate))
+        .routes(routes!(notifications::create, notifications::list))
+        .routes(routes!(notifications::get, notifications::update, notifications::delete))
+        .routes(routes!(notifications::test))
+        .routes(routes!(notifications::rotate_secret))
+        .routes(routes!(notifications::resend_confirmation))
+        .routes(routes!(notifications::deliveries))
+        .routes(routes!(notifications::telegram_link))
+        .routes(routes!(notifications::alerts));
     let (router, doc) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .nest("/v1/workspaces/{ws}", ws)
         .routes(routes!(preview::preview))
@@ -140,6 +160,12 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(admin::retry_failures))
         .routes(routes!(admin::events))
         .routes(routes!(admin::rerun))
+        .routes(routes!(links::verify_page, links::verify_post))
+        .routes(routes!(links::reset_page, links::reset_post))
+        .routes(routes!(links::invite_page))
+        .routes(routes!(links::confirm_page, links::confirm_post))
+        .routes(routes!(links::unsubscribe_page, links::unsubscribe_post))
+        .routes(routes!(links::telegram_webhook))
         .routes(routes!(healthz))
         .routes(routes!(readyz))
         .routes(routes!(openapi::openapi_json))

@@ -564,6 +564,7 @@ pub async fn remove_member(
 pub async fn invite(
     State(state): State<AppState>,
     caller: Caller,
+    headers: axum::http::HeaderMap,
     JsonObject(body): JsonObject,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     caller.require(Role::Admin)?;
@@ -597,17 +598,16 @@ pub async fn invite(
     };
     execute(&state.stores, caller.workspace_id, cmd).await?;
     let mut tx = state.pool.begin().await?;
-    crate::accounts::queue_mail(
+    cronbox_notify::outbox::queue(
         &mut tx,
         &email,
         "invite",
-        &format!("You are invited to {} on CronBox", caller.workspace.name),
-        &format!(
-            "Join as {}: log in (or sign up with this address), then POST /v1/invites/accept with {{\"token\": \"{token}\"}}. The invitation expires in {INVITE_TTL_DAYS} days.",
-            role.as_str()
-        ),
+        crate::notifications::header_language(&headers),
+        json!({"token": token, "workspace": caller.workspace.name, "role": role.as_str(), "days": INVITE_TTL_DAYS}),
+        &state.public_url,
     )
-    .await?;
+    .await
+    .map_err(crate::accounts::mail_error)?;
     tx.commit().await?;
     Ok((
         StatusCode::CREATED,

@@ -2,6 +2,7 @@
 //! loopback and prints one JSON object per scenario and a summary table. See `bench/README.md`.
 
 mod peer;
+mod receivers;
 mod scenarios;
 mod stack;
 mod stats;
@@ -18,7 +19,7 @@ struct Cli {
     /// Scenarios to run, comma-separated: w1, light, max, cron, scale, ingest, feed, fairness.
     #[arg(
         long,
-        default_value = "w1,light,max,cron,scale,ingest,feed,fairness",
+        default_value = "w1,light,max,cron,scale,ingest,feed,fairness,alerts",
         value_delimiter = ','
     )]
     scenarios: Vec<String>,
@@ -151,6 +152,7 @@ async fn main() -> anyhow::Result<()> {
                 )
                 .await
             }
+            "alerts" => scenarios::alerts(&env, if s { 100 } else { 1000 }).await,
             other => anyhow::bail!("unknown scenario {other}"),
         };
         let mut r = match r {
@@ -274,6 +276,16 @@ fn print_table(results: &[Value]) {
                 f(&r["single"]["created_per_s"]), f(&r["single"]["latency_ms"]["p99"]), f(&r["batch"]["items_per_s"]),
                 cpu_rss(&r["single"]["processes"])
             ),
+            "alerts" => {
+                for (channel, target) in [("email", "p99 ≤ 2000 ms"), ("webhook", "p99 ≤ 2000 ms")] {
+                    let c = &r[channel];
+                    println!(
+                        "| alerts: {} jobs failing at once, {channel} (commit → provider; {} mails) | | | p50 {} / p99 {} / max {} ms | {} | {} | {} | {target} |",
+                        f(&r["jobs"]), f(&c["mails"]), f(&c["latency_ms"]["p50"]), f(&c["latency_ms"]["p99"]),
+                        f(&c["latency_ms"]["max"]), f(&c["lost"]), f(&c["doubled"]), cpu_rss(&r["processes"])
+                    );
+                }
+            }
             "fairness" => println!(
                 "| fairness ({} calls at a tarpit, cap {}; neighbour {}/s) | | | neighbour p99 {} ms alone, {} ms with the flood = ×{} | {} | {} | {} | ≤ ×2 |",
                 f(&r["flood_calls"]), f(&r["flooder_max_runs_in_flight"]), f(&r["victim_calls_per_s"]),

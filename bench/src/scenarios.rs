@@ -631,3 +631,160 @@ pub async fn feed(env: &Env, clients: usize, calls: usize, window: f64) -> anyho
     stack.destroy().await;
     result
 }
+
+/// Latencies (ms) of the first receipt of each job's alert, and how many were received twice.
+fn receipts(inbox: &[(i64, String)], failed_ns: &std::collections::HashMap<u64, i64>) -> (Vec<f64>, usize, usize) {
+    let mut first: std::collections::HashMap<u64, i64> = std::collections::HashMap::new();
+    let mut doubled = 0;
+    for (at, text) in inbox {
+        // A mail names each job twice (its text and its HTML part): once per message counts.
+        let mut names = crate::receivers::names(text);
+        names.sort_unstable();
+        names.dedup();
+        for name in names {
+            if first.insert(name, *at).is_some() {
+                doubled += 1;
+            }
+        }
+    }
+    let latencies = first
+        .iter()
+        .filter_map(|(name, at)| failed_ns.get(name).map(|f| (at - f) as f64 / 1e6))
+        .collect();
+    (latencies, first.len(), doubled)
+}
+
+/// `n` jobs failing at once (delayed calls due at the same instant, to a closed port, no
+/// retries), alerting on an e-mail and a webhook channel: the time from each failed run's
+/// commit to the provider's receipt, what was lost, what arrived twice.
+pub async fn alerts(env: &Env, n: usize) -> anyhow::Result<Value> {
+    use crate::receivers::{self, Inbox};
+    let (mail, hooks) = (Inbox::default(), Inbox::default());
+    let smtp_port = receivers::smtp(mail.clone()).await?;
+    let hook_port = receivers::webhook(hooks.clone()).await?;
+    let mut env = env.clone();
+    env.extra.push(("CRONBOX_SMTP_URL".into(), format!("smtp://127.0.0.1:{smtp_port}")));
+    env.extra.push(("CRONBOX_MAIL_FROM".into(), "CronBox <bench@cronbox.test>".into()));
+    let mut stack = Stack::create(&env, "alerts").await?;
+    let result = async {
+        stack.start("serve").await?;
+        let (ws, token) = stack.owned_workspace("alerts", "bench").await?;
+        let channels = [
+            json!({"type": "email", "name": "bench mail", "address": "oncall@bench.cronbox.test", "language": "en"}),
+            json!({"type": "webhook", "name": "bench hook", "url": format!("http://127.0.0.1:{hook_port}/alerts")}),
+        ];
+        for c in &channels {
+            let (status, v) = stack.post_as(&ws, &token, "/notification-channels", c).await?;
+            if status != 201 {
+                bail!("channel create answered {status}: {v}");
+            }
+        }
+        // The address is confirmed as its owner would: the link's form, posted.
+        let confirm: Option<String> = sqlx::query_scalar(
+            "SELECT params->>'token' FROM mail_outbox WHERE kind = 'confirm_channel' ORDER BY id DESC LIMIT 1",
+        )
+        .fetch_optional(&stack.pool)
+        .await?;
+        let confirm = confirm.context("no confirmation mail was queued")?;
+        stack
+            .http
+            .post(format!("{}/notification-channels/confirm", stack.base))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("token={confirm}"))
+            .send()
+            .await?;
+        let ready = wait_for(Duration::from_secs(30), || async {
+            let usable: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM alert_channel_index WHERE verified AND NOT disabled",
+            )
+            .fetch_one(&stack.pool)
+            .await?;
+            Ok(usable == 2)
+        })
+        .await?;
+        if !ready {
+            bail!("the channels did not become active");
+        }
+        let due = now_ms() + 4000;
+        let items: Vec<Value> = (0..n)
+            .map(|i| {
+                json!({"name": format!("bench-alert-{i}"), "url": "http://127.0.0.1:1/closed",
+                       "execute_at": rfc3339_ms(due), "retry_count": 0, "timeout_seconds": 5})
+            })
+            .collect();
+        for chunk in items.chunks(1000) {
+            let (status, v) = stack.post_as(&ws, &token, "/delayed/batch", &json!({"items": chunk})).await?;
+            if status != 201 {
+                bail!("batch create answered {status}: {v}");
+            }
+        }
+        let before = stack.usage();
+        let all_in = wait_for(Duration::from_secs(180), || async {
+            let got = |inbox: &Inbox| {
+                let mut seen = std::collections::HashSet::new();
+                for (_, t) in inbox.take() {
+                    seen.extend(receivers::names(&t));
+                }
+                seen.len()
+            };
+            Ok(got(&mail) >= n && got(&hooks) >= n)
+        })
+        .await?;
+        // A moment more, to see anything that would arrive twice.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let processes = stack.processes_json(&before);
+        let rows: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT (extract(epoch FROM e.recorded_at) * 1e9)::int8, j.name
+               FROM events e JOIN jobs j ON j.id = (e.payload -> 'RunFailed' ->> 'job_id')::uuid
+              WHERE e.event_type = 'RunFailed'",
+        )
+        .fetch_all(&stack.pool)
+        .await?;
+        let failed_ns: std::collections::HashMap<u64, i64> = rows
+            .into_iter()
+            .filter_map(|(at, name)| Some((name.strip_prefix("bench-alert-")?.parse().ok()?, at)))
+            .collect();
+        let counts: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT event_type, count(*) FROM events
+              WHERE event_type IN ('AlertRaised', 'NotificationQueued', 'NotificationDelivered', 'NotificationFailed')
+              GROUP BY event_type",
+        )
+        .fetch_all(&stack.pool)
+        .await?;
+        // Where the time goes: failed → queued (the decider, and its commit), queued → delivered
+        // (the notifications projection, the deliverer, the provider, the record's commit).
+        let stages: Vec<(f64, f64)> = sqlx::query_as(
+            "WITH failed AS (SELECT aggregate_id AS run, recorded_at FROM events WHERE event_type = 'RunFailed'),
+                  queued AS (SELECT aggregate_id AS n, recorded_at,
+                                    payload -> 'NotificationQueued' -> 'content' -> 'details' ->> 'run_id' AS run
+                               FROM events WHERE event_type = 'NotificationQueued'),
+                  delivered AS (SELECT aggregate_id AS n, recorded_at FROM events WHERE event_type = 'NotificationDelivered')
+             SELECT (extract(epoch FROM q.recorded_at - f.recorded_at) * 1000)::float8,
+                    (extract(epoch FROM d.recorded_at - q.recorded_at) * 1000)::float8
+               FROM queued q JOIN failed f ON f.run = q.run JOIN delivered d ON d.n = q.n",
+        )
+        .fetch_all(&stack.pool)
+        .await?;
+        let (mut decide, mut deliver): (Vec<f64>, Vec<f64>) = stages.into_iter().unzip();
+        let mails = mail.take();
+        let alert_mails = mails.iter().filter(|(_, t)| t.contains("List-Unsubscribe")).count();
+        let (mut mail_lat, mail_got, mail_twice) = receipts(&mails, &failed_ns);
+        let (mut hook_lat, hook_got, hook_twice) = receipts(&hooks.take(), &failed_ns);
+        Ok::<_, anyhow::Error>(json!({
+            "scenario": "alerts",
+            "jobs": n,
+            "complete": all_in,
+            "failed_runs": failed_ns.len(),
+            "events": counts.into_iter().map(|(k, v)| (k, json!(v))).collect::<serde_json::Map<String, Value>>(),
+            "email": {"received": mail_got, "lost": n.saturating_sub(mail_got), "doubled": mail_twice,
+                      "mails": alert_mails, "latency_ms": summary(&mut mail_lat)},
+            "webhook": {"received": hook_got, "lost": n.saturating_sub(hook_got), "doubled": hook_twice,
+                        "latency_ms": summary(&mut hook_lat)},
+            "stages_ms": {"failed_to_queued": summary(&mut decide), "queued_to_delivered_record": summary(&mut deliver)},
+            "processes": processes,
+        }))
+    }
+    .await;
+    stack.destroy().await;
+    result
+}

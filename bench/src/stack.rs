@@ -298,6 +298,34 @@ impl Stack {
         format!("{}/v1/workspaces/{}{path}", self.base, self.workspace_id)
     }
 
+    /// A workspace owned by a new user (admin routes need a person, not an API key), on
+    /// `plan`: (id, the owner's access token).
+    pub async fn owned_workspace(&self, name: &str, plan: &str) -> anyhow::Result<(String, String)> {
+        let email = format!("{name}-owner@bench.cronbox.test");
+        let password = "bench owner password";
+        self.cli(&["admin", "create-user", "--email", &email, "--password", password, "--json"])
+            .await?;
+        let r = self
+            .http
+            .post(format!("{}/v1/auth/login", self.base))
+            .json(&json!({"email": email, "password": password}))
+            .send()
+            .await?;
+        let login: Value = r.json().await?;
+        let token = login["access_token"].as_str().context("login answered no token")?.to_string();
+        let r = self
+            .http
+            .post(format!("{}/v1/workspaces", self.base))
+            .bearer_auth(&token)
+            .json(&json!({"name": name}))
+            .send()
+            .await?;
+        let ws: Value = r.json().await?;
+        let id = ws["id"].as_str().context("workspace create answered no id")?.to_string();
+        self.cli(&["workspace", "set-plan", "--workspace", &id, "--plan", plan]).await?;
+        Ok((id, token))
+    }
+
     /// Another workspace on `plan`: (id, API key).
     pub async fn workspace(&self, name: &str, plan: &str) -> anyhow::Result<(String, String)> {
         let out = self

@@ -39,6 +39,9 @@ pub struct JobDefinition {
     pub request: RequestSpec,
     pub notify_on_failure: bool,
     pub notify_on_recovery: bool,
+    /// When failures alert, how often to remind, and which channels to tell.
+    #[serde(default)]
+    pub alerts: crate::alert::AlertRules,
     /// Cron jobs: what to do with fires missed during downtime.
     #[serde(default)]
     pub misfire_policy: MisfirePolicy,
@@ -385,6 +388,7 @@ mod tests {
             request: request(),
             notify_on_failure: true,
             notify_on_recovery: true,
+            alerts: Default::default(),
             misfire_policy: Default::default(),
             misfire_grace_seconds: None,
             overlap_policy: Default::default(),

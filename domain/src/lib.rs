@@ -6,9 +6,12 @@
 //! given/when/then specifications. Validation happens once, when a value is parsed at the edge;
 //! after that, a `RequestSpec` or `CronSchedule` cannot hold a bad value.
 
+pub mod alert;
+pub mod channel;
 pub mod error;
 pub mod ids;
 pub mod job;
+pub mod notification;
 pub mod policy;
 pub mod public;
 pub mod request;

@@ -153,6 +153,14 @@ pub struct JobDefaults {
     pub misfire_grace_seconds: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub overlap_policy: Option<OverlapPolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify_on_failure: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify_on_recovery: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert_after_failures: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub realert_every_seconds: Option<u32>,
 }
 
 /// The most missed fires `run_all` catches up on.

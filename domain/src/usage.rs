@@ -176,6 +176,7 @@ mod tests {
             .unwrap(),
             notify_on_failure: true,
             notify_on_recovery: true,
+            alerts: Default::default(),
             misfire_policy: Default::default(),
             misfire_grace_seconds: None,
             overlap_policy: Default::default(),

@@ -52,13 +52,29 @@ impl Resolve for GuardedResolver {
 }
 
 /// A literal IP host that is forbidden (literal hosts never reach the resolver).
-fn blocked_literal(url: &reqwest::Url, targets: &TargetPolicy) -> Option<IpAddr> {
+pub fn blocked_literal(url: &reqwest::Url, targets: &TargetPolicy) -> Option<IpAddr> {
     let ip = match url.host()? {
         url::Host::Ipv4(ip) => IpAddr::V4(ip),
         url::Host::Ipv6(ip) => IpAddr::V6(ip),
         url::Host::Domain(_) => return None,
     };
     (!targets.permits(ip)).then_some(ip)
+}
+
+/// A client for CronBox's own deliveries to user URLs (alert webhooks): the same address guard
+/// as job calls, and no redirects (a 3xx is an answer, not a hop to follow).
+pub fn unredirected_client(targets: TargetPolicy) -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .dns_resolver(Arc::new(GuardedResolver {
+            targets: Arc::new(targets),
+        }))
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(15))
+        .pool_idle_timeout(Duration::from_secs(60))
+        .user_agent(concat!("CronBox/", env!("CARGO_PKG_VERSION")))
+        .build()
 }
 
 #[derive(Clone)]

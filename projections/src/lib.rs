@@ -13,6 +13,7 @@
 //!
 //! - [`workspaces`]: workspaces and their members, for "my workspaces" lists.
 //! - [`usage`]: runs per workspace and month, for the usage report.
+//! - [`notifications`]: notification channels, alerts and their deliveries.
 //! - [`retention`]: removes runs past their plan's retention from the execution log (a sweep
 //!   on the clock, apart from the projections).
 //!
@@ -24,6 +25,7 @@
 
 pub mod admin;
 pub mod jobs;
+pub mod notifications;
 pub mod quarantine;
 pub mod rebuild;
 pub mod retention;
@@ -43,5 +45,6 @@ pub fn all() -> Vec<Box<dyn Projection>> {
         Box::new(schedule::ScheduleProjection),
         Box::new(workspaces::WorkspacesProjection),
         Box::new(usage::UsageProjection),
+        Box::new(notifications::NotificationsProjection),
     ]
 }

@@ -51,6 +51,11 @@ pub trait Projection: Send + Sync {
     fn apply<'a>(&'a self, tx: &'a mut PgConnection, event: &'a StoredEvent) -> ApplyFuture<'a>;
     /// The tables it owns (for rebuilds).
     fn tables(&self) -> &'static [&'static str];
+    /// Events read (and applied, and committed) per step. A projection whose events are costly
+    /// to apply takes fewer, so what it decides is committed, and seen, sooner.
+    fn batch_size(&self) -> i64 {
+        BATCH
+    }
     /// Applies a batch in order. A projection may write runs of similar events with one statement
     /// (a multi-row insert of consecutive creates); the result must equal applying them one by one.
     fn apply_batch<'a>(&'a self, tx: &'a mut PgConnection, events: &'a [Arc<StoredEvent>]) -> ApplyFuture<'a> {
@@ -93,8 +98,8 @@ async fn step_from(
         .await?;
     let from = checkpoint(&mut tx, projection.name()).await?;
     let events: Vec<Arc<StoredEvent>> = match shared {
-        Some(cache) => cache.read_after(from, BATCH as usize).await?,
-        None => tail::read_after(&mut *tx, from, BATCH)
+        Some(cache) => cache.read_after_in(&mut tx, from, projection.batch_size() as usize).await?,
+        None => tail::read_after(&mut *tx, from, projection.batch_size())
             .await?
             .into_iter()
             .map(Arc::new)

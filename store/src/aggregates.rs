@@ -2,7 +2,10 @@
 
 use cqrs_es::persist::PersistedEventStore;
 use cqrs_es::{Aggregate, AggregateError, EventStore};
-use cronbox_domain::{job::Job, run::Run, session::Session, user::User, workspace::Workspace};
+use cronbox_domain::{
+    alert::Alert, channel::Channel, job::Job, notification::Notification, run::Run, session::Session, user::User,
+    workspace::Workspace,
+};
 use postgres_es::{PostgresCqrs, PostgresEventRepository};
 use sqlx::PgPool;
 
@@ -47,6 +50,9 @@ pub struct Stores {
     pub runs: AggregateStore<Run>,
     pub users: AggregateStore<User>,
     pub sessions: AggregateStore<Session>,
+    pub channels: AggregateStore<Channel>,
+    pub alerts: AggregateStore<Alert>,
+    pub notifications: AggregateStore<Notification>,
 }
 
 impl Stores {
@@ -57,6 +63,9 @@ impl Stores {
             runs: AggregateStore::new(pool.clone()),
             users: AggregateStore::new(pool.clone()),
             sessions: AggregateStore::new(pool.clone()),
+            channels: AggregateStore::new(pool.clone()),
+            alerts: AggregateStore::new(pool.clone()),
+            notifications: AggregateStore::new(pool.clone()),
             pool,
         }
     }

@@ -55,6 +55,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0016_runs_in_flight_cap",
         include_str!("../../migrations/0016_runs_in_flight_cap.sql"),
     ),
+    (
+        "0017_notifications",
+        include_str!("../../migrations/0017_notifications.sql"),
+    ),
 ];
 
 /// A pool that waits for PostgreSQL to come back instead of failing: connections are created

@@ -15,6 +15,12 @@ pub enum StoreError {
         aggregate_id: String,
         event_type: String,
     },
+    /// Another writer took the sequence numbers a locked append meant to write.
+    #[error("{aggregate_type}/{aggregate_id} was written concurrently")]
+    Conflict {
+        aggregate_type: &'static str,
+        aggregate_id: String,
+    },
     #[error("migration {name} failed")]
     Migration {
         name: &'static str,

@@ -31,6 +31,7 @@ pub mod job_gate;
 pub mod leader;
 pub mod published;
 pub mod signing;
+pub mod stream;
 pub mod tail;
 pub mod usage;
 

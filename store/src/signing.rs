@@ -16,6 +16,7 @@ use base64::Engine;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use chrono::{DateTime, Utc};
+use sha2::Digest;
 use cronbox_domain::webhook::{SigningSecret, SECRET_BYTES};
 use rand::RngCore;
 use sqlx::PgPool;
@@ -46,7 +47,7 @@ impl From<sqlx::Error> for SigningError {
 
 /// The operator's key for secrets at rest. Debug output never shows it.
 #[derive(Clone)]
-pub struct MasterKey(XChaCha20Poly1305);
+pub struct MasterKey(XChaCha20Poly1305, [u8; 32]);
 
 impl std::fmt::Debug for MasterKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -64,15 +65,30 @@ impl MasterKey {
             .filter(|b| b.len() == 32)
             .ok_or(SigningError::BadMasterKey)?;
         let cipher = XChaCha20Poly1305::new_from_slice(&bytes).map_err(|_| SigningError::BadMasterKey)?;
-        Ok(Self(cipher))
+        // A second key for keyed hashes (lookups by a secret value), derived so that it can
+        // never be the cipher key itself.
+        let mut mac = [0u8; 32];
+        mac.copy_from_slice(&sha2::Sha256::digest([b"cronbox-keyed-hash:".as_slice(), &bytes].concat()));
+        Ok(Self(cipher, mac))
+    }
+
+    /// HMAC-SHA256 of `data` under a key derived from the master key, as hex: a stable lookup
+    /// value for a secret (a Telegram chat id) that cannot be reversed without the key.
+    pub fn keyed_hash(&self, label: &str, data: &[u8]) -> String {
+        use hmac::{Hmac, Mac};
+        let mut m = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&self.1).expect("HMAC takes any key length");
+        m.update(label.as_bytes());
+        m.update(b":");
+        m.update(data);
+        hex::encode(m.finalize().into_bytes())
     }
 
     fn aad(workspace_id: Uuid, secret_id: Uuid) -> Vec<u8> {
         [workspace_id.as_bytes().as_slice(), secret_id.as_bytes().as_slice()].concat()
     }
 
-    /// nonce ‖ ciphertext.
-    fn seal(&self, workspace_id: Uuid, secret_id: Uuid, plain: &[u8]) -> Result<Vec<u8>, SigningError> {
+    /// nonce ‖ ciphertext, bound to the two ids (a workspace and the secret's own id).
+    pub fn seal(&self, workspace_id: Uuid, secret_id: Uuid, plain: &[u8]) -> Result<Vec<u8>, SigningError> {
         let mut nonce = [0u8; NONCE_BYTES];
         rand::rng().fill_bytes(&mut nonce);
         let aad = Self::aad(workspace_id, secret_id);
@@ -83,7 +99,7 @@ impl MasterKey {
         Ok([nonce.as_slice(), &sealed].concat())
     }
 
-    fn open(&self, workspace_id: Uuid, secret_id: Uuid, data: &[u8]) -> Result<Vec<u8>, SigningError> {
+    pub fn open(&self, workspace_id: Uuid, secret_id: Uuid, data: &[u8]) -> Result<Vec<u8>, SigningError> {
         if data.len() < NONCE_BYTES {
             return Err(SigningError::Undecryptable);
         }
@@ -117,6 +133,11 @@ pub struct Keyring {
 }
 
 impl Keyring {
+    /// The master key, for other secrets sealed the same way (notification channels).
+    pub fn key(&self) -> &MasterKey {
+        &self.key
+    }
+
     pub fn new(pool: PgPool, key: MasterKey) -> Self {
         Self {
             pool,

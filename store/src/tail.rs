@@ -342,12 +342,26 @@ impl TailCache {
     /// Up to `limit` committed events after `after`, in global order: the same rows as
     /// [`read_after`].
     pub async fn read_after(&self, after: Cursor, limit: usize) -> Result<Vec<Arc<StoredEvent>>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        self.read_after_in(&mut conn, after, limit).await
+    }
+
+    /// [`Self::read_after`], reading what the window lacks through `conn`. A projection passes
+    /// the connection of the transaction it holds: asking the pool for a second one while
+    /// holding the first is how a few projections starve a small pool (each waits for a
+    /// connection the others hold).
+    pub async fn read_after_in(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        after: Cursor,
+        limit: usize,
+    ) -> Result<Vec<Arc<StoredEvent>>, StoreError> {
         let mut w = self.window.lock().await;
         let inside = w.base.is_some_and(|b| b <= after && after <= w.end);
         if !inside {
             if w.base.is_some_and(|b| after < b) {
                 drop(w);
-                let rows = read_after(&self.pool, after, limit as i64).await?;
+                let rows = read_after(&mut *conn, after, limit as i64).await?;
                 return Ok(rows.into_iter().map(Arc::new).collect());
             }
             // No window yet, or a reader ahead of it (its cursor came from another process):
@@ -359,7 +373,7 @@ impl TailCache {
             };
         }
         if after == w.end {
-            for e in read_after(&self.pool, w.end, FETCH).await? {
+            for e in read_after(&mut *conn, w.end, FETCH).await? {
                 w.end = e.cursor;
                 w.events.push_back(Arc::new(e));
             }

@@ -130,19 +130,13 @@ async fn invitations_are_listed_and_withdrawn() {
 }
 
 async fn reset_tokens(env: &TestEnv, email: &str) -> Vec<String> {
-    let bodies: Vec<String> =
-        sqlx::query_scalar("SELECT body FROM mail_outbox WHERE to_email = $1 AND kind = 'reset_password' ORDER BY id")
-            .bind(email)
-            .fetch_all(&env.db.pool)
-            .await
-            .unwrap();
-    bodies
-        .iter()
-        .map(|b| {
-            let start = b.find("\"token\": \"").unwrap() + 10;
-            b[start..start + 64].to_string()
-        })
-        .collect()
+    sqlx::query_scalar(
+        "SELECT params->>'token' FROM mail_outbox WHERE to_email = $1 AND kind = 'reset_password' ORDER BY id",
+    )
+    .bind(email)
+    .fetch_all(&env.db.pool)
+    .await
+    .unwrap()
 }
 
 #[tokio::test]

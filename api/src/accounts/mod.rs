@@ -14,6 +14,7 @@ pub mod throttle;
 
 use std::net::SocketAddr;
 
+use cronbox_domain::channel::Language;
 use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
@@ -173,18 +174,22 @@ async fn reserve_email(stores: &Stores, email: &str, user_id: Uuid) -> Result<bo
     Ok(false)
 }
 
-/// Stores a single-use token (its hash) and queues the mail that carries it.
+/// Stores a single-use token (its hash) and queues the mail that carries it, in `lang`.
 async fn mail_token(
-    pool: &PgPool,
+    state: &AppState,
     user: &User,
     kind: &str,
     ttl: Duration,
-    subject: &str,
-    body: impl FnOnce(&str) -> String,
+    lang: Language,
+    mut params: Value,
 ) -> Result<(), ApiError> {
     let token = random_hex(32);
-    let mut tx = pool.begin().await?;
-    if !queue_mail(&mut tx, &user.email, kind, subject, &body(&token)).await? {
+    params["token"] = json!(token);
+    let mut tx = state.pool.begin().await?;
+    let queued = cronbox_notify::outbox::queue(&mut tx, &user.email, kind, lang, params, &state.public_url)
+        .await
+        .map_err(mail_error)?;
+    if !queued {
         // Nothing sent, so no new token either: the previous ones keep working.
         return Ok(());
     }
@@ -206,43 +211,11 @@ async fn mail_token(
     Ok(())
 }
 
-/// Mails to one address per hour at most: beyond, nothing more is queued for it (a sign-up
-/// form or a reset button must not become a way to flood someone's inbox).
-pub const MAILS_PER_ADDRESS_PER_HOUR: i64 = 5;
-
-/// Queues a mail in the caller's transaction unless the address had
-/// [`MAILS_PER_ADDRESS_PER_HOUR`] in the last hour. Returns whether it was queued. The answer
-/// to the request is the same either way (it must not tell whether an account exists).
-pub(crate) async fn queue_mail(
-    tx: &mut sqlx::PgConnection,
-    to: &str,
-    kind: &str,
-    subject: &str,
-    body: &str,
-) -> Result<bool, ApiError> {
-    // Counted under a lock per address, so a burst cannot all see the same count.
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('cronbox-mail:' || $1, 0))")
-        .bind(to)
-        .execute(&mut *tx)
-        .await?;
-    let recent: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM mail_outbox WHERE to_email = $1 AND created_at > now() - interval '1 hour'",
-    )
-    .bind(to)
-    .fetch_one(&mut *tx)
-    .await?;
-    if recent >= MAILS_PER_ADDRESS_PER_HOUR {
-        tracing::warn!(kind, "mail not queued: the address had its hourly allowance");
-        return Ok(false);
+pub(crate) fn mail_error(e: cronbox_notify::outbox::OutboxError) -> ApiError {
+    match e {
+        cronbox_notify::outbox::OutboxError::Database(d) => d.into(),
+        other => ApiError::internal(other),
     }
-    sqlx::query("INSERT INTO mail_outbox (to_email, kind, subject, body) VALUES ($1, $2, $3, $4)")
-        .bind(to)
-        .bind(kind)
-        .bind(subject)
-        .bind(body)
-        .execute(&mut *tx)
-        .await?;
-    Ok(true)
 }
 
 /// Marks a mailed token used and returns its user, if it exists, is unused and unexpired.
@@ -269,11 +242,9 @@ async fn consume_token(pool: &PgPool, kind: &str, token: &str) -> Result<Option<
     Ok(user)
 }
 
-async fn send_verification(pool: &PgPool, user: &User) -> Result<(), ApiError> {
-    mail_token(pool, user, "verify_email", Duration::hours(VERIFY_TTL_HOURS), "Confirm your CronBox e-mail", |t| {
-        format!("Confirm your address: POST /v1/auth/verify-email with {{\"token\": \"{t}\"}}. The token works once, for {VERIFY_TTL_HOURS} hours.")
-    })
-    .await
+async fn send_verification(state: &AppState, user: &User, lang: Language) -> Result<(), ApiError> {
+    let params = json!({"hours": VERIFY_TTL_HOURS});
+    mail_token(state, user, "verify_email", Duration::hours(VERIFY_TTL_HOURS), lang, params).await
 }
 
 #[utoipa::path(
@@ -286,6 +257,7 @@ async fn send_verification(pool: &PgPool, user: &User) -> Result<(), ApiError> {
 )]
 pub async fn register(
     State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
     JsonObject(body): JsonObject,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let mut f = Fields(body);
@@ -295,7 +267,7 @@ pub async fn register(
     let name = check_name(&required(&mut f, "name")?)?;
     f.finish()?;
     let user = register_user(&state.stores, &email, &name, password, false).await?;
-    send_verification(&state.pool, &user).await?;
+    send_verification(&state, &user, crate::notifications::header_language(&headers)).await?;
     Ok((StatusCode::CREATED, Json(user_json(&user))))
 }
 
@@ -491,7 +463,13 @@ pub async fn verify_email(
     let mut f = Fields(body);
     let token = required(&mut f, "token")?;
     f.finish()?;
-    let user_id = consume_token(&state.pool, "verify_email", &token)
+    let user = verify_with(&state, &token).await?;
+    Ok(Json(user_json(&user)))
+}
+
+/// Verifies the address the token was mailed to (the API route and the mail's link page).
+pub(crate) async fn verify_with(state: &AppState, token: &str) -> Result<User, ApiError> {
+    let user_id = consume_token(&state.pool, "verify_email", token)
         .await?
         .ok_or_else(|| ApiError::field("token", "invalid_token", "the token is unknown, used or expired"))?;
     let id = user_id.to_string();
@@ -502,7 +480,7 @@ pub async fn verify_email(
         .await
         .map_err(|e| from_aggregate(e, user_error))?;
     let (user, _) = state.stores.users.load(&id).await.map_err(ApiError::internal)?;
-    Ok(Json(user_json(&user)))
+    Ok(user)
 }
 
 /// Always 202, whether or not the address has an account.
@@ -516,6 +494,7 @@ pub async fn verify_email(
 )]
 pub async fn request_password_reset(
     State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
     JsonObject(body): JsonObject,
 ) -> Result<StatusCode, ApiError> {
     let mut f = Fields(body);
@@ -533,10 +512,9 @@ pub async fn request_password_reset(
             .await
             .map_err(ApiError::internal)?;
         if user.id.is_some() {
-            mail_token(&state.pool, &user, "reset_password", Duration::minutes(RESET_TTL_MINUTES), "Reset your CronBox password", |t| {
-                format!("Set a new password: POST /v1/auth/password-reset/confirm with {{\"token\": \"{t}\", \"password\": \"...\"}}. The token works once, for {RESET_TTL_MINUTES} minutes.")
-            })
-            .await?;
+            let params = json!({"minutes": RESET_TTL_MINUTES});
+            let lang = crate::notifications::header_language(&headers);
+            mail_token(&state, &user, "reset_password", Duration::minutes(RESET_TTL_MINUTES), lang, params).await?;
         }
     }
     Ok(StatusCode::ACCEPTED)
@@ -559,10 +537,16 @@ pub async fn confirm_password_reset(
     let token = required(&mut f, "token")?;
     let password = required(&mut f, "password")?;
     f.finish()?;
+    reset_with(&state, &token, password).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Sets a new password with a mailed token (the API route and the mail's link page).
+pub(crate) async fn reset_with(state: &AppState, token: &str, password: String) -> Result<(), ApiError> {
     check_password("password", &password)?;
     // Hashed first: a refusal for load (503) must not use up the single-use token.
     let password_hash = password::hash(password).await?;
-    let user_id = consume_token(&state.pool, "reset_password", &token)
+    let user_id = consume_token(&state.pool, "reset_password", token)
         .await?
         .ok_or_else(|| ApiError::field("token", "invalid_token", "the token is unknown, used or expired"))?;
     state
@@ -578,7 +562,7 @@ pub async fn confirm_password_reset(
         .await
         .map_err(|e| from_aggregate(e, user_error))?;
     tracing::info!(user_id = %user_id, "password reset");
-    Ok(StatusCode::NO_CONTENT)
+    Ok(())
 }
 
 /// A logged-in user, from an access token whose session is still live.

@@ -40,6 +40,8 @@ pub const ACCESS_TOKEN: &str = "access_token";
         (name = "delayed calls", description = "One-off calls at an instant"),
         (name = "executions", description = "Runs and their attempts; the live execution feed (SSE)"),
         (name = "events", description = "The workspace's event stream (HTTP and NATS subscriptions)"),
+        (name = "notifications", description = "Alert channels (e-mail, webhooks, Telegram), their deliveries, alerts"),
+        (name = "links", description = "The pages behind the links in CronBox's mails; Telegram's webhook"),
         (name = "admin", description = "Operators: projections, rebuilds, any aggregate's events, re-runs"),
         (name = "tools", description = "Cron preview"),
         (name = "service", description = "Health, readiness, this document"),

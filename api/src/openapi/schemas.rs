@@ -136,12 +136,20 @@ pub struct CronJobCreate {
     pub sensitive_headers: Option<Vec<String>>,
     /// The response body must be JSON with this value at `path`; `null` clears on update.
     pub expect_json: Option<JsonCheck>,
-    /// Notify on failure; default true (stored only: no notifications are sent yet).
+    /// Notify on failure; default true (see Notifications).
     #[schema(default = true)]
     pub notify_on_failure: Option<bool>,
-    /// Notify on recovery; default true (stored only: no notifications are sent yet).
+    /// Notify on recovery; default true (see Notifications).
     #[schema(default = true)]
     pub notify_on_recovery: Option<bool>,
+    /// Alert on the N-th consecutive failed run (1-1000; default 1, or the workspace's default).
+    #[schema(default = 1)]
+    pub alert_after_failures: Option<u32>,
+    /// Remind while still failing, e.g. `"6h"` (or seconds); `null`: no reminders. Cron jobs.
+    #[schema(examples("6h"))]
+    pub realert_every: Option<String>,
+    /// Channel ids to tell; `null` (default): all of the workspace's.
+    pub alert_channels: Option<Vec<Uuid>>,
     /// What to do with fires missed while no dispatcher ran: `skip` (only a fire within the
     /// grace window runs), `run_once` (default: the latest missed fire runs once) or `run_all`
     /// (each missed fire runs, up to the last 100).
@@ -216,6 +224,14 @@ pub struct CronJobUpdate {
     pub notify_on_failure: Option<bool>,
     /// New notify-on-recovery flag.
     pub notify_on_recovery: Option<bool>,
+    /// Alert on the N-th consecutive failed run (1-1000; default 1, or the workspace's default).
+    #[schema(default = 1)]
+    pub alert_after_failures: Option<u32>,
+    /// Remind while still failing, e.g. `"6h"` (or seconds); `null`: no reminders. Cron jobs.
+    #[schema(examples("6h"))]
+    pub realert_every: Option<String>,
+    /// Channel ids to tell; `null` (default): all of the workspace's.
+    pub alert_channels: Option<Vec<Uuid>>,
     /// What to do with fires missed while no dispatcher ran: `skip` (only a fire within the
     /// grace window runs), `run_once` (default: the latest missed fire runs once) or `run_all`
     /// (each missed fire runs, up to the last 100).
@@ -279,10 +295,18 @@ pub struct CronJob {
     /// JSON check of the response body.
     #[schema(required = true)]
     pub expect_json: Option<JsonCheck>,
-    /// Notify-on-failure flag (stored only).
+    /// Alert when runs fail (see `alert_after_failures`).
     pub notify_on_failure: bool,
-    /// Notify-on-recovery flag (stored only).
+    /// Alert when a failing job succeeds again (only after a failure alert).
     pub notify_on_recovery: bool,
+    /// Alert on this many consecutive failed runs.
+    pub alert_after_failures: u32,
+    /// Reminder interval while failing (`6h`), or null.
+    #[schema(required = true)]
+    pub realert_every: Option<String>,
+    /// Channel ids alerts go to; null: all of the workspace's.
+    #[schema(required = true)]
+    pub alert_channels: Option<Vec<Uuid>>,
     /// `skip`, `run_once` or `run_all` (see the create body).
     pub misfire_policy: String,
     /// The job's grace window in seconds; null: the operator's default.
@@ -430,6 +454,14 @@ pub struct DelayedCallCreate {
     /// Notify on recovery; default true (stored only).
     #[schema(default = true)]
     pub notify_on_recovery: Option<bool>,
+    /// Alert on the N-th consecutive failed run (1-1000; default 1, or the workspace's default).
+    #[schema(default = 1)]
+    pub alert_after_failures: Option<u32>,
+    /// Remind while still failing, e.g. `"6h"` (or seconds); `null`: no reminders. Cron jobs.
+    #[schema(examples("6h"))]
+    pub realert_every: Option<String>,
+    /// Channel ids to tell; `null` (default): all of the workspace's.
+    pub alert_channels: Option<Vec<Uuid>>,
 }
 
 /// Body of `POST …/delayed/batch`.
@@ -518,10 +550,18 @@ pub struct DelayedCall {
     /// JSON check of the response body.
     #[schema(required = true)]
     pub expect_json: Option<JsonCheck>,
-    /// Notify-on-failure flag (stored only).
+    /// Alert when runs fail (see `alert_after_failures`).
     pub notify_on_failure: bool,
-    /// Notify-on-recovery flag (stored only).
+    /// Alert when a failing job succeeds again (only after a failure alert).
     pub notify_on_recovery: bool,
+    /// Alert on this many consecutive failed runs.
+    pub alert_after_failures: u32,
+    /// Reminder interval while failing (`6h`), or null.
+    #[schema(required = true)]
+    pub realert_every: Option<String>,
+    /// Channel ids alerts go to; null: all of the workspace's.
+    #[schema(required = true)]
+    pub alert_channels: Option<Vec<Uuid>>,
     /// When the call is due (millisecond precision).
     pub execute_at: DateTime<Utc>,
     /// Stored callback URL, or null.
@@ -735,6 +775,10 @@ pub struct ExecutionDetail {
     pub response: Option<ExecutionResponse>,
     /// One entry per attempt, in order.
     pub attempt_log: Vec<Attempt>,
+    /// The notifications this run caused (alerts, reminders, recoveries) and how each went:
+    /// the delivery log's entries, each with its `channel_id`.
+    #[schema(value_type = Vec<Object>)]
+    pub notifications: Vec<serde_json::Value>,
 }
 
 /// The request a run sends (note: headers are a list here, not an object).
@@ -1763,6 +1807,18 @@ pub struct JobDefaultsView {
     /// `allow`, `skip` or `queue_one`.
     #[schema(required = true)]
     pub overlap_policy: Option<String>,
+    /// Alert when runs fail; null: true.
+    #[schema(required = true)]
+    pub notify_on_failure: Option<bool>,
+    /// Alert when a failing job recovers; null: true.
+    #[schema(required = true)]
+    pub notify_on_recovery: Option<bool>,
+    /// Consecutive failed runs before a cron job alerts; null: 1.
+    #[schema(required = true)]
+    pub alert_after_failures: Option<u32>,
+    /// Reminder interval while failing (`6h`); null: no reminders.
+    #[schema(required = true)]
+    pub realert_every: Option<String>,
 }
 
 // ---------------------------------------------------------------- signing
@@ -1827,4 +1883,58 @@ pub struct Ready {
     pub postgres: bool,
     /// NATS JetStream is reachable (true when this process has no queue configured).
     pub nats: bool,
+}
+
+/// Body of `POST …/notification-channels`.
+#[derive(ToSchema)]
+pub struct ChannelCreate {
+    /// `email` or `webhook` (Telegram chats are linked, not created).
+    #[schema(examples("webhook"))]
+    pub r#type: String,
+    /// 1-100 characters.
+    pub name: String,
+    /// E-mail channels: the address; a confirmation mail is sent to it.
+    pub address: Option<String>,
+    /// Webhook channels: the endpoint (SSRF-guarded like job targets).
+    pub url: Option<String>,
+    /// `ru` or `en`; default from `Accept-Language`, else `ru`.
+    pub language: Option<String>,
+}
+
+/// Answer of `POST …/notification-channels`.
+#[derive(ToSchema)]
+pub struct ChannelCreated {
+    pub id: Uuid,
+    pub r#type: String,
+    pub name: String,
+    pub language: String,
+    /// `active`, `pending_verification` or `disabled`.
+    pub status: String,
+    pub target: String,
+    pub created_at: DateTime<Utc>,
+    /// Webhook channels: the `whsec_` signing secret, shown this once.
+    pub secret: Option<String>,
+}
+
+/// Body of `PATCH …/notification-channels/{id}`.
+#[derive(ToSchema)]
+pub struct ChannelUpdate {
+    pub name: Option<String>,
+    /// `ru` or `en`.
+    pub language: Option<String>,
+    /// `false` switches the channel off; `true` back on.
+    pub enabled: Option<bool>,
+}
+
+/// Answer of `POST …/notification-channels/{id}/test`.
+#[derive(ToSchema)]
+pub struct TestQueued {
+    pub notification_id: Uuid,
+}
+
+/// Answer of `POST …/notification-channels/{id}/rotate-secret`.
+#[derive(ToSchema)]
+pub struct ChannelSecret {
+    /// `whsec_<base64>`, shown this once.
+    pub secret: String,
 }
