@@ -149,7 +149,9 @@ pub async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
         });
     }
     let notify = match (&keyring, roles.api || roles.dispatcher) {
-        (Some(keyring), true) => Some(start_notifications(&config, &pool, &stores, &waker, keyring, &shutdown, &mut tasks).await?),
+        (Some(keyring), true) => {
+            Some(start_notifications(&config, &pool, &stores, &waker, keyring, &shutdown, &mut tasks).await?)
+        }
         _ => None,
     };
     if roles.dispatcher {
@@ -236,7 +238,10 @@ pub async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
             public_url: config.public_url.clone(),
             notify: notify.as_ref().map(|n| n.notify.clone()),
             min_realert_seconds: config.min_realert_seconds,
-            telegram_webhook: match (&config.telegram_webhook_secret, notify.as_ref().and_then(|n| n.bot.clone())) {
+            telegram_webhook: match (
+                &config.telegram_webhook_secret,
+                notify.as_ref().and_then(|n| n.bot.clone()),
+            ) {
                 (Some(secret), Some(bot)) => Some((secret.clone(), bot)),
                 _ => None,
             },
@@ -359,7 +364,12 @@ async fn start_notifications(
         public_url: config.public_url.clone(),
         telegram_bot: telegram.as_ref().map(|b| b.username.clone()),
     };
-    let task = cronbox_projections::run_projection(pool.clone(), waker.clone(), Box::new(decider::AlertDecider), shutdown.clone());
+    let task = cronbox_projections::run_projection(
+        pool.clone(),
+        waker.clone(),
+        Box::new(decider::AlertDecider),
+        shutdown.clone(),
+    );
     tasks.spawn(async move {
         task.await;
         "alert decider"
@@ -393,7 +403,12 @@ async fn start_notifications(
         task.await;
         "notification deliverer"
     });
-    let task = outbox::run(pool.clone(), mailer, lock_key(&format!("{}:mail", config.nats_prefix)), shutdown.clone());
+    let task = outbox::run(
+        pool.clone(),
+        mailer,
+        lock_key(&format!("{}:mail", config.nats_prefix)),
+        shutdown.clone(),
+    );
     tasks.spawn(async move {
         task.await;
         // Without a transport the sender ends at once; that is not a death.
@@ -413,7 +428,11 @@ async fn start_notifications(
                 }
             }
             None => {
-                let task = bot::poll(b, lock_key(&format!("{}:telegram", config.nats_prefix)), shutdown.clone());
+                let task = bot::poll(
+                    b,
+                    lock_key(&format!("{}:telegram", config.nats_prefix)),
+                    shutdown.clone(),
+                );
                 tasks.spawn(async move {
                     task.await;
                     "telegram poller"

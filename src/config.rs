@@ -262,7 +262,8 @@ impl Config {
             (
                 "CRONBOX_TELEGRAM_WEBHOOK_SECRET",
                 self.telegram_webhook_secret.as_deref().is_none_or(|s| {
-                    (1..=256).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+                    (1..=256).contains(&s.len())
+                        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
                 }),
                 "(hidden)".into(),
                 "must be 1-256 characters of A-Za-z0-9_-",

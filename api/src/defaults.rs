@@ -84,7 +84,11 @@ pub async fn put(
     let notify_on_recovery = f.bool("notify_on_recovery")?;
     let (after_given, realert_given) = (f.has("alert_after_failures"), f.has("realert_every"));
     if f.has("alert_channels") {
-        return Err(ApiError::field("alert_channels", "unknown_field", "alert channels are chosen per job"));
+        return Err(ApiError::field(
+            "alert_channels",
+            "unknown_field",
+            "alert channels are chosen per job",
+        ));
     }
     let rules = crate::notifications::alert_rules(&mut f, None, &JobDefaults::default(), state.min_realert_seconds)?;
     let spec = RequestSpec::parse(input, &TargetPolicy::open())?;

@@ -521,7 +521,12 @@ pub async fn create_cron(
             .bool("notify_on_recovery")?
             .or(caller.workspace.job_defaults.notify_on_recovery)
             .unwrap_or(true),
-        alerts: crate::notifications::alert_rules(&mut f, None, &caller.workspace.job_defaults, state.min_realert_seconds)?,
+        alerts: crate::notifications::alert_rules(
+            &mut f,
+            None,
+            &caller.workspace.job_defaults,
+            state.min_realert_seconds,
+        )?,
         misfire_policy: misfire_policy(&mut f, None)?
             .or(caller.workspace.job_defaults.misfire_policy)
             .unwrap_or_default(),

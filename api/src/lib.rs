@@ -133,7 +133,11 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(signing::get))
         .routes(routes!(signing::rotate))
         .routes(routes!(notifications::create, notifications::list))
-        .routes(routes!(notifications::get, notifications::update, notifications::delete))
+        .routes(routes!(
+            notifications::get,
+            notifications::update,
+            notifications::delete
+        ))
         .routes(routes!(notifications::test))
         .routes(routes!(notifications::rotate_secret))
         .routes(routes!(notifications::resend_confirmation))

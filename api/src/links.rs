@@ -52,7 +52,10 @@ fn page(status: StatusCode, p: Page) -> Response {
         Ok(html) => {
             let mut r = (status, html).into_response();
             let h = r.headers_mut();
-            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            );
             h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
             h.insert(
@@ -111,8 +114,18 @@ pub struct TokenQuery {
     pub token: Option<String>,
 }
 
-fn ask(lang: Language, action: &'static str, token: Option<String>, title: String, line: String, button: String, password: bool) -> Response {
-    let Some(token) = token.filter(|t| !t.is_empty() && t.len() <= 200) else { return expired(lang) };
+fn ask(
+    lang: Language,
+    action: &'static str,
+    token: Option<String>,
+    title: String,
+    line: String,
+    button: String,
+    password: bool,
+) -> Response {
+    let Some(token) = token.filter(|t| !t.is_empty() && t.len() <= 200) else {
+        return expired(lang);
+    };
     page(
         StatusCode::OK,
         Page {
@@ -124,7 +137,13 @@ fn ask(lang: Language, action: &'static str, token: Option<String>, title: Strin
                 action,
                 token,
                 button,
-                password_label: password.then(|| pick(lang, "Новый пароль (не короче 8 символов)", "New password (8 characters or more)")),
+                password_label: password.then(|| {
+                    pick(
+                        lang,
+                        "Новый пароль (не короче 8 символов)",
+                        "New password (8 characters or more)",
+                    )
+                }),
             }),
         },
     )
@@ -149,7 +168,11 @@ pub async fn verify_page(headers: HeaderMap, Query(q): Query<TokenQuery>) -> Res
         "/verify-email",
         q.token,
         pick(lang, "Подтверждение адреса", "Confirm your address"),
-        pick(lang, "Нажмите кнопку, чтобы подтвердить адрес для CronBox.", "Press the button to confirm your CronBox address."),
+        pick(
+            lang,
+            "Нажмите кнопку, чтобы подтвердить адрес для CronBox.",
+            "Press the button to confirm your CronBox address.",
+        ),
         pick(lang, "Подтвердить", "Confirm"),
         false,
     )
@@ -159,16 +182,26 @@ pub async fn verify_page(headers: HeaderMap, Query(q): Query<TokenQuery>) -> Res
     responses((status = 200, description = "Confirmed", content_type = "text/html"), (status = 400, description = "Unknown, used or expired token", content_type = "text/html")))]
 pub async fn verify_post(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     let lang = header_language(&headers);
-    let Ok(fields) = form(body).await else { return expired(lang) };
-    let Some(token) = field(&fields, "token") else { return expired(lang) };
+    let Ok(fields) = form(body).await else {
+        return expired(lang);
+    };
+    let Some(token) = field(&fields, "token") else {
+        return expired(lang);
+    };
     match crate::accounts::verify_with(&state, &token).await {
         Ok(user) => done(
             lang,
             pick(lang, "Адрес подтверждён", "Address confirmed"),
             pick(
                 lang,
-                &format!("Готово: {} подтверждён. Можно создавать рабочие пространства и задания.", user.email),
-                &format!("Done: {} is confirmed. You can create workspaces and jobs now.", user.email),
+                &format!(
+                    "Готово: {} подтверждён. Можно создавать рабочие пространства и задания.",
+                    user.email
+                ),
+                &format!(
+                    "Done: {} is confirmed. You can create workspaces and jobs now.",
+                    user.email
+                ),
             ),
         ),
         Err(ApiError::BadRequest { .. }) => expired(lang),
@@ -185,7 +218,11 @@ pub async fn reset_page(headers: HeaderMap, Query(q): Query<TokenQuery>) -> Resp
         "/reset-password",
         q.token,
         pick(lang, "Новый пароль", "A new password"),
-        pick(lang, "Задайте новый пароль. Все сеансы будут завершены.", "Set a new password. Every session will end."),
+        pick(
+            lang,
+            "Задайте новый пароль. Все сеансы будут завершены.",
+            "Set a new password. Every session will end.",
+        ),
         pick(lang, "Сохранить пароль", "Save the password"),
         true,
     )
@@ -195,7 +232,9 @@ pub async fn reset_page(headers: HeaderMap, Query(q): Query<TokenQuery>) -> Resp
     responses((status = 200, description = "Changed", content_type = "text/html"), (status = 400, description = "Bad token or password", content_type = "text/html")))]
 pub async fn reset_post(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     let lang = header_language(&headers);
-    let Ok(fields) = form(body).await else { return expired(lang) };
+    let Ok(fields) = form(body).await else {
+        return expired(lang);
+    };
     let (Some(token), Some(password)) = (field(&fields, "token"), field(&fields, "password")) else {
         return expired(lang);
     };
@@ -205,9 +244,11 @@ pub async fn reset_post(State(state): State<AppState>, headers: HeaderMap, body:
             pick(lang, "Пароль изменён", "Password changed"),
             pick(lang, "Войдите с новым паролем.", "Log in with the new password."),
         ),
-        Err(ApiError::BadRequest { field: Some(f), message, .. }) if f == "password" => {
-            failed(lang, StatusCode::BAD_REQUEST, message)
-        }
+        Err(ApiError::BadRequest {
+            field: Some(f),
+            message,
+            ..
+        }) if f == "password" => failed(lang, StatusCode::BAD_REQUEST, message),
         Err(ApiError::BadRequest { .. }) => expired(lang),
         Err(e) => e.into_response(),
     }
@@ -217,7 +258,9 @@ pub async fn reset_post(State(state): State<AppState>, headers: HeaderMap, body:
     params(TokenQuery), responses((status = 200, description = "How to accept the invitation", content_type = "text/html")))]
 pub async fn invite_page(headers: HeaderMap, Query(q): Query<TokenQuery>) -> Response {
     let lang = header_language(&headers);
-    let Some(token) = q.token.filter(|t| !t.is_empty() && t.len() <= 200) else { return expired(lang) };
+    let Some(token) = q.token.filter(|t| !t.is_empty() && t.len() <= 200) else {
+        return expired(lang);
+    };
     page(
         StatusCode::OK,
         Page {
@@ -246,7 +289,11 @@ pub async fn confirm_page(headers: HeaderMap, Query(q): Query<TokenQuery>) -> Re
         "/notification-channels/confirm",
         q.token,
         pick(lang, "Уведомления CronBox", "CronBox alerts"),
-        pick(lang, "Получать на этот адрес уведомления о сбоях заданий?", "Receive job failure alerts at this address?"),
+        pick(
+            lang,
+            "Получать на этот адрес уведомления о сбоях заданий?",
+            "Receive job failure alerts at this address?",
+        ),
         pick(lang, "Да, получать", "Yes, send them"),
         false,
     )
@@ -256,9 +303,15 @@ pub async fn confirm_page(headers: HeaderMap, Query(q): Query<TokenQuery>) -> Re
     responses((status = 200, description = "Confirmed", content_type = "text/html"), (status = 400, description = "Bad token", content_type = "text/html")))]
 pub async fn confirm_post(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     let lang = header_language(&headers);
-    let Some(n) = state.notify.as_ref() else { return ApiError::NotConfigured("notifications are not configured here").into_response() };
-    let Ok(fields) = form(body).await else { return expired(lang) };
-    let Some(token) = field(&fields, "token") else { return expired(lang) };
+    let Some(n) = state.notify.as_ref() else {
+        return ApiError::NotConfigured("notifications are not configured here").into_response();
+    };
+    let Ok(fields) = form(body).await else {
+        return expired(lang);
+    };
+    let Some(token) = field(&fields, "token") else {
+        return expired(lang);
+    };
     match channels::confirm(n, &token).await {
         Ok(c) => done(
             lang,
@@ -283,7 +336,11 @@ pub async fn unsubscribe_page(headers: HeaderMap, Query(q): Query<TokenQuery>) -
         "/notification-channels/unsubscribe",
         q.token,
         pick(lang, "Отписка от уведомлений", "Unsubscribe"),
-        pick(lang, "Больше не получать на этот адрес уведомления CronBox этого канала?", "Stop CronBox alerts of this channel at this address?"),
+        pick(
+            lang,
+            "Больше не получать на этот адрес уведомления CronBox этого канала?",
+            "Stop CronBox alerts of this channel at this address?",
+        ),
         pick(lang, "Отписаться", "Unsubscribe"),
         false,
     )
@@ -293,19 +350,34 @@ pub async fn unsubscribe_page(headers: HeaderMap, Query(q): Query<TokenQuery>) -
     summary = "Unsubscribe: the page's form, or RFC 8058 one-click (`?token=` with `List-Unsubscribe=One-Click`)",
     params(TokenQuery),
     responses((status = 200, description = "Unsubscribed", content_type = "text/html"), (status = 400, description = "Bad token", content_type = "text/html")))]
-pub async fn unsubscribe_post(State(state): State<AppState>, headers: HeaderMap, Query(q): Query<TokenQuery>, body: Body) -> Response {
+pub async fn unsubscribe_post(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<TokenQuery>,
+    body: Body,
+) -> Response {
     let lang = header_language(&headers);
-    let Some(n) = state.notify.as_ref() else { return ApiError::NotConfigured("notifications are not configured here").into_response() };
+    let Some(n) = state.notify.as_ref() else {
+        return ApiError::NotConfigured("notifications are not configured here").into_response();
+    };
     let fields = form(body).await.unwrap_or_default();
-    let Some(token) = field(&fields, "token").or(q.token) else { return expired(lang) };
+    let Some(token) = field(&fields, "token").or(q.token) else {
+        return expired(lang);
+    };
     match channels::unsubscribe(n, &token).await {
         Ok(c) => done(
             lang,
             pick(lang, "Вы отписались", "Unsubscribed"),
             pick(
                 lang,
-                &format!("Уведомления канала «{}» больше не будут приходить на этот адрес.", c.name),
-                &format!("Alerts of the channel “{}” will no longer come to this address.", c.name),
+                &format!(
+                    "Уведомления канала «{}» больше не будут приходить на этот адрес.",
+                    c.name
+                ),
+                &format!(
+                    "Alerts of the channel “{}” will no longer come to this address.",
+                    c.name
+                ),
             ),
         ),
         Err(channels::NotifyError::BadToken) => expired(lang),

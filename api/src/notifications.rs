@@ -85,7 +85,11 @@ pub fn alert_rules(
     });
     let after = match f.int("alert_after_failures")? {
         Some(n) => u32::try_from(n).map_err(|_| {
-            ApiError::field("alert_after_failures", "out_of_range", "alert_after_failures must be at least 1")
+            ApiError::field(
+                "alert_after_failures",
+                "out_of_range",
+                "alert_after_failures must be at least 1",
+            )
         })?,
         None => base.after_failures,
     };
@@ -97,7 +101,9 @@ pub fn alert_rules(
             n.as_u64()
                 .and_then(|n| u32::try_from(n).ok())
                 .filter(|n| *n > 0)
-                .ok_or_else(|| ApiError::field("realert_every", "invalid", "realert_every must be a positive duration"))?,
+                .ok_or_else(|| {
+                    ApiError::field("realert_every", "invalid", "realert_every must be a positive duration")
+                })?,
         ),
         Some(_) => {
             return Err(ApiError::field(
@@ -116,7 +122,11 @@ pub fn alert_rules(
                 .enumerate()
                 .map(|(i, v)| {
                     v.as_str().and_then(|s| Uuid::try_parse(s).ok()).ok_or_else(|| {
-                        ApiError::field(format!("alert_channels[{i}]"), "invalid", "alert_channels must hold channel ids")
+                        ApiError::field(
+                            format!("alert_channels[{i}]"),
+                            "invalid",
+                            "alert_channels must hold channel ids",
+                        )
                     })
                 })
                 .collect::<Result<Vec<_>, _>>()?,
@@ -386,7 +396,11 @@ fn limit_of(limit: Option<i64>) -> Result<i64, ApiError> {
     match limit {
         None => Ok(50),
         Some(n) if (1..=200).contains(&n) => Ok(n),
-        Some(_) => Err(ApiError::field("limit", "out_of_range", "limit must be between 1 and 200")),
+        Some(_) => Err(ApiError::field(
+            "limit",
+            "out_of_range",
+            "limit must be between 1 and 200",
+        )),
     }
 }
 

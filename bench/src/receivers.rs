@@ -84,7 +84,9 @@ async fn hook(State(inbox): State<Inbox>, body: Bytes) -> &'static str {
 pub async fn webhook(inbox: Inbox) -> anyhow::Result<u16> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let port = listener.local_addr()?.port();
-    let app = axum::Router::new().route("/alerts", axum::routing::post(hook)).with_state(inbox);
+    let app = axum::Router::new()
+        .route("/alerts", axum::routing::post(hook))
+        .with_state(inbox);
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });

@@ -663,8 +663,10 @@ pub async fn alerts(env: &Env, n: usize) -> anyhow::Result<Value> {
     let smtp_port = receivers::smtp(mail.clone()).await?;
     let hook_port = receivers::webhook(hooks.clone()).await?;
     let mut env = env.clone();
-    env.extra.push(("CRONBOX_SMTP_URL".into(), format!("smtp://127.0.0.1:{smtp_port}")));
-    env.extra.push(("CRONBOX_MAIL_FROM".into(), "CronBox <bench@cronbox.test>".into()));
+    env.extra
+        .push(("CRONBOX_SMTP_URL".into(), format!("smtp://127.0.0.1:{smtp_port}")));
+    env.extra
+        .push(("CRONBOX_MAIL_FROM".into(), "CronBox <bench@cronbox.test>".into()));
     let mut stack = Stack::create(&env, "alerts").await?;
     let result = async {
         stack.start("serve").await?;

@@ -303,8 +303,16 @@ impl Stack {
     pub async fn owned_workspace(&self, name: &str, plan: &str) -> anyhow::Result<(String, String)> {
         let email = format!("{name}-owner@bench.cronbox.test");
         let password = "bench owner password";
-        self.cli(&["admin", "create-user", "--email", &email, "--password", password, "--json"])
-            .await?;
+        self.cli(&[
+            "admin",
+            "create-user",
+            "--email",
+            &email,
+            "--password",
+            password,
+            "--json",
+        ])
+        .await?;
         let r = self
             .http
             .post(format!("{}/v1/auth/login", self.base))
@@ -312,7 +320,10 @@ impl Stack {
             .send()
             .await?;
         let login: Value = r.json().await?;
-        let token = login["access_token"].as_str().context("login answered no token")?.to_string();
+        let token = login["access_token"]
+            .as_str()
+            .context("login answered no token")?
+            .to_string();
         let r = self
             .http
             .post(format!("{}/v1/workspaces", self.base))
@@ -321,8 +332,12 @@ impl Stack {
             .send()
             .await?;
         let ws: Value = r.json().await?;
-        let id = ws["id"].as_str().context("workspace create answered no id")?.to_string();
-        self.cli(&["workspace", "set-plan", "--workspace", &id, "--plan", plan]).await?;
+        let id = ws["id"]
+            .as_str()
+            .context("workspace create answered no id")?
+            .to_string();
+        self.cli(&["workspace", "set-plan", "--workspace", &id, "--plan", plan])
+            .await?;
         Ok((id, token))
     }
 

@@ -398,7 +398,10 @@ impl Alert {
                 if self.reminders != after {
                     return Err(AlertError::AlreadyReminded);
                 }
-                Ok(vec![AlertEvent::AlertReminded { reminder: after + 1, at }])
+                Ok(vec![AlertEvent::AlertReminded {
+                    reminder: after + 1,
+                    at,
+                }])
             }
             AlertCommand::Resolve {
                 reason,
@@ -525,7 +528,11 @@ mod tests {
         let (s3, a3) = on_failure(Some(s2), id(9), &r, true, id(12), t(120));
         let (s4, a4) = on_failure(Some(s3.clone()), id(9), &r, true, id(13), t(180));
         assert_eq!((a1, a2), (None, None));
-        assert_eq!(a3, Some(streak_alert_id(id(9), id(10))), "named after the streak's first run");
+        assert_eq!(
+            a3,
+            Some(streak_alert_id(id(9), id(10))),
+            "named after the streak's first run"
+        );
         assert_eq!(a4, None, "one alert per streak");
         assert_eq!(s4.failures, 4);
         assert_eq!(s4.since, t(0));
@@ -564,7 +571,13 @@ mod tests {
     fn given_nothing_when_a_failed_call_is_raised_then_it_is_closed_at_once_without_reminders() {
         let events = Alert::default().decide(raise(AlertKind::CallFailed)).unwrap();
         assert_eq!(events.len(), 2);
-        assert!(matches!(&events[0], AlertEvent::AlertRaised { realert_every_seconds: None, .. }));
+        assert!(matches!(
+            &events[0],
+            AlertEvent::AlertRaised {
+                realert_every_seconds: None,
+                ..
+            }
+        ));
         assert!(matches!(&events[1], AlertEvent::AlertResolved { .. }));
     }
 
@@ -574,7 +587,13 @@ mod tests {
         a.apply(raised());
         assert_eq!(a.next_reminder_at(), Some(t(3600)));
         let events = a.decide(AlertCommand::Remind { after: 0, at: t(3601) }).unwrap();
-        assert_eq!(events, vec![AlertEvent::AlertReminded { reminder: 1, at: t(3601) }]);
+        assert_eq!(
+            events,
+            vec![AlertEvent::AlertReminded {
+                reminder: 1,
+                at: t(3601)
+            }]
+        );
         a.apply(events[0].clone());
         assert_eq!(a.next_reminder_at(), Some(t(7201)));
     }
@@ -582,7 +601,13 @@ mod tests {
     #[test]
     fn given_a_reminder_recorded_when_a_second_sweeper_reminds_then_refused() {
         Spec::with(())
-            .given(vec![raised(), AlertEvent::AlertReminded { reminder: 1, at: t(3600) }])
+            .given(vec![
+                raised(),
+                AlertEvent::AlertReminded {
+                    reminder: 1,
+                    at: t(3600),
+                },
+            ])
             .when(AlertCommand::Remind { after: 0, at: t(3601) })
             .then_expect_error(AlertError::AlreadyReminded);
     }

@@ -270,7 +270,11 @@ pub fn check_name(name: &str) -> Result<String, FieldError> {
         ));
     }
     if name.chars().any(char::is_control) {
-        return Err(FieldError::new("name", "invalid_character", "name must not hold control characters"));
+        return Err(FieldError::new(
+            "name",
+            "invalid_character",
+            "name must not hold control characters",
+        ));
     }
     Ok(name.to_string())
 }
@@ -470,7 +474,11 @@ mod tests {
         Spec::with(())
             .given_no_previous_events()
             .when(create("  "))
-            .then_expect_error(ChannelError::Invalid(FieldError::new("name", "required", "name must not be empty")));
+            .then_expect_error(ChannelError::Invalid(FieldError::new(
+                "name",
+                "required",
+                "name must not be empty",
+            )));
     }
 
     #[test]

@@ -104,7 +104,9 @@ pub enum TryOutcome {
         after: Option<u32>,
     },
     /// Trying again cannot help (a 4xx, a gone endpoint, a blocked bot).
-    Permanent { error: String },
+    Permanent {
+        error: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -230,7 +232,9 @@ impl Aggregate for Notification {
                 self.id = Some(notification_id);
                 self.channel_id = Some(channel_id);
             }
-            NotificationEvent::NotificationAttempted { attempt, rate_limited, .. } => {
+            NotificationEvent::NotificationAttempted {
+                attempt, rate_limited, ..
+            } => {
                 if rate_limited {
                     self.throttled += 1;
                 } else {

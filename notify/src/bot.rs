@@ -136,8 +136,12 @@ pub async fn answer(bot: &Bot, chat_id: i64, chat_title: &str, text: &str, lang:
 
 /// Handles one update; never fails (a bad update is logged and skipped, the queue goes on).
 pub async fn handle_update(bot: &Bot, update: &Value) {
-    let Some(message) = update.get("message").or_else(|| update.get("channel_post")) else { return };
-    let Some(chat_id) = message.pointer("/chat/id").and_then(Value::as_i64) else { return };
+    let Some(message) = update.get("message").or_else(|| update.get("channel_post")) else {
+        return;
+    };
+    let Some(chat_id) = message.pointer("/chat/id").and_then(Value::as_i64) else {
+        return;
+    };
     if let Some(to) = message.get("migrate_to_chat_id").and_then(Value::as_i64) {
         match channels::migrate_chat(&bot.notify, chat_id, to).await {
             Ok(n) if n > 0 => tracing::info!(links = n, "telegram group became a supergroup; links moved"),
@@ -146,7 +150,9 @@ pub async fn handle_update(bot: &Bot, update: &Value) {
         }
         return;
     }
-    let Some(text) = message.get("text").and_then(Value::as_str) else { return };
+    let Some(text) = message.get("text").and_then(Value::as_str) else {
+        return;
+    };
     let lang = match message.pointer("/from/language_code").and_then(Value::as_str) {
         Some(l) if l.starts_with("en") => Language::En,
         _ => Language::Ru,
@@ -157,7 +163,9 @@ pub async fn handle_update(bot: &Bot, update: &Value) {
         .or_else(|| message.pointer("/chat/first_name"))
         .and_then(Value::as_str)
         .unwrap_or_default();
-    let Some(reply) = answer(bot, chat_id, title, text, lang).await else { return };
+    let Some(reply) = answer(bot, chat_id, title, text, lang).await else {
+        return;
+    };
     match bot.telegram.send_message(chat_id, &reply).await {
         Ok(()) | Err(TelegramError::Blocked(_)) => {}
         Err(e) => tracing::warn!(error = ?e, "cannot answer a telegram command"),

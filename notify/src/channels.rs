@@ -149,13 +149,20 @@ fn hash(token: &str) -> String {
 pub fn parse_address(raw: &str) -> Result<String, FieldError> {
     let a = raw.trim().to_lowercase();
     let ok = a.len() <= MAX_ADDRESS_CHARS
-        && a.split_once('@').is_some_and(|(l, d)| !l.is_empty() && d.contains('.') && !d.starts_with('.') && !d.ends_with('.'))
-        && !a.chars().any(|c| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | ',' | ';' | '"'))
+        && a.split_once('@')
+            .is_some_and(|(l, d)| !l.is_empty() && d.contains('.') && !d.starts_with('.') && !d.ends_with('.'))
+        && !a
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | ',' | ';' | '"'))
         && a.parse::<lettre::Address>().is_ok();
     if ok {
         Ok(a)
     } else {
-        Err(FieldError::new("address", "invalid_email", "address must be a mail address"))
+        Err(FieldError::new(
+            "address",
+            "invalid_email",
+            "address must be a mail address",
+        ))
     }
 }
 
@@ -167,9 +174,13 @@ pub struct Workspace<'a> {
 
 /// What the caller asks to be made.
 pub enum NewChannel {
-    Email { address: String },
+    Email {
+        address: String,
+    },
     /// A URL already checked against the SSRF guard (and DNS) by the caller.
-    Webhook { url: String },
+    Webhook {
+        url: String,
+    },
 }
 
 pub struct Created {
@@ -233,7 +244,13 @@ pub async fn create(
                 secret: Some(secret.clone()),
                 ..Default::default()
             };
-            (ChannelKind::Webhook, target, cronbox_domain::alert::display_url(&url), true, Some(secret))
+            (
+                ChannelKind::Webhook,
+                target,
+                cronbox_domain::alert::display_url(&url),
+                true,
+                Some(secret),
+            )
         }
     };
     let sealed = seal::seal(&n.key, ws.id, channel_id, &target)?;
@@ -323,7 +340,9 @@ pub async fn confirm(n: &Notify, token: &str) -> Result<ChannelView, NotifyError
     .bind(hash(token.trim()))
     .fetch_optional(&n.pool)
     .await?;
-    let Some((workspace_id, channel_id)) = row else { return Err(NotifyError::BadToken) };
+    let Some((workspace_id, channel_id)) = row else {
+        return Err(NotifyError::BadToken);
+    };
     n.stores
         .channels
         .execute(&channel_id.to_string(), ChannelCommand::Verify { at: Utc::now() })
@@ -378,7 +397,17 @@ pub async fn get(n: &Notify, workspace_id: Uuid, id: Uuid) -> Result<ChannelView
     view_of(&c).ok_or(NotifyError::NotFound("channel"))
 }
 
-type ChannelRow = (Uuid, String, String, String, bool, Option<String>, Option<String>, String, DateTime<Utc>);
+type ChannelRow = (
+    Uuid,
+    String,
+    String,
+    String,
+    bool,
+    Option<String>,
+    Option<String>,
+    String,
+    DateTime<Utc>,
+);
 
 pub async fn list(n: &Notify, workspace_id: Uuid) -> Result<Vec<ChannelView>, NotifyError> {
     let rows: Vec<ChannelRow> = sqlx::query_as(
@@ -390,17 +419,19 @@ pub async fn list(n: &Notify, workspace_id: Uuid) -> Result<Vec<ChannelView>, No
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(id, kind, name, language, verified, reason, detail, display, created_at)| ChannelView {
-            id,
-            kind,
-            name,
-            language,
-            status: status_of(verified, reason.is_some()).into(),
-            disabled_reason: reason,
-            disabled_detail: detail.filter(|d| !d.is_empty()),
-            target: display,
-            created_at,
-        })
+        .map(
+            |(id, kind, name, language, verified, reason, detail, display, created_at)| ChannelView {
+                id,
+                kind,
+                name,
+                language,
+                status: status_of(verified, reason.is_some()).into(),
+                disabled_reason: reason,
+                disabled_detail: detail.filter(|d| !d.is_empty()),
+                target: display,
+                created_at,
+            },
+        )
         .collect())
 }
 
@@ -538,7 +569,9 @@ type DeliveryRow = (
     Option<DateTime<Utc>>,
 );
 
-fn delivery((id, kind, alert_id, run_id, status, attempts, throttled, error, next_attempt_at, digest, created_at, finished_at): DeliveryRow) -> DeliveryView {
+fn delivery(
+    (id, kind, alert_id, run_id, status, attempts, throttled, error, next_attempt_at, digest, created_at, finished_at): DeliveryRow,
+) -> DeliveryView {
     DeliveryView {
         id,
         kind,
@@ -555,7 +588,12 @@ fn delivery((id, kind, alert_id, run_id, status, attempts, throttled, error, nex
     }
 }
 
-pub async fn deliveries(n: &Notify, workspace_id: Uuid, id: Uuid, limit: i64) -> Result<Vec<DeliveryView>, NotifyError> {
+pub async fn deliveries(
+    n: &Notify,
+    workspace_id: Uuid,
+    id: Uuid,
+    limit: i64,
+) -> Result<Vec<DeliveryView>, NotifyError> {
     load(n, workspace_id, id).await?;
     let rows: Vec<DeliveryRow> = sqlx::query_as(
         "SELECT id, kind, alert_id, run_id, status, attempts, throttled, last_error, next_attempt_at, digest,
@@ -573,7 +611,21 @@ pub async fn deliveries(n: &Notify, workspace_id: Uuid, id: Uuid, limit: i64) ->
 
 /// The notifications a run caused, for its execution detail (the audit trail).
 pub async fn of_run(pool: &PgPool, workspace_id: Uuid, run_id: Uuid) -> Result<Vec<(Uuid, DeliveryView)>, sqlx::Error> {
-    let rows: Vec<(Uuid, Uuid, String, Option<Uuid>, Option<Uuid>, String, i32, i32, Option<String>, Option<DateTime<Utc>>, Option<i32>, DateTime<Utc>, Option<DateTime<Utc>>)> = sqlx::query_as(
+    let rows: Vec<(
+        Uuid,
+        Uuid,
+        String,
+        Option<Uuid>,
+        Option<Uuid>,
+        String,
+        i32,
+        i32,
+        Option<String>,
+        Option<DateTime<Utc>>,
+        Option<i32>,
+        DateTime<Utc>,
+        Option<DateTime<Utc>>,
+    )> = sqlx::query_as(
         "SELECT channel_id, id, kind, alert_id, run_id, status, attempts, throttled, last_error, next_attempt_at,
                 digest, created_at, finished_at
            FROM notifications WHERE run_id = $1 AND workspace_id = $2 ORDER BY created_at, id",
@@ -584,9 +636,16 @@ pub async fn of_run(pool: &PgPool, workspace_id: Uuid, run_id: Uuid) -> Result<V
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(ch, id, kind, alert_id, run_id, status, attempts, throttled, error, next, digest, created, finished)| {
-            (ch, delivery((id, kind, alert_id, run_id, status, attempts, throttled, error, next, digest, created, finished)))
-        })
+        .map(
+            |(ch, id, kind, alert_id, run_id, status, attempts, throttled, error, next, digest, created, finished)| {
+                (
+                    ch,
+                    delivery((
+                        id, kind, alert_id, run_id, status, attempts, throttled, error, next, digest, created, finished,
+                    )),
+                )
+            },
+        )
         .collect())
 }
 
@@ -628,7 +687,12 @@ type AlertRow = (
     Option<i32>,
 );
 
-pub async fn alerts(n: &Notify, workspace_id: Uuid, state: Option<&str>, limit: i64) -> Result<Vec<AlertView>, NotifyError> {
+pub async fn alerts(
+    n: &Notify,
+    workspace_id: Uuid,
+    state: Option<&str>,
+    limit: i64,
+) -> Result<Vec<AlertView>, NotifyError> {
     let rows: Vec<AlertRow> = sqlx::query_as(
         "SELECT id, kind, state, job_id, run_id, details, channels, reminders, next_reminder_at, raised_at,
                 resolved_at, resolve_reason, resolved_by_run, failed_runs
@@ -643,7 +707,22 @@ pub async fn alerts(n: &Notify, workspace_id: Uuid, state: Option<&str>, limit: 
     Ok(rows
         .into_iter()
         .map(
-            |(id, kind, state, job_id, run_id, details, channels, reminders, next, raised_at, resolved_at, reason, by_run, failed)| {
+            |(
+                id,
+                kind,
+                state,
+                job_id,
+                run_id,
+                details,
+                channels,
+                reminders,
+                next,
+                raised_at,
+                resolved_at,
+                reason,
+                by_run,
+                failed,
+            )| {
                 AlertView {
                     id,
                     kind,
@@ -719,7 +798,12 @@ fn chat_hash(key: &MasterKey, chat_id: i64) -> String {
 /// Links `chat_id` to the workspace whose code this is (single use, 10 minutes).
 pub async fn link_telegram(n: &Notify, code: &str, chat_id: i64, chat_title: &str) -> Result<Linked, NotifyError> {
     let code = code.trim();
-    if code.is_empty() || code.len() > 64 || !code.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+    if code.is_empty()
+        || code.len() > 64
+        || !code
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
         return Err(NotifyError::BadToken);
     }
     let row: Option<(Uuid, String)> = sqlx::query_as(
@@ -730,7 +814,9 @@ pub async fn link_telegram(n: &Notify, code: &str, chat_id: i64, chat_title: &st
     .bind(hash(code))
     .fetch_optional(&n.pool)
     .await?;
-    let Some((workspace_id, lang)) = row else { return Err(NotifyError::BadToken) };
+    let Some((workspace_id, lang)) = row else {
+        return Err(NotifyError::BadToken);
+    };
     let language = Language::parse("language", &lang).unwrap_or_default();
     let (ws, _) = n
         .stores
@@ -766,7 +852,11 @@ pub async fn link_telegram(n: &Notify, code: &str, chat_id: i64, chat_title: &st
         ..Default::default()
     };
     let title: String = chat_title.chars().filter(|c| !c.is_control()).take(80).collect();
-    let display = if title.trim().is_empty() { "Telegram".to_string() } else { format!("Telegram: {title}") };
+    let display = if title.trim().is_empty() {
+        "Telegram".to_string()
+    } else {
+        format!("Telegram: {title}")
+    };
     let name = cronbox_domain::channel::check_name(&display).unwrap_or_else(|_| "Telegram".into());
     n.stores
         .channels
@@ -866,7 +956,14 @@ async fn reseal_chat(
 }
 
 /// The deliverer learned of a migration from a send: move the link.
-pub async fn move_chat(stores: &Stores, key: &MasterKey, workspace_id: Uuid, channel_id: Uuid, target: &ChannelTarget, to: i64) {
+pub async fn move_chat(
+    stores: &Stores,
+    key: &MasterKey,
+    workspace_id: Uuid,
+    channel_id: Uuid,
+    target: &ChannelTarget,
+    to: i64,
+) {
     let mut moved = target.clone();
     moved.chat_id = Some(to);
     if let Err(e) = reseal_chat(stores, key, &stores.pool, workspace_id, channel_id, &moved, to).await {

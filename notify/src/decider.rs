@@ -16,9 +16,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use cqrs_es::Aggregate;
-use cronbox_domain::alert::{
-    self, Alert, AlertCommand, AlertDetails, AlertEvent, AlertKind, ResolveReason, Streak,
-};
+use cronbox_domain::alert::{self, Alert, AlertCommand, AlertDetails, AlertEvent, AlertKind, ResolveReason, Streak};
 use cronbox_domain::channel::{ChannelEvent, DisableReason};
 use cronbox_domain::job::{Job, JobEvent, JobKind, JobStatus};
 use cronbox_domain::notification::{
@@ -163,7 +161,9 @@ fn run_details(rows: Vec<serde_json::Value>, run_id: Uuid, job: &Job, callback: 
     for payload in rows {
         // Events this version does not know are skipped: details are best effort, the
         // decision is not.
-        let Ok(event) = serde_json::from_value::<RunEvent>(payload) else { continue };
+        let Ok(event) = serde_json::from_value::<RunEvent>(payload) else {
+            continue;
+        };
         let outcome = match event {
             RunEvent::RunScheduled { plan, .. } => {
                 d.scheduled_for = Some(plan.scheduled_for);
@@ -244,7 +244,9 @@ async fn on_alert(
     stream::lock(tx, Alert::TYPE, &id).await?;
     let (alert, last) = stream::load::<Alert>(tx, &id).await?;
     // A refusal (already raised, no longer open) means the decision was made already.
-    let Ok(events) = alert.decide(command) else { return Ok(vec![]) };
+    let Ok(events) = alert.decide(command) else {
+        return Ok(vec![]);
+    };
     let seqs = stream::append::<Alert>(tx, &id, last, &events, Some(workspace_id)).await?;
     Ok(seqs.into_iter().zip(events).collect())
 }
@@ -393,10 +395,12 @@ async fn decide_failures(tx: &mut PgConnection, mut failures: Vec<Failure>) -> R
     let runs = streams(tx, "Run", &run_ids).await?;
     for f in failures.iter_mut().filter(|f| f.job_id.is_none()) {
         f.job_id = runs.get(&f.run_id).and_then(|events| {
-            events.iter().find_map(|p| match serde_json::from_value::<RunEvent>(p.clone()) {
-                Ok(RunEvent::RunScheduled { plan, .. }) => Some(plan.job_id),
-                _ => None,
-            })
+            events
+                .iter()
+                .find_map(|p| match serde_json::from_value::<RunEvent>(p.clone()) {
+                    Ok(RunEvent::RunScheduled { plan, .. }) => Some(plan.job_id),
+                    _ => None,
+                })
         });
     }
     let mut job_ids: Vec<Uuid> = failures.iter().filter_map(|f| f.job_id).collect();
@@ -421,7 +425,15 @@ async fn decide_failures(tx: &mut PgConnection, mut failures: Vec<Failure>) -> R
     .await?;
     for (job, failures, since, first_run, open_alert) in rows {
         let failures = failures.max(0) as u32;
-        streaks.insert(job, Streak { failures, since, first_run, open_alert });
+        streaks.insert(
+            job,
+            Streak {
+                failures,
+                since,
+                first_run,
+                open_alert,
+            },
+        );
     }
     let mut workspaces: Vec<Uuid> = jobs.values().filter_map(|j| j.workspace_id).collect();
     workspaces.sort_unstable();
@@ -440,9 +452,13 @@ async fn decide_failures(tx: &mut PgConnection, mut failures: Vec<Failure>) -> R
     let zones = timezones(tx, &workspaces).await?;
 
     let mut raised = Vec::new();
+    // Jobs whose streak changed, in first-seen order (with their workspace).
     let mut changed: Vec<(Uuid, Uuid)> = Vec::new();
+    let mut seen_jobs: HashSet<Uuid> = HashSet::new();
     for f in &failures {
-        let Some(job) = f.job_id.and_then(|id| jobs.get(&id)) else { continue };
+        let Some(job) = f.job_id.and_then(|id| jobs.get(&id)) else {
+            continue;
+        };
         let (Some(def), Some(job_id), Some(workspace_id)) = (job.definition.as_ref(), job.id, job.workspace_id) else {
             continue;
         };
@@ -453,7 +469,14 @@ async fn decide_failures(tx: &mut PgConnection, mut failures: Vec<Failure>) -> R
                 None => all.clone(),
             })
             .unwrap_or_default();
-        let details = || run_details(runs.get(&f.run_id).cloned().unwrap_or_default(), f.run_id, job, f.callback);
+        let details = || {
+            run_details(
+                runs.get(&f.run_id).cloned().unwrap_or_default(),
+                f.run_id,
+                job,
+                f.callback,
+            )
+        };
         if f.callback || !def.is_cron() {
             if !def.notify_on_failure {
                 continue;
@@ -487,7 +510,7 @@ async fn decide_failures(tx: &mut PgConnection, mut failures: Vec<Failure>) -> R
             f.at,
         );
         streaks.insert(job_id, streak.clone());
-        if !changed.iter().any(|(j, _)| *j == job_id) {
+        if seen_jobs.insert(job_id) {
             changed.push((job_id, workspace_id));
         }
         if let Some(alert_id) = raise_id {
@@ -558,7 +581,9 @@ async fn decide_failures(tx: &mut PgConnection, mut failures: Vec<Failure>) -> R
             })
             .unwrap_or_default();
         for (i, e) in events.iter().enumerate() {
-            rows.push(NewEvent::of::<Alert>(r.alert_id.to_string(), 1 + i as i64, e)?.in_workspace(Some(r.workspace_id)));
+            rows.push(
+                NewEvent::of::<Alert>(r.alert_id.to_string(), 1 + i as i64, e)?.in_workspace(Some(r.workspace_id)),
+            );
         }
     }
     let written: HashSet<String> = append_new(tx, &rows)
@@ -572,14 +597,24 @@ async fn decide_failures(tx: &mut PgConnection, mut failures: Vec<Failure>) -> R
         tracing::info!(alert_id = %r.alert_id, workspace_id = %r.workspace_id, job_id = ?r.details.job_id,
             run_id = ?r.details.run_id, kind = r.kind.as_str(), channels = r.channels.len(), "alert raised");
         let content = NotificationContent::new(r.notification, r.details);
-        notifications.extend(queued(r.workspace_id, Some(r.alert_id), 1, &r.channels, &content, r.at)?);
+        notifications.extend(queued(
+            r.workspace_id,
+            Some(r.alert_id),
+            1,
+            &r.channels,
+            &content,
+            r.at,
+        )?);
     }
     append_new(tx, &notifications).await?;
     Ok(())
 }
 
 /// The alert's `AlertRaised`: its channels and details.
-async fn raised_of(tx: &mut PgConnection, alert_id: Uuid) -> Result<Option<(Vec<Uuid>, AlertDetails)>, ProjectionError> {
+async fn raised_of(
+    tx: &mut PgConnection,
+    alert_id: Uuid,
+) -> Result<Option<(Vec<Uuid>, AlertDetails)>, ProjectionError> {
     let payload: Option<serde_json::Value> = sqlx::query_scalar(
         "SELECT payload::jsonb FROM events WHERE aggregate_type = 'Alert' AND aggregate_id = $1 AND sequence = 1",
     )
@@ -592,15 +627,26 @@ async fn raised_of(tx: &mut PgConnection, alert_id: Uuid) -> Result<Option<(Vec<
     })
 }
 
-async fn run_succeeded(tx: &mut PgConnection, run_id: Uuid, job_id: Uuid, at: DateTime<Utc>) -> Result<(), ProjectionError> {
-    let Some((streak, workspace_id)) = streak_of(tx, job_id).await? else { return Ok(()) };
+async fn run_succeeded(
+    tx: &mut PgConnection,
+    run_id: Uuid,
+    job_id: Uuid,
+    at: DateTime<Utc>,
+) -> Result<(), ProjectionError> {
+    let Some((streak, workspace_id)) = streak_of(tx, job_id).await? else {
+        return Ok(());
+    };
     sqlx::query("DELETE FROM alert_streaks WHERE job_id = $1")
         .bind(job_id)
         .execute(&mut *tx)
         .await?;
-    let Some(alert_id) = alert::on_success(Some(&streak)) else { return Ok(()) };
+    let Some(alert_id) = alert::on_success(Some(&streak)) else {
+        return Ok(());
+    };
     let job = job_at(tx, job_id).await?;
-    let Some((channels, details)) = raised_of(tx, alert_id).await? else { return Ok(()) };
+    let Some((channels, details)) = raised_of(tx, alert_id).await? else {
+        return Ok(());
+    };
     let written = on_alert(
         tx,
         alert_id,
@@ -638,7 +684,9 @@ async fn run_succeeded(tx: &mut PgConnection, run_id: Uuid, job_id: Uuid, at: Da
 }
 
 async fn job_deleted(tx: &mut PgConnection, job_id: Uuid, at: DateTime<Utc>) -> Result<(), ProjectionError> {
-    let Some((streak, workspace_id)) = streak_of(tx, job_id).await? else { return Ok(()) };
+    let Some((streak, workspace_id)) = streak_of(tx, job_id).await? else {
+        return Ok(());
+    };
     sqlx::query("DELETE FROM alert_streaks WHERE job_id = $1")
         .bind(job_id)
         .execute(&mut *tx)
@@ -660,10 +708,20 @@ async fn job_deleted(tx: &mut PgConnection, job_id: Uuid, at: DateTime<Utc>) -> 
     Ok(())
 }
 
-async fn reminded(tx: &mut PgConnection, alert_id: Uuid, sequence: i64, reminder: u32, at: DateTime<Utc>) -> Result<(), ProjectionError> {
-    let Some((channels, details)) = raised_of(tx, alert_id).await? else { return Ok(()) };
+async fn reminded(
+    tx: &mut PgConnection,
+    alert_id: Uuid,
+    sequence: i64,
+    reminder: u32,
+    at: DateTime<Utc>,
+) -> Result<(), ProjectionError> {
+    let Some((channels, details)) = raised_of(tx, alert_id).await? else {
+        return Ok(());
+    };
     let Some(job_id) = details.job_id else { return Ok(()) };
-    let Some((streak, workspace_id)) = streak_of(tx, job_id).await? else { return Ok(()) };
+    let Some((streak, workspace_id)) = streak_of(tx, job_id).await? else {
+        return Ok(());
+    };
     if streak.open_alert != Some(alert_id) {
         return Ok(());
     }

@@ -250,7 +250,15 @@ async fn round(
         let Some(channel) = group[0].channel.clone() else {
             for d in group {
                 started = true;
-                spawn_record(stores, state, d, TryOutcome::Permanent { error: "the channel was deleted".into() }, None);
+                spawn_record(
+                    stores,
+                    state,
+                    d,
+                    TryOutcome::Permanent {
+                        error: "the channel was deleted".into(),
+                    },
+                    None,
+                );
             }
             continue;
         };
@@ -311,9 +319,16 @@ async fn round(
         };
         for batch in batches {
             started = true;
-            let Ok(permit) = slots.clone().acquire_owned().await else { break };
-            let (stores, senders, config, state, channel) =
-                (stores.clone(), senders.clone(), config.clone(), state.clone(), channel.clone());
+            let Ok(permit) = slots.clone().acquire_owned().await else {
+                break;
+            };
+            let (stores, senders, config, state, channel) = (
+                stores.clone(),
+                senders.clone(),
+                config.clone(),
+                state.clone(),
+                channel.clone(),
+            );
             tokio::spawn(async move {
                 let _permit = permit;
                 deliver(&stores, &senders, &config, &state, channel_id, channel, batch).await;
@@ -358,7 +373,9 @@ async fn record(stores: &Stores, state: &Mutex<State>, d: &Due, outcome: TryOutc
             tracing::info!(notification_id = %d.id, channel_id = %d.channel_id, workspace_id = %d.workspace_id,
                 outcome = kind, "notification try recorded");
         }
-        Err(e) => tracing::warn!(notification_id = %d.id, error = %e, "cannot record a notification try; it will be tried again"),
+        Err(e) => {
+            tracing::warn!(notification_id = %d.id, error = %e, "cannot record a notification try; it will be tried again")
+        }
     }
 }
 
@@ -397,7 +414,12 @@ async fn deliver(
     let (result, fate) = match channel.kind {
         ChannelKind::Email => {
             let r = send_mail(senders, config, channel_id, &target, &messages, lang, &batch).await;
-            if let Err(SendError::Retry { rate_limited: true, after, .. }) = &r {
+            if let Err(SendError::Retry {
+                rate_limited: true,
+                after,
+                ..
+            }) = &r
+            {
                 let until = Instant::now() + Duration::from_secs(after.unwrap_or(1) as u64);
                 state.lock().unwrap_or_else(|p| p.into_inner()).mail_paused_until = Some(until);
             }
@@ -425,14 +447,27 @@ async fn deliver(
             // Groups take at most 20 messages a minute (Telegram's limit): one per 3 s.
             if target.chat_id.is_some_and(|c| c < 0) && matches!(sent, Ok(())) {
                 let next = Instant::now() + Duration::from_secs(3);
-                state.lock().unwrap_or_else(|p| p.into_inner()).channel_next.insert(channel_id, next);
+                state
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .channel_next
+                    .insert(channel_id, next);
             }
             match sent {
                 Ok(()) => (Ok(()), ChannelFate::Keep),
                 Err(TelegramError::Send(e)) => {
-                    if let SendError::Retry { rate_limited: true, after, .. } = &e {
+                    if let SendError::Retry {
+                        rate_limited: true,
+                        after,
+                        ..
+                    } = &e
+                    {
                         let until = Instant::now() + Duration::from_secs(after.unwrap_or(1) as u64);
-                        state.lock().unwrap_or_else(|p| p.into_inner()).channel_next.insert(channel_id, until);
+                        state
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .channel_next
+                            .insert(channel_id, until);
                     }
                     (Err(e), ChannelFate::Keep)
                 }
@@ -440,11 +475,14 @@ async fn deliver(
                     Err(SendError::Permanent(format!("Telegram refused: {why}"))),
                     ChannelFate::Disable(DisableReason::BotBlocked, why),
                 ),
-                Err(TelegramError::Migrated(_)) => (Err(SendError::Retry {
-                    error: "the chat moved twice in a row".into(),
-                    rate_limited: false,
-                    after: None,
-                }), ChannelFate::Keep),
+                Err(TelegramError::Migrated(_)) => (
+                    Err(SendError::Retry {
+                        error: "the chat moved twice in a row".into(),
+                        rate_limited: false,
+                        after: None,
+                    }),
+                    ChannelFate::Keep,
+                ),
             }
         }
     };
@@ -524,7 +562,14 @@ async fn send_mail(
 }
 
 /// The JSON a webhook endpoint receives.
-pub fn webhook_body(d_id: Uuid, workspace_id: Uuid, channel_id: Uuid, content: &NotificationContent, at: DateTime<Utc>, public_url: &str) -> serde_json::Value {
+pub fn webhook_body(
+    d_id: Uuid,
+    workspace_id: Uuid,
+    channel_id: Uuid,
+    content: &NotificationContent,
+    at: DateTime<Utc>,
+    public_url: &str,
+) -> serde_json::Value {
     let det = &content.details;
     serde_json::json!({
         "type": content.kind.webhook_type(),
@@ -556,18 +601,36 @@ pub fn webhook_body(d_id: Uuid, workspace_id: Uuid, channel_id: Uuid, content: &
     })
 }
 
-async fn send_webhook(senders: &Senders, config: &DeliverConfig, target: &ChannelTarget, d: &Due) -> Result<(), WebhookError> {
+async fn send_webhook(
+    senders: &Senders,
+    config: &DeliverConfig,
+    target: &ChannelTarget,
+    d: &Due,
+) -> Result<(), WebhookError> {
     let permanent = |e: &str| WebhookError::Send(SendError::Permanent(e.to_string()));
-    let url = target.url.as_deref().ok_or_else(|| permanent("the channel has no URL"))?;
+    let url = target
+        .url
+        .as_deref()
+        .ok_or_else(|| permanent("the channel has no URL"))?;
     let secret = target
         .secret
         .as_deref()
         .and_then(|s| SigningSecret::from_whsec(s).ok())
         .ok_or_else(|| permanent("the channel's secret is unreadable"))?;
-    let body = webhook_body(d.id, d.workspace_id, d.channel_id, &d.content, d.created_at, &config.public_url);
+    let body = webhook_body(
+        d.id,
+        d.workspace_id,
+        d.channel_id,
+        &d.content,
+        d.created_at,
+        &config.public_url,
+    );
     let bytes = serde_json::to_vec(&body).map_err(|e| permanent(&e.to_string()))?;
     let id = format!("msg_{}", d.id.simple());
-    senders.webhooks.send(url, &secret, &id, Utc::now().timestamp(), &bytes).await
+    senders
+        .webhooks
+        .send(url, &secret, &id, Utc::now().timestamp(), &bytes)
+        .await
 }
 
 async fn send_telegram(

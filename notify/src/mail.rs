@@ -156,7 +156,10 @@ async fn send_smtp(
         .to
         .parse()
         .map_err(|_| SendError::Permanent(format!("{:?} is not a mail address", mail.to)))?;
-    let mut builder = Message::builder().from(from.clone()).to(to).subject(mail.subject.clone());
+    let mut builder = Message::builder()
+        .from(from.clone())
+        .to(to)
+        .subject(mail.subject.clone());
     if let Some(url) = &mail.unsubscribe_url {
         builder = builder
             .raw_header(HeaderValue::new(
@@ -210,11 +213,17 @@ async fn send_resend(
         "text": mail.text,
         "headers": headers,
     });
-    let mut request = client.post(format!("{api_url}/emails")).bearer_auth(api_key).json(&body);
+    let mut request = client
+        .post(format!("{api_url}/emails"))
+        .bearer_auth(api_key)
+        .json(&body);
     if let Some(key) = &mail.idempotency_key {
         request = request.header("Idempotency-Key", key);
     }
-    let response = request.send().await.map_err(|e| SendError::retry(format!("Resend: {e}")))?;
+    let response = request
+        .send()
+        .await
+        .map_err(|e| SendError::retry(format!("Resend: {e}")))?;
     let status = response.status();
     if status.is_success() {
         return Ok(());

@@ -41,7 +41,8 @@ pub async fn queue(
     params: serde_json::Value,
     public_url: &str,
 ) -> Result<bool, OutboxError> {
-    let mail = render::account_mail(kind, &params, lang, public_url).ok_or_else(|| OutboxError::UnknownKind(kind.into()))?;
+    let mail =
+        render::account_mail(kind, &params, lang, public_url).ok_or_else(|| OutboxError::UnknownKind(kind.into()))?;
     let (html, text) = render::account_mail_bodies(&mail, lang)?;
     // Counted under a lock per address, so a burst cannot all see the same count.
     sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('cronbox-mail:' || $1, 0))")
@@ -109,24 +110,34 @@ pub async fn send_due(pool: &PgPool, mailer: &Mailer) -> Result<usize, sqlx::Err
         let q = match result {
             Ok(()) => {
                 tracing::info!(mail_id = id, "account mail sent");
-                sqlx::query("UPDATE mail_outbox SET sent_at = now(), attempts = attempts + 1, last_error = NULL WHERE id = $1")
-                    .bind(id)
+                sqlx::query(
+                    "UPDATE mail_outbox SET sent_at = now(), attempts = attempts + 1, last_error = NULL WHERE id = $1",
+                )
+                .bind(id)
             }
             Err(SendError::Permanent(e)) => {
                 tracing::warn!(mail_id = id, error = %e, "account mail refused for good");
-                sqlx::query("UPDATE mail_outbox SET failed_at = now(), attempts = attempts + 1, last_error = $2 WHERE id = $1")
-                    .bind(id)
-                    .bind(e)
+                sqlx::query(
+                    "UPDATE mail_outbox SET failed_at = now(), attempts = attempts + 1, last_error = $2 WHERE id = $1",
+                )
+                .bind(id)
+                .bind(e)
             }
-            Err(SendError::Retry { error, after, rate_limited }) => {
+            Err(SendError::Retry {
+                error,
+                after,
+                rate_limited,
+            }) => {
                 let tries = if rate_limited { attempts } else { attempts + 1 };
                 let wait = after.map(i64::from).unwrap_or_else(|| backoff(attempts));
                 tracing::warn!(mail_id = id, error = %error, wait, "account mail not sent; will retry");
                 if tries >= MAX_ATTEMPTS {
-                    sqlx::query("UPDATE mail_outbox SET failed_at = now(), attempts = $3, last_error = $2 WHERE id = $1")
-                        .bind(id)
-                        .bind(error)
-                        .bind(tries)
+                    sqlx::query(
+                        "UPDATE mail_outbox SET failed_at = now(), attempts = $3, last_error = $2 WHERE id = $1",
+                    )
+                    .bind(id)
+                    .bind(error)
+                    .bind(tries)
                 } else {
                     sqlx::query(
                         "UPDATE mail_outbox SET attempts = $3, last_error = $2,

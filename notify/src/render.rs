@@ -36,7 +36,10 @@ pub fn error_words(kind: &str, lang: Language) -> String {
         "dns" => ("имя сервера не найдено (DNS)", "the host name did not resolve (DNS)"),
         "tls" => ("ошибка TLS или сертификата", "a TLS or certificate error"),
         "too_large" => ("ответ слишком большой", "the response was too large"),
-        "http_status" => ("сервер ответил кодом ошибки", "the server answered with an error status"),
+        "http_status" => (
+            "сервер ответил кодом ошибки",
+            "the server answered with an error status",
+        ),
         "assertion" => ("ответ не прошёл проверку", "the response failed a check"),
         "blocked_target" => (
             "адрес запрещён: частная сеть",
@@ -94,7 +97,10 @@ fn disable_words(reason: DisableReason, lang: Language) -> String {
 
 /// Where a person sees the run: the execution in the API under `CRONBOX_PUBLIC_URL`.
 pub fn run_link(public_url: &str, workspace_id: Uuid, run_id: Uuid) -> String {
-    format!("{}/v1/workspaces/{workspace_id}/executions/{run_id}", public_url.trim_end_matches('/'))
+    format!(
+        "{}/v1/workspaces/{workspace_id}/executions/{run_id}",
+        public_url.trim_end_matches('/')
+    )
 }
 
 pub fn message(content: &NotificationContent, lang: Language, public_url: &str, workspace_id: Uuid) -> Message {
@@ -128,8 +134,14 @@ pub fn message(content: &NotificationContent, lang: Language, public_url: &str, 
         ),
         NotificationKind::ChannelDisabled => pick(
             lang,
-            &format!("⚠️ Канал уведомлений «{}» отключён", content.disabled_channel.as_deref().unwrap_or(name)),
-            &format!("⚠️ Notification channel “{}” was disabled", content.disabled_channel.as_deref().unwrap_or(name)),
+            &format!(
+                "⚠️ Канал уведомлений «{}» отключён",
+                content.disabled_channel.as_deref().unwrap_or(name)
+            ),
+            &format!(
+                "⚠️ Notification channel “{}” was disabled",
+                content.disabled_channel.as_deref().unwrap_or(name)
+            ),
         ),
         NotificationKind::Test => pick(lang, "🔔 Тестовое уведомление CronBox", "🔔 CronBox test notification"),
     };
@@ -206,7 +218,10 @@ pub fn message(content: &NotificationContent, lang: Language, public_url: &str, 
     Message {
         title,
         rows,
-        response_head: d.response_head.clone().filter(|_| content.kind != NotificationKind::Recovery),
+        response_head: d
+            .response_head
+            .clone()
+            .filter(|_| content.kind != NotificationKind::Recovery),
         response_label: pick(lang, "Начало ответа", "Start of the response"),
         link,
         link_label: pick(lang, "Открыть запуск", "Open the run"),
@@ -234,10 +249,18 @@ pub fn telegram_text(m: &Message) -> String {
         out.push_str(&format!("{}: {}\n", telegram_escape(label), telegram_escape(value)));
     }
     if let Some(head) = &m.response_head {
-        out.push_str(&format!("{}:\n<pre>{}</pre>\n", telegram_escape(&m.response_label), telegram_escape(head)));
+        out.push_str(&format!(
+            "{}:\n<pre>{}</pre>\n",
+            telegram_escape(&m.response_label),
+            telegram_escape(head)
+        ));
     }
     if let Some(link) = &m.link {
-        out.push_str(&format!("<a href=\"{}\">{}</a>", telegram_escape(link).replace('"', "&quot;"), telegram_escape(&m.link_label)));
+        out.push_str(&format!(
+            "<a href=\"{}\">{}</a>",
+            telegram_escape(link).replace('"', "&quot;"),
+            telegram_escape(&m.link_label)
+        ));
     }
     truncate_chars(out, 4096)
 }
@@ -333,7 +356,10 @@ struct AccountText<'a> {
 }
 
 pub fn account_mail_bodies(m: &AccountMail, lang: Language) -> Result<(String, String), askama::Error> {
-    Ok((AccountHtml { lang: lang.as_str(), m }.render()?, AccountText { m }.render()?))
+    Ok((
+        AccountHtml { lang: lang.as_str(), m }.render()?,
+        AccountText { m }.render()?,
+    ))
 }
 
 /// Account mails by kind, with their parameters (`token`, `workspace`, `role`, `hours`…).
@@ -459,7 +485,10 @@ mod tests {
         let (subject, html, text) = alert_mail(&[m], Language::Ru, Some("https://cron.example/u?t=1")).unwrap();
         assert!(subject.contains("не выполняется"));
         assert!(!html.contains("<b>x</b>"), "{html}");
-        assert!(html.contains("&lt;b&gt;x&lt;/b&gt;") || html.contains("&#60;b&#62;"), "{html}");
+        assert!(
+            html.contains("&lt;b&gt;x&lt;/b&gt;") || html.contains("&#60;b&#62;"),
+            "{html}"
+        );
         assert!(text.contains("<b>x</b>"), "plain text is not escaped");
         assert!(text.contains("Отписаться"));
     }

@@ -16,7 +16,12 @@ pub enum SealError {
     Malformed(#[from] serde_json::Error),
 }
 
-pub fn seal(key: &MasterKey, workspace_id: Uuid, channel_id: Uuid, target: &ChannelTarget) -> Result<String, SealError> {
+pub fn seal(
+    key: &MasterKey,
+    workspace_id: Uuid,
+    channel_id: Uuid,
+    target: &ChannelTarget,
+) -> Result<String, SealError> {
     let plain = serde_json::to_vec(target)?;
     let sealed = key
         .seal(workspace_id, channel_id, &plain)

@@ -69,7 +69,11 @@ impl TelegramBot {
             username: String::new(),
         };
         let me = bot.call("getMe", &json!({}), None).await?;
-        bot.username = me.get("username").and_then(Value::as_str).unwrap_or_default().to_string();
+        bot.username = me
+            .get("username")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
         Ok(bot)
     }
 
@@ -91,10 +95,12 @@ impl TelegramBot {
             .await
             .map_err(|e| retry(format!("Telegram {method}: {}", e.without_url())))?;
         let status = response.status().as_u16();
-        let parsed: ApiResponse = response
-            .json()
-            .await
-            .map_err(|e| retry(format!("Telegram {method} answered {status} without JSON: {}", e.without_url())))?;
+        let parsed: ApiResponse = response.json().await.map_err(|e| {
+            retry(format!(
+                "Telegram {method} answered {status} without JSON: {}",
+                e.without_url()
+            ))
+        })?;
         if parsed.ok {
             return Ok(parsed.result);
         }

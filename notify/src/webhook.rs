@@ -41,7 +41,9 @@ impl WebhookSender {
         let permanent = |e: String| WebhookError::Send(SendError::Permanent(e));
         let parsed = reqwest::Url::parse(url).map_err(|e| permanent(format!("invalid URL: {e}")))?;
         if let Some(ip) = blocked_literal(&parsed, &self.targets) {
-            return Err(permanent(format!("target address {ip} is private, loopback or reserved")));
+            return Err(permanent(format!(
+                "target address {ip} is private, loopback or reserved"
+            )));
         }
         let response = self
             .client

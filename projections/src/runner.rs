@@ -98,7 +98,11 @@ async fn step_from(
         .await?;
     let from = checkpoint(&mut tx, projection.name()).await?;
     let events: Vec<Arc<StoredEvent>> = match shared {
-        Some(cache) => cache.read_after_in(&mut tx, from, projection.batch_size() as usize).await?,
+        Some(cache) => {
+            cache
+                .read_after_in(&mut tx, from, projection.batch_size() as usize)
+                .await?
+        }
         None => tail::read_after(&mut *tx, from, projection.batch_size())
             .await?
             .into_iter()

@@ -16,9 +16,9 @@ use base64::Engine;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use chrono::{DateTime, Utc};
-use sha2::Digest;
 use cronbox_domain::webhook::{SigningSecret, SECRET_BYTES};
 use rand::RngCore;
+use sha2::Digest;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -68,7 +68,9 @@ impl MasterKey {
         // A second key for keyed hashes (lookups by a secret value), derived so that it can
         // never be the cipher key itself.
         let mut mac = [0u8; 32];
-        mac.copy_from_slice(&sha2::Sha256::digest([b"cronbox-keyed-hash:".as_slice(), &bytes].concat()));
+        mac.copy_from_slice(&sha2::Sha256::digest(
+            [b"cronbox-keyed-hash:".as_slice(), &bytes].concat(),
+        ));
         Ok(Self(cipher, mac))
     }
 

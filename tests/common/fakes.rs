@@ -115,7 +115,10 @@ impl FakeSmtp {
     }
 
     pub fn mails_to(&self, to: &str) -> Vec<SmtpMail> {
-        self.mails().into_iter().filter(|m| m.to.iter().any(|t| t == to)).collect()
+        self.mails()
+            .into_iter()
+            .filter(|m| m.to.iter().any(|t| t == to))
+            .collect()
     }
 
     pub fn fail_next(&self, n: u32) {
@@ -138,13 +141,29 @@ async fn session(sock: tokio::net::TcpStream, state: Arc<Mutex<SmtpState>>) -> s
         let cmd = line.trim_end().to_string();
         let upper = cmd.to_ascii_uppercase();
         if upper.starts_with("EHLO") || upper.starts_with("HELO") {
-            w.write_all(b"250-fake-smtp\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n").await?;
+            w.write_all(b"250-fake-smtp\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n")
+                .await?;
         } else if upper.starts_with("MAIL FROM:") {
-            from = cmd[10..].trim().trim_matches(['<', '>']).split_whitespace().next().unwrap_or_default().trim_matches(['<', '>']).to_string();
+            from = cmd[10..]
+                .trim()
+                .trim_matches(['<', '>'])
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .trim_matches(['<', '>'])
+                .to_string();
             to.clear();
             w.write_all(b"250 ok\r\n").await?;
         } else if upper.starts_with("RCPT TO:") {
-            to.push(cmd[8..].trim().split_whitespace().next().unwrap_or_default().trim_matches(['<', '>']).to_string());
+            to.push(
+                cmd[8..]
+                    .trim()
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .trim_matches(['<', '>'])
+                    .to_string(),
+            );
             w.write_all(b"250 ok\r\n").await?;
         } else if upper == "DATA" {
             w.write_all(b"354 go ahead\r\n").await?;
@@ -272,8 +291,10 @@ async fn telegram(
     }
     match method.as_str() {
         "getMe" => {
-            return axum::Json(json!({"ok": true, "result": {"id": 4242, "is_bot": true, "username": "cronbox_test_bot"}}))
-                .into_response()
+            return axum::Json(
+                json!({"ok": true, "result": {"id": 4242, "is_bot": true, "username": "cronbox_test_bot"}}),
+            )
+            .into_response()
         }
         "deleteWebhook" | "setWebhook" => {
             st.lock().expect("fake lock").received.push(Received {
@@ -327,7 +348,11 @@ async fn telegram(
         None => axum::Json(json!({"ok": true, "result": {"message_id": 1}})).into_response(),
         Some(Answer::RateLimited(s)) => err(429, "Too Many Requests: retry after", json!({"retry_after": s})),
         Some(Answer::Blocked) => err(403, "Forbidden: bot was blocked by the user", json!({})),
-        Some(Answer::Migrated(to)) => err(400, "Bad Request: group chat was upgraded to a supergroup chat", json!({"migrate_to_chat_id": to})),
+        Some(Answer::Migrated(to)) => err(
+            400,
+            "Bad Request: group chat was upgraded to a supergroup chat",
+            json!({"migrate_to_chat_id": to}),
+        ),
         Some(Answer::Status(code)) => err(code, "as asked", json!({})),
     }
 }

@@ -36,13 +36,26 @@ async fn sign_up_mails_a_link_that_verifies_the_address_in_the_browsers_language
         .await;
     assert_eq!(mail.from, "noreply@cronbox.test");
     assert_eq!(mail.header("Subject").as_deref(), Some("Confirm your CronBox e-mail"));
-    assert!(mail.header("Content-Type").unwrap_or_default().contains("multipart/alternative"));
+    assert!(mail
+        .header("Content-Type")
+        .unwrap_or_default()
+        .contains("multipart/alternative"));
     let text = mail.text();
     let link = link_in(&text, "/verify-email?token=").expect("a verification link");
-    assert!(link.starts_with(&env.base()), "links point to CRONBOX_PUBLIC_URL (here the listen address): {link}");
+    assert!(
+        link.starts_with(&env.base()),
+        "links point to CRONBOX_PUBLIC_URL (here the listen address): {link}"
+    );
 
     // Unverified until the link is followed.
-    let (_, login) = call(&env, Method::POST, "/v1/auth/login", "-", Some(json!({"email": "new@example.com", "password": PW}))).await;
+    let (_, login) = call(
+        &env,
+        Method::POST,
+        "/v1/auth/login",
+        "-",
+        Some(json!({"email": "new@example.com", "password": PW})),
+    )
+    .await;
     let token = login["access_token"].as_str().unwrap().to_string();
     let (_, me) = call(&env, Method::GET, "/v1/me", &token, None).await;
     assert_eq!(me["email_verified"], false, "{me}");
@@ -73,16 +86,30 @@ async fn a_password_reset_mail_goes_through_resend_with_an_idempotency_key_and_h
         ("CRONBOX_MAIL_FROM", "CronBox <noreply@cronbox.test>"),
     ])
     .await;
-    let (s, v) = call(&env, Method::POST, "/v1/auth/register", "-", Some(json!({"email": "r@example.com", "password": PW, "name": "R"}))).await;
+    let (s, v) = call(
+        &env,
+        Method::POST,
+        "/v1/auth/register",
+        "-",
+        Some(json!({"email": "r@example.com", "password": PW, "name": "R"})),
+    )
+    .await;
     assert_eq!(s, 201, "{v}");
     // The verification mail (rate limited once, then sent).
     let sends = env
-        .eventually(Duration::from_secs(20), "the verification mail after the 429", || async {
-            let r = resend.received_at("/emails");
-            (r.len() >= 2).then_some(r)
-        })
+        .eventually(
+            Duration::from_secs(20),
+            "the verification mail after the 429",
+            || async {
+                let r = resend.received_at("/emails");
+                (r.len() >= 2).then_some(r)
+            },
+        )
         .await;
-    assert!(sends[1].at - sends[0].at >= Duration::from_millis(1900), "retry-after was honoured");
+    assert!(
+        sends[1].at - sends[0].at >= Duration::from_millis(1900),
+        "retry-after was honoured"
+    );
     assert_eq!(
         sends[0].headers.get("idempotency-key"),
         sends[1].headers.get("idempotency-key"),
@@ -100,15 +127,21 @@ async fn a_password_reset_mail_goes_through_resend_with_an_idempotency_key_and_h
     assert_eq!(r.status().as_u16(), 202);
     let mail = env
         .eventually(Duration::from_secs(15), "the reset mail", || async {
-            resend
-                .received_at("/emails")
-                .into_iter()
-                .find(|m| m.body["text"].as_str().unwrap_or_default().contains("/reset-password?token="))
+            resend.received_at("/emails").into_iter().find(|m| {
+                m.body["text"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("/reset-password?token=")
+            })
         })
         .await;
     assert_eq!(mail.body["to"], json!(["r@example.com"]));
     assert_eq!(mail.body["from"], "CronBox <noreply@cronbox.test>");
-    assert!(mail.body["subject"].as_str().unwrap().contains("пароля"), "Russian by default: {}", mail.body["subject"]);
+    assert!(
+        mail.body["subject"].as_str().unwrap().contains("пароля"),
+        "Russian by default: {}",
+        mail.body["subject"]
+    );
     assert!(mail.body["html"].as_str().unwrap().contains("<a href="));
     let link = link_in(mail.body["text"].as_str().unwrap(), "/reset-password?token=").unwrap();
     let (s, page) = post_form(&env, &link, &[("password", "a much newer password")]).await;

@@ -16,7 +16,13 @@ fn webhook_events(setup: &Setup, path: &str) -> Vec<(Value, reqwest::header::Hea
         .target
         .arrivals_at(path)
         .into_iter()
-        .map(|a| (serde_json::from_slice(&a.body).unwrap_or(Value::Null), a.headers, a.body))
+        .map(|a| {
+            (
+                serde_json::from_slice(&a.body).unwrap_or(Value::Null),
+                a.headers,
+                a.body,
+            )
+        })
         .collect()
 }
 
@@ -38,13 +44,20 @@ async fn a_failing_job_alerts_once_per_channel_and_its_recovery_once() {
         }))
         .await;
     let (_, v) = setup.call(Method::GET, &format!("/cron/{job}"), None).await;
-    assert_eq!((v["alert_after_failures"].as_u64(), v["alert_channels"].is_null()), (Some(2), true), "{v}");
+    assert_eq!(
+        (v["alert_after_failures"].as_u64(), v["alert_channels"].is_null()),
+        (Some(2), true),
+        "{v}"
+    );
 
     let recovered = setup
         .env
         .eventually(Duration::from_secs(30), "the recovery webhook", || async {
             let events = webhook_events(&setup, "/hooks/alerts");
-            events.iter().any(|(b, _, _)| b["type"] == "job.recovered").then_some(events)
+            events
+                .iter()
+                .any(|(b, _, _)| b["type"] == "job.recovered")
+                .then_some(events)
         })
         .await;
     // Let it keep succeeding for a few more runs: nothing more may come of them.
@@ -58,7 +71,10 @@ async fn a_failing_job_alerts_once_per_channel_and_its_recovery_once() {
     assert_eq!(types, vec!["job.failing", "job.recovered"], "once each: {types:?}");
     assert!(recovered.len() <= hooks.len());
     let (failing, headers, raw) = &hooks[0];
-    assert!(signature_valid(&secret, headers, raw), "Standard Webhooks signature with the endpoint's own secret");
+    assert!(
+        signature_valid(&secret, headers, raw),
+        "Standard Webhooks signature with the endpoint's own secret"
+    );
     assert!(headers["webhook-id"].to_str().unwrap().starts_with("msg_"));
     let data = &failing["data"];
     assert_eq!(data["job_name"], "1C <export> & sync");
@@ -66,20 +82,41 @@ async fn a_failing_job_alerts_once_per_channel_and_its_recovery_once() {
     assert_eq!(data["error_kind"], "http_status");
     assert_eq!(data["failures"], 2);
     assert_eq!(data["timezone"], "Europe/Moscow");
-    assert!(!data["url"].as_str().unwrap().contains("SECRET"), "the query string stays out of alerts");
+    assert!(
+        !data["url"].as_str().unwrap().contains("SECRET"),
+        "the query string stays out of alerts"
+    );
     assert!(data["link"].as_str().unwrap().contains("/executions/"));
     assert_eq!(hooks[1].0["data"]["failed_runs"], 3);
 
     let mails = setup.smtp.mails_to("ops@example.com");
-    let alerts: Vec<_> = mails.iter().filter(|m| m.header("List-Unsubscribe").is_some()).collect();
-    assert_eq!(alerts.len(), 2, "a failure mail and a recovery mail: {:?}", mails.iter().map(|m| m.header("Subject")).collect::<Vec<_>>());
+    let alerts: Vec<_> = mails
+        .iter()
+        .filter(|m| m.header("List-Unsubscribe").is_some())
+        .collect();
+    assert_eq!(
+        alerts.len(),
+        2,
+        "a failure mail and a recovery mail: {:?}",
+        mails.iter().map(|m| m.header("Subject")).collect::<Vec<_>>()
+    );
     let failure = alerts[0];
-    assert!(failure.header("Subject").unwrap().contains("is failing"), "{:?}", failure.header("Subject"));
-    assert_eq!(failure.header("List-Unsubscribe-Post").as_deref(), Some("List-Unsubscribe=One-Click"));
+    assert!(
+        failure.header("Subject").unwrap().contains("is failing"),
+        "{:?}",
+        failure.header("Subject")
+    );
+    assert_eq!(
+        failure.header("List-Unsubscribe-Post").as_deref(),
+        Some("List-Unsubscribe=One-Click")
+    );
     let text = failure.text();
     assert!(text.contains("503"), "{text}");
     assert!(text.contains("MSK (Europe/Moscow)"), "{text}");
-    assert!(text.contains("&#60;export&#62;") || text.contains("&lt;export&gt;"), "HTML part escapes the name: {text}");
+    assert!(
+        text.contains("&#60;export&#62;") || text.contains("&lt;export&gt;"),
+        "HTML part escapes the name: {text}"
+    );
     assert!(alerts[1].header("Subject").unwrap().contains("recovered"));
 
     // The alert is resolved, with the streak's length; deliveries are logged.
@@ -106,7 +143,10 @@ async fn a_failing_job_alerts_once_per_channel_and_its_recovery_once() {
         .iter()
         .filter_map(|n| n["channel_id"].as_str())
         .collect();
-    assert!(went.contains(&mail_channel.as_str()) && went.contains(&hook_channel.as_str()), "{exec}");
+    assert!(
+        went.contains(&mail_channel.as_str()) && went.contains(&hook_channel.as_str()),
+        "{exec}"
+    );
     // Exactly one decision per event, in the log.
     let raised: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = 'AlertRaised'")
         .fetch_one(&setup.env.db.pool)
@@ -169,8 +209,13 @@ async fn reminders_come_while_it_keeps_failing_and_unsubscribe_is_one_click() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 200);
-    let (_, ch) = setup.call(Method::GET, &format!("/notification-channels/{mail_channel}"), None).await;
-    assert_eq!((ch["status"].as_str(), ch["disabled_reason"].as_str()), (Some("disabled"), Some("unsubscribed")));
+    let (_, ch) = setup
+        .call(Method::GET, &format!("/notification-channels/{mail_channel}"), None)
+        .await;
+    assert_eq!(
+        (ch["status"].as_str(), ch["disabled_reason"].as_str()),
+        (Some("disabled"), Some("unsubscribed"))
+    );
     // A forged token changes nothing.
     let forged = format!("{}x", url);
     let r = setup.env.http.post(&forged).send().await.unwrap();
@@ -183,7 +228,9 @@ async fn webhooks_are_retried_with_backoff_and_a_410_disables_the_endpoint() {
     let (flaky, secret) = setup.webhook_channel("/flaky/1/hook").await;
     let (gone, _) = setup.webhook_channel("/status/410/hook").await;
     setup.wait_channels(2).await;
-    let (s, v) = setup.call(Method::POST, &format!("/notification-channels/{flaky}/test"), None).await;
+    let (s, v) = setup
+        .call(Method::POST, &format!("/notification-channels/{flaky}/test"), None)
+        .await;
     assert_eq!(s, 202, "{v}");
     let delivered = setup
         .env
@@ -196,21 +243,33 @@ async fn webhooks_are_retried_with_backoff_and_a_410_disables_the_endpoint() {
     let arrivals = setup.env.target.arrivals_at("/flaky/1/hook");
     assert_eq!(arrivals.len(), 2);
     let gap = arrivals[1].at - arrivals[0].at;
-    assert!(gap >= chrono::Duration::milliseconds(4400), "the first retry waits about 5 s: {gap}");
-    assert_eq!(arrivals[0].headers["webhook-id"], arrivals[1].headers["webhook-id"], "the same id on every try");
+    assert!(
+        gap >= chrono::Duration::milliseconds(4400),
+        "the first retry waits about 5 s: {gap}"
+    );
+    assert_eq!(
+        arrivals[0].headers["webhook-id"], arrivals[1].headers["webhook-id"],
+        "the same id on every try"
+    );
     assert!(signature_valid(&secret, &arrivals[1].headers, &arrivals[1].body));
 
-    let (s, _) = setup.call(Method::POST, &format!("/notification-channels/{gone}/test"), None).await;
+    let (s, _) = setup
+        .call(Method::POST, &format!("/notification-channels/{gone}/test"), None)
+        .await;
     assert_eq!(s, 202);
     let ch = setup
         .env
         .eventually(Duration::from_secs(15), "the gone endpoint to be disabled", || async {
-            let (_, ch) = setup.call(Method::GET, &format!("/notification-channels/{gone}"), None).await;
+            let (_, ch) = setup
+                .call(Method::GET, &format!("/notification-channels/{gone}"), None)
+                .await;
             (ch["status"] == "disabled").then_some(ch)
         })
         .await;
     assert_eq!(ch["disabled_reason"], "gone");
-    let (s, v) = setup.call(Method::POST, &format!("/notification-channels/{gone}/test"), None).await;
+    let (s, v) = setup
+        .call(Method::POST, &format!("/notification-channels/{gone}/test"), None)
+        .await;
     assert_eq!((s, v["error"]["code"].as_str()), (409, Some("channel_not_active")));
     // The other channel is told that this one stopped.
     let notice = setup
@@ -225,19 +284,29 @@ async fn webhooks_are_retried_with_backoff_and_a_410_disables_the_endpoint() {
 
     // Rotation: a new secret signs from now on.
     let (s, v) = setup
-        .call(Method::POST, &format!("/notification-channels/{flaky}/rotate-secret"), None)
+        .call(
+            Method::POST,
+            &format!("/notification-channels/{flaky}/rotate-secret"),
+            None,
+        )
         .await;
     assert_eq!(s, 200);
     let new_secret = v["secret"].as_str().unwrap().to_string();
     assert!(new_secret.starts_with("whsec_") && new_secret != secret);
     let before = setup.env.target.arrivals_at("/flaky/1/hook").len();
-    setup.call(Method::POST, &format!("/notification-channels/{flaky}/test"), None).await;
+    setup
+        .call(Method::POST, &format!("/notification-channels/{flaky}/test"), None)
+        .await;
     let last = setup
         .env
-        .eventually(Duration::from_secs(15), "a delivery signed with the new secret", || async {
-            let a = setup.env.target.arrivals_at("/flaky/1/hook");
-            (a.len() > before).then(|| a.last().cloned()).flatten()
-        })
+        .eventually(
+            Duration::from_secs(15),
+            "a delivery signed with the new secret",
+            || async {
+                let a = setup.env.target.arrivals_at("/flaky/1/hook");
+                (a.len() > before).then(|| a.last().cloned()).flatten()
+            },
+        )
         .await;
     assert!(signature_valid(&new_secret, &last.headers, &last.body));
     assert!(!signature_valid(&secret, &last.headers, &last.body));
@@ -248,16 +317,36 @@ async fn channels_refuse_bad_input_by_field_keep_secrets_sealed_and_stay_in_thei
     let setup = Setup::start().await;
     let bad = [
         (json!({"type": "sms", "name": "x"}), "type"),
-        (json!({"type": "email", "name": "x", "address": "not an address"}), "address"),
-        (json!({"type": "email", "name": "x", "address": "a@b.c\u{0}d"}), "address"),
-        (json!({"type": "webhook", "name": "x", "url": "ftp://example.com/"}), "url"),
-        (json!({"type": "webhook", "name": "", "url": "https://example.com/"}), "name"),
-        (json!({"type": "webhook", "name": "x".repeat(101), "url": "https://example.com/"}), "name"),
-        (json!({"type": "webhook", "name": "x", "url": "https://example.com/", "language": "de"}), "language"),
+        (
+            json!({"type": "email", "name": "x", "address": "not an address"}),
+            "address",
+        ),
+        (
+            json!({"type": "email", "name": "x", "address": "a@b.c\u{0}d"}),
+            "address",
+        ),
+        (
+            json!({"type": "webhook", "name": "x", "url": "ftp://example.com/"}),
+            "url",
+        ),
+        (
+            json!({"type": "webhook", "name": "", "url": "https://example.com/"}),
+            "name",
+        ),
+        (
+            json!({"type": "webhook", "name": "x".repeat(101), "url": "https://example.com/"}),
+            "name",
+        ),
+        (
+            json!({"type": "webhook", "name": "x", "url": "https://example.com/", "language": "de"}),
+            "language",
+        ),
         (json!({"type": "telegram", "name": "x"}), "type"),
     ];
     for (body, field) in bad {
-        let (s, v) = setup.call(Method::POST, "/notification-channels", Some(body.clone())).await;
+        let (s, v) = setup
+            .call(Method::POST, "/notification-channels", Some(body.clone()))
+            .await;
         assert_eq!((s, v["error"]["field"].as_str()), (400, Some(field)), "{body} → {v}");
     }
     // Job fields.
@@ -293,7 +382,10 @@ async fn channels_refuse_bad_input_by_field_keep_secrets_sealed_and_stay_in_thei
     assert_eq!(s, 201, "{v}");
     let id = v["id"].as_str().unwrap().to_string();
     assert_eq!(v["name"], "<script>alert(1)</script>");
-    assert_eq!(v["target"], "https://example.com/hook", "no query string in the display");
+    assert_eq!(
+        v["target"], "https://example.com/hook",
+        "no query string in the display"
+    );
     let (s, _) = setup
         .call(
             Method::POST,
@@ -316,7 +408,10 @@ async fn channels_refuse_bad_input_by_field_keep_secrets_sealed_and_stay_in_thei
     assert_eq!(s, 200);
     let (s, _) = setup
         .env
-        .post("/notification-channels", json!({"type": "webhook", "name": "x", "url": "https://example.com/"}))
+        .post(
+            "/notification-channels",
+            json!({"type": "webhook", "name": "x", "url": "https://example.com/"}),
+        )
         .await;
     assert_eq!(s, 403);
     // Another workspace sees none of it.
@@ -327,17 +422,42 @@ async fn channels_refuse_bad_input_by_field_keep_secrets_sealed_and_stay_in_thei
         (Method::POST, format!("/notification-channels/{id}/test")),
         (Method::GET, format!("/notification-channels/{id}/deliveries")),
     ] {
-        let (s, _) = call(&setup.env, method.clone(), &format!("/v1/workspaces/{other_ws}{p}"), &other, None).await;
+        let (s, _) = call(
+            &setup.env,
+            method.clone(),
+            &format!("/v1/workspaces/{other_ws}{p}"),
+            &other,
+            None,
+        )
+        .await;
         assert_eq!(s, 404, "{method} {p}");
     }
-    let (s, v) = call(&setup.env, Method::GET, &format!("/v1/workspaces/{other_ws}/notification-channels"), &other, None).await;
+    let (s, v) = call(
+        &setup.env,
+        Method::GET,
+        &format!("/v1/workspaces/{other_ws}/notification-channels"),
+        &other,
+        None,
+    )
+    .await;
     assert_eq!((s, v), (200, json!([])));
-    let (s, _) = call(&setup.env, Method::GET, &format!("/v1/workspaces/{}/notification-channels", setup.ws), &other, None).await;
+    let (s, _) = call(
+        &setup.env,
+        Method::GET,
+        &format!("/v1/workspaces/{}/notification-channels", setup.ws),
+        &other,
+        None,
+    )
+    .await;
     assert_eq!(s, 404, "not a member");
     // Deleting removes it.
-    let (s, _) = setup.call(Method::DELETE, &format!("/notification-channels/{id}"), None).await;
+    let (s, _) = setup
+        .call(Method::DELETE, &format!("/notification-channels/{id}"), None)
+        .await;
     assert_eq!(s, 204);
-    let (s, _) = setup.call(Method::GET, &format!("/notification-channels/{id}"), None).await;
+    let (s, _) = setup
+        .call(Method::GET, &format!("/notification-channels/{id}"), None)
+        .await;
     assert_eq!(s, 404);
 }
 
@@ -365,7 +485,9 @@ async fn a_burst_of_failures_reaches_every_webhook_and_goes_to_mail_as_a_digest(
     let items: Vec<Value> = (0..n)
         .map(|i| json!({"name": format!("burst-{i}"), "url": setup.env.target_url("/fail/burst"), "execute_at": due, "retry_count": 0}))
         .collect();
-    let (s, v) = setup.call(Method::POST, "/delayed/batch", Some(json!({"items": items}))).await;
+    let (s, v) = setup
+        .call(Method::POST, "/delayed/batch", Some(json!({"items": items})))
+        .await;
     assert_eq!(s, 201, "{v}");
     let pool = setup.env.db.pool.clone();
     setup
@@ -392,17 +514,20 @@ async fn a_burst_of_failures_reaches_every_webhook_and_goes_to_mail_as_a_digest(
         .into_iter()
         .filter(|m| m.header("List-Unsubscribe").is_some())
         .collect();
-    assert!(mails.len() < n / 2, "a burst is digested: {} mails for {n} alerts", mails.len());
+    assert!(
+        mails.len() < n / 2,
+        "a burst is digested: {} mails for {n} alerts",
+        mails.len()
+    );
     let mut covered = std::collections::BTreeSet::new();
     for m in &mails {
         covered.extend(burst_names(&m.text()));
     }
     assert_eq!(covered.len(), n, "every alert is in some mail");
-    let digested: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM notifications WHERE kind = 'call_failed' AND digest IS NOT NULL",
-    )
-    .fetch_one(&setup.env.db.pool)
-    .await
-    .unwrap();
+    let digested: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM notifications WHERE kind = 'call_failed' AND digest IS NOT NULL")
+            .fetch_one(&setup.env.db.pool)
+            .await
+            .unwrap();
     assert!(digested > 0);
 }

@@ -26,15 +26,18 @@ async fn a_crash_between_decision_and_delivery_still_delivers_each_decided_notif
     let pool = setup.env.db.pool.clone();
     setup
         .env
-        .eventually(Duration::from_secs(30), "the notification to be queued and tried", || async {
-            let n: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM events WHERE event_type = 'NotificationAttempted'",
-            )
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-            (n >= 1).then_some(())
-        })
+        .eventually(
+            Duration::from_secs(30),
+            "the notification to be queued and tried",
+            || async {
+                let n: i64 =
+                    sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = 'NotificationAttempted'")
+                        .fetch_one(&pool)
+                        .await
+                        .unwrap();
+                (n >= 1).then_some(())
+            },
+        )
         .await;
     let mut env = setup.env;
     env.kill_server().await;
@@ -72,7 +75,11 @@ async fn a_crash_between_decision_and_delivery_still_delivers_each_decided_notif
     .unwrap();
     assert_eq!(
         counts,
-        vec![("AlertRaised".into(), 1), ("NotificationDelivered".into(), 1), ("NotificationQueued".into(), 1)]
+        vec![
+            ("AlertRaised".into(), 1),
+            ("NotificationDelivered".into(), 1),
+            ("NotificationQueued".into(), 1)
+        ]
     );
     let (_, open) = setup.call(Method::GET, "/alerts?state=open", None).await;
     assert_eq!(open.as_array().unwrap().len(), 1);

@@ -88,7 +88,9 @@ impl Setup {
         post_form(&self.env, &link, &[]).await;
         self.env
             .eventually(Duration::from_secs(10), "the channel to be active", || async {
-                let (_, v) = self.call(Method::GET, &format!("/notification-channels/{id}"), None).await;
+                let (_, v) = self
+                    .call(Method::GET, &format!("/notification-channels/{id}"), None)
+                    .await;
                 (v["status"] == "active").then_some(())
             })
             .await;
@@ -105,7 +107,10 @@ impl Setup {
             )
             .await;
         assert_eq!(s, 201, "{v}");
-        (v["id"].as_str().unwrap().to_string(), v["secret"].as_str().unwrap().to_string())
+        (
+            v["id"].as_str().unwrap().to_string(),
+            v["secret"].as_str().unwrap().to_string(),
+        )
     }
 
     /// Waits until the read model shows `n` channels (the decider's index follows the same log).
@@ -147,9 +152,11 @@ impl Setup {
     /// Waits until `more` further events of `event_type` are in the log than `now`.
     pub async fn more(&self, event_type: &str, now: i64, more: i64) {
         self.env
-            .eventually(Duration::from_secs(30), &format!("{more} more {event_type}"), || async {
-                (self.count(event_type).await >= now + more).then_some(())
-            })
+            .eventually(
+                Duration::from_secs(30),
+                &format!("{more} more {event_type}"),
+                || async { (self.count(event_type).await >= now + more).then_some(()) },
+            )
             .await;
     }
 
@@ -157,23 +164,31 @@ impl Setup {
     pub async fn settled(&self) {
         let pool = self.env.db.pool.clone();
         self.env
-            .eventually(Duration::from_secs(30), "every notification to be delivered", || async {
-                let waiting: i64 = sqlx::query_scalar(
-                    "SELECT (SELECT count(*) FROM notifications WHERE status IN ('queued', 'retrying'))
+            .eventually(
+                Duration::from_secs(30),
+                "every notification to be delivered",
+                || async {
+                    let waiting: i64 = sqlx::query_scalar(
+                        "SELECT (SELECT count(*) FROM notifications WHERE status IN ('queued', 'retrying'))
                           + (SELECT count(*) FROM events WHERE event_type = 'NotificationQueued')
                           - (SELECT count(*) FROM notifications)",
-                )
-                .fetch_one(&pool)
-                .await
-                .ok()?;
-                (waiting == 0).then_some(())
-            })
+                    )
+                    .fetch_one(&pool)
+                    .await
+                    .ok()?;
+                    (waiting == 0).then_some(())
+                },
+            )
             .await;
     }
 
     pub async fn deliveries(&self, channel: &str) -> Vec<Value> {
         let (s, v) = self
-            .call(Method::GET, &format!("/notification-channels/{channel}/deliveries"), None)
+            .call(
+                Method::GET,
+                &format!("/notification-channels/{channel}/deliveries"),
+                None,
+            )
             .await;
         assert_eq!(s, 200, "{v}");
         v.as_array().cloned().unwrap_or_default()
@@ -238,10 +253,19 @@ pub fn signature_valid(secret: &str, headers: &reqwest::header::HeaderMap, body:
     let key = base64::engine::general_purpose::STANDARD
         .decode(secret.trim_start_matches("whsec_"))
         .unwrap();
-    let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    let h = |n: &str| {
+        headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
     let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&key).unwrap();
     mac.update(format!("{}.{}.", h("webhook-id"), h("webhook-timestamp")).as_bytes());
     mac.update(body);
-    let expected = format!("v1,{}", base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes()));
+    let expected = format!(
+        "v1,{}",
+        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+    );
     h("webhook-signature").split(' ').any(|s| s == expected)
 }

@@ -21,10 +21,17 @@ fn sent_to(setup: &Setup, chat: i64) -> Vec<Value> {
 }
 
 async fn link(setup: &Setup, chat: i64) -> String {
-    let (s, v) = setup.call(Method::POST, "/notification-channels/telegram/link", None).await;
+    let (s, v) = setup
+        .call(Method::POST, "/notification-channels/telegram/link", None)
+        .await;
     assert_eq!(s, 201, "{v}");
     let code = v["code"].as_str().unwrap().to_string();
-    assert!(code.len() <= 64 && code.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'));
+    assert!(
+        code.len() <= 64
+            && code
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    );
     assert_eq!(v["deep_link"], format!("https://t.me/cronbox_test_bot?start={code}"));
     setup.telegram.say(chat, "group", &format!("/start {code}"), "en");
     setup
@@ -54,13 +61,17 @@ async fn a_chat_links_with_a_code_and_gets_escaped_alerts_at_the_published_rate(
     setup.telegram.say(-100, "group", "/link not-a-code", "ru");
     let reply = setup
         .env
-        .eventually(Duration::from_secs(15), "the wrong-code reply", || async { sent_to(&setup, -100).into_iter().next() })
+        .eventually(Duration::from_secs(15), "the wrong-code reply", || async {
+            sent_to(&setup, -100).into_iter().next()
+        })
         .await;
     assert!(reply["text"].as_str().unwrap().contains("Код неверный"), "{reply}");
     assert_eq!(reply["parse_mode"], "HTML");
 
     let channel = link(&setup, -100).await;
-    let (_, ch) = setup.call(Method::GET, &format!("/notification-channels/{channel}"), None).await;
+    let (_, ch) = setup
+        .call(Method::GET, &format!("/notification-channels/{channel}"), None)
+        .await;
     assert_eq!(ch["status"], "active");
     assert_eq!(ch["target"], "Telegram: Ops <team>");
     // The code was single use.
@@ -90,7 +101,10 @@ async fn a_chat_links_with_a_code_and_gets_escaped_alerts_at_the_published_rate(
             (a.len() >= 2).then_some(a)
         })
         .await;
-    assert!(alerts[1].at - alerts[0].at >= Duration::from_millis(1900), "retry_after was honoured");
+    assert!(
+        alerts[1].at - alerts[0].at >= Duration::from_millis(1900),
+        "retry_after was honoured"
+    );
     let text = alerts[1].body["text"].as_str().unwrap();
     assert!(text.contains("&lt;b&gt;bold&lt;/b&gt; &amp; co"), "{text}");
     assert!(!text.contains("<b>bold</b>"));
@@ -111,16 +125,26 @@ async fn a_chat_links_with_a_code_and_gets_escaped_alerts_at_the_published_rate(
     assert!(status["text"].as_str().unwrap().contains("&lt;b&gt;bold"), "{status}");
 
     // The group becomes a supergroup: the link follows it.
-    setup.telegram.push_update(json!({"message": {"message_id": 2, "date": 0,
+    setup
+        .telegram
+        .push_update(json!({"message": {"message_id": 2, "date": 0,
         "chat": {"id": -100, "type": "group", "title": "Ops"}, "migrate_to_chat_id": -1001234}}));
     setup.more("ChannelResealed", 0, 1).await;
-    let (s, _) = setup.call(Method::POST, &format!("/notification-channels/{channel}/test"), None).await;
+    let (s, _) = setup
+        .call(Method::POST, &format!("/notification-channels/{channel}/test"), None)
+        .await;
     assert_eq!(s, 202);
     setup
         .env
-        .eventually(Duration::from_secs(15), "the test message in the supergroup", || async {
-            sent_to(&setup, -1001234).into_iter().find(|b| b["text"].as_str().unwrap_or_default().contains("CronBox"))
-        })
+        .eventually(
+            Duration::from_secs(15),
+            "the test message in the supergroup",
+            || async {
+                sent_to(&setup, -1001234)
+                    .into_iter()
+                    .find(|b| b["text"].as_str().unwrap_or_default().contains("CronBox"))
+            },
+        )
         .await;
     // The chat id is sealed: not in the log.
     let log: String = sqlx::query_scalar("SELECT string_agg(payload::text, ' ') FROM events")
@@ -147,12 +171,16 @@ async fn a_blocked_bot_disables_its_channel_and_the_admins_are_told_elsewhere() 
     setup.webhook_channel("/hooks/admins").await;
     setup.wait_channels(2).await;
     setup.telegram.answer(vec![Answer::Blocked]);
-    let (s, _) = setup.call(Method::POST, &format!("/notification-channels/{channel}/test"), None).await;
+    let (s, _) = setup
+        .call(Method::POST, &format!("/notification-channels/{channel}/test"), None)
+        .await;
     assert_eq!(s, 202);
     let ch = setup
         .env
         .eventually(Duration::from_secs(15), "the channel to be disabled", || async {
-            let (_, ch) = setup.call(Method::GET, &format!("/notification-channels/{channel}"), None).await;
+            let (_, ch) = setup
+                .call(Method::GET, &format!("/notification-channels/{channel}"), None)
+                .await;
             (ch["status"] == "disabled").then_some(ch)
         })
         .await;
@@ -176,7 +204,9 @@ async fn a_blocked_bot_disables_its_channel_and_the_admins_are_told_elsewhere() 
     // Linking the chat again switches it back on.
     let again = link(&setup, 555).await;
     assert_eq!(again, channel);
-    let (_, ch) = setup.call(Method::GET, &format!("/notification-channels/{channel}"), None).await;
+    let (_, ch) = setup
+        .call(Method::GET, &format!("/notification-channels/{channel}"), None)
+        .await;
     assert_eq!(ch["status"], "active");
 }
 
@@ -192,7 +222,9 @@ async fn in_webhook_mode_updates_need_the_secret_and_are_handled() {
         .await;
     assert_eq!(set.body["url"], format!("{}/v1/telegram/webhook", setup.env.base()));
     assert_eq!(set.body["secret_token"], "s3cret_token-1");
-    let (s, v) = setup.call(Method::POST, "/notification-channels/telegram/link", None).await;
+    let (s, v) = setup
+        .call(Method::POST, "/notification-channels/telegram/link", None)
+        .await;
     assert_eq!(s, 201, "{v}");
     let code = v["code"].as_str().unwrap();
     let update = json!({"update_id": 1, "message": {"message_id": 1, "date": 0,
@@ -219,8 +251,13 @@ async fn in_webhook_mode_updates_need_the_secret_and_are_handled() {
     assert_eq!(r.status().as_u16(), 200);
     let reply = setup
         .env
-        .eventually(Duration::from_secs(10), "the link reply", || async { sent_to(&setup, 777).into_iter().next() })
+        .eventually(Duration::from_secs(10), "the link reply", || async {
+            sent_to(&setup, 777).into_iter().next()
+        })
         .await;
     assert!(reply["text"].as_str().unwrap().contains("Чат привязан"), "{reply}");
-    assert!(setup.telegram.received_at("getUpdates").is_empty(), "no polling in webhook mode");
+    assert!(
+        setup.telegram.received_at("getUpdates").is_empty(),
+        "no polling in webhook mode"
+    );
 }

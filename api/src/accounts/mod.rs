@@ -14,12 +14,12 @@ pub mod throttle;
 
 use std::net::SocketAddr;
 
-use cronbox_domain::channel::Language;
 use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Duration, Utc};
+use cronbox_domain::channel::Language;
 use cronbox_domain::session::SessionCommand;
 use cronbox_domain::user::{check_name, check_password, normalize_email, User, UserCommand, UserError};
 use cronbox_domain::workspace::hash_api_key as sha256_hex;
@@ -244,7 +244,15 @@ async fn consume_token(pool: &PgPool, kind: &str, token: &str) -> Result<Option<
 
 async fn send_verification(state: &AppState, user: &User, lang: Language) -> Result<(), ApiError> {
     let params = json!({"hours": VERIFY_TTL_HOURS});
-    mail_token(state, user, "verify_email", Duration::hours(VERIFY_TTL_HOURS), lang, params).await
+    mail_token(
+        state,
+        user,
+        "verify_email",
+        Duration::hours(VERIFY_TTL_HOURS),
+        lang,
+        params,
+    )
+    .await
 }
 
 #[utoipa::path(
@@ -514,7 +522,15 @@ pub async fn request_password_reset(
         if user.id.is_some() {
             let params = json!({"minutes": RESET_TTL_MINUTES});
             let lang = crate::notifications::header_language(&headers);
-            mail_token(&state, &user, "reset_password", Duration::minutes(RESET_TTL_MINUTES), lang, params).await?;
+            mail_token(
+                &state,
+                &user,
+                "reset_password",
+                Duration::minutes(RESET_TTL_MINUTES),
+                lang,
+                params,
+            )
+            .await?;
         }
     }
     Ok(StatusCode::ACCEPTED)
