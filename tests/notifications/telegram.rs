@@ -198,9 +198,18 @@ async fn a_blocked_bot_disables_its_channel_and_the_admins_are_told_elsewhere() 
         })
         .await;
     assert_eq!(notice["data"]["disabled_reason"], "bot_blocked");
-    let d = setup.deliveries(&channel).await;
-    assert_eq!(d[0]["status"], "failed", "{d:?}");
-    assert!(d[0]["error"].as_str().unwrap().contains("blocked"));
+    // The channel is disabled as the try is recorded: wait for the record too.
+    let failed = setup
+        .env
+        .eventually(Duration::from_secs(10), "the failed delivery in the log", || async {
+            setup
+                .deliveries(&channel)
+                .await
+                .into_iter()
+                .find(|d| d["status"] == "failed")
+        })
+        .await;
+    assert!(failed["error"].as_str().unwrap().contains("blocked"), "{failed}");
     // Linking the chat again switches it back on.
     let again = link(&setup, 555).await;
     assert_eq!(again, channel);
