@@ -164,15 +164,7 @@ pub async fn get(
         .map(|(attempt, started_at, finished_at, outcome)| json!({"attempt": attempt, "started_at": started_at, "finished_at": finished_at, "outcome": outcome}))
         .collect();
     // The audit trail: which notifications this run caused and how each went.
-    v["notifications"] = cronbox_notify::channels::of_run(&state.pool, caller.workspace_id, id)
-        .await?
-        .into_iter()
-        .map(|(channel_id, d)| {
-            let mut n = json!(d);
-            n["channel_id"] = json!(channel_id);
-            n
-        })
-        .collect();
+    v["notifications"] = json!(cronbox_notify::channels::of_run(&state.pool, caller.workspace_id, id).await?);
     if !caller.sees_credentials() {
         mask(&mut v);
     }

@@ -538,6 +538,7 @@ pub async fn test(n: &Notify, workspace_id: Uuid, id: Uuid) -> Result<Uuid, Noti
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DeliveryView {
     pub id: Uuid,
+    pub channel_id: Uuid,
     pub kind: String,
     pub alert_id: Option<Uuid>,
     pub run_id: Option<Uuid>,
@@ -554,38 +555,26 @@ pub struct DeliveryView {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
-type DeliveryRow = (
-    Uuid,
-    String,
-    Option<Uuid>,
-    Option<Uuid>,
-    String,
-    i32,
-    i32,
-    Option<String>,
-    Option<DateTime<Utc>>,
-    Option<i32>,
-    DateTime<Utc>,
-    Option<DateTime<Utc>>,
-);
+const DELIVERY_COLUMNS: &str = "id, channel_id, kind, alert_id, run_id, status, attempts, throttled, last_error,
+    next_attempt_at, digest, created_at, finished_at";
 
-fn delivery(
-    (id, kind, alert_id, run_id, status, attempts, throttled, error, next_attempt_at, digest, created_at, finished_at): DeliveryRow,
-) -> DeliveryView {
-    DeliveryView {
-        id,
-        kind,
-        alert_id,
-        run_id,
-        status,
-        attempts,
-        throttled,
-        error,
-        next_attempt_at,
-        digest,
-        created_at,
-        finished_at,
-    }
+fn delivery(r: &sqlx::postgres::PgRow) -> Result<DeliveryView, sqlx::Error> {
+    use sqlx::Row;
+    Ok(DeliveryView {
+        id: r.try_get("id")?,
+        channel_id: r.try_get("channel_id")?,
+        kind: r.try_get("kind")?,
+        alert_id: r.try_get("alert_id")?,
+        run_id: r.try_get("run_id")?,
+        status: r.try_get("status")?,
+        attempts: r.try_get("attempts")?,
+        throttled: r.try_get("throttled")?,
+        error: r.try_get("last_error")?,
+        next_attempt_at: r.try_get("next_attempt_at")?,
+        digest: r.try_get("digest")?,
+        created_at: r.try_get("created_at")?,
+        finished_at: r.try_get("finished_at")?,
+    })
 }
 
 pub async fn deliveries(
@@ -595,58 +584,28 @@ pub async fn deliveries(
     limit: i64,
 ) -> Result<Vec<DeliveryView>, NotifyError> {
     load(n, workspace_id, id).await?;
-    let rows: Vec<DeliveryRow> = sqlx::query_as(
-        "SELECT id, kind, alert_id, run_id, status, attempts, throttled, last_error, next_attempt_at, digest,
-                created_at, finished_at
-           FROM notifications WHERE channel_id = $1 AND workspace_id = $2
-          ORDER BY created_at DESC, id LIMIT $3",
-    )
+    let rows = sqlx::query(&format!(
+        "SELECT {DELIVERY_COLUMNS} FROM notifications WHERE channel_id = $1 AND workspace_id = $2
+          ORDER BY created_at DESC, id LIMIT $3"
+    ))
     .bind(id)
     .bind(workspace_id)
     .bind(limit)
     .fetch_all(&n.pool)
     .await?;
-    Ok(rows.into_iter().map(delivery).collect())
+    Ok(rows.iter().map(delivery).collect::<Result<_, _>>()?)
 }
 
 /// The notifications a run caused, for its execution detail (the audit trail).
-pub async fn of_run(pool: &PgPool, workspace_id: Uuid, run_id: Uuid) -> Result<Vec<(Uuid, DeliveryView)>, sqlx::Error> {
-    let rows: Vec<(
-        Uuid,
-        Uuid,
-        String,
-        Option<Uuid>,
-        Option<Uuid>,
-        String,
-        i32,
-        i32,
-        Option<String>,
-        Option<DateTime<Utc>>,
-        Option<i32>,
-        DateTime<Utc>,
-        Option<DateTime<Utc>>,
-    )> = sqlx::query_as(
-        "SELECT channel_id, id, kind, alert_id, run_id, status, attempts, throttled, last_error, next_attempt_at,
-                digest, created_at, finished_at
-           FROM notifications WHERE run_id = $1 AND workspace_id = $2 ORDER BY created_at, id",
-    )
+pub async fn of_run(pool: &PgPool, workspace_id: Uuid, run_id: Uuid) -> Result<Vec<DeliveryView>, sqlx::Error> {
+    let rows = sqlx::query(&format!(
+        "SELECT {DELIVERY_COLUMNS} FROM notifications WHERE run_id = $1 AND workspace_id = $2 ORDER BY created_at, id"
+    ))
     .bind(run_id)
     .bind(workspace_id)
     .fetch_all(pool)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(
-            |(ch, id, kind, alert_id, run_id, status, attempts, throttled, error, next, digest, created, finished)| {
-                (
-                    ch,
-                    delivery((
-                        id, kind, alert_id, run_id, status, attempts, throttled, error, next, digest, created, finished,
-                    )),
-                )
-            },
-        )
-        .collect())
+    rows.iter().map(delivery).collect()
 }
 
 /// An alert as the API shows it.

@@ -777,8 +777,7 @@ pub struct ExecutionDetail {
     pub attempt_log: Vec<Attempt>,
     /// The notifications this run caused (alerts, reminders, recoveries) and how each went:
     /// the delivery log's entries, each with its `channel_id`.
-    #[schema(value_type = Vec<Object>)]
-    pub notifications: Vec<serde_json::Value>,
+    pub notifications: Vec<cronbox_notify::channels::DeliveryView>,
 }
 
 /// The request a run sends (note: headers are a list here, not an object).
