@@ -285,6 +285,13 @@ fn print_table(results: &[Value]) {
                         f(&c["latency_ms"]["max"]), f(&c["lost"]), f(&c["doubled"]), cpu_rss(&r["processes"])
                     );
                 }
+                let t = &r["telegram"];
+                println!(
+                    "| alerts: {} jobs failing at once, telegram (one chat; {} messages, at most {} in a second) | | | p50 {} / p99 {} / max {} ms | {} | {} | {} | ≤ 1 message/s per chat |",
+                    f(&r["jobs"]), f(&t["messages"]), f(&t["most_in_one_second"]), f(&t["latency_ms"]["p50"]),
+                    f(&t["latency_ms"]["p99"]), f(&t["latency_ms"]["max"]), f(&t["lost"]), f(&t["doubled"]),
+                    cpu_rss(&r["processes"])
+                );
             }
             "fairness" => println!(
                 "| fairness ({} calls at a tarpit, cap {}; neighbour {}/s) | | | neighbour p99 {} ms alone, {} ms with the flood = ×{} | {} | {} | {} | ≤ ×2 |",

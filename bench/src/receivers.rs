@@ -106,3 +106,31 @@ pub fn names(text: &str) -> Vec<u64> {
     }
     out
 }
+
+/// A Telegram Bot API that accepts everything: `getMe`, `setWebhook`, and every `sendMessage`
+/// (its text noted). Returns its port.
+pub async fn telegram(inbox: Inbox) -> anyhow::Result<u16> {
+    use axum::extract::Path;
+    use axum::Json;
+    use serde_json::{json, Value};
+    async fn bot(State(inbox): State<Inbox>, Path((_bot, method)): Path<(String, String)>, body: Bytes) -> Json<Value> {
+        Json(match method.as_str() {
+            "getMe" => json!({"ok": true, "result": {"id": 1, "is_bot": true, "username": "bench_bot"}}),
+            "sendMessage" => {
+                let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                inbox.push(body["text"].as_str().unwrap_or_default().to_string());
+                json!({"ok": true, "result": {"message_id": 1, "date": 0, "chat": body["chat_id"]}})
+            }
+            _ => json!({"ok": true, "result": true}),
+        })
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    let app = axum::Router::new()
+        .route("/{bot}/{method}", axum::routing::post(bot))
+        .with_state(inbox);
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(port)
+}

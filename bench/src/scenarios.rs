@@ -655,14 +655,22 @@ fn receipts(inbox: &[(i64, String)], failed_ns: &std::collections::HashMap<u64, 
 }
 
 /// `n` jobs failing at once (delayed calls due at the same instant, to a closed port, no
-/// retries), alerting on an e-mail and a webhook channel: the time from each failed run's
-/// commit to the provider's receipt, what was lost, what arrived twice.
+/// retries), alerting on an e-mail, a webhook and a Telegram channel: the time from each failed
+/// run's commit to the provider's receipt, what was lost, what arrived twice, and for Telegram
+/// (bound by its rate of one message a second per chat) how many messages it took.
 pub async fn alerts(env: &Env, n: usize) -> anyhow::Result<Value> {
     use crate::receivers::{self, Inbox};
-    let (mail, hooks) = (Inbox::default(), Inbox::default());
+    let (mail, hooks, tg) = (Inbox::default(), Inbox::default(), Inbox::default());
     let smtp_port = receivers::smtp(mail.clone()).await?;
     let hook_port = receivers::webhook(hooks.clone()).await?;
+    let tg_port = receivers::telegram(tg.clone()).await?;
+    const TG_SECRET: &str = "bench-telegram-secret";
     let mut env = env.clone();
+    env.extra.push(("CRONBOX_TELEGRAM_BOT_TOKEN".into(), "1:bench".into()));
+    env.extra
+        .push(("CRONBOX_TELEGRAM_API_URL".into(), format!("http://127.0.0.1:{tg_port}")));
+    env.extra
+        .push(("CRONBOX_TELEGRAM_WEBHOOK_SECRET".into(), TG_SECRET.into()));
     env.extra
         .push(("CRONBOX_SMTP_URL".into(), format!("smtp://127.0.0.1:{smtp_port}")));
     env.extra
@@ -688,6 +696,27 @@ pub async fn alerts(env: &Env, n: usize) -> anyhow::Result<Value> {
         .fetch_optional(&stack.pool)
         .await?;
         let confirm = confirm.context("no confirmation mail was queued")?;
+        // A private chat linked as its user would: /start with the workspace's code.
+        let (status, link) = stack
+            .post_as(&ws, &token, "/notification-channels/telegram/link", &json!({}))
+            .await?;
+        if status != 201 {
+            bail!("telegram link answered {status}: {link}");
+        }
+        let update = json!({"update_id": 1, "message": {"message_id": 1, "date": 0,
+            "chat": {"id": 4242, "type": "private", "first_name": "Bench"},
+            "from": {"id": 4242, "is_bot": false, "first_name": "Bench", "language_code": "en"},
+            "text": format!("/start {}", link["code"].as_str().unwrap_or_default())}});
+        let r = stack
+            .http
+            .post(format!("{}/v1/telegram/webhook", stack.base))
+            .header("X-Telegram-Bot-Api-Secret-Token", TG_SECRET)
+            .json(&update)
+            .send()
+            .await?;
+        if !r.status().is_success() {
+            bail!("the telegram webhook answered {}", r.status());
+        }
         stack
             .http
             .post(format!("{}/notification-channels/confirm", stack.base))
@@ -701,13 +730,15 @@ pub async fn alerts(env: &Env, n: usize) -> anyhow::Result<Value> {
             )
             .fetch_one(&stack.pool)
             .await?;
-            Ok(usable == 2)
+            Ok(usable == 3)
         })
         .await?;
         if !ready {
             bail!("the channels did not become active");
         }
-        let due = now_ms() + 4000;
+        // Due well after the set-up has settled: what is measured is the failures' alerts, not
+        // the creation of a thousand calls (checked below, and reported).
+        let due = now_ms() + 10_000;
         let items: Vec<Value> = (0..n)
             .map(|i| {
                 json!({"name": format!("bench-alert-{i}"), "url": "http://127.0.0.1:1/closed",
@@ -720,6 +751,8 @@ pub async fn alerts(env: &Env, n: usize) -> anyhow::Result<Value> {
                 bail!("batch create answered {status}: {v}");
             }
         }
+        let settled = wait_for(Duration::from_secs(8), || stack.projections_caught_up()).await?;
+        let settled_before_due = settled && now_ms() < due;
         let before = stack.usage();
         let all_in = wait_for(Duration::from_secs(180), || async {
             let got = |inbox: &Inbox| {
@@ -729,7 +762,7 @@ pub async fn alerts(env: &Env, n: usize) -> anyhow::Result<Value> {
                 }
                 seen.len()
             };
-            Ok(got(&mail) >= n && got(&hooks) >= n)
+            Ok(got(&mail) >= n && got(&hooks) >= n && got(&tg) >= n)
         })
         .await?;
         // A moment more, to see anything that would arrive twice.
@@ -772,16 +805,29 @@ pub async fn alerts(env: &Env, n: usize) -> anyhow::Result<Value> {
         let alert_mails = mails.iter().filter(|(_, t)| t.contains("List-Unsubscribe")).count();
         let (mut mail_lat, mail_got, mail_twice) = receipts(&mails, &failed_ns);
         let (mut hook_lat, hook_got, hook_twice) = receipts(&hooks.take(), &failed_ns);
+        // Alert messages only (not the bot's answer to /start), and the most in any second.
+        let tg_messages: Vec<(i64, String)> =
+            tg.take().into_iter().filter(|(_, t)| t.contains("bench-alert-")).collect();
+        let busiest = tg_messages
+            .iter()
+            .map(|(at, _)| tg_messages.iter().filter(|(b, _)| *b >= *at && *b - *at < 1_000_000_000).count())
+            .max()
+            .unwrap_or(0);
+        let (mut tg_lat, tg_got, tg_twice) = receipts(&tg_messages, &failed_ns);
         Ok::<_, anyhow::Error>(json!({
             "scenario": "alerts",
             "jobs": n,
             "complete": all_in,
+            "set_up_settled_before_due": settled_before_due,
             "failed_runs": failed_ns.len(),
             "events": counts.into_iter().map(|(k, v)| (k, json!(v))).collect::<serde_json::Map<String, Value>>(),
             "email": {"received": mail_got, "lost": n.saturating_sub(mail_got), "doubled": mail_twice,
                       "mails": alert_mails, "latency_ms": summary(&mut mail_lat)},
             "webhook": {"received": hook_got, "lost": n.saturating_sub(hook_got), "doubled": hook_twice,
                         "latency_ms": summary(&mut hook_lat)},
+            "telegram": {"received": tg_got, "lost": n.saturating_sub(tg_got), "doubled": tg_twice,
+                         "messages": tg_messages.len(), "most_in_one_second": busiest,
+                         "latency_ms": summary(&mut tg_lat)},
             "stages_ms": {"failed_to_queued": summary(&mut decide), "queued_to_delivered_record": summary(&mut deliver)},
             "processes": processes,
         }))

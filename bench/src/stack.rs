@@ -166,7 +166,11 @@ impl Stack {
             .env("CRONBOX_ALLOW_PRIVATE_TARGETS", "1")
             .env("CRONBOX_RATE_LIMIT", "0")
             .env("CRONBOX_LOG_FORMAT", "text")
-            .env("RUST_LOG", "warn,cronbox_dispatcher=info")
+            .env(
+                "RUST_LOG",
+                // BENCH_RUST_LOG (with BENCH_LOG_FILE to keep every line) is for profiling a run.
+                std::env::var("BENCH_RUST_LOG").unwrap_or_else(|_| "warn,cronbox_dispatcher=info".into()),
+            )
             .env("NO_COLOR", "1")
             .kill_on_drop(true);
         for (k, v) in &self.env.extra {
@@ -208,9 +212,17 @@ impl Stack {
         .flatten()
         {
             let (log, loaded) = (log.clone(), index_loaded.clone());
+            let mut keep = match std::env::var("BENCH_LOG_FILE") {
+                Ok(path) => std::fs::OpenOptions::new().create(true).append(true).open(path).ok(),
+                Err(_) => None,
+            };
             tokio::spawn(async move {
                 let mut lines = BufReader::new(stream).lines();
                 while let Ok(Some(line)) = lines.next_line().await {
+                    if let Some(f) = keep.as_mut() {
+                        use std::io::Write;
+                        let _ = writeln!(f, "{line}");
+                    }
                     if line.contains("dispatcher loaded its index") {
                         if let Ok(mut l) = loaded.lock() {
                             l.get_or_insert(Instant::now());

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use cronbox_domain::channel::{ChannelCommand, ChannelKind, ChannelTarget, DisableReason, Language};
-use cronbox_domain::notification::{NotificationCommand, NotificationContent, TryOutcome};
+use cronbox_domain::notification::{NotificationContent, TryOutcome};
 use cronbox_domain::webhook::SigningSecret;
 use cronbox_store::aggregates::Stores;
 use cronbox_store::leader;
@@ -25,7 +25,7 @@ use cronbox_store::signing::MasterKey;
 use cronbox_store::tail::Waker;
 use rand::Rng;
 use sqlx::PgPool;
-use tokio::sync::Semaphore;
+use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -95,6 +95,8 @@ struct State {
     in_flight: HashSet<Uuid>,
     /// Sends in flight per channel (a webhook endpoint gets at most [`PER_ENDPOINT`] at once).
     channel_in_flight: HashMap<Uuid, usize>,
+    /// How many a channel may have in flight ([`PER_ENDPOINT`] for a webhook, else one).
+    channel_lanes: HashMap<Uuid, usize>,
     /// What the read model will show once it has our last record (i32::MAX: finished), and
     /// when it was recorded. Forgotten once the read model shows it, or after a minute (the
     /// projection is milliseconds behind; a minute covers a slow one).
@@ -125,16 +127,37 @@ type Row = (
     Option<String>,
 );
 
-async fn due(pool: &PgPool, limit: i64) -> Result<Vec<Due>, sqlx::Error> {
-    let rows: Vec<Row> = sqlx::query_as(
-        "SELECT n.id, n.workspace_id, n.channel_id, n.content, n.created_at, n.attempts + n.throttled,
-                c.kind, c.language, c.sealed, c.verified, c.disabled_reason
+/// A due notification before its content is read: (id, channel, attempts + throttled, whether
+/// its channel is a webhook).
+type Head = (Uuid, Uuid, i32, bool);
+
+/// What is due, except on `skip`: channels that cannot send now (cooling down after a
+/// message, at their limit of sends in flight). Only the heads: a round reads the content of
+/// what it will start, not of the whole backlog (in a burst, thousands of rows a round).
+async fn due_heads(pool: &PgPool, limit: i64, skip: &[Uuid]) -> Result<Vec<Head>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT n.id, n.channel_id, n.attempts + n.throttled, coalesce(c.kind = 'webhook', false)
            FROM notifications n LEFT JOIN notification_channels c ON c.id = n.channel_id
-          WHERE n.next_attempt_at <= now()
+          WHERE n.next_attempt_at <= now() AND NOT (n.channel_id = ANY($2))
           ORDER BY n.next_attempt_at, n.id
           LIMIT $1",
     )
     .bind(limit)
+    .bind(skip)
+    .fetch_all(pool)
+    .await
+}
+
+/// The notifications `ids`, whole, in the order they are due.
+async fn due_rows(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<Due>, sqlx::Error> {
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT n.id, n.workspace_id, n.channel_id, n.content, n.created_at, n.attempts + n.throttled,
+                c.kind, c.language, c.sealed, c.verified, c.disabled_reason
+           FROM notifications n LEFT JOIN notification_channels c ON c.id = n.channel_id
+          WHERE n.id = ANY($1) AND n.next_attempt_at <= now()
+          ORDER BY n.next_attempt_at, n.id",
+    )
+    .bind(ids)
     .fetch_all(pool)
     .await?;
     Ok(rows
@@ -191,15 +214,25 @@ pub async fn run(
         };
         let state = Arc::new(Mutex::new(State::default()));
         let slots = Arc::new(Semaphore::new(config.concurrency.max(1)));
+        // Rung when a send ends or records commit: a mailbox's next digest need not wait for
+        // the next event or poll.
+        let kick = Arc::new(Notify::new());
+        let records = Records::start(stores.clone(), state.clone(), kick.clone());
         let mut idle = 0u32;
         while !shutdown.is_cancelled() && lock.check().is_ok() {
-            match round(&pool, &stores, &senders, &config, &state, &slots).await {
+            match round(&pool, &stores, &senders, &config, &state, &slots, &records, &kick).await {
                 Ok(true) => idle = 0,
                 Ok(false) => {
                     // Also woken by new events (a notification queued, a record projected);
                     // retries that come due are found by the fallback poll.
-                    if !waker.idle(&mut idle, Duration::from_millis(250), &shutdown).await {
-                        return;
+                    let woke = tokio::select! {
+                        alive = waker.idle(&mut idle, Duration::from_millis(250), &shutdown) => Some(alive),
+                        _ = kick.notified() => None,
+                    };
+                    match woke {
+                        Some(false) => return,
+                        Some(true) => {}
+                        None => idle = 0,
                     }
                 }
                 Err(e) => {
@@ -222,19 +255,56 @@ async fn round(
     config: &Arc<DeliverConfig>,
     state: &Arc<Mutex<State>>,
     slots: &Arc<Semaphore>,
+    records: &Records,
+    kick: &Arc<Notify>,
 ) -> Result<bool, sqlx::Error> {
-    let rows = due(pool, 2000).await?;
     let now = Instant::now();
-    let mut groups: Vec<(Uuid, Vec<Due>)> = Vec::new();
-    {
+    let skip: Vec<Uuid> = {
+        let st = state.lock().unwrap_or_else(|p| p.into_inner());
+        let cooling = st.channel_next.iter().filter(|(_, t)| **t > now).map(|(c, _)| *c);
+        let full = st
+            .channel_in_flight
+            .iter()
+            .filter(|(c, n)| **n >= st.channel_lanes.get(*c).copied().unwrap_or(PER_ENDPOINT))
+            .map(|(c, _)| *c);
+        cooling.chain(full).collect()
+    };
+    let heads = due_heads(pool, 2000, &skip).await?;
+    let wanted: Vec<Uuid> = {
         let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
         let State {
             in_flight, recorded, ..
         } = &mut *st;
-        let seen: HashMap<Uuid, i32> = rows.iter().map(|r| (r.id, r.seen)).collect();
+        let seen: HashMap<Uuid, i32> = heads.iter().map(|h| (h.0, h.2)).collect();
         recorded.retain(|id, (expect, at)| {
             now.duration_since(*at) < Duration::from_secs(60) && seen.get(id).is_none_or(|s| s < expect)
         });
+        // A mailbox or chat takes one digest at a time: more than a digest's worth is not read.
+        let per_channel = config.digest_max.max(config.digest_threshold + 1);
+        let mut counted: HashMap<Uuid, usize> = HashMap::new();
+        heads
+            .iter()
+            .filter(|(id, _, seen, _)| !in_flight.contains(id) && !recorded.get(id).is_some_and(|(e, _)| seen < e))
+            .filter(|(_, channel, _, webhook)| {
+                let n = counted.entry(*channel).or_default();
+                *n += 1;
+                *webhook || *n <= per_channel
+            })
+            .map(|h| h.0)
+            .collect()
+    };
+    let rows = if wanted.is_empty() {
+        Vec::new()
+    } else {
+        due_rows(pool, &wanted).await?
+    };
+    let mut groups: Vec<(Uuid, Vec<Due>)> = Vec::new();
+    {
+        // Checked again: a record may have been committed while the rows were read.
+        let st = state.lock().unwrap_or_else(|p| p.into_inner());
+        let State {
+            in_flight, recorded, ..
+        } = &*st;
         for row in rows {
             if in_flight.contains(&row.id) || recorded.get(&row.id).is_some_and(|(e, _)| row.seen < *e) {
                 continue;
@@ -245,15 +315,20 @@ async fn round(
             }
         }
     }
+    tracing::debug!(
+        due = heads.len(),
+        read = wanted.len(),
+        channels = groups.len(),
+        skipped = skip.len(),
+        "delivery round"
+    );
     let mut started = false;
     for (channel_id, group) in groups {
         let Some(channel) = group[0].channel.clone() else {
             for d in group {
                 started = true;
-                spawn_record(
-                    stores,
-                    state,
-                    d,
+                records.submit(
+                    &d,
                     TryOutcome::Permanent {
                         error: "the channel was deleted".into(),
                     },
@@ -269,11 +344,11 @@ async fn round(
             };
             for d in group {
                 started = true;
-                spawn_record(stores, state, d, TryOutcome::Permanent { error: error.clone() }, None);
+                records.submit(&d, TryOutcome::Permanent { error: error.clone() }, None);
             }
             continue;
         }
-        let batches: Vec<Vec<Due>> = {
+        let (batches, lanes) = {
             let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
             if st.channel_next.get(&channel_id).is_some_and(|t| *t > now) {
                 continue;
@@ -284,11 +359,8 @@ async fn round(
             let busy = st.channel_in_flight.get(&channel_id).copied().unwrap_or(0);
             let batches: Vec<Vec<Due>> = match channel.kind {
                 // Each notification is its own signed delivery, a few at a time per endpoint.
-                ChannelKind::Webhook => group
-                    .into_iter()
-                    .take(PER_ENDPOINT.saturating_sub(busy))
-                    .map(|d| vec![d])
-                    .collect(),
+                ChannelKind::Webhook if busy >= PER_ENDPOINT => continue,
+                ChannelKind::Webhook => group.into_iter().map(|d| vec![d]).collect(),
                 // One message (or digest) at a time per mailbox or chat.
                 _ if busy > 0 => continue,
                 _ if group.len() > config.digest_threshold => vec![group.into_iter().take(config.digest_max).collect()],
@@ -311,71 +383,176 @@ async fn round(
                 }
                 st.channel_next.insert(channel_id, now + config.telegram_per_chat);
             }
+            // A webhook endpoint's backlog is worked through by up to PER_ENDPOINT lanes, each
+            // taking the next delivery as soon as the last is answered (not a query per send).
+            let lanes = match channel.kind {
+                ChannelKind::Webhook => PER_ENDPOINT.saturating_sub(busy).min(batches.len()),
+                _ => batches.len(),
+            };
             for d in batches.iter().flatten() {
                 st.in_flight.insert(d.id);
             }
-            *st.channel_in_flight.entry(channel_id).or_default() += batches.len();
-            batches
+            *st.channel_in_flight.entry(channel_id).or_default() += lanes;
+            let most = if channel.kind == ChannelKind::Webhook {
+                PER_ENDPOINT
+            } else {
+                1
+            };
+            st.channel_lanes.insert(channel_id, most);
+            (batches, lanes)
         };
-        for batch in batches {
+        let backlog = Arc::new(Mutex::new(std::collections::VecDeque::from(batches)));
+        for _ in 0..lanes {
             started = true;
             let Ok(permit) = slots.clone().acquire_owned().await else {
                 break;
             };
-            let (stores, senders, config, state, channel) = (
+            let (stores, senders, config, state, channel, records, kick, backlog) = (
                 stores.clone(),
                 senders.clone(),
                 config.clone(),
                 state.clone(),
                 channel.clone(),
+                records.clone(),
+                kick.clone(),
+                backlog.clone(),
             );
             tokio::spawn(async move {
                 let _permit = permit;
-                deliver(&stores, &senders, &config, &state, channel_id, channel, batch).await;
+                loop {
+                    let next = backlog.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
+                    let Some(batch) = next else { break };
+                    let delivered = deliver(
+                        &stores,
+                        &senders,
+                        &config,
+                        &state,
+                        &records,
+                        channel_id,
+                        channel.clone(),
+                        batch,
+                    )
+                    .await;
+                    if !delivered {
+                        // The endpoint is struggling (or gone): what is left goes back to the
+                        // next round, which sees the channel's state afresh.
+                        let rest: Vec<Vec<Due>> = backlog.lock().unwrap_or_else(|p| p.into_inner()).drain(..).collect();
+                        let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
+                        for d in rest.iter().flatten() {
+                            st.in_flight.remove(&d.id);
+                        }
+                        break;
+                    }
+                }
+                // The channel is free once its provider has answered; the records follow.
                 let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
                 if let Some(n) = st.channel_in_flight.get_mut(&channel_id) {
                     *n = n.saturating_sub(1);
                 }
+                drop(st);
+                kick.notify_one();
             });
         }
     }
     Ok(started)
 }
 
-fn spawn_record(stores: &Arc<Stores>, state: &Arc<Mutex<State>>, d: Due, outcome: TryOutcome, digest: Option<u32>) {
-    state.lock().unwrap_or_else(|p| p.into_inner()).in_flight.insert(d.id);
-    let (stores, state) = (stores.clone(), state.clone());
-    tokio::spawn(async move { record(&stores, &state, &d, outcome, digest).await });
+/// Tries waiting to be recorded, and the task that records them in batches
+/// ([`crate::record`]). A notification stays in flight until its record is committed, so no
+/// round sends it again meanwhile.
+#[derive(Clone)]
+struct Records {
+    queue: mpsc::UnboundedSender<Pending>,
+    state: Arc<Mutex<State>>,
 }
 
-async fn record(stores: &Stores, state: &Mutex<State>, d: &Due, outcome: TryOutcome, digest: Option<u32>) {
-    let expect = match &outcome {
-        TryOutcome::Retry { .. } => d.seen + 1,
-        _ => i32::MAX,
-    };
-    let kind = match &outcome {
+struct Pending {
+    done: crate::record::Try,
+    channel_id: Uuid,
+    /// What the read model will show once it has this record.
+    expect: i32,
+}
+
+/// The most tries one transaction records.
+const RECORD_BATCH: usize = 500;
+
+impl Records {
+    fn start(stores: Arc<Stores>, state: Arc<Mutex<State>>, kick: Arc<Notify>) -> Self {
+        let (queue, mut rx) = mpsc::unbounded_channel::<Pending>();
+        let st = state.clone();
+        tokio::spawn(async move {
+            // Ends when the deliverer (every sender) is gone and the queue is drained.
+            while let Some(first) = rx.recv().await {
+                let mut batch = vec![first];
+                while batch.len() < RECORD_BATCH {
+                    match rx.try_recv() {
+                        Ok(p) => batch.push(p),
+                        Err(_) => break,
+                    }
+                }
+                let tries: Vec<_> = batch.iter().map(|p| p.done.clone()).collect();
+                let results = crate::record::record_all(&stores, &tries).await;
+                let now = Instant::now();
+                let mut st = st.lock().unwrap_or_else(|p| p.into_inner());
+                for (p, result) in batch.iter().zip(results) {
+                    let id = p.done.notification_id;
+                    st.in_flight.remove(&id);
+                    match result {
+                        Ok(()) => {
+                            st.recorded.insert(id, (p.expect, now));
+                            tracing::info!(notification_id = %id, channel_id = %p.channel_id,
+                                workspace_id = %p.done.workspace_id, outcome = outcome_name(&p.done.outcome),
+                                "notification try recorded");
+                        }
+                        Err(e) => tracing::warn!(notification_id = %id, error = %e,
+                            "cannot record a notification try; it will be tried again"),
+                    }
+                }
+                drop(st);
+                kick.notify_one();
+            }
+        });
+        Self { queue, state }
+    }
+
+    fn submit(&self, d: &Due, outcome: TryOutcome, digest: Option<u32>) {
+        let expect = match &outcome {
+            TryOutcome::Retry { .. } => d.seen + 1,
+            _ => i32::MAX,
+        };
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .in_flight
+            .insert(d.id);
+        let pending = Pending {
+            done: crate::record::Try {
+                notification_id: d.id,
+                workspace_id: d.workspace_id,
+                outcome,
+                digest,
+                jitter: rand::rng().random::<f64>(),
+                at: Utc::now(),
+            },
+            channel_id: d.channel_id,
+            expect,
+        };
+        if self.queue.send(pending).is_err() {
+            // The recorder is gone (shutting down): the try is sent again after a restart.
+            self.state
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .in_flight
+                .remove(&d.id);
+        }
+    }
+}
+
+fn outcome_name(outcome: &TryOutcome) -> &'static str {
+    match outcome {
         TryOutcome::Delivered => "delivered",
         TryOutcome::Retry { .. } => "retry",
         TryOutcome::Permanent { .. } => "failed",
-    };
-    let command = NotificationCommand::Record {
-        outcome,
-        digest,
-        jitter: rand::rng().random::<f64>(),
-        at: Utc::now(),
-    };
-    let result = stores.notifications.execute(&d.id.to_string(), command).await;
-    let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
-    st.in_flight.remove(&d.id);
-    match result {
-        Ok(()) => {
-            st.recorded.insert(d.id, (expect, Instant::now()));
-            tracing::info!(notification_id = %d.id, channel_id = %d.channel_id, workspace_id = %d.workspace_id,
-                outcome = kind, "notification try recorded");
-        }
-        Err(e) => {
-            tracing::warn!(notification_id = %d.id, error = %e, "cannot record a notification try; it will be tried again")
-        }
     }
 }
 
@@ -390,19 +567,20 @@ async fn deliver(
     senders: &Senders,
     config: &DeliverConfig,
     state: &Arc<Mutex<State>>,
+    records: &Records,
     channel_id: Uuid,
     channel: ChannelRow,
     batch: Vec<Due>,
-) {
-    let Some(first) = batch.first() else { return };
+) -> bool {
+    let Some(first) = batch.first() else { return true };
     let workspace_id = first.workspace_id;
     let target = match seal::open(&senders.key, workspace_id, channel_id, &channel.sealed) {
         Ok(t) => t,
         Err(e) => {
             for d in &batch {
-                record(stores, state, d, TryOutcome::Permanent { error: e.to_string() }, None).await;
+                records.submit(d, TryOutcome::Permanent { error: e.to_string() }, None);
             }
-            return;
+            return false;
         }
     };
     let lang = channel.language;
@@ -444,14 +622,18 @@ async fn deliver(
                 render::telegram_digest(&messages, lang)
             };
             let sent = send_telegram(stores, senders, workspace_id, channel_id, &target, &text).await;
-            // Groups take at most 20 messages a minute (Telegram's limit): one per 3 s.
-            if target.chat_id.is_some_and(|c| c < 0) && matches!(sent, Ok(())) {
-                let next = Instant::now() + Duration::from_secs(3);
-                state
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .channel_next
-                    .insert(channel_id, next);
+            // The spacing counts from Telegram's answer, so two messages never arrive closer
+            // than it however long a send took. Groups take at most 20 messages a minute
+            // (Telegram's limit): one per 3 s.
+            if matches!(sent, Ok(())) {
+                let gap = if target.chat_id.is_some_and(|c| c < 0) {
+                    Duration::from_secs(3)
+                } else {
+                    config.telegram_per_chat
+                };
+                let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
+                let next = st.channel_next.entry(channel_id).or_insert_with(Instant::now);
+                *next = (*next).max(Instant::now() + gap);
             }
             match sent {
                 Ok(()) => (Ok(()), ChannelFate::Keep),
@@ -510,9 +692,11 @@ async fn deliver(
             tracing::warn!(%channel_id, error = %e, "cannot disable the channel");
         }
     }
-    // A digest's notifications are recorded side by side: one after the other, 50 records
-    // would hold the mailbox's next mail back by their commits.
-    futures::future::join_all(batch.iter().map(|d| record(stores, state, d, outcome.clone(), digest))).await;
+    let delivered = matches!(outcome, TryOutcome::Delivered);
+    for d in &batch {
+        records.submit(d, outcome.clone(), digest);
+    }
+    delivered
 }
 
 pub fn unsubscribe_url(public_url: &str, channel_id: Uuid, target: &ChannelTarget) -> Option<String> {

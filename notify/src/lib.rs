@@ -6,7 +6,8 @@
 //!   its decisions are appended in the transaction that moves its checkpoint);
 //! - [`reminders`] records reminders that come due while a job keeps failing;
 //! - [`deliver`] sends due notifications through [`mail`], [`webhook`] and [`telegram`], with
-//!   per-channel rate limits, digests under bursts, retries and backoff;
+//!   per-channel rate limits, digests under bursts, retries and backoff; [`record`] writes how
+//!   each try ended, many to a transaction;
 //! - [`outbox`] sends account mail through the same mailer;
 //! - [`bot`] answers the Telegram bot's commands (linking chats, /status);
 //! - [`channels`] holds the use cases the API calls; [`render`] the texts in both languages.
@@ -20,6 +21,7 @@ pub mod decider;
 pub mod deliver;
 pub mod mail;
 pub mod outbox;
+pub mod record;
 pub mod reminders;
 pub mod render;
 pub mod seal;

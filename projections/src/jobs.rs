@@ -104,15 +104,25 @@ impl Projection for JobsProjection {
                             p.flush(tx).await?;
                             Pending::Started(vec![(plan.job_id, run_id)])
                         }
-                        (Pending::Succeeded(mut rows), RunEvent::RunSucceeded { job_id, at, .. })
+                        (Pending::Ended(mut rows), RunEvent::RunSucceeded { job_id, at, .. })
                             if !rows.iter().any(|r| r.0 == job_id) =>
                         {
-                            rows.push((job_id, at));
-                            Pending::Succeeded(rows)
+                            rows.push((job_id, at, true));
+                            Pending::Ended(rows)
+                        }
+                        (Pending::Ended(mut rows), RunEvent::RunFailed { job_id, at, .. })
+                            if !rows.iter().any(|r| r.0 == job_id) =>
+                        {
+                            rows.push((job_id, at, false));
+                            Pending::Ended(rows)
                         }
                         (p, RunEvent::RunSucceeded { job_id, at, .. }) => {
                             p.flush(tx).await?;
-                            Pending::Succeeded(vec![(job_id, at)])
+                            Pending::Ended(vec![(job_id, at, true)])
+                        }
+                        (p, RunEvent::RunFailed { job_id, at, .. }) => {
+                            p.flush(tx).await?;
+                            Pending::Ended(vec![(job_id, at, false)])
                         }
                         (p, event) => {
                             p.flush(tx).await?;
@@ -133,8 +143,8 @@ enum Pending {
     Created(Vec<(Uuid, Uuid, JobDefinition, DateTime<Utc>)>),
     /// (job, run) of delayed calls whose run was recorded.
     Started(Vec<(Uuid, Uuid)>),
-    /// (job, at) of succeeded runs.
-    Succeeded(Vec<(Uuid, DateTime<Utc>)>),
+    /// (job, at, succeeded) of runs that ended.
+    Ended(Vec<(Uuid, DateTime<Utc>, bool)>),
 }
 
 impl Pending {
@@ -154,16 +164,27 @@ impl Pending {
                 .execute(&mut *tx)
                 .await?;
             }
-            Pending::Succeeded(rows) => {
-                let (jobs, ats): (Vec<Uuid>, Vec<DateTime<Utc>>) = rows.into_iter().unzip();
+            Pending::Ended(rows) => {
+                let (mut jobs, mut ats, mut oks) = (Vec::new(), Vec::new(), Vec::new());
+                for (job, at, ok) in rows {
+                    jobs.push(job);
+                    ats.push(at);
+                    oks.push(ok);
+                }
+                // What RunSucceeded and RunFailed write one by one (see `apply_run`).
                 sqlx::query(
-                    "UPDATE jobs SET last_run_at = x.at, last_status = 'succeeded', consecutive_failures = 0,
-                                     status = CASE WHEN kind = 'delayed' AND status = 'running' THEN 'succeeded' ELSE status END
-                       FROM unnest($1::uuid[], $2::timestamptz[]) AS x(job, at)
+                    "UPDATE jobs SET last_run_at = x.at,
+                                     last_status = CASE WHEN x.ok THEN 'succeeded' ELSE 'failed' END,
+                                     consecutive_failures = CASE WHEN x.ok THEN 0 ELSE consecutive_failures + 1 END,
+                                     status = CASE WHEN kind = 'delayed' AND status = 'running'
+                                                   THEN CASE WHEN x.ok THEN 'succeeded' ELSE 'failed' END
+                                                   ELSE status END
+                       FROM unnest($1::uuid[], $2::timestamptz[], $3::bool[]) AS x(job, at, ok)
                       WHERE jobs.id = x.job",
                 )
                 .bind(&jobs)
                 .bind(&ats)
+                .bind(&oks)
                 .execute(&mut *tx)
                 .await?;
             }

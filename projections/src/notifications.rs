@@ -2,6 +2,9 @@
 //! channels with their status, its open and past alerts, and each channel's delivery log. The
 //! deliverer reads `notifications` for what is due; the reminder sweep reads `alerts`.
 
+use std::collections::HashSet;
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use cronbox_domain::alert::{AlertEvent, AlertKind, ResolveReason};
 use cronbox_domain::channel::ChannelEvent;
@@ -34,6 +37,217 @@ impl Projection for NotificationsProjection {
             }
         })
     }
+    /// A burst of alerts is thousands of queued and delivered notifications in a row: each run
+    /// of them is one statement. Anything else is applied on its own, in order.
+    fn apply_batch<'a>(&'a self, tx: &'a mut PgConnection, events: &'a [Arc<StoredEvent>]) -> ApplyFuture<'a> {
+        Box::pin(async move {
+            let mut i = 0;
+            while i < events.len() {
+                let run = |aggregate: &str, kind: &str| {
+                    let mut ids = HashSet::new();
+                    events[i..]
+                        .iter()
+                        .take_while(|e| {
+                            e.aggregate_type == aggregate && e.event_type == kind && ids.insert(&e.aggregate_id)
+                        })
+                        .count()
+                };
+                let raised = run("Alert", "AlertRaised");
+                let queued = run("Notification", "NotificationQueued");
+                let delivered = run("Notification", "NotificationDelivered");
+                if raised > 1 {
+                    insert_raised(tx, &events[i..i + raised]).await?;
+                    i += raised;
+                } else if queued > 1 {
+                    insert_queued(tx, &events[i..i + queued]).await?;
+                    i += queued;
+                } else if delivered > 1 {
+                    mark_delivered(tx, &events[i..i + delivered]).await?;
+                    i += delivered;
+                } else {
+                    self.apply(tx, &events[i]).await?;
+                    i += 1;
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+/// The event's aggregate id (an alert's or a notification's).
+fn aggregate_uuid(ev: &StoredEvent) -> Result<Uuid, ProjectionError> {
+    Uuid::parse_str(&ev.aggregate_id).map_err(|e| ProjectionError::decode(ev, serde::de::Error::custom(e)))
+}
+
+/// Consecutive `AlertRaised` of distinct alerts, as one insert.
+async fn insert_raised(tx: &mut PgConnection, events: &[Arc<StoredEvent>]) -> Result<(), ProjectionError> {
+    let n = events.len();
+    let (mut ids, mut wss, mut jobs, mut runs, mut kinds) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut details, mut channels, mut everies, mut reminders, mut ats, mut failures) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for ev in events {
+        let AlertEvent::AlertRaised {
+            workspace_id,
+            kind,
+            realert_every_seconds,
+            channels: chosen,
+            details: d,
+            at,
+            ..
+        } = decode(ev)?
+        else {
+            return Err(ProjectionError::decode(
+                ev,
+                serde::de::Error::custom("not an AlertRaised"),
+            ));
+        };
+        let every = realert_every_seconds.map(|s| s as i32);
+        ids.push(aggregate_uuid(ev)?);
+        wss.push(workspace_id);
+        jobs.push(d.job_id);
+        runs.push(d.run_id);
+        kinds.push(kind.as_str());
+        failures.push(d.failures as i32);
+        details.push(serde_json::to_value(&d).map_err(|e| ProjectionError::Sink(Box::new(e)))?);
+        // A uuid[][] would be flattened by unnest: each alert's channels travel as one string.
+        channels.push(chosen.iter().map(Uuid::to_string).collect::<Vec<_>>().join(","));
+        everies.push(every);
+        reminders.push(next_reminder(every, at).filter(|_| kind == AlertKind::JobFailing));
+        ats.push(at);
+    }
+    sqlx::query(
+        "INSERT INTO alerts (id, workspace_id, job_id, run_id, kind, state, details, channels,
+             realert_every_seconds, next_reminder_at, raised_at, last_told_at, failed_runs)
+         SELECT id, ws, job, run, kind, 'open', details, string_to_array(chans, ',')::uuid[], every, reminder, at, at,
+                failures
+           FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::jsonb[], $7::text[],
+                       $8::int4[], $9::timestamptz[], $10::timestamptz[], $11::int4[])
+                AS u(id, ws, job, run, kind, details, chans, every, reminder, at, failures)
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(&ids)
+    .bind(&wss)
+    .bind(&jobs)
+    .bind(&runs)
+    .bind(&kinds)
+    .bind(&details)
+    .bind(&channels)
+    .bind(&everies)
+    .bind(&reminders)
+    .bind(&ats)
+    .bind(&failures)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Consecutive `NotificationQueued` of distinct notifications, as one insert.
+async fn insert_queued(tx: &mut PgConnection, events: &[Arc<StoredEvent>]) -> Result<(), ProjectionError> {
+    let n = events.len();
+    let (mut ids, mut wss, mut chans, mut alerts, mut runs) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut kinds, mut contents, mut ats) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    for ev in events {
+        let NotificationEvent::NotificationQueued {
+            workspace_id,
+            channel_id,
+            alert_id,
+            content,
+            at,
+            ..
+        } = decode(ev)?
+        else {
+            return Err(ProjectionError::decode(
+                ev,
+                serde::de::Error::custom("not a NotificationQueued"),
+            ));
+        };
+        ids.push(aggregate_uuid(ev)?);
+        wss.push(workspace_id);
+        chans.push(channel_id);
+        alerts.push(alert_id);
+        runs.push(content.details.run_id);
+        kinds.push(content.kind.as_str());
+        contents.push(serde_json::to_value(&content).map_err(|e| ProjectionError::Sink(Box::new(e)))?);
+        ats.push(at);
+    }
+    sqlx::query(
+        "INSERT INTO notifications (id, workspace_id, channel_id, alert_id, run_id, kind, content, status,
+             next_attempt_at, created_at)
+         SELECT id, ws, ch, al, run, kind, content, 'queued', at, at
+           FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::uuid[], $6::text[], $7::jsonb[],
+                       $8::timestamptz[]) AS u(id, ws, ch, al, run, kind, content, at)
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(&ids)
+    .bind(&wss)
+    .bind(&chans)
+    .bind(&alerts)
+    .bind(&runs)
+    .bind(&kinds)
+    .bind(&contents)
+    .bind(&ats)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Consecutive `NotificationDelivered` of distinct notifications, as one update.
+async fn mark_delivered(tx: &mut PgConnection, events: &[Arc<StoredEvent>]) -> Result<(), ProjectionError> {
+    let n = events.len();
+    let (mut ids, mut attempts, mut digests, mut ats) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for ev in events {
+        let NotificationEvent::NotificationDelivered {
+            attempts: a,
+            digest,
+            at,
+        } = decode(ev)?
+        else {
+            return Err(ProjectionError::decode(
+                ev,
+                serde::de::Error::custom("not a NotificationDelivered"),
+            ));
+        };
+        ids.push(aggregate_uuid(ev)?);
+        attempts.push(a as i32);
+        digests.push(digest.map(|d| d as i32));
+        ats.push(at);
+    }
+    sqlx::query(
+        "UPDATE notifications n SET status = 'delivered', attempts = u.attempts, digest = u.digest,
+             next_attempt_at = NULL, finished_at = u.at
+           FROM unnest($1::uuid[], $2::int4[], $3::int4[], $4::timestamptz[]) AS u(id, attempts, digest, at)
+          WHERE n.id = u.id",
+    )
+    .bind(&ids)
+    .bind(&attempts)
+    .bind(&digests)
+    .bind(&ats)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
 }
 
 fn decode<E: serde::de::DeserializeOwned>(ev: &StoredEvent) -> Result<E, ProjectionError> {

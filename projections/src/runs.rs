@@ -80,10 +80,19 @@ impl Projection for RunsProjection {
                         Group::Finished(rows)
                     }
                     (Group::Finished(mut rows), RunEvent::RunSucceeded { at, .. })
-                        if rows.last().is_some_and(|r| r.id == id && r.succeeded.is_none()) =>
+                        if rows.last().is_some_and(|r| r.id == id && r.settled()) =>
                     {
                         if let Some(r) = rows.last_mut() {
                             r.succeeded = Some(at);
+                        }
+                        Group::Finished(rows)
+                    }
+                    // Likewise the RunFailed after a last attempt (a burst of failing calls).
+                    (Group::Finished(mut rows), RunEvent::RunFailed { error_kind, at, .. })
+                        if rows.last().is_some_and(|r| r.id == id && r.settled()) =>
+                    {
+                        if let Some(r) = rows.last_mut() {
+                            r.failed = Some((at, error_kind.as_str()));
                         }
                         Group::Finished(rows)
                     }
@@ -150,13 +159,15 @@ impl Group {
     }
 }
 
-/// An `AttemptFinished`, and the `RunSucceeded` that followed it if one did.
+/// An `AttemptFinished`, and the `RunSucceeded` or `RunFailed` that followed it if one did.
 struct Finished {
     id: Uuid,
     attempt: u32,
     outcome: cronbox_domain::run::AttemptOutcome,
     at: DateTime<Utc>,
     succeeded: Option<DateTime<Utc>>,
+    /// When the run failed, and the error it failed with.
+    failed: Option<(DateTime<Utc>, &'static str)>,
 }
 
 impl Finished {
@@ -167,7 +178,13 @@ impl Finished {
             outcome: outcome.storable(),
             at,
             succeeded: None,
+            failed: None,
         }
+    }
+
+    /// Whether no run outcome has joined the attempt yet.
+    fn settled(&self) -> bool {
+        self.succeeded.is_none() && self.failed.is_none()
     }
 }
 
@@ -210,6 +227,7 @@ async fn finish_attempts(tx: &mut PgConnection, rows: Vec<Finished>) -> Result<(
         Vec::with_capacity(n),
         Vec::with_capacity(n),
     );
+    let (mut failed_at, mut failed_kind) = (Vec::with_capacity(n), Vec::with_capacity(n));
     for r in &rows {
         ids.push(r.id);
         attempts.push(r.attempt as i32);
@@ -221,17 +239,22 @@ async fn finish_attempts(tx: &mut PgConnection, rows: Vec<Finished>) -> Result<(
         outcomes.push(serde_json::to_string(&r.outcome).map_err(cronbox_store::StoreError::from)?);
         ats.push(r.at);
         succeeded.push(r.succeeded);
+        failed_at.push(r.failed.map(|(at, _)| at));
+        failed_kind.push(r.failed.map(|(_, kind)| kind));
     }
     sqlx::query(
         "UPDATE runs SET attempts = x.a, status_code = x.sc, duration_ms = x.d,
-                error_type = CASE WHEN x.ok IS NULL THEN x.et ELSE NULL END,
+                error_type = CASE WHEN x.ok IS NOT NULL THEN NULL WHEN x.fat IS NOT NULL THEN x.fk ELSE x.et END,
                 error_message = x.em, response = x.resp::jsonb,
-                status = CASE WHEN x.ok IS NULL THEN runs.status ELSE 'succeeded' END,
-                finished_at = CASE WHEN x.ok IS NULL THEN runs.finished_at ELSE x.ok END,
-                callback_status = CASE WHEN x.ok IS NULL THEN runs.callback_status
+                status = CASE WHEN x.ok IS NOT NULL THEN 'succeeded' WHEN x.fat IS NOT NULL THEN 'failed'
+                              ELSE runs.status END,
+                finished_at = CASE WHEN x.ok IS NOT NULL THEN x.ok WHEN x.fat IS NOT NULL THEN x.fat
+                                   ELSE runs.finished_at END,
+                callback_status = CASE WHEN x.ok IS NULL AND x.fat IS NULL THEN runs.callback_status
                                        WHEN runs.callback_url IS NULL THEN NULL ELSE 'pending' END
            FROM unnest($1::uuid[], $2::int4[], $3::int4[], $4::int8[], $5::text[], $6::text[], $7::text[],
-                       $8::timestamptz[]) AS x(id, a, sc, d, et, em, resp, ok)
+                       $8::timestamptz[], $9::timestamptz[], $10::text[])
+                AS x(id, a, sc, d, et, em, resp, ok, fat, fk)
           WHERE runs.id = x.id",
     )
     .bind(&ids)
@@ -242,6 +265,8 @@ async fn finish_attempts(tx: &mut PgConnection, rows: Vec<Finished>) -> Result<(
     .bind(&messages)
     .bind(&responses)
     .bind(&succeeded)
+    .bind(&failed_at)
+    .bind(&failed_kind)
     .execute(&mut *tx)
     .await?;
     sqlx::query(
