@@ -49,9 +49,11 @@ async fn allow_skip_and_queue_one() {
         // A call starts only after the previous one answered (2.5 s), less scheduling jitter.
         assert!(gaps.iter().all(|g| *g >= 2400), "{p} overlapped: {gaps:?}");
     }
+    // The next starts once the dispatcher has seen the previous end: a bound on how long the
+    // queued fire waits (on a loaded CI machine, seeing the end can take a second or two).
     let queue = gaps_ms(&env, "/slow/2500/queue_one");
     assert!(
-        queue.iter().all(|g| *g <= 4500),
+        queue.iter().all(|g| *g <= 5500),
         "queue_one starts the next soon after: {queue:?}"
     );
 
