@@ -47,11 +47,6 @@ impl Projection for AlertDecider {
     fn batch_size(&self) -> i64 {
         500
     }
-    /// A batch's failures cost a handful of statements together: sliced to a time budget, the
-    /// decider would pay them per slice and fall behind the burst it decides.
-    fn budgeted(&self) -> bool {
-        false
-    }
     fn apply<'a>(&'a self, tx: &'a mut PgConnection, ev: &'a StoredEvent) -> ApplyFuture<'a> {
         Box::pin(async move { apply(tx, ev).await })
     }

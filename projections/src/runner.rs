@@ -56,12 +56,6 @@ pub trait Projection: Send + Sync {
     fn batch_size(&self) -> i64 {
         BATCH
     }
-    /// Whether a live step stops at [`HOLD_BUDGET`]. A projection whose batch is a handful of
-    /// statements whatever its size, and whose output others wait for (the alert decider),
-    /// applies its whole batch instead.
-    fn budgeted(&self) -> bool {
-        true
-    }
     /// Applies a batch in order. A projection may write runs of similar events with one statement
     /// (a multi-row insert of consecutive creates); the result must equal applying them one by one.
     fn apply_batch<'a>(&'a self, tx: &'a mut PgConnection, events: &'a [Arc<StoredEvent>]) -> ApplyFuture<'a> {
@@ -85,38 +79,14 @@ pub async fn checkpoint(conn: &mut PgConnection, name: &str) -> Result<Cursor, P
 
 /// Applies at most one batch. Returns how many events it applied.
 pub async fn step(pool: &PgPool, projection: &dyn Projection) -> Result<usize, ProjectionError> {
-    step_from(pool, projection, None, None).await
+    step_from(pool, projection, None).await
 }
 
-/// How long a live step may keep applying once it has begun to write. Every reader of the log
-/// waits for the oldest writing transaction (see `cronbox_store::tail`): one projection applying
-/// a thousand costly events in one transaction would hold back every other reader, the alert
-/// decider and the feed included, for as long. A step that reaches it commits what it has
-/// applied; the rest of its batch (still in the shared tail's window) is the next step's.
-const HOLD_BUDGET: Duration = Duration::from_millis(100);
-/// The first slice of a budgeted step, before its pace is known. Not too small: a slice costs
-/// a few statements whatever its size.
-const FIRST_SLICE: usize = 100;
-
-/// The next slice: what the rest of the budget holds at the pace so far, at least a few events
-/// and at most twice the last slice (the pace changes within a batch: a burst's creations are
-/// cheap, its failures are not).
-fn next_slice(applied: usize, elapsed: Duration, budget: Duration, last: usize) -> usize {
-    let left = budget.saturating_sub(elapsed).as_nanos();
-    let fits = match elapsed.as_nanos() {
-        0 => usize::MAX,
-        spent => usize::try_from(left * applied as u128 / spent).unwrap_or(usize::MAX),
-    };
-    fits.clamp(8, last.saturating_mul(2).max(8))
-}
-
-/// [`step`], reading through the process's shared tail when there is one, and with a budget
-/// (live followers) or without (catch-up, tests: the whole batch in one transaction).
+/// [`step`], reading through the process's shared tail when there is one.
 async fn step_from(
     pool: &PgPool,
     projection: &dyn Projection,
     shared: Option<&TailCache>,
-    budget: Option<Duration>,
 ) -> Result<usize, ProjectionError> {
     let started = std::time::Instant::now();
     let mut tx = pool.begin().await?;
@@ -128,44 +98,25 @@ async fn step_from(
         .execute(&mut *tx)
         .await?;
     let from = checkpoint(&mut tx, projection.name()).await?;
-    let limit = projection.batch_size();
     let events: Vec<Arc<StoredEvent>> = match shared {
-        Some(cache) => cache.read_after_in(&mut tx, from, limit as usize).await?,
-        None => tail::read_after(&mut *tx, from, limit)
+        Some(cache) => {
+            cache
+                .read_after_in(&mut tx, from, projection.batch_size() as usize)
+                .await?
+        }
+        None => tail::read_after(&mut *tx, from, projection.batch_size())
             .await?
             .into_iter()
             .map(Arc::new)
             .collect(),
     };
-    if events.is_empty() {
+    let Some(last) = events.last().map(|e| e.cursor) else {
         tx.rollback().await?;
         return Ok(0);
-    }
-    let read = started.elapsed();
-    let applied = match budget {
-        None => {
-            crate::quarantine::apply_guarded(&mut tx, projection, &events, true).await?;
-            events.len()
-        }
-        Some(budget) => {
-            let writing = std::time::Instant::now();
-            let (mut done, mut slice) = (0, FIRST_SLICE);
-            while done < events.len() {
-                let end = (done + slice).min(events.len());
-                crate::quarantine::apply_guarded(&mut tx, projection, &events[done..end], true).await?;
-                slice = end - done;
-                done = end;
-                let elapsed = writing.elapsed();
-                if elapsed >= budget {
-                    break;
-                }
-                slice = next_slice(done, elapsed, budget, slice);
-            }
-            done
-        }
     };
-    let last = events[applied - 1].cursor;
-    let apply_done = started.elapsed();
+    let read = started.elapsed();
+    crate::quarantine::apply_guarded(&mut tx, projection, &events, true).await?;
+    let applied = started.elapsed();
     sqlx::query(
         "INSERT INTO projection_checkpoints (name, last_xid, last_seq, updated_at) VALUES ($1, $2, $3, now())
          ON CONFLICT (name) DO UPDATE SET last_xid = $2, last_seq = $3, updated_at = now()",
@@ -179,15 +130,14 @@ async fn step_from(
     // How far behind the log a projection runs, and where its step's time goes.
     tracing::debug!(
         projection = projection.name(),
-        events = applied,
-        read_ahead = events.len() - applied,
+        events = events.len(),
         lag_ms = (chrono::Utc::now() - events[0].recorded_at).num_milliseconds(),
         read_ms = read.as_millis() as u64,
-        apply_ms = (apply_done - read).as_millis() as u64,
-        commit_ms = (started.elapsed() - apply_done).as_millis() as u64,
+        apply_ms = (applied - read).as_millis() as u64,
+        commit_ms = (started.elapsed() - applied).as_millis() as u64,
         "projection step"
     );
-    Ok(applied)
+    Ok(events.len())
 }
 
 /// Applies batches until the projection has caught up with the log's current horizon.
@@ -213,8 +163,7 @@ pub async fn run_projection(
     let mut backoff = Duration::from_millis(100);
     let mut idle = 0u32;
     while !shutdown.is_cancelled() {
-        let budget = projection.budgeted().then_some(HOLD_BUDGET);
-        match step_from(&pool, projection.as_ref(), Some(waker.tail()), budget).await {
+        match step_from(&pool, projection.as_ref(), Some(waker.tail())).await {
             Ok(n) if n > 0 => {
                 backoff = Duration::from_millis(100);
                 idle = 0;
@@ -233,29 +182,5 @@ pub async fn run_projection(
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const MS: Duration = Duration::from_millis(1);
-
-    #[test]
-    fn the_next_slice_fits_what_is_left_of_the_budget() {
-        // Given 32 events applied in 16 ms (0.5 ms each) of an 80 ms budget,
-        // when the next slice is chosen, then it is what 64 ms hold at that pace, capped at 2×.
-        assert_eq!(next_slice(32, 16 * MS, 80 * MS, 32), 64);
-        assert_eq!(next_slice(32, 16 * MS, 80 * MS, 100), 128);
-        assert_eq!(next_slice(32, 40 * MS, 80 * MS, 32), 32);
-        // Slow events: a few at a time, never none.
-        assert_eq!(next_slice(32, 79 * MS, 80 * MS, 32), 8);
-    }
-
-    #[test]
-    fn free_events_grow_the_slice_by_at_most_two() {
-        assert_eq!(next_slice(32, Duration::ZERO, 80 * MS, 32), 64);
-        assert_eq!(next_slice(96, Duration::ZERO, 80 * MS, 64), 128);
     }
 }
