@@ -154,6 +154,10 @@ pub async fn catch_up(pool: &PgPool, projection: &dyn Projection) -> Result<usiz
 
 /// Follows the log for ever (until `shutdown`). Errors (e.g. the database restarting) are
 /// logged and retried with backoff; the checkpoint makes retries safe.
+///
+/// A projection that only writes read models gets a [`cronbox_store::db::read_model_pool`], so
+/// its transactions do not hold back the other readers; one that appends events in its step
+/// (the alert decider) gets an ordinary pool, or the database refuses its inserts.
 pub async fn run_projection(
     pool: PgPool,
     mut waker: Waker,
