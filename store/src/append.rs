@@ -3,8 +3,8 @@
 //! cqrs-es commits one aggregate per transaction. The dispatcher records hundreds of runs that
 //! fall due in the same millisecond; one transaction per run would cap it at the database's
 //! single-commit rate. This writes the same rows cqrs-es would (same columns, same JSON shapes,
-//! same per-aggregate sequence numbers — a test in tests/append.rs loads them back through
-//! cqrs-es), so the primary key still refuses a second writer of the same (aggregate, sequence).
+//! same per-aggregate sequence numbers — `store/tests/event_log.rs` compares them and loads them
+//! back through cqrs-es), so the primary key still refuses a second writer of the same (aggregate, sequence).
 
 use cqrs_es::{Aggregate, DomainEvent};
 use sqlx::PgConnection;

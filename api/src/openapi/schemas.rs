@@ -4,7 +4,7 @@
 //! `serde_json::json!`, so nothing here is ever constructed, serialised or parsed: these types
 //! exist only so that `utoipa` can describe the JSON the handlers really read and write. Keep
 //! them in step with the handlers (`jobs::view`, `jobs::request_fields`, `executions::summary`,
-//! `workspaces::workspace_json`, …). `tests/openapi.rs` checks the document against the router:
+//! `workspaces::workspace_json`, …). `tests/integration/openapi.rs` checks the document against the router:
 //! every documented operation is served, nothing undocumented is, and every `$ref` resolves.
 //!
 //! Conventions: a request field that is `Option` may be left out (and, except where a field says
