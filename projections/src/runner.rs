@@ -5,7 +5,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cronbox_store::tail::{self, Cursor, StoredEvent, TailCache, Waker};
+use cronbox_store::tail::{self, Cursor, StoredEvent, Waker};
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
@@ -82,11 +82,12 @@ pub async fn step(pool: &PgPool, projection: &dyn Projection) -> Result<usize, P
     step_from(pool, projection, None).await
 }
 
-/// [`step`], reading through the process's shared tail when there is one.
+/// [`step`], reading through the process's shared tail when there is one, and announcing a
+/// read-model transaction to the horizon through it (see `cronbox_store::horizon`).
 async fn step_from(
     pool: &PgPool,
     projection: &dyn Projection,
-    shared: Option<&TailCache>,
+    shared: Option<&Waker>,
 ) -> Result<usize, ProjectionError> {
     let started = std::time::Instant::now();
     let mut tx = pool.begin().await?;
@@ -99,8 +100,9 @@ async fn step_from(
         .await?;
     let from = checkpoint(&mut tx, projection.name()).await?;
     let events: Vec<Arc<StoredEvent>> = match shared {
-        Some(cache) => {
-            cache
+        Some(waker) => {
+            waker
+                .tail()
                 .read_after_in(&mut tx, from, projection.batch_size() as usize)
                 .await?
         }
@@ -114,6 +116,13 @@ async fn step_from(
         tx.rollback().await?;
         return Ok(0);
     };
+    // Read before the transaction has an id (so it holds back no one while it reads); from here
+    // on it has one, and on a read-model connection it tells the horizon it writes no events.
+    if let Some(waker) = shared {
+        if let Some(xid) = cronbox_store::horizon::read_model_xid(&mut tx).await? {
+            waker.announcer().announce(xid);
+        }
+    }
     let read = started.elapsed();
     crate::quarantine::apply_guarded(&mut tx, projection, &events, true).await?;
     let applied = started.elapsed();
@@ -167,7 +176,7 @@ pub async fn run_projection(
     let mut backoff = Duration::from_millis(100);
     let mut idle = 0u32;
     while !shutdown.is_cancelled() {
-        match step_from(&pool, projection.as_ref(), Some(waker.tail())).await {
+        match step_from(&pool, projection.as_ref(), Some(&waker)).await {
             Ok(n) if n > 0 => {
                 backoff = Duration::from_millis(100);
                 idle = 0;

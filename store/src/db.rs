@@ -65,9 +65,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ),
 ];
 
-/// The application name of connections that write read models and never events. The tail's
-/// horizon leaves their transactions out (migration 0018), so a projection applying a burst does
-/// not hold back the other readers; the database refuses an event insert from such a connection.
+/// The application name of connections that write read models and never events: the database
+/// refuses an event insert from such a connection, which is what lets the tail's horizon leave
+/// their transactions out once they are recorded (see [`crate::horizon`]), so a projection
+/// applying a burst does not hold back the other readers.
 pub const READ_MODELS_APPLICATION: &str = "cronbox-read-models";
 
 /// A pool that waits for PostgreSQL to come back instead of failing: connections are created

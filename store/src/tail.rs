@@ -13,8 +13,8 @@
 //!
 //! The price: one long-running writing transaction holds every reader back until it ends. All of
 //! CronBox's event-writing transactions are short. The projections' transactions, which can be
-//! long under a burst, do not count: they run on connections named
-//! [`crate::db::READ_MODELS_APPLICATION`], which may not insert events.
+//! long under a burst, do not count: they run on read-model connections, which may not insert
+//! events, and record their ids as such ([`crate::horizon`]).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -228,6 +228,7 @@ pub async fn head<'e>(db: impl PgExecutor<'e>) -> Result<Cursor, StoreError> {
 pub struct Waker {
     rx: watch::Receiver<u64>,
     cache: Arc<TailCache>,
+    announcer: crate::horizon::Announcer,
 }
 
 impl Waker {
@@ -235,6 +236,7 @@ impl Waker {
     pub fn spawn(pool: PgPool, shutdown: tokio_util_shutdown::Token) -> Self {
         let (tx, rx) = watch::channel(0u64);
         let cache = Arc::new(TailCache::new(pool.clone()));
+        let announcer = crate::horizon::Announcer::spawn(pool.clone(), shutdown.clone());
         tokio::spawn(async move {
             let mut counter = 0u64;
             loop {
@@ -274,12 +276,17 @@ impl Waker {
                 }
             }
         });
-        Self { rx, cache }
+        Self { rx, cache, announcer }
     }
 
     /// The process's shared tail (see [`TailCache`]).
     pub fn tail(&self) -> &TailCache {
         &self.cache
+    }
+
+    /// Where the process's read-model transactions make themselves known to the horizon.
+    pub fn announcer(&self) -> &crate::horizon::Announcer {
+        &self.announcer
     }
 
     /// Waits for a notification or `fallback`, whichever comes first.

@@ -12,6 +12,7 @@ use cronbox_domain::run::{self, Run, RunCommand, RunPlan, RunStatus, Trigger};
 use cronbox_store::aggregates::Stores;
 use cronbox_store::append::{append_new, NewEvent};
 use cronbox_store::group_commit::{Appended, GroupCommit};
+use cronbox_store::horizon;
 use cronbox_store::tail::{self, Cursor, TailCache};
 use sqlx::{PgPool, Row};
 use uuid::Uuid;
@@ -205,12 +206,20 @@ async fn the_horizon_waits_for_event_writers_but_not_for_read_model_transactions
         .execute(&mut *projection)
         .await
         .expect("projection writes");
-    // when an event commits after it, the event is in the tail at once:
+    let xid = horizon::read_model_xid(&mut projection)
+        .await
+        .expect("xid")
+        .expect("a read-model connection says so");
+    // until it is recorded as one, it counts like any transaction:
     let mut conn = db.pool.acquire().await.expect("conn");
     append_one(&mut conn, "after-projection").await.expect("append");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!visible(&db.pool).await.iter().any(|v| v == "after-projection"));
+    // once recorded, an event committed after it is in the tail at once.
+    horizon::record(&db.pool, &[xid]).await.expect("record");
     assert!(
         eventually_visible(&db.pool, "after-projection").await,
-        "an open read-model transaction held back the tail"
+        "a recorded read-model transaction held back the tail"
     );
 
     // Given an ordinary transaction with an id (it could still insert events),
@@ -220,6 +229,7 @@ async fn the_horizon_waits_for_event_writers_but_not_for_read_model_transactions
         .execute(&mut *writer)
         .await
         .expect("writer writes");
+    assert_eq!(horizon::read_model_xid(&mut writer).await.expect("xid"), None);
     // an event committed after it stays out of the tail until that transaction ends,
     append_one(&mut conn, "after-writer").await.expect("append");
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -314,6 +324,7 @@ async fn tail_sees_every_committed_event_exactly_once_under_concurrent_writers()
     let projections: Vec<_> = (0..3u64)
         .map(|p| {
             let pool = read_models.clone();
+            let ordinary = db.pool.clone();
             let done = writers_done.clone();
             tokio::spawn(async move {
                 let mut rng = 0x2545_f491_4f6c_dd1d_u64 ^ (p + 1);
@@ -329,6 +340,9 @@ async fn tail_sees_every_committed_event_exactly_once_under_concurrent_writers()
                     .execute(&mut *tx)
                     .await
                     .expect("projection writes");
+                    if let Some(xid) = horizon::read_model_xid(&mut tx).await.expect("xid") {
+                        horizon::record(&ordinary, &[xid]).await.expect("record");
+                    }
                     tokio::time::sleep(Duration::from_millis(xorshift(&mut rng) % 60)).await;
                     tx.commit().await.expect("commit");
                 }
