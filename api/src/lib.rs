@@ -20,6 +20,7 @@
 
 pub mod accounts;
 pub mod admin;
+pub mod assets;
 pub mod auth;
 pub mod defaults;
 pub mod edge;
@@ -174,6 +175,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(readyz))
         .routes(routes!(openapi::openapi_json))
         .routes(routes!(openapi::docs))
+        .routes(routes!(assets::serve))
         .split_for_parts();
     // The modifiers run on the assembled document, so they see the nested paths too.
     let mut doc = doc;

@@ -121,7 +121,8 @@ async fn the_document_lists_every_route_and_only_routes_that_exist() {
                 assert!(responses.contains_key("400"), "{method} {path}: no 400");
             }
             for (code, r) in responses {
-                if code != "204" && code != "202" {
+                // 304 Not Modified never has a body (RFC 9110 §15.4.5).
+                if !matches!(code.as_str(), "204" | "202" | "304") {
                     assert!(r.get("content").is_some(), "{method} {path} {code}: no body schema");
                 }
             }
@@ -244,4 +245,107 @@ async fn responses_have_the_documented_shape() {
     let (s, err) = env.post("/cron", serde_json::json!({})).await;
     assert_eq!(s, 400);
     assert_matches_schema(&doc, "ErrorDetail", &err["error"]);
+}
+
+/// Every `/assets/…` URL in `html`'s `src` and `href` attributes.
+fn asset_urls(html: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for attr in ["src=\"", "href=\""] {
+        for (i, _) in html.match_indices(attr) {
+            let rest = &html[i + attr.len()..];
+            let url = &rest[..rest.find('"').unwrap_or(rest.len())];
+            if url.starts_with("/assets/") {
+                out.push(url.to_string());
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn docs_load_nothing_from_elsewhere_and_their_assets_are_cached_by_content() {
+    use std::io::Read;
+    let env = TestEnv::start().await;
+    let resp = env.http.get(format!("{}/docs", env.base())).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let header = |r: &reqwest::Response, name: &str| {
+        r.headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default()
+    };
+    let csp = header(&resp, "content-security-policy");
+    let script_src = csp
+        .split(';')
+        .find(|d| d.trim().starts_with("script-src"))
+        .unwrap_or_else(|| panic!("no script-src in {csp}"));
+    assert_eq!(script_src.trim(), "script-src 'self'", "{csp}");
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert_eq!(header(&resp, "x-frame-options"), "DENY");
+    let html = resp.text().await.unwrap();
+    assert!(!html.contains("http://") && !html.contains("https://"), "{html}");
+    assert!(!html.contains("<script>"), "an inline script: {html}");
+    let urls = asset_urls(&html);
+    assert_eq!(urls.len(), 3, "{html}");
+
+    for url in &urls {
+        let plain = env.http.get(format!("{}{url}", env.base())).send().await.unwrap();
+        assert_eq!(plain.status().as_u16(), 200, "{url}");
+        assert_eq!(header(&plain, "cache-control"), "public, max-age=31536000, immutable");
+        assert_eq!(header(&plain, "x-content-type-options"), "nosniff");
+        let kind = header(&plain, "content-type");
+        assert!(
+            kind.starts_with("text/javascript") || kind.starts_with("text/css"),
+            "{url}: {kind}"
+        );
+        assert!(header(&plain, "content-encoding").is_empty(), "gzip sent unasked");
+        let etag = header(&plain, "etag");
+        let body = plain.bytes().await.unwrap();
+        assert!(!body.is_empty());
+
+        // The same bytes compressed for a client that accepts gzip.
+        let packed = env
+            .http
+            .get(format!("{}{url}", env.base()))
+            .header("accept-encoding", "gzip, br")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(header(&packed, "content-encoding"), "gzip", "{url}");
+        assert_eq!(header(&packed, "vary"), "Accept-Encoding");
+        let packed = packed.bytes().await.unwrap();
+        let mut unpacked = Vec::new();
+        flate2::read::GzDecoder::new(&packed[..])
+            .read_to_end(&mut unpacked)
+            .expect("valid gzip");
+        assert_eq!(unpacked, body.to_vec(), "{url}");
+
+        // A revalidation is answered without the body.
+        let again = env
+            .http
+            .get(format!("{}{url}", env.base()))
+            .header("if-none-match", &etag)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(again.status().as_u16(), 304, "{url}");
+    }
+    let bundle = urls
+        .iter()
+        .find(|u| u.contains("swagger-ui-bundle."))
+        .expect("the bundle");
+    let js = env.http.get(format!("{}{bundle}", env.base())).send().await.unwrap();
+    assert!(js.text().await.unwrap().contains("SwaggerUIBundle"));
+
+    // An old hash (after an upgrade) or a made-up name is a JSON 404.
+    for stale in [
+        "/assets/swagger-ui-bundle.000000000000.js",
+        "/assets/..%2FCargo.toml",
+        "/assets/docs.js",
+    ] {
+        let r = env.http.get(format!("{}{stale}", env.base())).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 404, "{stale}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "not_found", "{stale}");
+    }
 }

@@ -86,7 +86,13 @@ async fn rebuilt_read_models_equal_the_live_ones() {
         .delete(&format!("/delayed/{}", later["id"].as_str().expect("id")))
         .await;
     assert_eq!(status, 204);
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // Both cron jobs have fired a few times, and the flaky one has been retried.
+    env.eventually(Duration::from_secs(20), "cron fires and a retry", || async {
+        let tick = env.target.arrivals_at("/flaky/1/tick").len();
+        let doomed = env.target.arrivals_at("/ok/doomed").len();
+        (tick >= 3 && doomed >= 2).then_some(())
+    })
+    .await;
     let (status, _) = env
         .request(
             reqwest::Method::PATCH,
@@ -95,9 +101,10 @@ async fn rebuilt_read_models_equal_the_live_ones() {
         )
         .await;
     assert_eq!(status, 200);
-    let (status, _) = env.post(&format!("/cron/{cron_id}/run"), json!({})).await;
+    let (status, manual) = env.post(&format!("/cron/{cron_id}/run"), json!({})).await;
     assert!(status == 200 || status == 202, "run now: {status}");
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let manual_run = manual["run_id"].as_str().expect("run id").to_string();
+    env.wait_execution(&manual_run, Duration::from_secs(20)).await;
     let (status, _) = env.post(&format!("/cron/{cron_id}/pause"), json!({})).await;
     assert_eq!(status, 200);
     let (status, _) = env

@@ -210,29 +210,59 @@ pub async fn openapi_json() -> impl IntoResponse {
     )
 }
 
-/// Interactive documentation (Swagger UI, loaded from a CDN by the browser).
+/// Interactive documentation: Swagger UI, served by this binary (`/assets/…`), so it works
+/// offline and behind a firewall.
 #[utoipa::path(
     get,
     path = "/docs",
     tag = "service",
     responses((status = 200, description = "An HTML page rendering /v1/openapi.json", content_type = "text/html", body = String))
 )]
-pub async fn docs() -> Html<&'static str> {
-    Html(DOCS_PAGE)
-}
-
-const DOCS_PAGE: &str = r##"<!doctype html>
+pub async fn docs() -> axum::response::Response {
+    static PAGE: OnceLock<String> = OnceLock::new();
+    let page = PAGE.get_or_init(|| {
+        let asset = |name| crate::assets::url(name).unwrap_or_default();
+        format!(
+            r##"<!doctype html>
 <html lang="en">
 <head>
   <meta charset="utf-8">
+  <meta name="viewport" content="width=device-width, initial-scale=1">
   <title>CronBox API</title>
-  <link rel="stylesheet" href="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui.css">
+  <link rel="stylesheet" href="{css}">
 </head>
 <body>
   <div id="ui"></div>
   <noscript>The raw document is at <a href="/v1/openapi.json">/v1/openapi.json</a>.</noscript>
-  <script src="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js"></script>
-  <script>SwaggerUIBundle({url: "/v1/openapi.json", dom_id: "#ui", persistAuthorization: true});</script>
+  <script src="{bundle}"></script>
+  <script src="{init}"></script>
 </body>
 </html>
-"##;
+"##,
+            css = asset("swagger-ui.css"),
+            bundle = asset("swagger-ui-bundle.js"),
+            init = asset("docs.js"),
+        )
+    });
+    let mut r = Html(page.as_str()).into_response();
+    let h = r.headers_mut();
+    // Scripts only from this origin and never inline; Swagger UI sets inline styles and draws
+    // its icons from data: URLs.
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        axum::http::HeaderValue::from_static(
+            "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; \
+             connect-src 'self'; font-src 'self' data:; form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
+        ),
+    );
+    h.insert(header::X_FRAME_OPTIONS, axum::http::HeaderValue::from_static("DENY"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        axum::http::HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        axum::http::HeaderValue::from_static("no-referrer"),
+    );
+    r
+}
