@@ -118,8 +118,8 @@ pub async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
     if roles.api || roles.dispatcher {
         let projections = cronbox_projections::all();
         // One connection per projection (each holds one while it steps) and one for the
-        // retention sweep. Their transactions, long under a burst, do not hold back the tail's
-        // horizon (see cronbox_store::tail).
+        // retention sweep. The projections' transactions, long under a burst, do not hold back
+        // the tail's horizon (see cronbox_store::horizon).
         let read_models = cronbox_store::db::read_model_pool(&config.database_url, projections.len() as u32 + 1)
             .context("invalid CRONBOX_DATABASE_URL")?;
         for projection in projections {
