@@ -116,15 +116,8 @@ pub async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
     };
 
     if roles.api || roles.dispatcher {
-        let projections = cronbox_projections::all();
-        // One connection per projection (each holds one while it steps) and one for the
-        // retention sweep. The projections' transactions, long under a burst, do not hold back
-        // the tail's horizon (see cronbox_store::horizon).
-        let read_models = cronbox_store::db::read_model_pool(&config.database_url, projections.len() as u32 + 1)
-            .context("invalid CRONBOX_DATABASE_URL")?;
-        for projection in projections {
-            let task =
-                cronbox_projections::run_projection(read_models.clone(), waker.clone(), projection, shutdown.clone());
+        for projection in cronbox_projections::all() {
+            let task = cronbox_projections::run_projection(pool.clone(), waker.clone(), projection, shutdown.clone());
             tasks.spawn(async move {
                 task.await;
                 "projection"
@@ -149,7 +142,7 @@ pub async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
             "event export"
         });
         let every = Duration::from_secs(config.retention_sweep_seconds);
-        let task = cronbox_projections::retention::run(read_models.clone(), every, shutdown.clone());
+        let task = cronbox_projections::retention::run(pool.clone(), every, shutdown.clone());
         tasks.spawn(async move {
             task.await;
             "retention"

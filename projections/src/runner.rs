@@ -5,7 +5,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cronbox_store::tail::{self, Cursor, StoredEvent, Waker};
+use cronbox_store::tail::{self, Cursor, StoredEvent, TailCache, Waker};
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
@@ -82,12 +82,11 @@ pub async fn step(pool: &PgPool, projection: &dyn Projection) -> Result<usize, P
     step_from(pool, projection, None).await
 }
 
-/// [`step`], reading through the process's shared tail when there is one, and announcing a
-/// read-model transaction to the horizon through it (see `cronbox_store::horizon`).
+/// [`step`], reading through the process's shared tail when there is one.
 async fn step_from(
     pool: &PgPool,
     projection: &dyn Projection,
-    shared: Option<&Waker>,
+    shared: Option<&TailCache>,
 ) -> Result<usize, ProjectionError> {
     let started = std::time::Instant::now();
     let mut tx = pool.begin().await?;
@@ -100,9 +99,8 @@ async fn step_from(
         .await?;
     let from = checkpoint(&mut tx, projection.name()).await?;
     let events: Vec<Arc<StoredEvent>> = match shared {
-        Some(waker) => {
-            waker
-                .tail()
+        Some(cache) => {
+            cache
                 .read_after_in(&mut tx, from, projection.batch_size() as usize)
                 .await?
         }
@@ -116,13 +114,6 @@ async fn step_from(
         tx.rollback().await?;
         return Ok(0);
     };
-    // Read before the transaction has an id (so it holds back no one while it reads); from here
-    // on it has one, and on a read-model connection it tells the horizon it writes no events.
-    if let Some(waker) = shared {
-        if let Some(xid) = cronbox_store::horizon::read_model_xid(&mut tx).await? {
-            waker.announcer().announce(xid);
-        }
-    }
     let read = started.elapsed();
     crate::quarantine::apply_guarded(&mut tx, projection, &events, true).await?;
     let applied = started.elapsed();
@@ -163,10 +154,6 @@ pub async fn catch_up(pool: &PgPool, projection: &dyn Projection) -> Result<usiz
 
 /// Follows the log for ever (until `shutdown`). Errors (e.g. the database restarting) are
 /// logged and retried with backoff; the checkpoint makes retries safe.
-///
-/// A projection that only writes read models gets a [`cronbox_store::db::read_model_pool`], so
-/// its transactions do not hold back the other readers; one that appends events in its step
-/// (the alert decider) gets an ordinary pool, or the database refuses its inserts.
 pub async fn run_projection(
     pool: PgPool,
     mut waker: Waker,
@@ -176,7 +163,7 @@ pub async fn run_projection(
     let mut backoff = Duration::from_millis(100);
     let mut idle = 0u32;
     while !shutdown.is_cancelled() {
-        match step_from(&pool, projection.as_ref(), Some(&waker)).await {
+        match step_from(&pool, projection.as_ref(), Some(waker.tail())).await {
             Ok(n) if n > 0 => {
                 backoff = Duration::from_millis(100);
                 idle = 0;

@@ -59,34 +59,12 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0017_notifications",
         include_str!("../../migrations/0017_notifications.sql"),
     ),
-    (
-        "0018_event_horizon",
-        include_str!("../../migrations/0018_event_horizon.sql"),
-    ),
 ];
-
-/// The application name of connections that write read models and never events: the database
-/// refuses an event insert from such a connection, which is what lets the tail's horizon leave
-/// their transactions out once they are recorded (see [`crate::horizon`]), so a projection
-/// applying a burst does not hold back the other readers.
-pub const READ_MODELS_APPLICATION: &str = "cronbox-read-models";
 
 /// A pool that waits for PostgreSQL to come back instead of failing: connections are created
 /// lazily, so a process started before its database (or surviving a database restart) recovers
 /// by itself.
 pub fn pool(url: &str, max_connections: u32) -> Result<PgPool, StoreError> {
-    Ok(lazy_pool(options(url)?, max_connections))
-}
-
-/// A [`pool`] for the projections: its connections carry [`READ_MODELS_APPLICATION`].
-pub fn read_model_pool(url: &str, max_connections: u32) -> Result<PgPool, StoreError> {
-    Ok(lazy_pool(
-        options(url)?.application_name(READ_MODELS_APPLICATION),
-        max_connections,
-    ))
-}
-
-fn options(url: &str) -> Result<PgConnectOptions, StoreError> {
     // No transaction of ours waits idle for long; one that does belongs to a process that
     // stopped (kill -STOP, a partition) while holding gates or row locks, and PostgreSQL ends
     // it so everyone waiting on them goes on (shorter than the dispatcher's 15 s lock_timeout).
@@ -94,15 +72,11 @@ fn options(url: &str) -> Result<PgConnectOptions, StoreError> {
         .parse::<PgConnectOptions>()?
         .options([("idle_in_transaction_session_timeout", "10s")])
         .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(1));
-    Ok(options)
-}
-
-fn lazy_pool(options: PgConnectOptions, max_connections: u32) -> PgPool {
-    PgPoolOptions::new()
+    Ok(PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(10))
         .test_before_acquire(true)
-        .connect_lazy_with(options)
+        .connect_lazy_with(options))
 }
 
 /// Applies pending migrations. Safe to run from several processes at once: an advisory lock

@@ -27,7 +27,6 @@ pub mod create_batch;
 pub mod db;
 pub mod error;
 pub mod group_commit;
-pub mod horizon;
 pub mod job_gate;
 pub mod leader;
 pub mod published;

@@ -4,17 +4,14 @@
 //! row is inserted, not when its transaction commits, so a slow transaction can commit seq 10
 //! after a reader has already seen seq 11. Instead every row records the id of the transaction
 //! that wrote it (`xid`), and a reader only looks at rows whose transaction id is below
-//! `cronbox_event_horizon()` (migration 0018): the oldest transaction still running that can
-//! write events. Every such transaction below that horizon has finished, so the set of visible
-//! rows below it can never grow again; transaction ids only increase, so any transaction still to
-//! come lands above it. Reading in (xid, global_seq) order below the horizon therefore sees every
-//! committed event exactly once, and a cursor of (xid, global_seq) is a stable position in that
-//! order.
+//! `pg_snapshot_xmin(pg_current_snapshot())` — the oldest transaction still running. Every
+//! transaction below that horizon has finished, so the set of visible rows below it can never
+//! grow again; transaction ids only increase, so any transaction still to come lands above it.
+//! Reading in (xid, global_seq) order below the horizon therefore sees every committed event
+//! exactly once, and a cursor of (xid, global_seq) is a stable position in that order.
 //!
 //! The price: one long-running writing transaction holds every reader back until it ends. All of
-//! CronBox's event-writing transactions are short. The projections' transactions, which can be
-//! long under a burst, do not count: they run on read-model connections, which may not insert
-//! events, and record their ids as such ([`crate::horizon`]).
+//! CronBox's writing transactions are short.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -123,7 +120,7 @@ pub async fn read_after<'e>(
                 workspace_id
            FROM events
           WHERE (xid, global_seq) > ($1::text::xid8, $2)
-            AND xid < cronbox_event_horizon()
+            AND xid < pg_snapshot_xmin(pg_current_snapshot())
           -- Qualified: a bare `xid` would name the int8 output column, and ordering by that
           -- expression cannot use the (xid, global_seq) index (a full scan and sort per read).
           ORDER BY events.xid, events.global_seq
@@ -153,7 +150,7 @@ pub async fn read_workspace_after<'e>(
            FROM events
           WHERE workspace_id = $1
             AND (xid, global_seq) > ($2::text::xid8, $3)
-            AND xid < cronbox_event_horizon()
+            AND xid < pg_snapshot_xmin(pg_current_snapshot())
             AND ($4::text[] IS NULL OR event_type = ANY($4))
           ORDER BY events.workspace_id, events.xid, events.global_seq
           LIMIT $5",
@@ -178,7 +175,7 @@ pub async fn read_at<'e>(db: impl PgExecutor<'e>, cursors: &[Cursor]) -> Result<
                 e.recorded_at, e.workspace_id
            FROM unnest($1::text[], $2::int8[]) AS c(x, s)
            JOIN events e ON e.xid = c.x::xid8 AND e.global_seq = c.s
-          WHERE e.xid < cronbox_event_horizon()
+          WHERE e.xid < pg_snapshot_xmin(pg_current_snapshot())
           ORDER BY e.xid, e.global_seq",
     )
     .bind(&xids)
@@ -208,7 +205,7 @@ pub async fn event_at<'e>(
 pub async fn head<'e>(db: impl PgExecutor<'e>) -> Result<Cursor, StoreError> {
     let row: Option<(i64, i64)> = sqlx::query_as(
         "SELECT xid::text::int8, global_seq FROM events
-          WHERE xid < cronbox_event_horizon()
+          WHERE xid < pg_snapshot_xmin(pg_current_snapshot())
           ORDER BY events.xid DESC, events.global_seq DESC LIMIT 1",
     )
     .fetch_optional(db)
@@ -228,7 +225,6 @@ pub async fn head<'e>(db: impl PgExecutor<'e>) -> Result<Cursor, StoreError> {
 pub struct Waker {
     rx: watch::Receiver<u64>,
     cache: Arc<TailCache>,
-    announcer: crate::horizon::Announcer,
 }
 
 impl Waker {
@@ -236,7 +232,6 @@ impl Waker {
     pub fn spawn(pool: PgPool, shutdown: tokio_util_shutdown::Token) -> Self {
         let (tx, rx) = watch::channel(0u64);
         let cache = Arc::new(TailCache::new(pool.clone()));
-        let announcer = crate::horizon::Announcer::spawn(pool.clone(), shutdown.clone());
         tokio::spawn(async move {
             let mut counter = 0u64;
             loop {
@@ -276,17 +271,12 @@ impl Waker {
                 }
             }
         });
-        Self { rx, cache, announcer }
+        Self { rx, cache }
     }
 
     /// The process's shared tail (see [`TailCache`]).
     pub fn tail(&self) -> &TailCache {
         &self.cache
-    }
-
-    /// Where the process's read-model transactions make themselves known to the horizon.
-    pub fn announcer(&self) -> &crate::horizon::Announcer {
-        &self.announcer
     }
 
     /// Waits for a notification or `fallback`, whichever comes first.

@@ -12,7 +12,6 @@ use cronbox_domain::run::{self, Run, RunCommand, RunPlan, RunStatus, Trigger};
 use cronbox_store::aggregates::Stores;
 use cronbox_store::append::{append_new, NewEvent};
 use cronbox_store::group_commit::{Appended, GroupCommit};
-use cronbox_store::horizon;
 use cronbox_store::tail::{self, Cursor, TailCache};
 use sqlx::{PgPool, Row};
 use uuid::Uuid;
@@ -20,7 +19,6 @@ use uuid::Uuid;
 struct Db {
     name: String,
     admin: String,
-    url: String,
     pool: PgPool,
 }
 
@@ -42,7 +40,7 @@ impl Db {
             .await
             .expect("connect");
         cronbox_store::db::migrate(&pool).await.expect("migrate");
-        Self { name, admin, url, pool }
+        Self { name, admin, pool }
     }
 
     async fn drop_now(self) {
@@ -161,111 +159,6 @@ async fn batch_append_writes_exactly_what_cqrs_es_writes() {
     db.drop_now().await;
 }
 
-/// One run event for aggregate `id`, appended through `conn` (inside whatever transaction it holds).
-async fn append_one(conn: &mut sqlx::PgConnection, id: &str) -> Result<(), cronbox_store::StoreError> {
-    let at = Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).single().expect("a time");
-    let events = run::fire_events(Uuid::new_v4(), plan(9), at)
-        .await
-        .expect("fire events");
-    let event = NewEvent::of::<Run>(id.to_string(), 1, &events[0]).expect("encode");
-    append_new(conn, &[event]).await.map(|_| ())
-}
-
-async fn visible(pool: &PgPool) -> Vec<String> {
-    tail::read_after(pool, Cursor::START, 100)
-        .await
-        .expect("read")
-        .into_iter()
-        .map(|e| e.aggregate_id)
-        .collect()
-}
-
-/// Read `pool` until `id` is in the tail (another test's transaction in the same cluster may hold
-/// the horizon for a moment), for at most 8 s (within the idle-transaction timeout of 10 s).
-async fn eventually_visible(pool: &PgPool, id: &str) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(8);
-    while Instant::now() < deadline {
-        if visible(pool).await.iter().any(|v| v == id) {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    false
-}
-
-#[tokio::test]
-async fn the_horizon_waits_for_event_writers_but_not_for_read_model_transactions() {
-    let db = Db::create().await;
-    let read_models = cronbox_store::db::read_model_pool(&db.url, 2).expect("read-model pool");
-    let writes_row = "INSERT INTO projection_checkpoints (name) VALUES ($1)";
-
-    // Given a projection's transaction that has written a read-model row and stays open,
-    let mut projection = read_models.begin().await.expect("begin");
-    sqlx::query(writes_row)
-        .bind("held-by-a-projection")
-        .execute(&mut *projection)
-        .await
-        .expect("projection writes");
-    let xid = horizon::read_model_xid(&mut projection)
-        .await
-        .expect("xid")
-        .expect("a read-model connection says so");
-    // until it is recorded as one, it counts like any transaction:
-    let mut conn = db.pool.acquire().await.expect("conn");
-    append_one(&mut conn, "after-projection").await.expect("append");
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(!visible(&db.pool).await.iter().any(|v| v == "after-projection"));
-    // once recorded, an event committed after it is in the tail at once.
-    horizon::record(&db.pool, &[xid]).await.expect("record");
-    assert!(
-        eventually_visible(&db.pool, "after-projection").await,
-        "a recorded read-model transaction held back the tail"
-    );
-
-    // Given an ordinary transaction with an id (it could still insert events),
-    let mut writer = db.pool.begin().await.expect("begin");
-    sqlx::query(writes_row)
-        .bind("held-by-a-writer")
-        .execute(&mut *writer)
-        .await
-        .expect("writer writes");
-    assert_eq!(horizon::read_model_xid(&mut writer).await.expect("xid"), None);
-    // an event committed after it stays out of the tail until that transaction ends,
-    append_one(&mut conn, "after-writer").await.expect("append");
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(!visible(&db.pool).await.iter().any(|v| v == "after-writer"));
-    // and so do a transaction's own uncommitted events, in its own reads.
-    append_one(&mut writer, "own-uncommitted")
-        .await
-        .expect("append in the writer");
-    let own: Vec<String> = tail::read_after(&mut *writer, Cursor::START, 100)
-        .await
-        .expect("read in the writer")
-        .into_iter()
-        .map(|e| e.aggregate_id)
-        .collect();
-    assert!(!own.iter().any(|v| v == "own-uncommitted"), "{own:?}");
-    writer.commit().await.expect("commit");
-    assert!(eventually_visible(&db.pool, "after-writer").await);
-    assert!(eventually_visible(&db.pool, "own-uncommitted").await);
-
-    // A read-model connection cannot append: the horizon's premise is kept by the database.
-    let refused = append_one(&mut projection, "from-a-projection").await;
-    assert!(refused.is_err(), "a read-model connection wrote an event");
-    projection.rollback().await.expect("rollback");
-    let mut again = read_models.acquire().await.expect("conn");
-    assert!(append_one(&mut again, "from-a-projection").await.is_err());
-    drop(again);
-    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE aggregate_id = 'from-a-projection'")
-        .fetch_one(&db.pool)
-        .await
-        .expect("count");
-    assert_eq!(stored, 0);
-    drop(conn);
-    read_models.close().await;
-    db.drop_now().await;
-}
-
 /// A tiny deterministic generator: the test needs varied commit timing, not cryptographic dice.
 fn xorshift(state: &mut u64) -> u64 {
     *state ^= *state << 13;
@@ -316,39 +209,6 @@ async fn tail_sees_every_committed_event_exactly_once_under_concurrent_writers()
             written
         }));
     }
-
-    // Projections' transactions in between, long and short, with ids: the horizon leaves them out,
-    // which must cost no event either.
-    let writers_done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let read_models = cronbox_store::db::read_model_pool(&db.url, 3).expect("read-model pool");
-    let projections: Vec<_> = (0..3u64)
-        .map(|p| {
-            let pool = read_models.clone();
-            let ordinary = db.pool.clone();
-            let done = writers_done.clone();
-            tokio::spawn(async move {
-                let mut rng = 0x2545_f491_4f6c_dd1d_u64 ^ (p + 1);
-                let mut n = 0u32;
-                while !done.load(std::sync::atomic::Ordering::SeqCst) && n < 2_000 {
-                    n += 1;
-                    let mut tx = pool.begin().await.expect("begin");
-                    sqlx::query(
-                        "INSERT INTO projection_checkpoints (name) VALUES ($1)
-                         ON CONFLICT (name) DO UPDATE SET last_seq = projection_checkpoints.last_seq + 1",
-                    )
-                    .bind(format!("p{p}"))
-                    .execute(&mut *tx)
-                    .await
-                    .expect("projection writes");
-                    if let Some(xid) = horizon::read_model_xid(&mut tx).await.expect("xid") {
-                        horizon::record(&ordinary, &[xid]).await.expect("record");
-                    }
-                    tokio::time::sleep(Duration::from_millis(xorshift(&mut rng) % 60)).await;
-                    tx.commit().await.expect("commit");
-                }
-            })
-        })
-        .collect();
 
     // How many events the writers committed, once they are all done (usize::MAX until then).
     // The reader cannot stop at its first empty read after that: the visibility horizon is
@@ -406,10 +266,6 @@ async fn tail_sees_every_committed_event_exactly_once_under_concurrent_writers()
         written.extend(h.await.expect("writer"));
     }
     expected.store(written.len(), std::sync::atomic::Ordering::SeqCst);
-    writers_done.store(true, std::sync::atomic::Ordering::SeqCst);
-    for p in projections {
-        p.await.expect("projection");
-    }
     let written_set: HashSet<&(String, i64)> = written.iter().collect();
     let mut orders = Vec::new();
     for reader in readers {
