@@ -9,6 +9,7 @@
 
 use std::sync::OnceLock;
 
+use axum::body::Bytes;
 use axum::extract::Path;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -49,7 +50,8 @@ struct Served {
     /// `stem.<hash>.ext`, the name in the URL.
     file: String,
     etag: String,
-    gzip: tokio::sync::OnceCell<Option<Vec<u8>>>,
+    /// Shared, so a response clones a reference count, not half a megabyte.
+    gzip: tokio::sync::OnceCell<Option<Bytes>>,
 }
 
 fn table() -> &'static [Served] {
@@ -148,7 +150,12 @@ pub async fn serve(Path(file): Path<String>, headers: HeaderMap) -> Response {
         let bytes = served.asset.bytes;
         let compressed = served
             .gzip
-            .get_or_init(|| async move { tokio::task::spawn_blocking(move || gzip(bytes)).await.ok().flatten() })
+            .get_or_init(|| async move {
+                tokio::task::spawn_blocking(move || gzip(bytes).map(Bytes::from))
+                    .await
+                    .ok()
+                    .flatten()
+            })
             .await;
         if let Some(body) = compressed {
             out.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
