@@ -72,6 +72,7 @@ url=http://$CRONBOX_LISTEN
 cat <<INFO
 
 CronBox dev server
+  Open:         $url/   (the web app; log in with the login below)
   URL:          $url
   Workspace id: $ws_id
   API key:      $api_key

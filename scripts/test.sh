@@ -10,6 +10,21 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=scripts/provision.sh
 source scripts/provision.sh
 
+# The web app's browser tests drive Debian's Chromium over WebDriver (tests/integration/common/
+# browser.rs); install it when missing (this needs root, as on CI's machine).
+if ! command -v chromedriver >/dev/null 2>&1 || [[ ! -x /usr/bin/chromium ]]; then
+  if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing chromium and chromium-driver for the browser tests" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 ||
+      { apt-get update -q >/dev/null && apt-get install -y -q chromium chromium-driver >/dev/null; }
+  else
+    echo "the browser tests need Chromium: apt-get install chromium chromium-driver" >&2
+  fi
+fi
+export CRONBOX_CHROMEDRIVER=${CRONBOX_CHROMEDRIVER:-$(command -v chromedriver || echo /usr/bin/chromedriver)}
+export CRONBOX_CHROMIUM=${CRONBOX_CHROMIUM:-/usr/bin/chromium}
+
 # Tests point webhooks at local servers, which production code refuses.
 export CRONBOX_ALLOW_PRIVATE_TARGETS=1
 export RUST_LOG=${RUST_LOG:-warn}

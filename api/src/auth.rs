@@ -133,13 +133,25 @@ pub async fn authenticate_token(state: &AppState, token: &str, ws: Option<Uuid>)
     } else {
         let user = accounts::user_from_token(state, token).await?;
         let ws = ws.ok_or(ApiError::NotFound("workspace"))?;
-        let workspace = load_workspace(state, ws).await?;
-        let role = workspace.role_of(user.user_id).ok_or(ApiError::NotFound("workspace"))?;
-        (ws, workspace, Principal::User(user.user_id), role)
+        return member_caller(state, user.user_id, ws).await;
     };
     Ok(Caller {
         workspace_id,
         principal,
+        role,
+        timezone: workspace.timezone.clone(),
+        workspace,
+    })
+}
+
+/// A signed-in user acting in workspace `ws` with their membership role (an access token's
+/// caller, and a browser session's in the web app). Not a member: 404.
+pub async fn member_caller(state: &AppState, user: Uuid, ws: Uuid) -> Result<Caller, ApiError> {
+    let workspace = load_workspace(state, ws).await?;
+    let role = workspace.role_of(user).ok_or(ApiError::NotFound("workspace"))?;
+    Ok(Caller {
+        workspace_id: ws,
+        principal: Principal::User(user),
         role,
         timezone: workspace.timezone.clone(),
         workspace,

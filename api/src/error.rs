@@ -194,9 +194,11 @@ where
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let (status, code, field) = match &self {
+impl ApiError {
+    /// The status, the error code and the field it concerns: the same for every edge (the
+    /// JSON body here, the web app's error pages and form messages).
+    pub fn classify(&self) -> (StatusCode, &'static str, Option<String>) {
+        match self {
             ApiError::BadRequest { code, field, .. } => (StatusCode::BAD_REQUEST, *code, field.clone()),
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", None),
             ApiError::InvalidCredentials => (StatusCode::UNAUTHORIZED, "invalid_credentials", None),
@@ -216,18 +218,29 @@ impl IntoResponse for ApiError {
             ApiError::NotConfigured(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_configured", None),
             ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", None),
             ApiError::Busy { .. } => (StatusCode::SERVICE_UNAVAILABLE, "busy", None),
-            ApiError::Internal(e) => {
-                let mut chain = e.to_string();
-                let mut src = e.source();
-                while let Some(s) = src {
-                    chain.push_str(": ");
-                    chain.push_str(&s.to_string());
-                    src = s.source();
-                }
-                tracing::error!(error = %chain, "internal error");
-                (StatusCode::INTERNAL_SERVER_ERROR, "internal", None)
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None),
+        }
+    }
+
+    /// Logs an unexpected error with its whole cause chain (its details never reach a client).
+    pub fn log_if_internal(&self) {
+        if let ApiError::Internal(e) = self {
+            let mut chain = e.to_string();
+            let mut src = e.source();
+            while let Some(s) = src {
+                chain.push_str(": ");
+                chain.push_str(&s.to_string());
+                src = s.source();
             }
-        };
+            tracing::error!(error = %chain, "internal error");
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        self.log_if_internal();
+        let (status, code, field) = self.classify();
         let mut body = json!({"error": {"code": code, "message": self.to_string(), "field": field}});
         if let ApiError::PlanLimit(p) = &self {
             body["error"]["limit"] = json!(p.limit);

@@ -74,6 +74,19 @@ pub async fn list(
     caller: Caller,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
+    let p = page(&state, &caller, &q).await?;
+    Ok(Json(json!({"items": p.items, "next_cursor": p.next_cursor})))
+}
+
+/// A page of the execution log as the API shows it, newest first.
+pub struct RunPage {
+    pub items: Vec<Value>,
+    pub next_cursor: Option<String>,
+}
+
+/// The caller's runs, filtered by the list query's `job_id`, `status`, `callback_status`,
+/// `cursor` and `limit` (the API's list and the web app's log).
+pub async fn page(state: &AppState, caller: &Caller, q: &HashMap<String, String>) -> Result<RunPage, ApiError> {
     let limit = pagination::limit(q.get("limit").map(String::as_str))?;
     let after = pagination::decode(q.get("cursor").map(String::as_str))?;
     let job_id = q.get("job_id").map(|s| parse_uuid("job_id", s)).transpose()?;
@@ -123,7 +136,7 @@ pub async fn list(
         _ => None,
     };
     let items = page.iter().map(summary).collect::<Result<Vec<_>, _>>()?;
-    Ok(Json(json!({"items": items, "next_cursor": next_cursor})))
+    Ok(RunPage { items, next_cursor })
 }
 
 #[utoipa::path(
@@ -140,7 +153,13 @@ pub async fn get(
     caller: Caller,
     Path((_, id)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    let id = Uuid::try_parse(&id).map_err(|_| ApiError::NotFound("execution"))?;
+    Ok(Json(detail(&state, &caller, &id).await?))
+}
+
+/// One run as the API shows it: the summary, its request and last response, each attempt and
+/// the notifications it caused; credentials masked below `admin`.
+pub async fn detail(state: &AppState, caller: &Caller, id: &str) -> Result<Value, ApiError> {
+    let id = Uuid::try_parse(id).map_err(|_| ApiError::NotFound("execution"))?;
     let row = sqlx::query(&format!(
         "SELECT {COLUMNS}, request, response FROM runs WHERE id = $1 AND workspace_id = $2"
     ))
@@ -168,7 +187,7 @@ pub async fn get(
     if !caller.sees_credentials() {
         mask(&mut v);
     }
-    Ok(Json(v))
+    Ok(v)
 }
 
 /// What people below `admin` see of an execution: the credential headers of its request and

@@ -108,7 +108,16 @@ impl Access {
     /// not a revocation: the stream goes on and asks again later.
     async fn still_valid(&mut self, ws: Uuid) -> bool {
         self.next_check = tokio::time::Instant::now() + RECHECK_EVERY;
-        match crate::auth::authenticate_token(&self.state, &self.token, Some(ws)).await {
+        let check = if self.token.starts_with("cbs_") {
+            // The web app's live log: a browser session cookie, which the API never accepts.
+            match crate::accounts::user_from_cookie(&self.state, &self.token).await {
+                Ok(u) => crate::auth::member_caller(&self.state, u.user_id, ws).await,
+                Err(e) => Err(e),
+            }
+        } else {
+            crate::auth::authenticate_token(&self.state, &self.token, Some(ws)).await
+        };
+        match check {
             Ok(c) => c.principal == self.principal,
             Err(ApiError::Internal(e)) => {
                 tracing::warn!(error = %e, workspace_id = %ws, "feed: cannot check access now");
@@ -618,6 +627,20 @@ pub async fn stream(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
+    let token = crate::auth::bearer_of(&headers).unwrap_or_default().to_string();
+    open(&state, caller, token, &headers, &q).await
+}
+
+/// Opens a live stream for `caller`, who presented `token` (an API key, an access token, or a
+/// browser's session cookie: the web app's log page), with the query of the API's route.
+pub async fn open(
+    state: &AppState,
+    caller: Caller,
+    token: String,
+    headers: &HeaderMap,
+    q: &HashMap<String, String>,
+) -> Result<Response, ApiError> {
+    let state = state.clone();
     let feed = state.feed.as_ref().ok_or(ApiError::Unavailable)?.inner.clone();
     let job_id = q.get("job_id").map(|s| parse_uuid("job_id", s)).transpose()?;
     let statuses = match q.get("status") {
@@ -649,7 +672,6 @@ pub async fn stream(
         .transpose()?;
 
     let slot = StreamSlot::take(&feed, caller.workspace_id)?;
-    let token = crate::auth::bearer_of(&headers).unwrap_or_default().to_string();
     let claims = (!token.starts_with("cbx_"))
         .then(|| state.jwt.verify(&token, chrono::Utc::now()))
         .flatten();
@@ -657,12 +679,13 @@ pub async fn stream(
         let left = (c.exp - chrono::Utc::now().timestamp()).max(0) as u64;
         tokio::time::Instant::now() + Duration::from_secs(left)
     });
+    let cookie_session = crate::accounts::session_of_cookie(&token);
     let access = Access {
         changes: feed.access.subscribe(),
         state: state.clone(),
         token,
         principal: caller.principal,
-        session: claims.map(|c| c.sid),
+        session: claims.map(|c| c.sid).or(cookie_session),
         expires,
         next_check: tokio::time::Instant::now() + RECHECK_EVERY,
     };

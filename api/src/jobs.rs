@@ -499,6 +499,18 @@ pub async fn create_cron(
     caller: Caller,
     JsonObject(body): JsonObject,
 ) -> Result<impl IntoResponse, ApiError> {
+    let job = new_cron_job(&state, &caller, body).await?;
+    Ok((StatusCode::CREATED, Json(render_new(&caller, &job)?)))
+}
+
+/// Creates a cron job from the fields of the API's create body (the web app's editor posts the
+/// same fields), with every rule of the API: validation, workspace defaults, plan limits, the
+/// target guard and the alert channels.
+pub async fn new_cron_job(
+    state: &AppState,
+    caller: &Caller,
+    body: serde_json::Map<String, Value>,
+) -> Result<Job, ApiError> {
     let mut f = Fields(body);
     let name = f
         .string("name")?
@@ -540,16 +552,16 @@ pub async fn create_cron(
         },
     };
     f.finish()?;
-    let plan = plans::of_caller(&state, &caller).await?;
+    let plan = plans::of_caller(state, caller).await?;
     plan.check_definition(&definition)?;
-    check_targets(&state, &definition).await?;
-    crate::notifications::check_channels(&state, caller.workspace_id, &definition.alerts).await?;
+    check_targets(state, &definition).await?;
+    crate::notifications::check_channels(state, caller.workspace_id, &definition.alerts).await?;
     let id = Uuid::new_v4();
-    let job = create_job(&state, &caller, &plan, id, definition, Utc::now())
+    let job = create_job(state, caller, &plan, id, definition, Utc::now())
         .await
         .map_err(|e| plans::metered_error(&plan, e, job_error))?;
     tracing::info!(job_id = %id, workspace_id = %caller.workspace_id, "cron job created");
-    Ok((StatusCode::CREATED, Json(render_new(&caller, &job)?)))
+    Ok(job)
 }
 
 #[utoipa::path(
@@ -648,12 +660,22 @@ pub async fn update_cron(
     Ok(Json(render(&state, &caller, &job).await?))
 }
 
+/// Pauses a cron job; the next fire does not happen.
+pub async fn pause(state: &AppState, caller: &Caller, id: &str) -> Result<Job, ApiError> {
+    cron_command(state, caller, id, |at| JobCommand::Pause { at }).await
+}
+
+/// Resumes a paused cron job (counted against the plan's active jobs again).
+pub async fn resume(state: &AppState, caller: &Caller, id: &str) -> Result<Job, ApiError> {
+    cron_command(state, caller, id, |at| JobCommand::Resume { at }).await
+}
+
 async fn cron_command(
     state: &AppState,
     caller: &Caller,
     id: &str,
     make: impl FnOnce(DateTime<Utc>) -> JobCommand,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Job, ApiError> {
     let (id, _) = load(state, caller, id, Kind::Cron).await?;
     let plan = plans::of_caller(state, caller).await?;
     // Held until the command is committed, so no fire decided meanwhile slips past a pause.
@@ -666,7 +688,7 @@ async fn cron_command(
         .load(&id.to_string())
         .await
         .map_err(ApiError::internal)?;
-    Ok(Json(render(state, caller, &job).await?))
+    Ok(job)
 }
 
 #[utoipa::path(
@@ -683,7 +705,8 @@ pub async fn pause_cron(
     caller: Caller,
     Path((_, id)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    cron_command(&state, &caller, &id, |at| JobCommand::Pause { at }).await
+    let job = pause(&state, &caller, &id).await?;
+    Ok(Json(render(&state, &caller, &job).await?))
 }
 
 #[utoipa::path(
@@ -700,7 +723,8 @@ pub async fn resume_cron(
     caller: Caller,
     Path((_, id)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    cron_command(&state, &caller, &id, |at| JobCommand::Resume { at }).await
+    let job = resume(&state, &caller, &id).await?;
+    Ok(Json(render(&state, &caller, &job).await?))
 }
 
 #[utoipa::path(
@@ -717,16 +741,22 @@ pub async fn delete_cron(
     caller: Caller,
     Path((_, id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let (id, _) = load(&state, &caller, &id, Kind::Cron).await?;
-    let plan = plans::of_caller(&state, &caller).await?;
+    delete_cron_job(&state, &caller, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Deletes a cron job: no fire after this; its runs and audit trail stay.
+pub async fn delete_cron_job(state: &AppState, caller: &Caller, id: &str) -> Result<(), ApiError> {
+    let (id, _) = load(state, caller, id, Kind::Cron).await?;
+    let plan = plans::of_caller(state, caller).await?;
     let gate = job_gate::hold(&state.gates, id).await?;
     let cmd = JobCommand::Delete {
         already_fired: false,
         at: Utc::now(),
     };
-    metered(&state, &caller, &plan, id, cmd).await?;
+    metered(state, caller, &plan, id, cmd).await?;
     gate.rollback().await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(())
 }
 
 /// "Run now": a manual run, dispatched at once, recorded on the job's stream too.
@@ -744,7 +774,26 @@ pub async fn run_cron(
     caller: Caller,
     Path((_, id)): Path<(String, String)>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let (id, job) = load(&state, &caller, &id, Kind::Cron).await?;
+    let run = run_now(&state, &caller, &id).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(
+            json!({"run_id": run.run_id, "job_id": run.job_id, "status": "scheduled", "scheduled_for": run.scheduled_for}),
+        ),
+    ))
+}
+
+/// A manual run that [`run_now`] recorded.
+#[derive(Debug, Clone, Copy)]
+pub struct RunRequested {
+    pub run_id: Uuid,
+    pub job_id: Uuid,
+    pub scheduled_for: DateTime<Utc>,
+}
+
+/// "Run now": a manual run of a cron job, dispatched at once and recorded on the job's stream.
+pub async fn run_now(state: &AppState, caller: &Caller, id: &str) -> Result<RunRequested, ApiError> {
+    let (id, job) = load(state, caller, id, Kind::Cron).await?;
     let Some(def) = job.definition else {
         return Err(ApiError::NotFound("cron job"));
     };
@@ -752,10 +801,10 @@ pub async fn run_cron(
     let now = Utc::now();
     // The request first, metered: a manual run costs one of the month's one-off runs, and one
     // over the plan's allowance is refused before any run exists.
-    let allowance = plans::of_caller(&state, &caller).await?;
+    let allowance = plans::of_caller(state, caller).await?;
     metered(
-        &state,
-        &caller,
+        state,
+        caller,
         &allowance,
         id,
         JobCommand::RequestRun { run_id, at: now },
@@ -777,10 +826,11 @@ pub async fn run_cron(
         .await
         .map_err(ApiError::internal)?;
     tracing::info!(job_id = %id, run_id = %run_id, workspace_id = %caller.workspace_id, "manual run requested");
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({"run_id": run_id, "job_id": id, "status": "scheduled", "scheduled_for": now})),
-    ))
+    Ok(RunRequested {
+        run_id,
+        job_id: id,
+        scheduled_for: now,
+    })
 }
 
 // ---------- delayed ----------
@@ -1294,7 +1344,7 @@ pub async fn list_cron(
     caller: Caller,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    list(&state, &caller, Kind::Cron, &q).await
+    Ok(Json(list(&state, &caller, Kind::Cron, &q).await?.into_json()))
 }
 
 #[utoipa::path(
@@ -1311,15 +1361,28 @@ pub async fn list_delayed(
     caller: Caller,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    list(&state, &caller, Kind::Delayed, &q).await
+    Ok(Json(list(&state, &caller, Kind::Delayed, &q).await?.into_json()))
 }
 
-async fn list(
+/// A page of jobs as the API shows them, newest first.
+pub struct JobPage {
+    pub items: Vec<Value>,
+    pub next_cursor: Option<String>,
+}
+
+impl JobPage {
+    fn into_json(self) -> Value {
+        json!({"items": self.items, "next_cursor": self.next_cursor})
+    }
+}
+
+/// The jobs of a kind, filtered by the list query's `status`, `tag`, `cursor` and `limit`.
+pub async fn list(
     state: &AppState,
     caller: &Caller,
     kind: Kind,
     q: &HashMap<String, String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<JobPage, ApiError> {
     let limit = pagination::limit(q.get("limit").map(String::as_str))?;
     let after = pagination::decode(q.get("cursor").map(String::as_str))?;
     let statuses: &[&str] = match kind {
@@ -1391,7 +1454,7 @@ async fn list(
             ),
         ));
     }
-    Ok(Json(json!({"items": items, "next_cursor": next_cursor})))
+    Ok(JobPage { items, next_cursor })
 }
 
 /// `…/cron/{id}/events` and `…/delayed/{id}/events`: the job's stored events.

@@ -12,6 +12,8 @@
 //!   requests-per-minute counters shared by every API process.
 //! - [`input`], [`pagination`]: reading bodies and query strings, keyset cursors.
 //! - [`server`]: the HTTP/1 loop with header and body read limits.
+//! - [`pages`]: the web app (server-rendered pages over the same use cases); [`assets`]: the
+//!   files it and `/docs` load, fingerprinted and served by the binary.
 //!
 //! Commands go to the event store (cqrs-es); reads of a single resource come from the event store
 //! too (strongly consistent: a job is readable the moment its create returns), lists from the
@@ -33,6 +35,7 @@ pub mod jobs;
 pub mod links;
 pub mod notifications;
 pub mod openapi;
+pub mod pages;
 pub mod pagination;
 pub mod plans;
 pub mod preview;
@@ -184,6 +187,7 @@ pub fn router(state: AppState) -> Router {
     }
     openapi::publish(&doc);
     router
+        .merge(pages::router())
         .fallback(|| async { ApiError::NotFound("route") })
         .method_not_allowed_fallback(|| async {
             (StatusCode::METHOD_NOT_ALLOWED, Json(json!({"error": {"code": "method_not_allowed", "message": "method not allowed on this route", "field": null}})))

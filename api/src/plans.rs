@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use axum::extract::{Path, State};
 use axum::Json;
-use chrono::{Duration, Utc};
+use chrono::{DateTime, Duration, Utc};
 use cronbox_domain::job::{JobDefinition, JobKind};
 use cronbox_domain::schedule::{parse_timezone, CronSchedule};
 use cronbox_domain::usage::{month_bounds, month_of, Counter};
@@ -300,7 +300,46 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError
     security(("api_key" = []), ("access_token" = []))
 )]
 pub async fn usage(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
-    let plan = of_caller(&state, &caller).await?;
+    let u = usage_of(&state, &caller).await?;
+    let line = |l: &UsageLine| json!({"used": l.used, "limit": l.limit});
+    let [active, delayed, runs, members, keys] = &u.lines;
+    Ok(Json(json!({
+        "plan": u.plan.to_json(),
+        "period": {"month": u.month, "timezone": u.timezone, "start": u.start, "end": u.end},
+        "usage": {
+            "active_cron_jobs": line(active),
+            "delayed_calls_this_month": line(delayed),
+            "runs_this_month": line(runs),
+            "members": line(members),
+            "api_keys": line(keys),
+        }
+    })))
+}
+
+/// One limit of a plan and how much of it a workspace uses.
+#[derive(Debug, Clone)]
+pub struct UsageLine {
+    /// `active_cron_jobs`, `delayed_calls_this_month`, `runs_this_month`, `members`, `api_keys`.
+    pub name: &'static str,
+    pub used: i64,
+    /// None: unlimited.
+    pub limit: Option<i64>,
+}
+
+/// A workspace's plan and its usage this month (in the workspace's time zone).
+#[derive(Debug, Clone)]
+pub struct UsageReport {
+    pub plan: Plan,
+    pub month: String,
+    pub timezone: String,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    pub lines: [UsageLine; 5],
+}
+
+/// The usage report of the caller's workspace (the API's `GET …/usage` and the dashboard).
+pub async fn usage_of(state: &AppState, caller: &Caller) -> Result<UsageReport, ApiError> {
+    let plan = of_caller(state, caller).await?;
     let tz = parse_timezone(&caller.timezone).unwrap_or(chrono_tz::UTC);
     let now = Utc::now();
     let month = month_of(now, tz);
@@ -314,17 +353,26 @@ pub async fn usage(State(state): State<AppState>, caller: Caller) -> Result<Json
         .fetch_optional(&state.pool)
         .await?;
     let w = &caller.workspace;
-    Ok(Json(json!({
-        "plan": plan.to_json(),
-        "period": {"month": month, "timezone": tz.name(), "start": start, "end": end},
-        "usage": {
-            "active_cron_jobs": {"used": active, "limit": plan.max_active_cron_jobs},
-            "delayed_calls_this_month": {"used": delayed, "limit": plan.max_delayed_per_month},
-            "runs_this_month": {"used": runs.unwrap_or(0), "limit": null},
-            "members": {"used": w.members.len(), "limit": plan.max_members},
-            "api_keys": {"used": w.live_api_keys(), "limit": plan.max_api_keys},
-        }
-    })))
+    let line = |name, used: i64, limit: Option<i32>| UsageLine {
+        name,
+        used,
+        limit: limit.map(i64::from),
+    };
+    let lines = [
+        line("active_cron_jobs", active, plan.max_active_cron_jobs),
+        line("delayed_calls_this_month", delayed, plan.max_delayed_per_month),
+        line("runs_this_month", runs.unwrap_or(0), None),
+        line("members", w.members.len() as i64, plan.max_members),
+        line("api_keys", w.live_api_keys() as i64, plan.max_api_keys),
+    ];
+    Ok(UsageReport {
+        plan,
+        month,
+        timezone: tz.name().to_string(),
+        start,
+        end,
+        lines,
+    })
 }
 
 /// `PUT /v1/workspaces/{ws}/plan` (superusers only, until billing drives it): `{"plan": code}`.

@@ -278,9 +278,24 @@ pub async fn create(
     let name = f
         .string("name")?
         .ok_or_else(|| ApiError::field("name", "required", "name is required"))?;
-    let slug = f.string("slug")?.map(|s| check_slug(&s)).transpose()?;
-    let timezone = f.string("timezone")?.unwrap_or_else(|| DEFAULT_TIMEZONE.to_string());
+    let slug = f.string("slug")?;
+    let timezone = f.string("timezone")?;
     f.finish()?;
+    let ws = open_workspace(&state, &user, name, slug, timezone).await?;
+    Ok((StatusCode::CREATED, Json(workspace_json(&ws, Some(Role::Owner)))))
+}
+
+/// Creates a workspace owned by `user` (the API and the web app): checks the name, slug and
+/// time zone, the verified address and the per-user limit.
+pub async fn open_workspace(
+    state: &AppState,
+    user: &UserCaller,
+    name: String,
+    slug: Option<String>,
+    timezone: Option<String>,
+) -> Result<Workspace, ApiError> {
+    let slug = slug.map(|s| check_slug(&s)).transpose()?;
+    let timezone = timezone.unwrap_or_else(|| DEFAULT_TIMEZONE.to_string());
     check_timezone(&timezone)?;
     if name.trim().is_empty() || name.trim().chars().count() > 200 {
         return Err(workspace_error(WorkspaceError::InvalidName));
@@ -319,7 +334,7 @@ pub async fn create(
         }
     };
     tracing::info!(workspace_id = %id, user_id = %user.user_id, "workspace created");
-    Ok((StatusCode::CREATED, Json(workspace_json(&ws, Some(Role::Owner)))))
+    Ok(ws)
 }
 
 /// (id, name, slug, timezone, role, created_at)
@@ -335,22 +350,49 @@ type MyWorkspaceRow = (Uuid, String, Option<String>, String, String, DateTime<Ut
     security(("access_token" = []))
 )]
 pub async fn list(State(state): State<AppState>, user: UserCaller) -> Result<Json<Value>, ApiError> {
+    let items: Vec<Value> = of_user(&state, user.user_id)
+        .await?
+        .into_iter()
+        .map(|w| {
+            json!({"id": w.id, "name": w.name, "slug": w.slug, "timezone": w.timezone, "role": w.role, "created_at": w.created_at})
+        })
+        .collect();
+    Ok(Json(json!({ "items": items })))
+}
+
+/// A workspace someone is a member of, as their list shows it.
+#[derive(Debug, Clone)]
+pub struct MyWorkspace {
+    pub id: Uuid,
+    pub name: String,
+    pub slug: Option<String>,
+    pub timezone: String,
+    pub role: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The workspaces `user` is a member of, oldest first.
+pub async fn of_user(state: &AppState, user: Uuid) -> Result<Vec<MyWorkspace>, ApiError> {
     let rows: Vec<MyWorkspaceRow> = sqlx::query_as(
         "SELECT w.id, w.name, w.slug, w.timezone, m.role, w.created_at
            FROM workspace_members m JOIN workspaces w ON w.id = m.workspace_id
           WHERE m.user_id = $1 AND NOT w.deleted
           ORDER BY w.created_at, w.id",
     )
-    .bind(user.user_id)
+    .bind(user)
     .fetch_all(&state.pool)
     .await?;
-    let items: Vec<Value> = rows
+    Ok(rows
         .into_iter()
-        .map(|(id, name, slug, timezone, role, created_at)| {
-            json!({"id": id, "name": name, "slug": slug, "timezone": timezone, "role": role, "created_at": created_at})
+        .map(|(id, name, slug, timezone, role, created_at)| MyWorkspace {
+            id,
+            name,
+            slug,
+            timezone,
+            role,
+            created_at,
         })
-        .collect();
-    Ok(Json(json!({ "items": items })))
+        .collect())
 }
 
 #[utoipa::path(

@@ -8,6 +8,7 @@
 
 pub mod alert;
 pub mod channel;
+pub mod cron_builder;
 pub mod error;
 pub mod ids;
 pub mod job;

@@ -106,6 +106,16 @@ impl Session {
     pub fn is_live(&self, now: DateTime<Utc>) -> bool {
         self.id.is_some() && !self.revoked && self.expires_at.is_some_and(|e| e > now)
     }
+
+    /// Whether a browser's session cookie, hashed, is this live session's current token. A
+    /// cookie session never rotates its token (a page load must not write an event), so it is
+    /// honoured while the session lives: until logout, a password change or expiry.
+    pub fn accepts(&self, token_hash: &str, now: DateTime<Utc>) -> bool {
+        let (a, b) = (self.current_hash.as_bytes(), token_hash.as_bytes());
+        // Compared without an early exit, so the time taken says nothing about the hash.
+        let same = a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0;
+        self.is_live(now) && same
+    }
 }
 
 impl Aggregate for Session {
@@ -236,6 +246,22 @@ mod tests {
             at: t(10),
         }
     }
+    #[test]
+    fn a_cookie_is_accepted_while_its_session_lives_and_only_with_the_current_hash() {
+        let mut s = Session::default();
+        s.apply(started());
+        assert!(s.accepts("h1", t(1)));
+        assert!(!s.accepts("h2", t(1)), "another token");
+        assert!(!s.accepts("h", t(1)), "a prefix of the token");
+        assert!(!s.accepts("h1", t(1000)), "expired");
+        s.apply(SessionEvent::SessionRevoked {
+            reason: "logout".into(),
+            at: t(2),
+        });
+        assert!(!s.accepts("h1", t(3)), "ended by logout");
+        assert!(!Session::default().accepts("", t(0)), "no session");
+    }
+
     fn refresh(hash: &str, at: i64) -> SessionCommand {
         SessionCommand::Refresh {
             presented_hash: hash.into(),

@@ -8,6 +8,7 @@ use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::channel::Language;
 use crate::FieldError;
 
 pub const MIN_PASSWORD_CHARS: usize = 10;
@@ -81,6 +82,13 @@ pub enum UserCommand {
         password_hash: String,
         at: DateTime<Utc>,
     },
+    /// The console's language and time zone for this person (None: follow the browser / the
+    /// workspace). Recorded only when something changes.
+    SetPreferences {
+        language: Option<Language>,
+        timezone: Option<String>,
+        at: DateTime<Utc>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -100,6 +108,11 @@ pub enum UserEvent {
         password_hash: String,
         at: DateTime<Utc>,
     },
+    PreferencesChanged {
+        language: Option<Language>,
+        timezone: Option<String>,
+        at: DateTime<Utc>,
+    },
 }
 
 impl DomainEvent for UserEvent {
@@ -108,6 +121,7 @@ impl DomainEvent for UserEvent {
             Self::UserRegistered { .. } => "UserRegistered",
             Self::EmailVerified { .. } => "EmailVerified",
             Self::PasswordChanged { .. } => "PasswordChanged",
+            Self::PreferencesChanged { .. } => "PreferencesChanged",
         }
         .to_string()
     }
@@ -135,6 +149,10 @@ pub struct User {
     pub created_at: Option<DateTime<Utc>>,
     /// When the password last changed: sessions started before it are no longer honoured.
     pub password_changed_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub language: Option<Language>,
+    #[serde(default)]
+    pub timezone: Option<String>,
 }
 
 impl Aggregate for User {
@@ -181,6 +199,15 @@ impl Aggregate for User {
                 }
                 sink.write(UserEvent::PasswordChanged { password_hash, at }, self).await;
             }
+            UserCommand::SetPreferences { language, timezone, at } => {
+                if self.id.is_none() {
+                    return Err(UserError::NotFound);
+                }
+                if language != self.language || timezone != self.timezone {
+                    let event = UserEvent::PreferencesChanged { language, timezone, at };
+                    sink.write(event, self).await;
+                }
+            }
         }
         Ok(())
     }
@@ -206,6 +233,10 @@ impl Aggregate for User {
             UserEvent::PasswordChanged { password_hash, at } => {
                 self.password_hash = password_hash;
                 self.password_changed_at = Some(at);
+            }
+            UserEvent::PreferencesChanged { language, timezone, .. } => {
+                self.language = language;
+                self.timezone = timezone;
             }
         }
     }
@@ -264,6 +295,40 @@ mod tests {
         Spec::with(())
             .given_no_previous_events()
             .when(UserCommand::VerifyEmail { at: t(1) })
+            .then_expect_error(UserError::NotFound);
+    }
+
+    #[test]
+    fn preferences_are_recorded_only_when_they_change() {
+        let set = |language, tz: Option<&str>, at| UserCommand::SetPreferences {
+            language,
+            timezone: tz.map(str::to_string),
+            at,
+        };
+        let changed = UserEvent::PreferencesChanged {
+            language: Some(Language::En),
+            timezone: Some("Asia/Yekaterinburg".into()),
+            at: t(1),
+        };
+        Spec::with(())
+            .given(vec![registered()])
+            .when(set(Some(Language::En), Some("Asia/Yekaterinburg"), t(1)))
+            .then_expect_events(vec![changed.clone()]);
+        Spec::with(())
+            .given(vec![registered(), changed.clone()])
+            .when(set(Some(Language::En), Some("Asia/Yekaterinburg"), t(2)))
+            .then_expect_events(vec![]);
+        Spec::with(())
+            .given(vec![registered(), changed])
+            .when(set(None, None, t(2)))
+            .then_expect_events(vec![UserEvent::PreferencesChanged {
+                language: None,
+                timezone: None,
+                at: t(2),
+            }]);
+        Spec::with(())
+            .given_no_previous_events()
+            .when(set(None, None, t(1)))
             .then_expect_error(UserError::NotFound);
     }
 

@@ -30,4 +30,5 @@ mod retries;
 mod signing;
 mod ssrf;
 mod tenancy;
+mod web;
 mod workspaces;

@@ -269,14 +269,125 @@ pub async fn register(
     JsonObject(body): JsonObject,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let mut f = Fields(body);
-    let email = normalize_email(&required(&mut f, "email")?)?;
+    let email = required(&mut f, "email")?;
     let password = required(&mut f, "password")?;
-    check_password("password", &password)?;
-    let name = check_name(&required(&mut f, "name")?)?;
+    let name = required(&mut f, "name")?;
     f.finish()?;
-    let user = register_user(&state.stores, &email, &name, password, false).await?;
-    send_verification(&state, &user, crate::notifications::header_language(&headers)).await?;
+    let lang = crate::notifications::header_language(&headers);
+    let user = sign_up(&state, &email, &name, password, lang).await?;
     Ok((StatusCode::CREATED, Json(user_json(&user))))
+}
+
+/// Signs a person up (the API's register and the web app's sign-up page): checks the fields,
+/// registers the user and mails the verification link in `lang`.
+pub async fn sign_up(
+    state: &AppState,
+    email: &str,
+    name: &str,
+    password: String,
+    lang: Language,
+) -> Result<User, ApiError> {
+    let email = normalize_email(email)?;
+    check_password("password", &password)?;
+    let name = check_name(name)?;
+    let user = register_user(&state.stores, &email, &name, password, false).await?;
+    send_verification(state, &user, lang).await?;
+    Ok(user)
+}
+
+/// Starts a browser session for `user`: the returned token is the session cookie's value.
+/// It is the same session aggregate as the API's; its token never rotates (see
+/// [`Session::accepts`](cronbox_domain::session::Session::accepts)).
+pub async fn start_browser_session(state: &AppState, user_id: Uuid) -> Result<String, ApiError> {
+    let session_id = Uuid::new_v4();
+    let token = new_refresh_token(session_id).replacen("cbr_", "cbs_", 1);
+    let now = Utc::now();
+    let cmd = SessionCommand::Start {
+        session_id,
+        user_id,
+        token_hash: sha256_hex(&token),
+        expires_at: now + Duration::days(REFRESH_TTL_DAYS),
+        at: now,
+    };
+    state
+        .stores
+        .sessions
+        .execute(&session_id.to_string(), cmd)
+        .await
+        .map_err(ApiError::internal)?;
+    tracing::info!(user_id = %user_id, session_id = %session_id, "browser session started");
+    Ok(token)
+}
+
+/// The session a browser cookie names (its id travels in the token, like a refresh token's).
+pub fn session_of_cookie(token: &str) -> Option<Uuid> {
+    session_of_refresh_token(&token.replacen("cbs_", "cbr_", 1)).filter(|_| token.starts_with("cbs_"))
+}
+
+/// The user behind a browser's session cookie, while the session lives and the password has
+/// not changed since it began.
+pub async fn user_from_cookie(state: &AppState, token: &str) -> Result<UserCaller, ApiError> {
+    let session_id = session_of_cookie(token).ok_or(ApiError::InvalidToken)?;
+    let (session, _) = state
+        .stores
+        .sessions
+        .load(&session_id.to_string())
+        .await
+        .map_err(ApiError::internal)?;
+    let now = Utc::now();
+    if !session.accepts(&sha256_hex(token), now) {
+        return Err(ApiError::InvalidToken);
+    }
+    let user_id = session.user_id.ok_or(ApiError::InvalidToken)?;
+    let (user, _) = state
+        .stores
+        .users
+        .load(&user_id.to_string())
+        .await
+        .map_err(ApiError::internal)?;
+    let changed_after_start = user
+        .password_changed_at
+        .is_some_and(|p| session.started_at.is_none_or(|s| s < p));
+    if user.id.is_none() || changed_after_start {
+        return Err(ApiError::InvalidToken);
+    }
+    Ok(UserCaller {
+        user_id,
+        session_id,
+        user,
+    })
+}
+
+/// Records a person's console language and time zone (None: follow the browser / workspace).
+pub async fn set_preferences(
+    state: &AppState,
+    user_id: Uuid,
+    language: Option<Language>,
+    timezone: Option<String>,
+) -> Result<User, ApiError> {
+    if let Some(tz) = &timezone {
+        if tz.parse::<chrono_tz::Tz>().is_err() {
+            return Err(ApiError::field(
+                "timezone",
+                "invalid_timezone",
+                format!("unknown time zone {tz}"),
+            ));
+        }
+    }
+    let id = user_id.to_string();
+    let cmd = UserCommand::SetPreferences {
+        language,
+        timezone,
+        at: Utc::now(),
+    };
+    state
+        .stores
+        .users
+        .execute(&id, cmd)
+        .await
+        .map_err(|e| from_aggregate(e, user_error))?;
+    let (user, _) = state.stores.users.load(&id).await.map_err(ApiError::internal)?;
+    Ok(user)
 }
 
 /// Starts a session for `user` and answers with its first token pair.
@@ -326,13 +437,26 @@ pub async fn login(
     let email = required(&mut f, "email")?;
     let password = required(&mut f, "password")?;
     f.finish()?;
+    let user_id = check_credentials(&state, &email, password, peer.ip()).await?;
+    start_session(&state, user_id).await
+}
+
+/// The user whose e-mail and password these are (the API's login and the web app's), with
+/// failed attempts limited per account and per address. Every failure is the same
+/// `invalid_credentials`, and takes as long as a success.
+pub async fn check_credentials(
+    state: &AppState,
+    email: &str,
+    password: String,
+    peer: std::net::IpAddr,
+) -> Result<Uuid, ApiError> {
     // A malformed address cannot name an account; answering as for a wrong password keeps the
     // response the same for every failure.
-    let email = normalize_email(&email).unwrap_or_else(|_| email.trim().to_lowercase());
+    let email = normalize_email(email).unwrap_or_else(|_| email.trim().to_lowercase());
     let account_key = format!("login:account:{email}");
     let keys = [
         (account_key.clone(), throttle::ACCOUNT_LIMIT),
-        (format!("login:address:{}", peer.ip()), throttle::ADDRESS_LIMIT),
+        (format!("login:address:{peer}"), throttle::ADDRESS_LIMIT),
     ];
     let attempt = throttle::reserve(&state.pool, &keys).await?;
 
@@ -358,12 +482,12 @@ pub async fn login(
         .map_or(password::DUMMY_HASH.to_string(), |u| u.password_hash.clone());
     let ok = password::verify(password, stored).await?;
     let Some(user_id) = user.and_then(|u| u.id).filter(|_| ok) else {
-        tracing::info!(peer = %peer.ip(), "login failed");
+        tracing::info!(peer = %peer, "login failed");
         return Err(ApiError::InvalidCredentials);
     };
     attempt.succeeded(&state.pool, &account_key).await?;
     tracing::info!(user_id = %user_id, "login");
-    start_session(&state, user_id).await
+    Ok(user_id)
 }
 
 #[utoipa::path(
@@ -416,7 +540,8 @@ pub async fn refresh(State(state): State<AppState>, JsonObject(body): JsonObject
     Ok(tokens(&state, user_id, session_id, next, now))
 }
 
-async fn revoke(state: &AppState, session: Uuid, reason: &str) -> Result<(), ApiError> {
+/// Ends a session (logout, or a session listed on the profile page).
+pub async fn revoke(state: &AppState, session: Uuid, reason: &str) -> Result<(), ApiError> {
     let cmd = SessionCommand::Revoke {
         reason: reason.into(),
         at: Utc::now(),
@@ -506,8 +631,15 @@ pub async fn request_password_reset(
     JsonObject(body): JsonObject,
 ) -> Result<StatusCode, ApiError> {
     let mut f = Fields(body);
-    let email = normalize_email(&required(&mut f, "email")?)?;
+    let email = required(&mut f, "email")?;
     f.finish()?;
+    mail_password_reset(&state, &email, crate::notifications::header_language(&headers)).await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+/// Mails a reset link if `email` has an account; says nothing either way.
+pub async fn mail_password_reset(state: &AppState, email: &str, lang: Language) -> Result<(), ApiError> {
+    let email = normalize_email(email)?;
     let holder: Option<Uuid> = sqlx::query_scalar("SELECT user_id FROM user_emails WHERE email = $1")
         .bind(&email)
         .fetch_optional(&state.pool)
@@ -521,9 +653,8 @@ pub async fn request_password_reset(
             .map_err(ApiError::internal)?;
         if user.id.is_some() {
             let params = json!({"minutes": RESET_TTL_MINUTES});
-            let lang = crate::notifications::header_language(&headers);
             mail_token(
-                &state,
+                state,
                 &user,
                 "reset_password",
                 Duration::minutes(RESET_TTL_MINUTES),
@@ -533,7 +664,7 @@ pub async fn request_password_reset(
             .await?;
         }
     }
-    Ok(StatusCode::ACCEPTED)
+    Ok(())
 }
 
 /// Sets the new password; every session started before it stops working.

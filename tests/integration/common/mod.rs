@@ -7,6 +7,7 @@
 //! `CRONBOX_NATS_URL`.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod fakes;
 pub mod pg;
 pub mod target;

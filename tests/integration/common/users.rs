@@ -44,12 +44,17 @@ pub async fn unverified_user(env: &TestEnv, email: &str) -> String {
 }
 
 async fn login(env: &TestEnv, email: &str) -> String {
+    login_as(env, email, PW).await
+}
+
+/// Logs in through the API; returns the access token.
+pub async fn login_as(env: &TestEnv, email: &str, password: &str) -> String {
     let (s, v) = call(
         env,
         Method::POST,
         "/v1/auth/login",
         "-",
-        Some(json!({"email": email, "password": PW})),
+        Some(json!({"email": email, "password": password})),
     )
     .await;
     assert_eq!(s, 200, "{v}");

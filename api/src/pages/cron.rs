@@ -1,0 +1,460 @@
+//! Cron jobs: the list with inline and bulk actions, and the editor with its schedule builder.
+//!
+//! The editor's fields become the API's create body and go through `jobs::new_cron_job`; the
+//! preview of the next runs is computed by `CronSchedule`, the code the dispatcher fires with.
+
+use std::collections::HashMap;
+
+use askama::Template;
+use axum::extract::{Path, Query, RawQuery, State};
+use axum::http::StatusCode;
+use chrono::Utc;
+use cronbox_domain::cron_builder::{parse_time_of_day, Builder};
+use cronbox_domain::schedule::CronSchedule;
+use serde_json::{json, Map, Value};
+use uuid::Uuid;
+
+use super::{error_text, html, see_other, Chrome, Member, PageError, PageResult, Posted, Tr};
+use crate::error::ApiError;
+use crate::jobs::{self, Kind};
+use crate::AppState;
+
+struct Row {
+    id: String,
+    name: String,
+    tags: Vec<String>,
+    schedule: String,
+    describe: String,
+    /// (in the job's zone, ISO, relative)
+    next: Option<(String, String, String)>,
+    last: Option<String>,
+    last_key: String,
+    paused: bool,
+}
+
+#[derive(Template)]
+#[template(path = "app/cron_list.html")]
+struct ListPage {
+    c: Chrome,
+    base: String,
+    rows: Vec<Row>,
+    can_edit: bool,
+    status: String,
+    tag: String,
+    tag_q: String,
+    next_cursor: Option<String>,
+}
+
+fn text(v: &Value, k: &str) -> String {
+    v[k].as_str().unwrap_or_default().to_string()
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    m: Member,
+    Query(mut q): Query<HashMap<String, String>>,
+) -> PageResult {
+    let tr = m.tr();
+    q.retain(|_, v| !v.is_empty());
+    let page = jobs::list(&state, &m.caller, Kind::Cron, &q).await?;
+    let now = Utc::now();
+    let rows = page
+        .items
+        .iter()
+        .map(|j| {
+            let tz = text(j, "timezone");
+            let next = j["next_run_at"]
+                .as_str()
+                .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+                .map(|t| {
+                    let t = t.to_utc();
+                    (tr.when(t, &tz), t.to_rfc3339(), tr.relative(t, now))
+                });
+            let last = j["last_status"].as_str().map(str::to_string);
+            Row {
+                id: text(j, "id"),
+                name: text(j, "name"),
+                tags: j["tags"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|t| t.as_str().map(str::to_string)).collect())
+                    .unwrap_or_default(),
+                schedule: text(j, "schedule"),
+                describe: text(j, "description_of_schedule"),
+                next,
+                last_key: format!("status.{}", last.as_deref().unwrap_or("none")),
+                last,
+                paused: j["status"] == "paused",
+            }
+        })
+        .collect();
+    let tag = q.get("tag").cloned().unwrap_or_default();
+    let notice = super::notice(tr, &q);
+    let page = ListPage {
+        c: Chrome::for_member(&m, tr.t("cron.title"), "cron").notice(notice),
+        base: m.href(""),
+        rows,
+        can_edit: m.caller.role >= cronbox_domain::workspace::Role::Member,
+        status: q.get("status").cloned().unwrap_or_default(),
+        tag_q: super::url_encode(&tag),
+        tag,
+        next_cursor: page.next_cursor,
+    };
+    Ok(html(StatusCode::OK, &page, &m.visitor.set_cookies))
+}
+
+/// Waits (up to 2 s) until the list's read model shows job `id` in `status`, so the page the
+/// person is sent back to shows what they just did. The read model follows the event log within
+/// milliseconds normally; under load it may lag, and then the page says what it can.
+async fn until_listed(state: &AppState, id: Uuid, status: &str) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        let now: Result<Option<String>, _> = sqlx::query_scalar("SELECT status FROM jobs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&state.pool)
+            .await;
+        match now {
+            Ok(Some(s)) if s == status => return,
+            Err(e) => {
+                tracing::warn!(error = %e, job_id = %id, "cannot read the job list");
+                return;
+            }
+            _ if tokio::time::Instant::now() >= deadline => return,
+            _ => tokio::time::sleep(std::time::Duration::from_millis(25)).await,
+        }
+    }
+}
+
+/// Where to go back to after an action: the list, with a notice.
+fn back(m: &Member, notice: &str) -> PageResult {
+    Ok(see_other(&m.href(&format!("/cron?n={notice}"))))
+}
+
+/// `POST …/cron/{id}/{pause|resume|run|delete}`: one job's inline action.
+pub async fn act(
+    State(state): State<AppState>,
+    m: Member,
+    Path((_, id, action)): Path<(String, String, String)>,
+    _form: Posted,
+) -> PageResult {
+    match action.as_str() {
+        "pause" => {
+            let job = jobs::pause(&state, &m.caller, &id).await?;
+            until_listed(&state, job.id.unwrap_or_default(), "paused").await;
+            back(&m, "paused")
+        }
+        "resume" => {
+            let job = jobs::resume(&state, &m.caller, &id).await?;
+            until_listed(&state, job.id.unwrap_or_default(), "active").await;
+            back(&m, "resumed")
+        }
+        "run" => {
+            jobs::run_now(&state, &m.caller, &id).await?;
+            back(&m, "run_requested")
+        }
+        "delete" => {
+            jobs::delete_cron_job(&state, &m.caller, &id).await?;
+            back(&m, "deleted")
+        }
+        _ => Err(ApiError::NotFound("route").into()),
+    }
+}
+
+/// `POST …/cron/bulk`: one action on the ticked jobs. Stops at the first refusal (a plan limit
+/// on resume, say) and says so; the jobs before it keep their new state.
+pub async fn bulk(State(state): State<AppState>, m: Member, form: Posted) -> PageResult {
+    let ids = form.all("ids");
+    if ids.is_empty() {
+        return back(&m, "none_selected");
+    }
+    if ids.len() > 100 {
+        return Err(ApiError::field("ids", "too_many", "at most 100 jobs at once").into());
+    }
+    let action = form.get("action").unwrap_or_default();
+    for id in &ids {
+        match action.as_str() {
+            "pause" => jobs::pause(&state, &m.caller, id).await.map(|_| ())?,
+            "resume" => jobs::resume(&state, &m.caller, id).await.map(|_| ())?,
+            "delete" => jobs::delete_cron_job(&state, &m.caller, id).await?,
+            _ => return Err(ApiError::field("action", "invalid", "action must be pause, resume or delete").into()),
+        }
+    }
+    back(&m, &format!("bulk_{action}"))
+}
+
+/// The editor's fields, as typed (so a refused form comes back as it was sent).
+struct CronForm {
+    name: String,
+    tags: String,
+    mode: String,
+    every_minutes: String,
+    every_hours: String,
+    time: String,
+    days: Vec<String>,
+    day_of_month: String,
+    expression: String,
+    timezone: String,
+    method: String,
+    url: String,
+    headers: String,
+    body: String,
+    timeout_seconds: String,
+    retry_count: String,
+}
+
+impl CronForm {
+    fn defaults(m: &Member) -> Self {
+        CronForm {
+            name: String::new(),
+            tags: String::new(),
+            mode: "daily".into(),
+            every_minutes: "15".into(),
+            every_hours: "1".into(),
+            time: "03:00".into(),
+            days: vec!["1".into()],
+            day_of_month: "1".into(),
+            expression: String::new(),
+            timezone: m.caller.timezone.clone(),
+            method: "POST".into(),
+            url: String::new(),
+            headers: String::new(),
+            body: String::new(),
+            timeout_seconds: String::new(),
+            retry_count: String::new(),
+        }
+    }
+
+    fn read(m: &Member, get: impl Fn(&str) -> Option<String>, days: Vec<String>) -> Self {
+        let d = Self::defaults(m);
+        let or = |k: &str, v: String| get(k).unwrap_or(v);
+        CronForm {
+            name: or("name", d.name),
+            tags: or("tags", d.tags),
+            mode: or("mode", d.mode),
+            every_minutes: or("every_minutes", d.every_minutes),
+            every_hours: or("every_hours", d.every_hours),
+            time: or("time", d.time),
+            days: if get("mode").is_some() { days } else { d.days },
+            day_of_month: or("day_of_month", d.day_of_month),
+            expression: or("expression", d.expression),
+            timezone: or("timezone", d.timezone),
+            method: or("method", d.method),
+            url: or("url", d.url),
+            headers: or("headers", d.headers),
+            body: or("body", d.body),
+            timeout_seconds: or("timeout_seconds", d.timeout_seconds),
+            retry_count: or("retry_count", d.retry_count),
+        }
+    }
+
+    fn builder(&self) -> Result<Builder, ApiError> {
+        let num = |field: &str, s: &str| {
+            s.trim()
+                .parse::<u32>()
+                .map_err(|_| ApiError::field(field, "invalid_type", format!("{field} must be a whole number")))
+        };
+        let time = || parse_time_of_day("time", &self.time).map_err(ApiError::from);
+        Ok(match self.mode.as_str() {
+            "minutes" => Builder::EveryMinutes(num("every_minutes", &self.every_minutes)?),
+            "hours" => Builder::EveryHours(num("every_hours", &self.every_hours)?),
+            "daily" => {
+                let (hour, minute) = time()?;
+                Builder::Daily { hour, minute }
+            }
+            "weekly" => {
+                let (hour, minute) = time()?;
+                let days = self.days.iter().map(|d| num("days", d)).collect::<Result<_, _>>()?;
+                Builder::Weekly { days, hour, minute }
+            }
+            "monthly" => {
+                let (hour, minute) = time()?;
+                Builder::Monthly {
+                    day: num("day_of_month", &self.day_of_month)?,
+                    hour,
+                    minute,
+                }
+            }
+            _ => Builder::Custom(self.expression.clone()),
+        })
+    }
+
+    fn expression(&self) -> Result<String, ApiError> {
+        Ok(self.builder()?.expression()?)
+    }
+
+    /// The API's create body for these fields.
+    fn body(&self) -> Result<Map<String, Value>, ApiError> {
+        let mut b = Map::new();
+        b.insert("name".into(), json!(self.name.trim()));
+        b.insert("schedule".into(), json!(self.expression()?));
+        b.insert("timezone".into(), json!(self.timezone));
+        b.insert("method".into(), json!(self.method));
+        b.insert("url".into(), json!(self.url.trim()));
+        let tags: Vec<&str> = self.tags.split(',').map(str::trim).filter(|t| !t.is_empty()).collect();
+        if !tags.is_empty() {
+            b.insert("tags".into(), json!(tags));
+        }
+        let mut headers = Map::new();
+        for line in self.headers.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            let (k, v) = line
+                .split_once(':')
+                .ok_or_else(|| ApiError::field("headers", "invalid", "each header line must be `Name: value`"))?;
+            headers.insert(k.trim().to_string(), json!(v.trim()));
+        }
+        if !headers.is_empty() {
+            b.insert("headers".into(), Value::Object(headers));
+        }
+        if !self.body.is_empty() {
+            b.insert("body".into(), json!(self.body));
+        }
+        for (field, v) in [
+            ("timeout_seconds", &self.timeout_seconds),
+            ("retry_count", &self.retry_count),
+        ] {
+            if !v.trim().is_empty() {
+                let n: i64 = v
+                    .trim()
+                    .parse()
+                    .map_err(|_| ApiError::field(field, "invalid_type", format!("{field} must be a whole number")))?;
+                b.insert(field.into(), json!(n));
+            }
+        }
+        Ok(b)
+    }
+}
+
+struct Preview {
+    expression: String,
+    describe: String,
+    timezone: String,
+    next: Vec<String>,
+}
+
+fn preview(tr: Tr, f: &CronForm) -> Result<Preview, String> {
+    let expr = f.expression().map_err(|e| e.to_string())?;
+    let s = CronSchedule::parse(&expr, &f.timezone).map_err(|e| e.to_string())?;
+    Ok(Preview {
+        expression: s.expression().to_string(),
+        describe: s.describe(),
+        timezone: f.timezone.clone(),
+        next: s
+            .upcoming(Utc::now(), 5)
+            .into_iter()
+            .map(|t| tr.when(t.with_timezone(&Utc), &f.timezone))
+            .collect(),
+    })
+}
+
+#[derive(Template)]
+#[template(path = "app/cron_edit.html")]
+struct EditPage {
+    c: Chrome,
+    base: String,
+    f: CronForm,
+    error: Option<String>,
+    preview: Result<Preview, String>,
+    modes: Vec<(&'static str, &'static str)>,
+    days: Vec<(u32, &'static str, bool)>,
+    zones: Vec<&'static str>,
+    methods: Vec<&'static str>,
+}
+
+#[derive(Template)]
+#[template(path = "app/cron_preview.html")]
+struct PreviewFragment {
+    c: Chrome,
+    preview: Result<Preview, String>,
+}
+
+fn edit_page(m: &Member, f: CronForm, error: Option<String>, status: StatusCode) -> PageResult {
+    let tr = m.tr();
+    const DAYS: [(u32, &str); 7] = [
+        (1, "day.1"),
+        (2, "day.2"),
+        (3, "day.3"),
+        (4, "day.4"),
+        (5, "day.5"),
+        (6, "day.6"),
+        (0, "day.0"),
+    ];
+    let page = EditPage {
+        c: Chrome::for_member(m, tr.t("editor.title_new"), "cron"),
+        base: m.href(""),
+        preview: preview(tr, &f),
+        days: DAYS
+            .iter()
+            .map(|(n, k)| (*n, *k, f.days.iter().any(|d| d == &n.to_string())))
+            .collect(),
+        f,
+        error,
+        modes: vec![
+            ("minutes", "editor.mode_minutes"),
+            ("hours", "editor.mode_hours"),
+            ("daily", "editor.mode_daily"),
+            ("weekly", "editor.mode_weekly"),
+            ("monthly", "editor.mode_monthly"),
+            ("custom", "editor.mode_custom"),
+        ],
+        zones: super::workspaces::zones(),
+        methods: vec!["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"],
+    };
+    Ok(html(status, &page, &m.visitor.set_cookies))
+}
+
+/// The editor; with `fragment=1`, only the preview of the schedule in its query (what the
+/// page's script fetches as you type).
+pub async fn new_page(m: Member, RawQuery(raw): RawQuery) -> PageResult {
+    m.caller.require(cronbox_domain::workspace::Role::Member)?;
+    let pairs: Vec<(String, String)> = url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
+        .into_owned()
+        .collect();
+    let get = |k: &str| {
+        pairs
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .filter(|v| !v.is_empty())
+    };
+    let days = pairs
+        .iter()
+        .filter(|(n, _)| n == "days")
+        .map(|(_, v)| v.clone())
+        .collect();
+    let f = CronForm::read(&m, get, days);
+    if get("fragment").is_some() {
+        let page = PreviewFragment {
+            c: Chrome::for_member(&m, "", "cron"),
+            preview: preview(m.tr(), &f),
+        };
+        return Ok(html(StatusCode::OK, &page, &[]));
+    }
+    edit_page(&m, f, None, StatusCode::OK)
+}
+
+pub async fn create(State(state): State<AppState>, m: Member, form: Posted) -> PageResult {
+    let f = CronForm::read(&m, |k| form.get(k), form.all("days"));
+    let result = match f.body() {
+        Ok(body) => jobs::new_cron_job(&state, &m.caller, body).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(job) => {
+            let id: Uuid = job.id.unwrap_or_default();
+            tracing::info!(job_id = %id, workspace_id = %m.caller.workspace_id, "cron job created in the web app");
+            until_listed(&state, id, "active").await;
+            back(&m, "created")
+        }
+        Err(e) => {
+            let (status, code, field) = e.classify();
+            if status.is_server_error() {
+                return Err(PageError::Api(e));
+            }
+            let tr = m.tr();
+            let text = error_text(tr, code, &e.to_string());
+            let text = match field {
+                Some(f) => format!("{f}: {text}"),
+                None => text,
+            };
+            edit_page(&m, f, Some(text), status)
+        }
+    }
+}

@@ -1,0 +1,5 @@
+//! The web app: handler tests over plain HTTP (status, roles, anti-forgery, escaping) and
+//! journeys in a real headless Chromium (see `common::browser`).
+
+mod journey;
+mod pages;

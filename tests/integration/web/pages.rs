@@ -1,0 +1,289 @@
+//! The web app's pages over plain HTTP: a cookie session from the login form, anti-forgery
+//! refusals, roles enforced by the same checks as the API, and hostile names escaped.
+
+use reqwest::Method;
+use serde_json::json;
+
+use crate::common::users::{call, owned_workspace, token_from_mail, user, PW};
+use crate::common::TestEnv;
+
+/// A browser-like client: keeps cookies, does not follow redirects.
+struct Web {
+    http: reqwest::Client,
+    base: String,
+    cookies: std::sync::Mutex<Vec<(String, String)>>,
+}
+
+impl Web {
+    fn new(env: &TestEnv) -> Self {
+        Web {
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            base: env.base(),
+            cookies: Default::default(),
+        }
+    }
+
+    fn cookie_header(&self) -> String {
+        let c = self.cookies.lock().unwrap();
+        c.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ")
+    }
+
+    fn keep(&self, r: &reqwest::Response) {
+        let mut c = self.cookies.lock().unwrap();
+        for v in r.headers().get_all("set-cookie") {
+            let v = v.to_str().unwrap();
+            let pair = v.split(';').next().unwrap();
+            let (k, val) = pair.split_once('=').unwrap();
+            c.retain(|(n, _)| n != k);
+            if !v.contains("Max-Age=0") {
+                c.push((k.to_string(), val.to_string()));
+            }
+        }
+    }
+
+    async fn get(&self, path: &str) -> (u16, String, reqwest::header::HeaderMap) {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .header("cookie", self.cookie_header())
+            .send()
+            .await
+            .unwrap();
+        self.keep(&r);
+        let h = r.headers().clone();
+        (r.status().as_u16(), r.text().await.unwrap(), h)
+    }
+
+    async fn post(
+        &self,
+        path: &str,
+        form: &[(&str, &str)],
+        extra: &[(&str, &str)],
+    ) -> (u16, String, reqwest::header::HeaderMap) {
+        let mut req = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("cookie", self.cookie_header())
+            .form(form);
+        for (k, v) in extra {
+            req = req.header(*k, *v);
+        }
+        let r = req.send().await.unwrap();
+        self.keep(&r);
+        let h = r.headers().clone();
+        (r.status().as_u16(), r.text().await.unwrap(), h)
+    }
+
+    /// The anti-forgery token of the page at `path`.
+    async fn csrf(&self, path: &str) -> String {
+        let (s, html, _) = self.get(path).await;
+        assert_eq!(s, 200, "{html}");
+        let at = html.find("name=\"_csrf\" value=\"").expect("a form token") + 20;
+        html[at..at + 32].to_string()
+    }
+
+    async fn log_in(&self, email: &str) {
+        let t = self.csrf("/login").await;
+        let (s, body, h) = self
+            .post(
+                "/login",
+                &[("_csrf", &t), ("email", email), ("password", PW), ("next", "/app")],
+                &[],
+            )
+            .await;
+        assert_eq!(s, 303, "{body}");
+        assert_eq!(h["location"], "/app");
+        let set = h
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .collect::<Vec<_>>();
+        let session = set
+            .iter()
+            .find(|c| c.starts_with("cbx_session="))
+            .expect("a session cookie");
+        assert!(
+            session.contains("HttpOnly") && session.contains("SameSite=Lax"),
+            "{session}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn pages_refuse_forged_posts_and_escape_hostile_names() {
+    let env = TestEnv::start().await;
+    let hostile_ws = "<script>alert(1)</script>";
+    let (token, ws) = owned_workspace(&env, "eve@example.com", hostile_ws, None).await;
+    let hostile_job = "\"><img src=x onerror=alert(1)>";
+    let (s, v) = call(
+        &env,
+        Method::POST,
+        &format!("/v1/workspaces/{ws}/cron"),
+        &token,
+        Some(json!({"name": hostile_job, "schedule": "0 3 * * *", "url": env.target_url("/x"), "tags": ["<b>t</b>"]})),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+
+    let web = Web::new(&env);
+    // Signed out: the console sends you to the login and back.
+    let (s, _, h) = web.get(&format!("/app/w/{ws}/cron")).await;
+    assert_eq!(s, 303);
+    assert_eq!(
+        h["location"].to_str().unwrap(),
+        format!("/login?next=%2Fapp%2Fw%2F{ws}%2Fcron")
+    );
+    // A login post without the form's token, or from another site, is refused.
+    let (s, body, _) = web
+        .post("/login", &[("email", "eve@example.com"), ("password", PW)], &[])
+        .await;
+    assert_eq!(s, 403, "{body}");
+    assert!(body.contains("Форма устарела"), "{body}");
+    let t = web.csrf("/login").await;
+    let (s, _, _) = web
+        .post(
+            "/login",
+            &[("_csrf", &t), ("email", "eve@example.com"), ("password", PW)],
+            &[("origin", "https://evil.example"), ("sec-fetch-site", "cross-site")],
+        )
+        .await;
+    assert_eq!(s, 403);
+    // A wrong password says so, in the page's language, and sets no session.
+    let (s, body, h) = web
+        .post(
+            "/login",
+            &[
+                ("_csrf", &t),
+                ("email", "eve@example.com"),
+                ("password", "wrong password!"),
+            ],
+            &[],
+        )
+        .await;
+    assert_eq!(s, 401);
+    assert!(body.contains("Неверная почта или пароль"), "{body}");
+    assert!(h
+        .get_all("set-cookie")
+        .iter()
+        .all(|c| !c.to_str().unwrap().starts_with("cbx_session=cbs_")));
+
+    web.log_in("eve@example.com").await;
+    for path in [
+        "/app".to_string(),
+        format!("/app/w/{ws}"),
+        format!("/app/w/{ws}/cron"),
+        format!("/app/w/{ws}/executions"),
+        format!("/app/w/{ws}/cron/new"),
+    ] {
+        let (s, html, h) = web.get(&path).await;
+        assert_eq!(s, 200, "{path}: {html}");
+        assert!(!html.contains("<script>alert"), "{path} shows the name unescaped");
+        assert!(!html.contains("<img src=x"), "{path} shows the job name unescaped");
+        assert!(!html.contains("<b>t</b>"), "{path} shows the tag unescaped");
+        let csp = h["content-security-policy"].to_str().unwrap();
+        assert!(
+            csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+            "{csp}"
+        );
+        assert_eq!(h["x-frame-options"], "DENY");
+        assert!(
+            !html.contains("<script>") || html.matches("<script").count() == 1,
+            "{path}: inline script"
+        );
+    }
+    let (_, html, _) = web.get(&format!("/app/w/{ws}/cron")).await;
+    assert!(html.contains("&#60;script&#62;alert(1)&#60;/script&#62;"), "{html}");
+    assert!(
+        html.contains("&#34;&#62;&#60;img src=x onerror=alert(1)&#62;"),
+        "{html}"
+    );
+
+    // A state change without the token is refused, and changes nothing.
+    let (s, _, _) = web.post("/app/workspaces", &[("name", "Forged")], &[]).await;
+    assert_eq!(s, 403);
+    let (_, list) = call(&env, Method::GET, "/v1/workspaces", &token, None).await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 1, "{list}");
+    // Another workspace's pages are a 404, like its API.
+    let (_, other) = owned_workspace(&env, "mallory@example.com", "Other", None).await;
+    let (s, _, _) = web.get(&format!("/app/w/{other}/cron")).await;
+    assert_eq!(s, 404);
+}
+
+#[tokio::test]
+async fn a_viewer_sees_no_edit_buttons_and_is_refused_if_they_post_anyway() {
+    let env = TestEnv::start().await;
+    let (owner, ws) = owned_workspace(&env, "olga@example.com", "Team", Some("business")).await;
+    let (s, job) = call(
+        &env,
+        Method::POST,
+        &format!("/v1/workspaces/{ws}/cron"),
+        &owner,
+        Some(json!({"name": "Nightly", "schedule": "0 3 * * *", "url": env.target_url("/x")})),
+    )
+    .await;
+    assert_eq!(s, 201, "{job}");
+    let job_id = job["id"].as_str().unwrap().to_string();
+    let viewer = user(&env, "victor@example.com").await;
+    let (s, v) = call(
+        &env,
+        Method::POST,
+        &format!("/v1/workspaces/{ws}/invites"),
+        &owner,
+        Some(json!({"email": "victor@example.com", "role": "viewer"})),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let invite = token_from_mail(&env, "victor@example.com").await;
+    let (s, v) = call(
+        &env,
+        Method::POST,
+        "/v1/invites/accept",
+        &viewer,
+        Some(json!({"token": invite})),
+    )
+    .await;
+    assert!(s == 200 || s == 201, "{v}");
+
+    let web = Web::new(&env);
+    web.log_in("victor@example.com").await;
+    let (s, html, _) = web.get(&format!("/app/w/{ws}/cron")).await;
+    assert_eq!(s, 200);
+    assert!(html.contains("Nightly"));
+    assert!(!html.contains("/pause\""), "a viewer sees no pause button");
+    assert!(!html.contains("/cron/new"), "a viewer sees no create link");
+    let (s, _, _) = web.get(&format!("/app/w/{ws}/cron/new")).await;
+    assert_eq!(s, 403);
+    let t = web.csrf(&format!("/app/w/{ws}/cron")).await;
+    let (s, body, _) = web
+        .post(&format!("/app/w/{ws}/cron/{job_id}/pause"), &[("_csrf", &t)], &[])
+        .await;
+    assert_eq!(s, 403, "{body}");
+    assert!(body.contains("Ваша роль"), "{body}");
+    let (_, j) = call(
+        &env,
+        Method::GET,
+        &format!("/v1/workspaces/{ws}/cron/{job_id}"),
+        &owner,
+        None,
+    )
+    .await;
+    assert_eq!(j["status"], "active", "nothing changed: {j}");
+
+    // Logging out ends the session: the old cookie opens nothing.
+    let stale = web.cookie_header();
+    let (s, _, _) = web.post("/logout", &[("_csrf", &t)], &[]).await;
+    assert_eq!(s, 303);
+    let r = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(format!("{}/app", env.base()))
+        .header("cookie", stale)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 303, "a logged-out cookie is not a session");
+}
