@@ -301,20 +301,7 @@ pub async fn sign_up(
 pub async fn start_browser_session(state: &AppState, user_id: Uuid) -> Result<String, ApiError> {
     let session_id = Uuid::new_v4();
     let token = new_refresh_token(session_id).replacen("cbr_", "cbs_", 1);
-    let now = Utc::now();
-    let cmd = SessionCommand::Start {
-        session_id,
-        user_id,
-        token_hash: sha256_hex(&token),
-        expires_at: now + Duration::days(REFRESH_TTL_DAYS),
-        at: now,
-    };
-    state
-        .stores
-        .sessions
-        .execute(&session_id.to_string(), cmd)
-        .await
-        .map_err(ApiError::internal)?;
+    begin_session(state, session_id, user_id, &token).await?;
     tracing::info!(user_id = %user_id, session_id = %session_id, "browser session started");
     Ok(token)
 }
@@ -394,11 +381,23 @@ pub async fn set_preferences(
 async fn start_session(state: &AppState, user_id: Uuid) -> Result<Json<Value>, ApiError> {
     let session_id = Uuid::new_v4();
     let refresh = new_refresh_token(session_id);
+    let now = begin_session(state, session_id, user_id, &refresh).await?;
+    Ok(tokens(state, user_id, session_id, refresh, now))
+}
+
+/// Records a new session of `user_id` whose token is `token` (only its hash is stored);
+/// returns when it began.
+async fn begin_session(
+    state: &AppState,
+    session_id: Uuid,
+    user_id: Uuid,
+    token: &str,
+) -> Result<DateTime<Utc>, ApiError> {
     let now = Utc::now();
     let cmd = SessionCommand::Start {
         session_id,
         user_id,
-        token_hash: sha256_hex(&refresh),
+        token_hash: sha256_hex(token),
         expires_at: now + Duration::days(REFRESH_TTL_DAYS),
         at: now,
     };
@@ -408,7 +407,7 @@ async fn start_session(state: &AppState, user_id: Uuid) -> Result<Json<Value>, A
         .execute(&session_id.to_string(), cmd)
         .await
         .map_err(ApiError::internal)?;
-    Ok(tokens(state, user_id, session_id, refresh, now))
+    Ok(now)
 }
 
 fn tokens(state: &AppState, user: Uuid, session: Uuid, refresh: String, now: DateTime<Utc>) -> Json<Value> {

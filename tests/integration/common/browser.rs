@@ -124,22 +124,9 @@ impl Browser {
     }
 
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let url = format!("{}/session/{}{path}", self.driver_url, self.session);
-        let mut req = self.http.request(method, &url);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let r: Value = req
-            .send()
+        self.try_call(method, path, body)
             .await
-            .expect("WebDriver")
-            .json()
-            .await
-            .expect("WebDriver JSON");
-        if let Some(err) = r["value"]["error"].as_str() {
-            panic!("WebDriver {path}: {err}: {}", r["value"]["message"]);
-        }
-        r["value"].clone()
+            .unwrap_or_else(|e| panic!("WebDriver {path}: {e}"))
     }
 
     async fn try_call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value, String> {
@@ -156,7 +143,7 @@ impl Browser {
             .await
             .map_err(|e| e.to_string())?;
         match r["value"]["error"].as_str() {
-            Some(e) => Err(e.to_string()),
+            Some(e) => Err(format!("{e}: {}", r["value"]["message"])),
             None => Ok(r["value"].clone()),
         }
     }
