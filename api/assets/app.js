@@ -121,3 +121,9 @@ if (live && live.dataset.live && window.EventSource) {
   };
   connect();
 }
+
+// Pages that follow a running job of the server (a projection rebuild) reload themselves.
+const refresh = document.querySelector("[data-refresh]");
+if (refresh) {
+  setTimeout(() => window.location.reload(), Number(refresh.dataset.refresh) || 1000);
+}

@@ -28,6 +28,11 @@ fn superuser(user: Result<UserCaller, ApiError>) -> Result<UserCaller, ApiError>
     }
 }
 
+/// The same refusal for a signed-in user of the web app's admin pages.
+pub fn require_superuser(user: &UserCaller) -> Result<(), ApiError> {
+    superuser(Ok(user.clone())).map(|_| ())
+}
+
 /// Rebuilds started through the API in this process, by projection.
 #[derive(Clone, Default)]
 pub struct Rebuilds(Arc<Mutex<HashMap<String, RebuildProgress>>>);
@@ -82,6 +87,12 @@ pub async fn list_projections(
     user: Result<UserCaller, ApiError>,
 ) -> Result<Json<Value>, ApiError> {
     superuser(user)?;
+    Ok(Json(json!({"items": projection_overview(&state).await?})))
+}
+
+/// Every projection with its checkpoint, lag, quarantine and latest rebuild, as the API shows
+/// them (the admin API and the admin page).
+pub async fn projection_overview(state: &AppState) -> Result<Vec<Value>, ApiError> {
     let status = projections::status(&state.pool).await.map_err(ApiError::internal)?;
     let mut items: Vec<Value> = status
         .into_iter()
@@ -97,7 +108,7 @@ pub async fn list_projections(
                       "lag_events": 0, "lag_seconds": 0.0, "quarantined": 0, "parked": 0, "inline": true,
                       "rebuild": state.rebuilds.get(projections::USAGE_COUNTERS)}),
     );
-    Ok(Json(json!({"items": items})))
+    Ok(items)
 }
 
 #[utoipa::path(
@@ -119,6 +130,14 @@ pub async fn start_rebuild(
     Path(name): Path<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let user = superuser(user)?;
+    let progress = begin_rebuild(&state, &user, &name).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!(progress))))
+}
+
+/// Starts rebuilding projection `name` from the event log in the background (409 while one of
+/// it runs); its progress is kept in [`Rebuilds`].
+pub async fn begin_rebuild(state: &AppState, user: &UserCaller, name: &str) -> Result<RebuildProgress, ApiError> {
+    require_superuser(user)?;
     let Some(name) = rebuildable().into_iter().find(|n| *n == name) else {
         return Err(ApiError::NotFound("projection"));
     };
@@ -159,7 +178,7 @@ pub async fn start_rebuild(
             }
         });
     });
-    Ok((StatusCode::ACCEPTED, Json(json!(progress))))
+    Ok(progress)
 }
 
 #[utoipa::path(

@@ -20,6 +20,33 @@ use crate::AppState;
 
 /// Events of one aggregate. The caller has already checked the aggregate is the tenant's.
 pub async fn aggregate_events(state: &AppState, aggregate_type: &str, id: Uuid) -> Result<Json<Value>, ApiError> {
+    let items: Vec<Value> = trail(state, aggregate_type, id)
+        .await?
+        .into_iter()
+        .map(|e| {
+            json!({"sequence": e.sequence, "type": e.event_type, "version": e.version,
+                   "recorded_at": e.recorded_at, "data": e.data})
+        })
+        .collect();
+    Ok(Json(
+        json!({"aggregate_type": aggregate_type, "aggregate_id": id, "items": items}),
+    ))
+}
+
+/// One event of an audit trail, as tenants see it.
+#[derive(Debug, Clone)]
+pub struct TrailEvent {
+    pub sequence: i64,
+    pub event_type: String,
+    pub version: String,
+    pub recorded_at: DateTime<Utc>,
+    /// The event's fields, credentials masked.
+    pub data: Value,
+}
+
+/// The audit trail of one aggregate, in order (the API's `…/events` routes and the web app).
+/// The caller has already checked the aggregate is the tenant's.
+pub async fn trail(state: &AppState, aggregate_type: &str, id: Uuid) -> Result<Vec<TrailEvent>, ApiError> {
     let rows: Vec<(i64, String, String, Value, DateTime<Utc>)> = sqlx::query_as(
         "SELECT sequence, event_type, event_version, payload, recorded_at FROM events
           WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence",
@@ -28,7 +55,7 @@ pub async fn aggregate_events(state: &AppState, aggregate_type: &str, id: Uuid) 
     .bind(id.to_string())
     .fetch_all(&state.pool)
     .await?;
-    let items: Vec<Value> = rows
+    Ok(rows
         .into_iter()
         .map(|(sequence, event_type, version, payload, recorded_at)| {
             // Stored as {"Type": {...}}; clients get the inner object, with credentials masked
@@ -36,12 +63,15 @@ pub async fn aggregate_events(state: &AppState, aggregate_type: &str, id: Uuid) 
             // what happened, not a way to read secrets back).
             let inner = payload.get(&event_type).unwrap_or(&payload);
             let data = public_data(aggregate_type, &event_type, inner).unwrap_or_else(|| inner.clone());
-            json!({"sequence": sequence, "type": event_type, "version": version, "recorded_at": recorded_at, "data": data})
+            TrailEvent {
+                sequence,
+                event_type,
+                version,
+                recorded_at,
+                data,
+            }
         })
-        .collect();
-    Ok(Json(
-        json!({"aggregate_type": aggregate_type, "aggregate_id": id, "items": items}),
-    ))
+        .collect())
 }
 
 /// Largest page of `GET …/events`.

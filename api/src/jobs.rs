@@ -406,7 +406,8 @@ fn view(
 
 /// The job as the event store has it (strongly consistent), with the read model's derived
 /// fields when the projection has them.
-async fn render(state: &AppState, caller: &Caller, job: &Job) -> Result<Value, ApiError> {
+/// A job as the API shows it to `caller` (with its read-model figures).
+pub async fn render(state: &AppState, caller: &Caller, job: &Job) -> Result<Value, ApiError> {
     let (Some(id), Some(ws)) = (job.id, job.workspace_id) else {
         return Err(ApiError::NotFound("job"));
     };
@@ -598,7 +599,19 @@ pub async fn update_cron(
     Path((_, id)): Path<(String, String)>,
     JsonObject(body): JsonObject,
 ) -> Result<Json<Value>, ApiError> {
-    let (id, job) = load(&state, &caller, &id, Kind::Cron).await?;
+    let job = change_cron_job(&state, &caller, &id, body).await?;
+    Ok(Json(render(&state, &caller, &job).await?))
+}
+
+/// Changes the fields of a cron job that `body` gives (the API's PATCH; the web app's editor
+/// posts every field), with the same checks as a create.
+pub async fn change_cron_job(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    body: serde_json::Map<String, Value>,
+) -> Result<Job, ApiError> {
+    let (id, job) = load(state, caller, id, Kind::Cron).await?;
     let Some(current) = job.definition.clone() else {
         return Err(ApiError::NotFound("cron job"));
     };
@@ -636,9 +649,9 @@ pub async fn update_cron(
         },
     };
     f.finish()?;
-    plans::of_caller(&state, &caller).await?.check_definition(&definition)?;
-    check_targets(&state, &definition).await?;
-    crate::notifications::check_channels(&state, caller.workspace_id, &definition.alerts).await?;
+    plans::of_caller(state, caller).await?.check_definition(&definition)?;
+    check_targets(state, &definition).await?;
+    crate::notifications::check_channels(state, caller.workspace_id, &definition.alerts).await?;
     state
         .stores
         .jobs
@@ -657,7 +670,7 @@ pub async fn update_cron(
         .load(&id.to_string())
         .await
         .map_err(ApiError::internal)?;
-    Ok(Json(render(&state, &caller, &job).await?))
+    Ok(job)
 }
 
 /// Pauses a cron job; the next fire does not happen.
@@ -961,8 +974,29 @@ pub async fn create_delayed(
     headers: HeaderMap,
     JsonObject(body): JsonObject,
 ) -> Result<impl IntoResponse, ApiError> {
+    Ok(match new_delayed_call(&state, &caller, &headers, body).await? {
+        Delayed::Created(job) => (StatusCode::CREATED, Json(render_new(&caller, &job)?)),
+        Delayed::Existing(job) => (StatusCode::OK, Json(render_any(&state, &caller, &job).await?)),
+    })
+}
+
+/// What a create of a delayed call did.
+pub enum Delayed {
+    Created(Job),
+    /// The idempotency key named a call created before: that call, unchanged.
+    Existing(Job),
+}
+
+/// Creates a delayed call from the fields of the API's create body (the web app posts the same
+/// fields), honouring an idempotency key from the body or the `Idempotency-Key` header.
+pub async fn new_delayed_call(
+    state: &AppState,
+    caller: &Caller,
+    headers: &HeaderMap,
+    body: serde_json::Map<String, Value>,
+) -> Result<Delayed, ApiError> {
     let mut f = Fields(body);
-    let key = idempotency_key(&mut f, &headers)?;
+    let key = idempotency_key(&mut f, headers)?;
     // A repeat of a create that happened answers with that call, whatever the body says now:
     // a retry after `execute_at` has passed, or after a plan change, must not turn into a 400.
     if let Some(k) = &key {
@@ -981,15 +1015,15 @@ pub async fn create_delayed(
                 .await
                 .map_err(ApiError::internal)?;
             if job.id.is_some() {
-                return Ok((StatusCode::OK, Json(render_any(&state, &caller, &job).await?)));
+                return Ok(Delayed::Existing(job));
             }
         }
     }
     let now = Utc::now();
-    let definition = delayed_definition(&mut f, key.clone(), &caller, &state.targets, now)?;
-    let plan = plans::of_caller(&state, &caller).await?;
+    let definition = delayed_definition(&mut f, key.clone(), caller, &state.targets, now)?;
+    let plan = plans::of_caller(state, caller).await?;
     plan.check_definition(&definition)?;
-    check_targets(&state, &definition).await?;
+    check_targets(state, &definition).await?;
 
     let mut id = Uuid::new_v4();
     if let Some(key) = &key {
@@ -1012,13 +1046,13 @@ pub async fn create_delayed(
                 .await
                 .map_err(ApiError::internal)?;
             if job.id.is_some() {
-                return Ok((StatusCode::OK, Json(render_any(&state, &caller, &job).await?)));
+                return Ok(Delayed::Existing(job));
             }
             // Reserved by a request that failed before creating the job: finish its work.
             id = reserved;
         }
     }
-    let job = match create_job(&state, &caller, &plan, id, definition, now).await {
+    let job = match create_job(state, caller, &plan, id, definition, now).await {
         Ok(job) => job,
         // Lost a race with a concurrent create under the same idempotency key.
         Err(MeteredError::Command(JobError::AlreadyExists)) | Err(MeteredError::Conflict) if key.is_some() => {
@@ -1028,12 +1062,12 @@ pub async fn create_delayed(
                 .load(&id.to_string())
                 .await
                 .map_err(ApiError::internal)?;
-            return Ok((StatusCode::OK, Json(render_any(&state, &caller, &job).await?)));
+            return Ok(Delayed::Existing(job));
         }
         Err(e) => return Err(plans::metered_error(&plan, e, job_error)),
     };
     tracing::info!(job_id = %id, workspace_id = %caller.workspace_id, "delayed call created");
-    Ok((StatusCode::CREATED, Json(render_new(&caller, &job)?)))
+    Ok(Delayed::Created(job))
 }
 
 /// The most items in one `POST …/delayed/batch`.
@@ -1254,6 +1288,23 @@ async fn claim_keys(tx: &mut sqlx::PgConnection, workspace_id: Uuid, items: &mut
 }
 
 /// Like `render`, but a cancelled call is shown (an idempotent repeat must not 404).
+/// A job's audit trail (the web app's job page; the API's `…/events` route reads the same).
+pub async fn job_trail(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    kind: Kind,
+) -> Result<Vec<crate::events::TrailEvent>, ApiError> {
+    let (id, _) = load_any(state, caller, id, kind).await?;
+    crate::events::trail(state, "Job", id).await
+}
+
+/// A job as the API shows it, cancelled delayed calls included (the web app's detail pages).
+pub async fn view_any(state: &AppState, caller: &Caller, id: &str, kind: Kind) -> Result<Value, ApiError> {
+    let (_, job) = load_any(state, caller, id, kind).await?;
+    render_any(state, caller, &job).await
+}
+
 async fn render_any(state: &AppState, caller: &Caller, job: &Job) -> Result<Value, ApiError> {
     if job.status == JobStatus::Deleted {
         let mut j = job.clone();
@@ -1298,7 +1349,13 @@ pub async fn delete_delayed(
     caller: Caller,
     Path((_, id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let (id, job) = load(&state, &caller, &id, Kind::Delayed).await?;
+    cancel_delayed(&state, &caller, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Cancels a delayed call that has not fired (409 once its run is in the log).
+pub async fn cancel_delayed(state: &AppState, caller: &Caller, id: &str) -> Result<(), ApiError> {
+    let (id, job) = load(state, caller, id, Kind::Delayed).await?;
     let Some(JobKind::Delayed { execute_at, .. }) = job.definition.as_ref().map(|d| &d.kind) else {
         return Err(ApiError::NotFound("delayed call"));
     };
@@ -1325,7 +1382,7 @@ pub async fn delete_delayed(
         .map_err(|e| from_aggregate(e, job_error))?;
     gate.rollback().await?;
     tracing::info!(job_id = %id, workspace_id = %caller.workspace_id, "delayed call cancelled");
-    Ok(StatusCode::NO_CONTENT)
+    Ok(())
 }
 
 // ---------- lists ----------
@@ -1387,7 +1444,7 @@ pub async fn list(
     let after = pagination::decode(q.get("cursor").map(String::as_str))?;
     let statuses: &[&str] = match kind {
         Kind::Cron => &["active", "paused"],
-        Kind::Delayed => &["pending", "running", "succeeded", "failed"],
+        Kind::Delayed => &["pending", "running", "succeeded", "failed", "cancelled"],
     };
     let status = match q.get("status") {
         None => None,
@@ -1405,7 +1462,8 @@ pub async fn list(
     let rows = sqlx::query(
         "SELECT id, workspace_id, definition, status, next_run_at, last_run_at, last_status, consecutive_failures, created_at, updated_at
            FROM jobs
-          WHERE workspace_id = $1 AND kind = $2 AND status NOT IN ('deleted', 'cancelled')
+          WHERE workspace_id = $1 AND kind = $2 AND status <> 'deleted'
+            AND (status <> 'cancelled' OR $3::text = 'cancelled')
             AND ($3::text IS NULL OR status = $3)
             AND ($4::text IS NULL OR $4 = ANY(tags))
             AND ($5::timestamptz IS NULL OR (created_at, id) < ($5, $6))

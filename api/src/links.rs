@@ -38,6 +38,8 @@ struct Page {
     lines: Vec<String>,
     error: bool,
     form: Option<Form>,
+    /// A link to follow instead of a form: (URL, text).
+    link: Option<(String, String)>,
 }
 
 fn pick(lang: Language, ru: &str, en: &str) -> String {
@@ -78,6 +80,7 @@ fn done(lang: Language, title: String, line: String) -> Response {
             lines: vec![line],
             error: false,
             form: None,
+            link: None,
         },
     )
 }
@@ -91,6 +94,7 @@ fn failed(lang: Language, status: StatusCode, line: String) -> Response {
             lines: vec![line],
             error: true,
             form: None,
+            link: None,
         },
     )
 }
@@ -133,6 +137,7 @@ fn ask(
             title,
             lines: vec![line],
             error: false,
+            link: None,
             form: Some(Form {
                 action,
                 token,
@@ -256,11 +261,16 @@ pub async fn reset_post(State(state): State<AppState>, headers: HeaderMap, body:
 
 #[utoipa::path(get, path = "/invites/accept", tag = "links", summary = "The page an invitation mail links to",
     params(TokenQuery), responses((status = 200, description = "How to accept the invitation", content_type = "text/html")))]
-pub async fn invite_page(headers: HeaderMap, Query(q): Query<TokenQuery>) -> Response {
+pub async fn invite_page(State(state): State<AppState>, headers: HeaderMap, Query(q): Query<TokenQuery>) -> Response {
     let lang = header_language(&headers);
     let Some(token) = q.token.filter(|t| !t.is_empty() && t.len() <= 200) else {
         return expired(lang);
     };
+    let web = format!(
+        "{}/app/invites/accept?token={}",
+        state.public_url.trim_end_matches('/'),
+        crate::pages::url_encode(&token)
+    );
     page(
         StatusCode::OK,
         Page {
@@ -269,13 +279,14 @@ pub async fn invite_page(headers: HeaderMap, Query(q): Query<TokenQuery>) -> Res
             lines: vec![
                 pick(
                     lang,
-                    "Войдите (или зарегистрируйтесь с адресом, на который пришло письмо) и примите приглашение: POST /v1/invites/accept с этим кодом.",
-                    "Log in (or sign up with the address this mail came to) and accept: POST /v1/invites/accept with this code.",
+                    "Войдите (или зарегистрируйтесь с адресом, на который пришло письмо) и примите приглашение. Из программы: POST /v1/invites/accept с этим кодом.",
+                    "Log in (or sign up with the address this mail came to) and accept. From a program: POST /v1/invites/accept with this code.",
                 ),
                 token,
             ],
             error: false,
             form: None,
+            link: Some((web, pick(lang, "Принять в CronBox", "Accept in CronBox"))),
         },
     )
 }

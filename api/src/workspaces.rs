@@ -501,6 +501,34 @@ pub async fn delete(State(state): State<AppState>, caller: Caller) -> Result<Sta
     security(("api_key" = []), ("access_token" = []))
 )]
 pub async fn members(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
+    let items: Vec<Value> = member_list(&state, &caller)
+        .await?
+        .into_iter()
+        .map(|m| {
+            json!({
+                "user_id": m.user_id,
+                "email": m.email,
+                "name": m.name,
+                "role": m.role.as_str(),
+                "joined_at": m.joined_at,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "items": items })))
+}
+
+/// A member of a workspace with their account's name and address.
+#[derive(Debug, Clone)]
+pub struct MemberView {
+    pub user_id: Uuid,
+    pub email: String,
+    pub name: String,
+    pub role: Role,
+    pub joined_at: DateTime<Utc>,
+}
+
+/// The caller's workspace's members (any member may see who else is in it).
+pub async fn member_list(state: &AppState, caller: &Caller) -> Result<Vec<MemberView>, ApiError> {
     let mut items = Vec::with_capacity(caller.workspace.members.len());
     for m in &caller.workspace.members {
         let (user, _) = state
@@ -509,15 +537,15 @@ pub async fn members(State(state): State<AppState>, caller: Caller) -> Result<Js
             .load(&m.user_id.to_string())
             .await
             .map_err(ApiError::internal)?;
-        items.push(json!({
-            "user_id": m.user_id,
-            "email": user.email,
-            "name": user.name,
-            "role": m.role.as_str(),
-            "joined_at": m.joined_at,
-        }));
+        items.push(MemberView {
+            user_id: m.user_id,
+            email: user.email,
+            name: user.name,
+            role: m.role,
+            joined_at: m.joined_at,
+        });
     }
-    Ok(Json(json!({ "items": items })))
+    Ok(items)
 }
 
 fn role_field(f: &mut Fields, default: Option<Role>) -> Result<Role, ApiError> {
@@ -611,15 +639,42 @@ pub async fn invite(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     caller.require(Role::Admin)?;
     let mut f = Fields(body);
-    let email = normalize_email(
-        &f.string("email")?
-            .ok_or_else(|| ApiError::field("email", "required", "email is required"))?,
-    )?;
+    let email = f
+        .string("email")?
+        .ok_or_else(|| ApiError::field("email", "required", "email is required"))?;
     let role = role_field(&mut f, Some(Role::Member))?;
     f.finish()?;
+    let lang = crate::notifications::header_language(&headers);
+    let i = invite_member(&state, &caller, &email, role, lang).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"id": i.invite_id, "email": i.email, "role": i.role.as_str(), "expires_at": i.expires_at})),
+    ))
+}
+
+/// An invitation sent.
+#[derive(Debug, Clone)]
+pub struct Invited {
+    pub invite_id: Uuid,
+    pub email: String,
+    pub role: Role,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Invites `email` into the caller's workspace as `role` (admins and owners) and mails the
+/// link in `lang`; refused when the plan's member limit is reached.
+pub async fn invite_member(
+    state: &AppState,
+    caller: &Caller,
+    email: &str,
+    role: Role,
+    lang: cronbox_domain::channel::Language,
+) -> Result<Invited, ApiError> {
+    caller.require(Role::Admin)?;
+    let email = normalize_email(email)?;
     // Refused here already so nobody is invited into a team that cannot take them; accepting
     // checks again, exactly, since several invitations may be out at once.
-    let plan = plans::of_caller(&state, &caller).await?;
+    let plan = plans::of_caller(state, caller).await?;
     let members = caller.workspace.members.len() as u32;
     if let Some(max) = plan.max_members().filter(|&m| members >= m) {
         return Err(plan.refused_list("members", members, max));
@@ -644,17 +699,19 @@ pub async fn invite(
         &mut tx,
         &email,
         "invite",
-        crate::notifications::header_language(&headers),
+        lang,
         json!({"token": token, "workspace": caller.workspace.name, "role": role.as_str(), "days": INVITE_TTL_DAYS}),
         &state.public_url,
     )
     .await
     .map_err(crate::accounts::mail_error)?;
     tx.commit().await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({"id": invite_id, "email": email, "role": role.as_str(), "expires_at": expires_at})),
-    ))
+    Ok(Invited {
+        invite_id,
+        email,
+        role,
+        expires_at,
+    })
 }
 
 #[utoipa::path(
@@ -696,14 +753,20 @@ pub async fn revoke_invite(
     caller: Caller,
     Path((_, id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
+    revoke_invitation(&state, &caller, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Withdraws a pending invitation (admins and owners): its link stops working.
+pub async fn revoke_invitation(state: &AppState, caller: &Caller, id: &str) -> Result<(), ApiError> {
     caller.require(Role::Admin)?;
-    let invite_id = Uuid::try_parse(&id).map_err(|_| ApiError::NotFound("invitation"))?;
+    let invite_id = Uuid::try_parse(id).map_err(|_| ApiError::NotFound("invitation"))?;
     let cmd = WorkspaceCommand::RevokeInvite {
         invite_id,
         at: Utc::now(),
     };
     execute(&state.stores, caller.workspace_id, cmd).await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(())
 }
 
 /// `POST /v1/invites/accept`: the logged-in user whose address was invited joins.
@@ -726,6 +789,33 @@ pub async fn accept_invite(
         .string("token")?
         .ok_or_else(|| ApiError::field("token", "required", "token is required"))?;
     f.finish()?;
+    let workspace = join(&state, &user, &token).await?;
+    let role = workspace.role_of(user.user_id);
+    Ok(Json(workspace_json(&workspace, role)))
+}
+
+/// The workspace an invitation token is for, without accepting it (the web app's page asks
+/// before it joins). None when the token names no live workspace.
+pub async fn invited_to(state: &AppState, token: &str) -> Result<Option<Workspace>, ApiError> {
+    let Some(ws) = token
+        .strip_prefix("cbi_")
+        .and_then(|r| r.split_once('_'))
+        .and_then(|(ws, _)| Uuid::try_parse(ws).ok())
+    else {
+        return Ok(None);
+    };
+    let (target, _) = state
+        .stores
+        .workspaces
+        .load(&ws.to_string())
+        .await
+        .map_err(ApiError::internal)?;
+    Ok((target.id.is_some() && !target.deleted).then_some(target))
+}
+
+/// Accepts an invitation for `user` (its address must be the one invited), within the plan's
+/// member limit; returns the workspace joined.
+pub async fn join(state: &AppState, user: &UserCaller, token: &str) -> Result<Workspace, ApiError> {
     let invalid = || workspace_error(WorkspaceError::InvalidInvite);
     let ws = token
         .strip_prefix("cbi_")
@@ -738,9 +828,9 @@ pub async fn accept_invite(
         .load(&ws.to_string())
         .await
         .map_err(ApiError::internal)?;
-    let plan = plans::of_workspace(&state, target.plan()).await?;
+    let plan = plans::of_workspace(state, target.plan()).await?;
     let cmd = WorkspaceCommand::AcceptInvite {
-        token_hash: hash_api_key(&token),
+        token_hash: hash_api_key(token),
         user_id: user.user_id,
         email: user.user.email.clone(),
         max_members: plan.max_members(),
@@ -753,8 +843,8 @@ pub async fn accept_invite(
             ApiError::NotFound(_) => invalid(),
             other => other,
         })?;
-    let role = workspace.role_of(user.user_id);
-    Ok(Json(workspace_json(&workspace, role)))
+    tracing::info!(workspace_id = %ws, user_id = %user.user_id, "invitation accepted");
+    Ok(workspace)
 }
 
 #[utoipa::path(
@@ -775,9 +865,24 @@ pub async fn create_key(
     caller.require(Role::Admin)?;
     let mut f = Fields(body);
     let name = f.string("name")?.unwrap_or_else(|| "api key".into());
-    let name = name.trim();
     let read_only = f.bool("read_only")?.unwrap_or(false);
     f.finish()?;
+    let (key, stored) = new_key(&state, &caller, &name, read_only).await?;
+    let mut v = key_json(&stored, None);
+    v["key"] = json!(key);
+    Ok((StatusCode::CREATED, Json(v)))
+}
+
+/// Creates an API key for the caller's workspace (admins and owners): (the key, shown this
+/// once; the stored key, which holds only its hash).
+pub async fn new_key(
+    state: &AppState,
+    caller: &Caller,
+    name: &str,
+    read_only: bool,
+) -> Result<(String, cronbox_domain::workspace::ApiKey), ApiError> {
+    caller.require(Role::Admin)?;
+    let name = name.trim();
     if name.is_empty() || name.chars().count() > 100 {
         return Err(ApiError::field(
             "name",
@@ -785,7 +890,7 @@ pub async fn create_key(
             "name must be 1 to 100 characters",
         ));
     }
-    let plan = plans::of_caller(&state, &caller).await?;
+    let plan = plans::of_caller(state, caller).await?;
     let (key, key_id) = create_api_key(&state.stores, caller.workspace_id, name, read_only, Some(&plan)).await?;
     let (ws, _) = state
         .stores
@@ -798,9 +903,7 @@ pub async fn create_key(
         .iter()
         .find(|k| k.key_id == key_id)
         .ok_or(ApiError::NotFound("api key"))?;
-    let mut v = key_json(stored, None);
-    v["key"] = json!(key);
-    Ok((StatusCode::CREATED, Json(v)))
+    Ok((key, stored.clone()))
 }
 
 fn key_json(k: &cronbox_domain::workspace::ApiKey, last_used: Option<DateTime<Utc>>) -> Value {
@@ -825,19 +928,31 @@ fn key_json(k: &cronbox_domain::workspace::ApiKey, last_used: Option<DateTime<Ut
     security(("api_key" = []), ("access_token" = []))
 )]
 pub async fn list_keys(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
+    let items: Vec<Value> = keys_of(&state, &caller)
+        .await?
+        .iter()
+        .map(|(k, used)| key_json(k, *used))
+        .collect();
+    Ok(Json(json!({ "items": items })))
+}
+
+/// The workspace's API keys (revoked ones too) with when each was last used (admins, owners).
+pub async fn keys_of(
+    state: &AppState,
+    caller: &Caller,
+) -> Result<Vec<(cronbox_domain::workspace::ApiKey, Option<DateTime<Utc>>)>, ApiError> {
     caller.require(Role::Admin)?;
     let used: Vec<(Uuid, DateTime<Utc>)> =
         sqlx::query_as("SELECT key_id, last_used_at FROM api_key_usage WHERE workspace_id = $1")
             .bind(caller.workspace_id)
             .fetch_all(&state.pool)
             .await?;
-    let items: Vec<Value> = caller
+    Ok(caller
         .workspace
         .api_keys
         .iter()
-        .map(|k| key_json(k, used.iter().find(|(id, _)| *id == k.key_id).map(|(_, t)| *t)))
-        .collect();
-    Ok(Json(json!({ "items": items })))
+        .map(|k| (k.clone(), used.iter().find(|(id, _)| *id == k.key_id).map(|(_, t)| *t)))
+        .collect())
 }
 
 #[utoipa::path(
@@ -854,13 +969,19 @@ pub async fn revoke_key(
     caller: Caller,
     Path((_, key)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
+    revoke_api_key(&state, &caller, &key).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Revokes an API key (admins and owners): every request with it fails from now on.
+pub async fn revoke_api_key(state: &AppState, caller: &Caller, key: &str) -> Result<(), ApiError> {
     caller.require(Role::Admin)?;
-    let key_id = parse_uuid("id", &key).map_err(|_| ApiError::NotFound("api key"))?;
+    let key_id = parse_uuid("id", key).map_err(|_| ApiError::NotFound("api key"))?;
     execute(
         &state.stores,
         caller.workspace_id,
         WorkspaceCommand::RevokeApiKey { key_id, at: Utc::now() },
     )
     .await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(())
 }

@@ -1,6 +1,7 @@
 //! `cronbox-bench`: runs CronBox's benchmark scenarios against private CronBox processes on
 //! loopback and prints one JSON object per scenario and a summary table. See `bench/README.md`.
 
+mod pages;
 mod peer;
 mod receivers;
 mod scenarios;
@@ -19,7 +20,7 @@ struct Cli {
     /// Scenarios to run, comma-separated: w1, light, max, cron, scale, ingest, feed, fairness.
     #[arg(
         long,
-        default_value = "w1,light,max,cron,scale,ingest,feed,fairness,alerts",
+        default_value = "w1,light,max,cron,scale,ingest,feed,fairness,alerts,pages",
         value_delimiter = ','
     )]
     scenarios: Vec<String>,
@@ -153,6 +154,10 @@ async fn main() -> anyhow::Result<()> {
                 .await
             }
             "alerts" => scenarios::alerts(&env, if s { 100 } else { 1000 }).await,
+            "pages" => {
+                let (jobs, runs, samples) = if s { (200, 10_000, 5) } else { (10_000, 1_000_000, 200) };
+                pages::pages(&env, jobs, runs, samples).await
+            }
             other => anyhow::bail!("unknown scenario {other}"),
         };
         let mut r = match r {
@@ -299,6 +304,17 @@ fn print_table(results: &[Value]) {
                 f(&r["victim_alone_lateness_ms"]["p99"]), f(&r["victim_with_flood_lateness_ms"]["p99"]), f(&r["p99_ratio"]),
                 f(&r["lost"]), f(&r["duplicated"]), cpu_rss(&r["processes"])
             ),
+            "pages" => {
+                if let Some(pages) = r["page_ms"].as_object() {
+                    for (page, ms) in pages {
+                        println!(
+                            "| web page {page} ({} cron jobs, {} executions) | | | p50 {} / p99 {} / max {} ms | | | {} | p99 ≤ 50 ms |",
+                            f(&r["cron_jobs"]), f(&r["executions"]), f(&ms["p50"]), f(&ms["p99"]), f(&ms["max"]),
+                            cpu_rss(&r["processes"])
+                        );
+                    }
+                }
+            }
             "feed" => {
                 for r in [&r["latency"], &r["fanout"]] {
                     println!(

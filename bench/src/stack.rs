@@ -179,7 +179,7 @@ impl Stack {
         c
     }
 
-    async fn cli(&self, args: &[&str]) -> anyhow::Result<String> {
+    pub async fn cli(&self, args: &[&str]) -> anyhow::Result<String> {
         let out = self.command(args).output().await.context("run the cronbox binary")?;
         if !out.status.success() {
             bail!("cronbox {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));

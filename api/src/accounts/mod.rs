@@ -711,6 +711,41 @@ pub(crate) async fn reset_with(state: &AppState, token: &str, password: String) 
     Ok(())
 }
 
+/// Changes a signed-in person's password after checking the current one. Every session that
+/// began before, this one included, stops working; the caller starts a new one if it wants to
+/// stay signed in.
+pub async fn change_password(
+    state: &AppState,
+    user: &UserCaller,
+    current: String,
+    new: String,
+) -> Result<(), ApiError> {
+    check_password("new_password", &new)?;
+    let ok = password::verify(current, user.user.password_hash.clone()).await?;
+    if !ok {
+        return Err(ApiError::field(
+            "current_password",
+            "invalid_credentials",
+            "the current password is wrong",
+        ));
+    }
+    let password_hash = password::hash(new).await?;
+    state
+        .stores
+        .users
+        .execute(
+            &user.user_id.to_string(),
+            UserCommand::ChangePassword {
+                password_hash,
+                at: Utc::now(),
+            },
+        )
+        .await
+        .map_err(|e| from_aggregate(e, user_error))?;
+    tracing::info!(user_id = %user.user_id, "password changed");
+    Ok(())
+}
+
 /// A logged-in user, from an access token whose session is still live.
 #[derive(Debug, Clone)]
 pub struct UserCaller {

@@ -629,7 +629,8 @@ pub struct DelayedListQuery {
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
-    /// Only calls with this status: `pending`, `running`, `succeeded` or `failed`.
+    /// Only calls with this status: `pending`, `running`, `succeeded`, `failed` or `cancelled`
+    /// (cancelled calls are listed only when asked for).
     #[param(example = "pending")]
     pub status: Option<String>,
     /// Only calls carrying this tag.

@@ -27,6 +27,8 @@ pub async fn home(v: Visitor) -> PageResult {
 struct LoginPage {
     c: Chrome,
     next: String,
+    /// `next`, URL-encoded for the sign-up link.
+    next_q: String,
     email: String,
     error: Option<String>,
 }
@@ -39,6 +41,7 @@ pub async fn login_page(v: Visitor, Query(q): Query<HashMap<String, String>>) ->
     let tr = super::Tr::new(v.lang);
     let page = LoginPage {
         c: Chrome::for_visitor(&v, tr.t("login.title"), "login").notice(super::notice(tr, &q)),
+        next_q: super::url_encode(&next),
         next,
         email: String::new(),
         error: None,
@@ -78,6 +81,7 @@ pub async fn login(
             let (status, code, _) = e.classify();
             let page = LoginPage {
                 c: Chrome::for_visitor(v, tr.t("login.title"), "login"),
+                next_q: super::url_encode(&next),
                 next,
                 email,
                 error: Some(error_text(tr, code, &e.to_string())),
@@ -92,18 +96,21 @@ pub async fn login(
 #[template(path = "app/signup.html")]
 struct SignupPage {
     c: Chrome,
+    next: String,
     name: String,
     email: String,
     error: Option<String>,
 }
 
-pub async fn signup_page(v: Visitor) -> PageResult {
+pub async fn signup_page(v: Visitor, Query(q): Query<HashMap<String, String>>) -> PageResult {
+    let next = local_path(q.get("next").map(String::as_str));
     if v.user.is_some() {
-        return Ok(see_other("/app"));
+        return Ok(see_other(&next));
     }
     let tr = super::Tr::new(v.lang);
     let page = SignupPage {
         c: Chrome::for_visitor(&v, tr.t("signup.title"), "signup"),
+        next,
         name: String::new(),
         email: String::new(),
         error: None,
@@ -121,8 +128,13 @@ pub async fn signup(State(state): State<AppState>, form: Posted) -> PageResult {
         .map(|(_, v)| v.clone())
         .unwrap_or_default();
     let v = &form.visitor;
+    let next = match form.get("next").as_deref() {
+        // Straight from the login page: the workspace list, which says a mail is on its way.
+        None | Some("/app") => "/app?n=verify_sent".to_string(),
+        Some(n) => local_path(Some(n)),
+    };
     match accounts::sign_up(&state, &email, &name, password, v.lang).await {
-        Ok(user) => signed_in(&state, user.id.unwrap_or_default(), "/app?n=verify_sent").await,
+        Ok(user) => signed_in(&state, user.id.unwrap_or_default(), &next).await,
         Err(e) => {
             let (status, code, field) = e.classify();
             if status.is_server_error() && code != "busy" {
@@ -136,6 +148,7 @@ pub async fn signup(State(state): State<AppState>, form: Posted) -> PageResult {
             };
             let page = SignupPage {
                 c: Chrome::for_visitor(v, tr.t("signup.title"), "signup"),
+                next: local_path(form.get("next").as_deref()),
                 name,
                 email,
                 error: Some(text),

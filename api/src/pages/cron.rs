@@ -102,28 +102,6 @@ pub async fn list(
     Ok(html(StatusCode::OK, &page, &m.visitor.set_cookies))
 }
 
-/// Waits (up to 2 s) until the list's read model shows job `id` in `status`, so the page the
-/// person is sent back to shows what they just did. The read model follows the event log within
-/// milliseconds normally; under load it may lag, and then the page says what it can.
-async fn until_listed(state: &AppState, id: Uuid, status: &str) {
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
-    loop {
-        let now: Result<Option<String>, _> = sqlx::query_scalar("SELECT status FROM jobs WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&state.pool)
-            .await;
-        match now {
-            Ok(Some(s)) if s == status => return,
-            Err(e) => {
-                tracing::warn!(error = %e, job_id = %id, "cannot read the job list");
-                return;
-            }
-            _ if tokio::time::Instant::now() >= deadline => return,
-            _ => tokio::time::sleep(std::time::Duration::from_millis(25)).await,
-        }
-    }
-}
-
 /// Where to go back to after an action: the list, with a notice.
 fn back(m: &Member, notice: &str) -> PageResult {
     Ok(see_other(&m.href(&format!("/cron?n={notice}"))))
@@ -139,12 +117,12 @@ pub async fn act(
     match action.as_str() {
         "pause" => {
             let job = jobs::pause(&state, &m.caller, &id).await?;
-            until_listed(&state, job.id.unwrap_or_default(), "paused").await;
+            super::until_listed(&state, job.id.unwrap_or_default(), "paused").await;
             back(&m, "paused")
         }
         "resume" => {
             let job = jobs::resume(&state, &m.caller, &id).await?;
-            until_listed(&state, job.id.unwrap_or_default(), "active").await;
+            super::until_listed(&state, job.id.unwrap_or_default(), "active").await;
             back(&m, "resumed")
         }
         "run" => {
@@ -199,6 +177,9 @@ struct CronForm {
     body: String,
     timeout_seconds: String,
     retry_count: String,
+    /// The headers as the editor first showed them: left unchanged, they are not sent back
+    /// (below `admin` their secret values are shown masked and must not overwrite the real ones).
+    headers_orig: Option<String>,
 }
 
 impl CronForm {
@@ -220,7 +201,50 @@ impl CronForm {
             body: String::new(),
             timeout_seconds: String::new(),
             retry_count: String::new(),
+            headers_orig: None,
         }
+    }
+
+    /// The editor's fields for an existing job (as the API shows it to this member).
+    fn from_view(m: &Member, v: &Value) -> Self {
+        let mut f = Self::defaults(m);
+        let s = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+        f.name = s("name");
+        f.tags = v["tags"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", "))
+            .unwrap_or_default();
+        f.timezone = s("timezone");
+        f.method = s("method");
+        f.url = s("url");
+        f.body = s("body");
+        f.headers = v["headers"]
+            .as_object()
+            .map(|h| {
+                h.iter()
+                    .map(|(k, v)| format!("{k}: {}", v.as_str().unwrap_or_default()))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+            .unwrap_or_default();
+        f.headers_orig = Some(f.headers.clone());
+        f.timeout_seconds = v["timeout_seconds"].as_i64().map(|n| n.to_string()).unwrap_or_default();
+        f.retry_count = v["retry_count"].as_i64().map(|n| n.to_string()).unwrap_or_default();
+        let hm = |h: u32, mi: u32| format!("{h:02}:{mi:02}");
+        match Builder::recognise(&s("schedule")) {
+            Builder::EveryMinutes(n) => (f.mode, f.every_minutes) = ("minutes".into(), n.to_string()),
+            Builder::EveryHours(n) => (f.mode, f.every_hours) = ("hours".into(), n.to_string()),
+            Builder::Daily { hour, minute } => (f.mode, f.time) = ("daily".into(), hm(hour, minute)),
+            Builder::Weekly { days, hour, minute } => {
+                (f.mode, f.time) = ("weekly".into(), hm(hour, minute));
+                f.days = days.iter().map(u32::to_string).collect();
+            }
+            Builder::Monthly { day, hour, minute } => {
+                (f.mode, f.time, f.day_of_month) = ("monthly".into(), hm(hour, minute), day.to_string())
+            }
+            Builder::Custom(e) => (f.mode, f.expression) = ("custom".into(), e),
+        }
+        f
     }
 
     fn read(m: &Member, get: impl Fn(&str) -> Option<String>, days: Vec<String>) -> Self {
@@ -243,6 +267,7 @@ impl CronForm {
             body: or("body", d.body),
             timeout_seconds: or("timeout_seconds", d.timeout_seconds),
             retry_count: or("retry_count", d.retry_count),
+            headers_orig: get("headers_orig"),
         }
     }
 
@@ -293,18 +318,24 @@ impl CronForm {
         if !tags.is_empty() {
             b.insert("tags".into(), json!(tags));
         }
-        let mut headers = Map::new();
-        for line in self.headers.lines().map(str::trim).filter(|l| !l.is_empty()) {
-            let (k, v) = line
-                .split_once(':')
-                .ok_or_else(|| ApiError::field("headers", "invalid", "each header line must be `Name: value`"))?;
-            headers.insert(k.trim().to_string(), json!(v.trim()));
-        }
-        if !headers.is_empty() {
-            b.insert("headers".into(), Value::Object(headers));
+        let editing = self.headers_orig.is_some();
+        let same_headers = self.headers_orig.as_deref().map(normalise_lines) == Some(normalise_lines(&self.headers));
+        if !same_headers {
+            let mut headers = Map::new();
+            for line in self.headers.lines().map(str::trim).filter(|l| !l.is_empty()) {
+                let (k, v) = line
+                    .split_once(':')
+                    .ok_or_else(|| ApiError::field("headers", "invalid", "each header line must be `Name: value`"))?;
+                headers.insert(k.trim().to_string(), json!(v.trim()));
+            }
+            if editing || !headers.is_empty() {
+                b.insert("headers".into(), Value::Object(headers));
+            }
         }
         if !self.body.is_empty() {
             b.insert("body".into(), json!(self.body));
+        } else if editing {
+            b.insert("body".into(), Value::Null);
         }
         for (field, v) in [
             ("timeout_seconds", &self.timeout_seconds),
@@ -320,6 +351,14 @@ impl CronForm {
         }
         Ok(b)
     }
+}
+
+fn normalise_lines(s: &str) -> String {
+    s.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 struct Preview {
@@ -349,6 +388,8 @@ fn preview(tr: Tr, f: &CronForm) -> Result<Preview, String> {
 struct EditPage {
     c: Chrome,
     base: String,
+    /// Where the form posts: `…/cron/new`, or `…/cron/{id}/edit`.
+    action: String,
     f: CronForm,
     error: Option<String>,
     preview: Result<Preview, String>,
@@ -365,7 +406,8 @@ struct PreviewFragment {
     preview: Result<Preview, String>,
 }
 
-fn edit_page(m: &Member, f: CronForm, error: Option<String>, status: StatusCode) -> PageResult {
+/// The editor, for a new job (`job` None) or for job `job`.
+fn editor(m: &Member, f: CronForm, error: Option<String>, status: StatusCode, job: Option<&str>) -> PageResult {
     let tr = m.tr();
     const DAYS: [(u32, &str); 7] = [
         (1, "day.1"),
@@ -376,9 +418,14 @@ fn edit_page(m: &Member, f: CronForm, error: Option<String>, status: StatusCode)
         (6, "day.6"),
         (0, "day.0"),
     ];
+    let (title, action) = match job {
+        None => (tr.t("editor.title_new"), m.href("/cron/new")),
+        Some(id) => (tr.t("editor.title_edit"), m.href(&format!("/cron/{id}/edit"))),
+    };
     let page = EditPage {
-        c: Chrome::for_member(m, tr.t("editor.title_new"), "cron"),
+        c: Chrome::for_member(m, title, "cron"),
         base: m.href(""),
+        action,
         preview: preview(tr, &f),
         days: DAYS
             .iter()
@@ -402,7 +449,7 @@ fn edit_page(m: &Member, f: CronForm, error: Option<String>, status: StatusCode)
 
 /// The editor; with `fragment=1`, only the preview of the schedule in its query (what the
 /// page's script fetches as you type).
-pub async fn new_page(m: Member, RawQuery(raw): RawQuery) -> PageResult {
+pub async fn new_page(State(state): State<AppState>, m: Member, RawQuery(raw): RawQuery) -> PageResult {
     m.caller.require(cronbox_domain::workspace::Role::Member)?;
     let pairs: Vec<(String, String)> = url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
         .into_owned()
@@ -419,7 +466,39 @@ pub async fn new_page(m: Member, RawQuery(raw): RawQuery) -> PageResult {
         .filter(|(n, _)| n == "days")
         .map(|(_, v)| v.clone())
         .collect();
-    let f = CronForm::read(&m, get, days);
+    let mut f = CronForm::read(&m, get, days);
+    let mut clone_note = None;
+    if let Some(from) = get("from") {
+        // Clone: the editor opens with that job's fields, under a new name.
+        let v = jobs::view_any(&state, &m.caller, &from, Kind::Cron).await?;
+        f = CronForm::from_view(&m, &v);
+        f.headers_orig = None;
+        f.name = m.tr().f("editor.copy_of", &[("name", &f.name)]);
+        if !m.caller.sees_credentials() {
+            // Below admin the secret values are masked: a copy would send the mask, and a way
+            // to copy them would be a way to send them elsewhere. They are left out.
+            let secret: Vec<String> = v["sensitive_headers"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|h| h.as_str().map(str::to_ascii_lowercase))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let kept: Vec<&str> = f
+                .headers
+                .lines()
+                .filter(|l| {
+                    let name = l.split(':').next().unwrap_or_default().trim().to_ascii_lowercase();
+                    !secret.contains(&name)
+                })
+                .collect();
+            if kept.len() != f.headers.lines().count() {
+                clone_note = Some(m.tr().t("editor.secrets_not_copied").to_string());
+            }
+            f.headers = kept.join("\n");
+        }
+    }
     if get("fragment").is_some() {
         let page = PreviewFragment {
             c: Chrome::for_member(&m, "", "cron"),
@@ -427,7 +506,7 @@ pub async fn new_page(m: Member, RawQuery(raw): RawQuery) -> PageResult {
         };
         return Ok(html(StatusCode::OK, &page, &[]));
     }
-    edit_page(&m, f, None, StatusCode::OK)
+    editor(&m, f, clone_note, StatusCode::OK, None)
 }
 
 pub async fn create(State(state): State<AppState>, m: Member, form: Posted) -> PageResult {
@@ -440,7 +519,7 @@ pub async fn create(State(state): State<AppState>, m: Member, form: Posted) -> P
         Ok(job) => {
             let id: Uuid = job.id.unwrap_or_default();
             tracing::info!(job_id = %id, workspace_id = %m.caller.workspace_id, "cron job created in the web app");
-            until_listed(&state, id, "active").await;
+            super::until_listed(&state, id, "active").await;
             back(&m, "created")
         }
         Err(e) => {
@@ -454,7 +533,55 @@ pub async fn create(State(state): State<AppState>, m: Member, form: Posted) -> P
                 Some(f) => format!("{f}: {text}"),
                 None => text,
             };
-            edit_page(&m, f, Some(text), status)
+            editor(&m, f, Some(text), status, None)
+        }
+    }
+}
+
+/// The editor for an existing job.
+pub async fn edit_page(State(state): State<AppState>, m: Member, Path((_, id)): Path<(String, String)>) -> PageResult {
+    m.caller.require(cronbox_domain::workspace::Role::Member)?;
+    let v = jobs::view_any(&state, &m.caller, &id, Kind::Cron).await?;
+    let f = CronForm::from_view(&m, &v);
+    editor(&m, f, None, StatusCode::OK, Some(&id))
+}
+
+pub async fn update(
+    State(state): State<AppState>,
+    m: Member,
+    Path((_, id)): Path<(String, String)>,
+    form: Posted,
+) -> PageResult {
+    let f = CronForm::read(&m, |k| form.get(k), form.all("days"));
+    // Present (possibly empty) in every post of the edit form.
+    let f = CronForm {
+        headers_orig: Some(
+            form.fields
+                .iter()
+                .find(|(k, _)| k == "headers_orig")
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default(),
+        ),
+        ..f
+    };
+    let result = match f.body() {
+        Ok(body) => jobs::change_cron_job(&state, &m.caller, &id, body).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(job) => {
+            tracing::info!(job_id = %id, workspace_id = %m.caller.workspace_id, "cron job changed in the web app");
+            let _ = job;
+            back(&m, "saved")
+        }
+        Err(e) => {
+            let (status, code, field) = e.classify();
+            if status.is_server_error() {
+                return Err(PageError::Api(e));
+            }
+            let text = error_text(m.tr(), code, &e.to_string());
+            let text = field.map_or(text.clone(), |f| format!("{f}: {text}"));
+            editor(&m, f, Some(text), status, Some(&id))
         }
     }
 }

@@ -9,7 +9,11 @@
 //! - [`i18n`]: the Russian and English catalogues, plurals, numbers, dates.
 //! - [`account`]: sign-up, login, logout, password reset request, the language switch.
 //! - [`workspaces`]: the workspace list, creation and the dashboard.
-//! - [`cron`]: cron jobs (list, editor, inline actions); [`runs`]: the execution log.
+//! - [`admin`]: the admin panel (superusers); [`profile`]: language, time zone, password;
+//!   [`invites`]: accepting an invitation.
+//! - [`cron`]: cron jobs (list, editor, inline actions); [`job`]: a job's page with charts
+//!   ([`charts`]: server-side SVG); [`delayed`]: delayed calls;
+//!   [`runs`]: the execution log; [`settings`]: members, invitations, API keys.
 //!
 //! Every page works without JavaScript (forms post, links navigate); `app.js` adds the live
 //! log, the schedule preview while typing and confirmations. Responses carry a strict CSP with
@@ -17,10 +21,17 @@
 //! Pages are not part of the OpenAPI document: they are for browsers, not for clients.
 
 pub mod account;
+pub mod admin;
+pub mod charts;
 pub mod cron;
+pub mod delayed;
 pub mod i18n;
+pub mod invites;
+pub mod job;
+pub mod profile;
 pub mod runs;
 pub mod session;
+pub mod settings;
 pub mod workspaces;
 
 use askama::Template;
@@ -53,13 +64,32 @@ pub fn router() -> Router<AppState> {
         .route("/logout", post(account::logout))
         .route("/forgot", get(account::forgot_page).post(account::forgot))
         .route("/language", post(account::language))
+        .route("/admin", get(admin::projections))
+        .route("/admin/projections/{name}/rebuild", post(admin::rebuild))
+        .route("/profile", get(profile::page).post(profile::save))
+        .route("/profile/password", post(profile::password))
         .route("/app", get(workspaces::list))
         .route("/app/workspaces", post(workspaces::create))
+        .route("/app/invites/accept", get(invites::page).post(invites::accept))
         .route("/app/w/{ws}", get(workspaces::dashboard))
         .route("/app/w/{ws}/cron", get(cron::list))
         .route("/app/w/{ws}/cron/new", get(cron::new_page).post(cron::create))
         .route("/app/w/{ws}/cron/bulk", post(cron::bulk))
+        .route("/app/w/{ws}/cron/{id}", get(job::page))
+        .route("/app/w/{ws}/cron/{id}/edit", get(cron::edit_page).post(cron::update))
         .route("/app/w/{ws}/cron/{id}/{action}", post(cron::act))
+        .route("/app/w/{ws}/delayed", get(delayed::list))
+        .route("/app/w/{ws}/delayed/new", get(delayed::new_page).post(delayed::create))
+        .route("/app/w/{ws}/delayed/{id}", get(delayed::detail))
+        .route("/app/w/{ws}/delayed/{id}/cancel", post(delayed::cancel))
+        .route("/app/w/{ws}/settings", get(settings::page))
+        .route("/app/w/{ws}/settings/invites", post(settings::invite))
+        .route(
+            "/app/w/{ws}/settings/invites/{id}/revoke",
+            post(settings::revoke_invite),
+        )
+        .route("/app/w/{ws}/settings/keys", post(settings::create_key))
+        .route("/app/w/{ws}/settings/keys/{id}/revoke", post(settings::revoke_key))
         .route("/app/w/{ws}/executions", get(runs::list))
         .route("/app/w/{ws}/executions/live", get(runs::live))
         .route("/app/w/{ws}/executions/{id}", get(runs::detail))
@@ -122,6 +152,28 @@ impl IntoResponse for PageError {
 }
 
 pub type PageResult = Result<Response, PageError>;
+
+/// Waits (up to 2 s) until the list's read model shows job `id` in `status`, so the page the
+/// person is sent back to shows what they just did. The read model follows the event log within
+/// milliseconds normally; under load it may lag, and then the page says what it can.
+pub async fn until_listed(state: &AppState, id: Uuid, status: &str) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        let now: Result<Option<String>, _> = sqlx::query_scalar("SELECT status FROM jobs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&state.pool)
+            .await;
+        match now {
+            Ok(Some(s)) if s == status => return,
+            Err(e) => {
+                tracing::warn!(error = %e, job_id = %id, "cannot read the job list");
+                return;
+            }
+            _ if tokio::time::Instant::now() >= deadline => return,
+            _ => tokio::time::sleep(std::time::Duration::from_millis(25)).await,
+        }
+    }
+}
 
 /// 303 to a path of ours.
 pub fn see_other(to: &str) -> Response {
@@ -305,6 +357,15 @@ pub struct Member {
 impl Member {
     pub fn tr(&self) -> Tr {
         Tr::new(self.visitor.lang)
+    }
+
+    /// The zone times are shown in: the person's setting, else the workspace's.
+    pub fn zone(&self) -> String {
+        self.visitor
+            .user
+            .as_ref()
+            .and_then(|u| u.user.timezone.clone())
+            .unwrap_or_else(|| self.caller.timezone.clone())
     }
 
     /// `/app/w/{ws}` + `rest`.

@@ -144,11 +144,7 @@ pub async fn list(
     let fragment = q.remove("fragment").is_some();
     let page = executions::page(&state, &m.caller, &q).await?;
     let names = job_names(&state, m.caller.workspace_id, &page.items).await?;
-    let rows: Vec<RunRow> = page
-        .items
-        .iter()
-        .map(|r| row(tr, &m.caller.timezone, &names, r))
-        .collect();
+    let rows: Vec<RunRow> = page.items.iter().map(|r| row(tr, &m.zone(), &names, r)).collect();
     let base = m.href("");
     if fragment {
         let page = RowsFragment {
@@ -235,7 +231,7 @@ pub async fn detail(State(state): State<AppState>, m: Member, Path((_, id)): Pat
         response: pretty(&v["response"]),
         attempt_log: pretty(&v["attempt_log"]),
         notifications: pretty(&v["notifications"]),
-        r: row(tr, &m.caller.timezone, &names, &v),
+        r: row(tr, &m.zone(), &names, &v),
     };
     Ok(html(StatusCode::OK, &page, &m.visitor.set_cookies))
 }

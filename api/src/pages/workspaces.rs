@@ -177,6 +177,44 @@ struct DashboardPage {
     d: Dash,
 }
 
+/// (runs in 24 h, of them succeeded, runs in 7 days, of them succeeded).
+type Counts = (i64, i64, i64, i64);
+
+/// How long one process reuses a workspace's run counts: they sum a week of runs (a million
+/// rows in a big workspace), which is the dashboard's whole cost otherwise.
+const COUNTS_FOR: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The dashboard's run counts, computed at most once a minute per workspace and process.
+async fn run_counts(pool: sqlx::PgPool, ws: Uuid) -> Result<Counts, sqlx::Error> {
+    use std::sync::{Mutex, OnceLock};
+    use std::time::Instant;
+    static MEMO: OnceLock<Mutex<HashMap<Uuid, (Instant, Counts)>>> = OnceLock::new();
+    let memo = MEMO.get_or_init(Default::default);
+    let now = Instant::now();
+    if let Some((at, c)) = memo.lock().unwrap_or_else(|p| p.into_inner()).get(&ws) {
+        if now.duration_since(*at) < COUNTS_FOR {
+            return Ok(*c);
+        }
+    }
+    let c: Counts = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE scheduled_for > now() - interval '24 hours'),
+                count(*) FILTER (WHERE scheduled_for > now() - interval '24 hours' AND status = 'succeeded'),
+                count(*), count(*) FILTER (WHERE status = 'succeeded')
+           FROM runs
+          WHERE workspace_id = $1 AND scheduled_for > now() - interval '7 days'
+            AND status IN ('succeeded', 'failed')",
+    )
+    .bind(ws)
+    .fetch_one(&pool)
+    .await?;
+    let mut m = memo.lock().unwrap_or_else(|p| p.into_inner());
+    if m.len() > 10_000 {
+        m.retain(|_, (at, _)| now.duration_since(*at) < COUNTS_FOR);
+    }
+    m.insert(ws, (now, c));
+    Ok(c)
+}
+
 fn success_rate(tr: Tr, ok: i64, total: i64) -> String {
     if total == 0 {
         return tr.t("dash.no_runs").to_string();
@@ -195,6 +233,7 @@ pub async fn dashboard(State(state): State<AppState>, m: Member) -> PageResult {
     let tr = m.tr();
     let ws = m.caller.workspace_id;
     let now = Utc::now();
+    let zone = m.zone();
     let (active_cron, paused_cron, pending_delayed): (i64, i64, i64) = sqlx::query_as(
         "SELECT count(*) FILTER (WHERE kind = 'cron' AND status = 'active'),
                 count(*) FILTER (WHERE kind = 'cron' AND status = 'paused'),
@@ -204,17 +243,7 @@ pub async fn dashboard(State(state): State<AppState>, m: Member) -> PageResult {
     .bind(ws)
     .fetch_one(&state.pool)
     .await?;
-    let (runs_24h, ok_24h, runs_7d, ok_7d): (i64, i64, i64, i64) = sqlx::query_as(
-        "SELECT count(*) FILTER (WHERE scheduled_for > now() - interval '24 hours'),
-                count(*) FILTER (WHERE scheduled_for > now() - interval '24 hours' AND status = 'succeeded'),
-                count(*), count(*) FILTER (WHERE status = 'succeeded')
-           FROM runs
-          WHERE workspace_id = $1 AND scheduled_for > now() - interval '7 days'
-            AND status IN ('succeeded', 'failed')",
-    )
-    .bind(ws)
-    .fetch_one(&state.pool)
-    .await?;
+    let (runs_24h, ok_24h, runs_7d, ok_7d) = run_counts(state.pool.clone(), ws).await?;
     let failing = sqlx::query_as::<_, (Uuid, String, i32)>(
         "SELECT id, name, consecutive_failures FROM jobs
           WHERE workspace_id = $1 AND kind = 'cron' AND status = 'active' AND consecutive_failures > 0
@@ -260,7 +289,7 @@ pub async fn dashboard(State(state): State<AppState>, m: Member) -> PageResult {
         id,
         name: name.unwrap_or_else(|| tr.t("runs.deleted_job").to_string()),
         error: super::runs::error_summary(tr, error.as_deref(), code),
-        at: tr.when(at, &m.caller.timezone),
+        at: tr.when(at, &zone),
     })
     .collect();
     let report = crate::plans::usage_of(&state, &m.caller).await?;

@@ -61,8 +61,7 @@ impl Browser {
             .arg("--allowed-ips=127.0.0.1")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .process_group(0);
+            .kill_on_drop(true);
         let driver = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("start {driver_bin} (scripts/test.sh installs chromium-driver): {e}"));
@@ -266,6 +265,33 @@ impl Browser {
         .await
     }
 
+    /// Runs axe-core (vendored for the tests, `tests/vendor/axe-core`) on the current page and
+    /// returns its `serious` and `critical` violations as `"rule: target, …"` lines.
+    pub async fn accessibility_problems(&self) -> Vec<String> {
+        const AXE: &str = include_str!("../../vendor/axe-core/axe.min.js");
+        if self.js("return typeof window.axe", vec![]).await != "object" {
+            self.js(&format!("{AXE}\nreturn true;"), vec![]).await;
+        }
+        let v = self
+            .call(
+                reqwest::Method::POST,
+                "/execute/async",
+                Some(json!({"script": "const done = arguments[arguments.length - 1];
+                    axe.run(document, {resultTypes: ['violations']})
+                      .then(r => done(r.violations.map(v => ({id: v.id, impact: v.impact,
+                         help: v.help, targets: v.nodes.map(n => n.target.join(' '))}))))
+                      .catch(e => done([{id: 'axe-error', impact: 'critical', help: String(e), targets: []}]));",
+                    "args": []})),
+            )
+            .await;
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter(|x| matches!(x["impact"].as_str(), Some("serious" | "critical")))
+            .map(|x| format!("{} ({}): {} at {}", x["id"], x["impact"], x["help"], x["targets"]))
+            .collect()
+    }
+
     /// The element as a script argument.
     pub fn arg(e: &El) -> Value {
         json!({ ELEMENT: e.0 })
@@ -328,13 +354,23 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        // The driver's process group holds Chromium too: nothing outlives a failed test.
-        if let Some(pid) = self.driver.id() {
-            let _ = std::process::Command::new("kill")
-                .args(["-9", &format!("-{pid}")])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
+        // A test that failed before `close`: end the session with a blocking request (no
+        // runtime here), so ChromeDriver closes Chromium; the driver dies with `kill_on_drop`.
+        use std::io::{Read, Write};
+        let Some(addr) = self.driver_url.strip_prefix("http://") else {
+            return;
+        };
+        let Ok(mut c) = std::net::TcpStream::connect(addr) else {
+            return;
+        };
+        let _ = c.set_read_timeout(Some(Duration::from_secs(10)));
+        let req = format!(
+            "DELETE /session/{} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            self.session
+        );
+        if c.write_all(req.as_bytes()).is_ok() {
+            let mut sink = Vec::new();
+            let _ = c.read_to_end(&mut sink);
         }
     }
 }

@@ -16,6 +16,14 @@ use crate::notifications::link_in;
 
 const WAIT: Duration = Duration::from_secs(15);
 
+/// Saves a screenshot of the page as `name` and checks it with axe-core: no serious or
+/// critical accessibility problem.
+pub async fn check_page(b: &Browser, name: &str) {
+    b.screenshot(name).await;
+    let problems = b.accessibility_problems().await;
+    assert!(problems.is_empty(), "{name}: {}", problems.join("\n"));
+}
+
 #[tokio::test]
 async fn a_newcomer_signs_up_creates_a_job_runs_it_and_watches_it_arrive_live() {
     let smtp = FakeSmtp::start().await;
@@ -34,7 +42,7 @@ async fn a_newcomer_signs_up_creates_a_job_runs_it_and_watches_it_arrive_live() 
     b.wait_text("Вход", WAIT).await;
     let lang = b.js("return document.documentElement.lang", vec![]).await;
     assert_eq!(lang, "ru");
-    b.screenshot("login").await;
+    check_page(&b, "login").await;
 
     // The language switch: English, then back to Russian.
     b.click(&b.find("form.lang button").await).await;
@@ -70,7 +78,7 @@ async fn a_newcomer_signs_up_creates_a_job_runs_it_and_watches_it_arrive_live() 
     b.wait_text("Обзор", WAIT).await;
     let ws_url = b.url().await;
     let ws = ws_url.rsplit('/').next().expect("workspace id").to_string();
-    b.screenshot("dashboard").await;
+    check_page(&b, "dashboard").await;
 
     // A cron job from the builder: every day at 03:00 Moscow time. The preview shows the
     // same next runs as the API's preview.
@@ -107,11 +115,11 @@ async fn a_newcomer_signs_up_creates_a_job_runs_it_and_watches_it_arrive_live() 
     b.set_value("#every_minutes", "15").await;
     b.wait_text("*/15 * * * *", WAIT).await;
     b.set_value("#url", &env.target_url("/orders")).await;
-    b.screenshot("cron-editor").await;
+    check_page(&b, "cron-editor").await;
     b.click(&b.find("#cron-editor > button[type=submit]").await).await;
     b.wait_text("Cron-задача сохранена", WAIT).await;
     b.wait_text("Выгрузка заказов", WAIT).await;
-    b.screenshot("cron-list").await;
+    check_page(&b, "cron-list").await;
 
     // The log, open in one tab; "run now" from another; the run appears without a reload.
     let log_tab = b.window().await;
@@ -131,13 +139,13 @@ async fn a_newcomer_signs_up_creates_a_job_runs_it_and_watches_it_arrive_live() 
         true,
         "the log page was not reloaded"
     );
-    b.screenshot("executions").await;
+    check_page(&b, "executions").await;
     assert!(b.text(&row).await.contains("Выгрузка заказов"));
 
     // The run's page.
     b.click(&b.find("#runs-body tr[data-run] a").await).await;
     b.wait_text("HTTP 200", WAIT).await;
-    b.screenshot("execution").await;
+    check_page(&b, "execution").await;
 
     // Pause the job from the list.
     b.goto(&format!("{base}/app/w/{ws}/cron")).await;

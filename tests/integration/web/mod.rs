@@ -2,4 +2,5 @@
 //! journeys in a real headless Chromium (see `common::browser`).
 
 mod journey;
+mod journeys;
 mod pages;

@@ -287,3 +287,158 @@ async fn a_viewer_sees_no_edit_buttons_and_is_refused_if_they_post_anyway() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 303, "a logged-out cookie is not a session");
 }
+
+/// The text of the first `<textarea id="{id}" …>…</textarea>` in `html` (askama escapes `&`,
+/// `<`, `>`, `"` and `'`; undone here).
+fn textarea(html: &str, id: &str) -> String {
+    let start = html.find(&format!("<textarea id=\"{id}\"")).expect("the textarea");
+    let open = start + html[start..].find('>').unwrap() + 1;
+    let end = open + html[open..].find("</textarea>").unwrap();
+    html[open..end]
+        .replace("&#60;", "<")
+        .replace("&#62;", ">")
+        .replace("&#34;", "\"")
+        .replace("&#39;", "'")
+        .replace("&#38;", "&")
+}
+
+#[tokio::test]
+async fn a_member_edits_a_job_without_overwriting_its_secret_header_and_clones_it() {
+    let env = TestEnv::start().await;
+    let (owner, ws) = owned_workspace(&env, "owen@example.com", "Team", Some("business")).await;
+    let (s, job) = call(
+        &env,
+        Method::POST,
+        &format!("/v1/workspaces/{ws}/cron"),
+        &owner,
+        Some(
+            json!({"name": "Sync", "schedule": "30 9 * * 1,3", "timezone": "Europe/Moscow",
+                    "url": env.target_url("/sync"), "body": "{\"a\":1}",
+                    "headers": {"Authorization": "Bearer s3cret", "X-Trace": "on"},
+                    "sensitive_headers": ["Authorization"]}),
+        ),
+    )
+    .await;
+    assert_eq!(s, 201, "{job}");
+    let id = job["id"].as_str().unwrap().to_string();
+    let member = user(&env, "mia@example.com").await;
+    let (s, _) = call(
+        &env,
+        Method::POST,
+        &format!("/v1/workspaces/{ws}/invites"),
+        &owner,
+        Some(json!({"email": "mia@example.com", "role": "member"})),
+    )
+    .await;
+    assert_eq!(s, 201);
+    let invite = token_from_mail(&env, "mia@example.com").await;
+    call(
+        &env,
+        Method::POST,
+        "/v1/invites/accept",
+        &member,
+        Some(json!({"token": invite})),
+    )
+    .await;
+
+    let web = Web::new(&env);
+    web.log_in("mia@example.com").await;
+    // The job's page: its facts, three charts and its audit trail.
+    let (s, html, _) = web.get(&format!("/app/w/{ws}/cron/{id}?range=7d")).await;
+    assert_eq!(s, 200, "{html}");
+    assert_eq!(html.matches("<svg class=\"chart\"").count(), 3, "{html}");
+    assert!(html.contains("JobCreated"), "the audit trail: {html}");
+    // The editor opens on the builder's weekly tab with the job's fields.
+    let (s, html, _) = web.get(&format!("/app/w/{ws}/cron/{id}/edit")).await;
+    assert_eq!(s, 200, "{html}");
+    assert!(
+        html.contains("<option value=\"weekly\" selected>"),
+        "the weekly tab: {html}"
+    );
+    assert!(html.contains("value=\"09:30\""));
+    let headers = textarea(&html, "headers");
+    assert!(
+        !headers.contains("s3cret"),
+        "a member sees the secret masked: {headers}"
+    );
+    assert!(headers.contains("X-Trace: on"), "{headers}");
+    let t = web.csrf(&format!("/app/w/{ws}/cron/{id}/edit")).await;
+    let url = env.target_url("/sync");
+    let (s, body, h) = web
+        .post(
+            &format!("/app/w/{ws}/cron/{id}/edit"),
+            &[
+                ("_csrf", &t),
+                ("name", "Sync every 5"),
+                ("mode", "minutes"),
+                ("every_minutes", "5"),
+                ("timezone", "Europe/Moscow"),
+                ("method", "POST"),
+                ("url", &url),
+                ("headers", &headers),
+                ("headers_orig", &headers),
+                ("body", "{\"a\":1}"),
+            ],
+            &[],
+        )
+        .await;
+    assert_eq!(s, 303, "{body}");
+    assert!(h["location"].to_str().unwrap().ends_with("/cron?n=saved"));
+    let (_, j) = call(
+        &env,
+        Method::GET,
+        &format!("/v1/workspaces/{ws}/cron/{id}"),
+        &owner,
+        None,
+    )
+    .await;
+    assert_eq!(j["schedule"], "*/5 * * * *", "{j}");
+    assert_eq!(j["name"], "Sync every 5");
+    assert_eq!(
+        j["headers"]["Authorization"], "Bearer s3cret",
+        "the secret survived the edit: {j}"
+    );
+
+    // A bad schedule comes back on the form with the reason, and changes nothing.
+    let (s, body, _) = web
+        .post(
+            &format!("/app/w/{ws}/cron/{id}/edit"),
+            &[
+                ("_csrf", &t),
+                ("name", "x"),
+                ("mode", "custom"),
+                ("expression", "61 * * * *"),
+                ("url", &url),
+                ("headers_orig", ""),
+            ],
+            &[],
+        )
+        .await;
+    assert_eq!(s, 400, "{body}");
+    assert!(body.contains("schedule"), "{body}");
+    let (_, j) = call(
+        &env,
+        Method::GET,
+        &format!("/v1/workspaces/{ws}/cron/{id}"),
+        &owner,
+        None,
+    )
+    .await;
+    assert_eq!(j["schedule"], "*/5 * * * *");
+
+    // Clone: the editor opens filled in, under a new name, and saving makes a second job.
+    let (s, html, _) = web.get(&format!("/app/w/{ws}/cron/new?from={id}")).await;
+    assert_eq!(s, 200);
+    assert!(html.contains("Sync every 5 (копия)"), "{html}");
+    assert!(
+        !html.contains("name=\"headers_orig\""),
+        "a clone sends its headers as a new job"
+    );
+    let cloned = textarea(&html, "headers");
+    assert!(
+        !cloned.contains("Authorization"),
+        "a member's clone leaves the secret header out: {cloned}"
+    );
+    assert!(cloned.contains("X-Trace: on"), "{cloned}");
+    assert!(html.contains("Секретные заголовки не скопированы"), "{html}");
+}
