@@ -85,7 +85,8 @@ pub struct RunPage {
 }
 
 /// The caller's runs, filtered by the list query's `job_id`, `status`, `callback_status`,
-/// `cursor` and `limit` (the API's list and the web app's log).
+/// `error_type`, `from`/`to` (on `scheduled_for`), `cursor` and `limit` (the API's list and the
+/// web app's log).
 pub async fn page(state: &AppState, caller: &Caller, q: &HashMap<String, String>) -> Result<RunPage, ApiError> {
     let limit = pagination::limit(q.get("limit").map(String::as_str))?;
     let after = pagination::decode(q.get("cursor").map(String::as_str))?;
@@ -109,6 +110,23 @@ pub async fn page(state: &AppState, caller: &Caller, q: &HashMap<String, String>
             ))
         }
     };
+    let error_type = match q.get("error_type") {
+        None => None,
+        Some(s) => Some(
+            cronbox_domain::run::ErrorKind::parse(s)
+                .ok_or_else(|| {
+                    let all: Vec<&str> = cronbox_domain::run::ErrorKind::ALL.iter().map(|k| k.as_str()).collect();
+                    ApiError::field(
+                        "error_type",
+                        "invalid",
+                        format!("error_type must be one of {}", all.join(", ")),
+                    )
+                })?
+                .as_str(),
+        ),
+    };
+    let from = q.get("from").map(|s| crate::input::parse_time("from", s)).transpose()?;
+    let to = q.get("to").map(|s| crate::input::parse_time("to", s)).transpose()?;
     let (after_t, after_id) = after.map(|(t, i)| (Some(t), Some(i))).unwrap_or((None, None));
     let rows = sqlx::query(&format!(
         "SELECT {COLUMNS} FROM runs
@@ -117,6 +135,9 @@ pub async fn page(state: &AppState, caller: &Caller, q: &HashMap<String, String>
             AND ($3::text IS NULL OR status = $3)
             AND ($4::timestamptz IS NULL OR (scheduled_for, id) < ($4, $5))
             AND ($7::text IS NULL OR callback_status = $7)
+            AND ($8::text IS NULL OR error_type = $8)
+            AND ($9::timestamptz IS NULL OR scheduled_for >= $9)
+            AND ($10::timestamptz IS NULL OR scheduled_for < $10)
           ORDER BY scheduled_for DESC, id DESC
           LIMIT $6"
     ))
@@ -127,6 +148,9 @@ pub async fn page(state: &AppState, caller: &Caller, q: &HashMap<String, String>
     .bind(after_id)
     .bind(limit + 1)
     .bind(callback_status)
+    .bind(error_type)
+    .bind(from)
+    .bind(to)
     .fetch_all(&state.pool)
     .await?;
     let more = rows.len() as i64 > limit;

@@ -214,7 +214,8 @@ pub async fn create(
     JsonObject(body): JsonObject,
 ) -> Result<impl IntoResponse, ApiError> {
     caller.require(Role::Admin)?;
-    let n = notify(&state)?;
+    // Not configured here: 503 before any field is read.
+    notify(&state)?;
     let mut f = Fields(body);
     let kind = f
         .string("type")?
@@ -223,18 +224,43 @@ pub async fn create(
         .string("name")?
         .ok_or_else(|| ApiError::field("name", "required", "name is required"))?;
     let language = request_language(&mut f, &headers)?;
-    let new = match kind.as_str() {
-        "email" => {
-            let address = f
-                .string("address")?
-                .ok_or_else(|| ApiError::field("address", "required", "address is required for an e-mail channel"))?;
-            NewChannel::Email { address }
-        }
+    let target = match kind.as_str() {
+        "email" => f
+            .string("address")?
+            .ok_or_else(|| ApiError::field("address", "required", "address is required for an e-mail channel"))?,
+        "webhook" => f
+            .string("url")?
+            .ok_or_else(|| ApiError::field("url", "required", "url is required for a webhook channel"))?,
+        _ => String::new(),
+    };
+    f.finish()?;
+    let created = add_channel(&state, &caller, &kind, &name, language, &target).await?;
+    let mut v = json!(created.view);
+    if let Some(secret) = created.secret {
+        v["secret"] = json!(secret);
+    }
+    Ok((StatusCode::CREATED, Json(v)))
+}
+
+/// Adds an e-mail (`target`: the address, confirmed by a mailed link) or webhook (`target`:
+/// the URL, behind the target guard) channel to the caller's workspace (admins and owners).
+/// Telegram chats are added by linking instead.
+pub async fn add_channel(
+    state: &AppState,
+    caller: &Caller,
+    kind: &str,
+    name: &str,
+    language: Language,
+    target: &str,
+) -> Result<channels::Created, ApiError> {
+    caller.require(Role::Admin)?;
+    let n = notify(state)?;
+    let new = match kind {
+        "email" => NewChannel::Email {
+            address: target.to_string(),
+        },
         "webhook" => {
-            let raw = f
-                .string("url")?
-                .ok_or_else(|| ApiError::field("url", "required", "url is required for a webhook channel"))?;
-            let url = cronbox_domain::request::parse_target_url("url", &raw, &state.targets)?;
+            let url = cronbox_domain::request::parse_target_url("url", target, &state.targets)?;
             crate::targets::check_resolved(&state.targets, "url", &url).await?;
             NewChannel::Webhook { url }
         }
@@ -247,17 +273,16 @@ pub async fn create(
         }
         _ => return Err(ApiError::field("type", "invalid", "type must be email or webhook")),
     };
-    f.finish()?;
     let ws = Workspace {
         id: caller.workspace_id,
         name: &caller.workspace.name,
     };
-    let created = channels::create(n, &ws, &name, language, new).await?;
-    let mut v = json!(created.view);
-    if let Some(secret) = created.secret {
-        v["secret"] = json!(secret);
-    }
-    Ok((StatusCode::CREATED, Json(v)))
+    Ok(channels::create(n, &ws, name, language, new).await?)
+}
+
+/// The notification use cases of this process (503 `not_configured` where there are none).
+pub fn notify_of(state: &AppState) -> Result<&Notify, ApiError> {
+    notify(state)
 }
 
 #[utoipa::path(

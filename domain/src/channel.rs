@@ -54,6 +54,31 @@ impl Language {
             Self::En => "en",
         }
     }
+    /// The plural category of `n` (CLDR's cardinal rules): Russian has `one` / `few` / `many`,
+    /// English `one` / `other`.
+    pub fn plural(self, n: i64) -> &'static str {
+        let n = n.unsigned_abs();
+        match self {
+            Self::En => {
+                if n == 1 {
+                    "one"
+                } else {
+                    "other"
+                }
+            }
+            Self::Ru => {
+                let (d, h) = (n % 10, n % 100);
+                if d == 1 && h != 11 {
+                    "one"
+                } else if (2..=4).contains(&d) && !(12..=14).contains(&h) {
+                    "few"
+                } else {
+                    "many"
+                }
+            }
+        }
+    }
+
     /// The first of `ru`/`en` in an `Accept-Language` header; Russian when neither is there.
     pub fn from_accept_language(header: &str) -> Self {
         let mut best: Option<(f32, Self)> = None;

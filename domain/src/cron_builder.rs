@@ -3,6 +3,7 @@
 //! then parsed, previewed and fired by [`crate::schedule::CronSchedule`] like any other, so
 //! the builder cannot make a schedule the API would not accept.
 
+use crate::channel::Language;
 use crate::FieldError;
 
 /// One shape of schedule, as the builder's form describes it.
@@ -126,6 +127,123 @@ impl Builder {
     }
 }
 
+/// Day names as a weekly schedule reads them: "по понедельникам" / "on Mondays".
+const DAYS_RU: [&str; 7] = [
+    "воскресеньям",
+    "понедельникам",
+    "вторникам",
+    "средам",
+    "четвергам",
+    "пятницам",
+    "субботам",
+];
+const DAYS_EN: [&str; 7] = [
+    "Sundays",
+    "Mondays",
+    "Tuesdays",
+    "Wednesdays",
+    "Thursdays",
+    "Fridays",
+    "Saturdays",
+];
+
+fn list(items: &[&str], and: &str) -> String {
+    match items {
+        [] => String::new(),
+        [one] => (*one).to_string(),
+        [rest @ .., last] => format!("{} {and} {last}", rest.join(", ")),
+    }
+}
+
+impl Builder {
+    /// The schedule in words, in `lang`, for the builder's shapes (None for a custom
+    /// expression: croner describes those, in English).
+    pub fn describe(&self, lang: Language) -> Option<String> {
+        let at = |h: u32, m: u32| format!("{h:02}:{m:02}");
+        let ru = lang == Language::Ru;
+        Some(match (self, ru) {
+            (Builder::EveryMinutes(1), true) => "каждую минуту".into(),
+            (Builder::EveryMinutes(1), false) => "every minute".into(),
+            (Builder::EveryMinutes(n), true) => {
+                let w = match lang.plural((*n).into()) {
+                    "one" => "минуту",
+                    "few" => "минуты",
+                    _ => "минут",
+                };
+                format!("раз в {n} {w}")
+            }
+            (Builder::EveryMinutes(n), false) => format!("every {n} minutes"),
+            (Builder::EveryHours(1), true) => "каждый час, в начале часа".into(),
+            (Builder::EveryHours(1), false) => "every hour, on the hour".into(),
+            (Builder::EveryHours(n), true) => {
+                let w = match lang.plural((*n).into()) {
+                    "one" => "час",
+                    "few" => "часа",
+                    _ => "часов",
+                };
+                format!("раз в {n} {w}, в начале часа")
+            }
+            (Builder::EveryHours(n), false) => format!("every {n} hours, on the hour"),
+            (Builder::Daily { hour, minute }, true) => format!("каждый день в {}", at(*hour, *minute)),
+            (Builder::Daily { hour, minute }, false) => format!("every day at {}", at(*hour, *minute)),
+            (Builder::Weekly { days, hour, minute }, _) => {
+                let mut d = days.clone();
+                d.sort_unstable();
+                d.dedup();
+                let time = at(*hour, *minute);
+                if d.len() == 7 {
+                    return Some(if ru {
+                        format!("каждый день в {time}")
+                    } else {
+                        format!("every day at {time}")
+                    });
+                }
+                if d == [1, 2, 3, 4, 5] {
+                    return Some(if ru {
+                        format!("по будням в {time}")
+                    } else {
+                        format!("on weekdays at {time}")
+                    });
+                }
+                if d == [0, 6] {
+                    return Some(if ru {
+                        format!("по выходным в {time}")
+                    } else {
+                        format!("at weekends at {time}")
+                    });
+                }
+                // Monday first, as both languages' calendars here start the week.
+                d.sort_by_key(|x| (x + 6) % 7);
+                let names: Vec<&str> = d
+                    .iter()
+                    .filter_map(|x| {
+                        let i = usize::try_from(*x).ok()?;
+                        if ru { DAYS_RU.get(i) } else { DAYS_EN.get(i) }.copied()
+                    })
+                    .collect();
+                if ru {
+                    format!("по {} в {time}", list(&names, "и"))
+                } else {
+                    format!("on {} at {time}", list(&names, "and"))
+                }
+            }
+            (Builder::Monthly { day: 0, hour, minute }, true) => {
+                format!("в последний день месяца в {}", at(*hour, *minute))
+            }
+            (Builder::Monthly { day: 0, hour, minute }, false) => {
+                format!("on the last day of every month at {}", at(*hour, *minute))
+            }
+            (Builder::Monthly { day, hour, minute }, true) => {
+                format!("каждый месяц {day}-го числа в {}", at(*hour, *minute))
+            }
+            (Builder::Monthly { day, hour, minute }, false) => {
+                format!("every month on day {day} at {}", at(*hour, *minute))
+            }
+            (Builder::Custom(_), _) => return None,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,6 +326,50 @@ mod tests {
         assert_eq!(parse_time_of_day("time", "24:00").unwrap_err().field, "time");
         assert_eq!(parse_time_of_day("time", "07:05").unwrap(), (7, 5));
         assert_eq!(Builder::Custom(" ".into()).expression().unwrap_err().field, "schedule");
+    }
+
+    #[test]
+    fn given_each_shape_then_it_is_described_in_both_languages() {
+        let cases = [
+            ("* * * * *", "каждую минуту", "every minute"),
+            ("*/2 * * * *", "раз в 2 минуты", "every 2 minutes"),
+            ("*/15 * * * *", "раз в 15 минут", "every 15 minutes"),
+            ("*/21 * * * *", "раз в 21 минуту", "every 21 minutes"),
+            (
+                "0 */3 * * *",
+                "раз в 3 часа, в начале часа",
+                "every 3 hours, on the hour",
+            ),
+            ("0 3 * * *", "каждый день в 03:00", "every day at 03:00"),
+            (
+                "30 9 * * 1,3,5",
+                "по понедельникам, средам и пятницам в 09:30",
+                "on Mondays, Wednesdays and Fridays at 09:30",
+            ),
+            (
+                "0 9 * * 0,1",
+                "по понедельникам и воскресеньям в 09:00",
+                "on Mondays and Sundays at 09:00",
+            ),
+            ("0 8 * * 1,2,3,4,5", "по будням в 08:00", "on weekdays at 08:00"),
+            ("0 8 * * 0,6", "по выходным в 08:00", "at weekends at 08:00"),
+            (
+                "5 0 1 * *",
+                "каждый месяц 1-го числа в 00:05",
+                "every month on day 1 at 00:05",
+            ),
+            (
+                "0 23 L * *",
+                "в последний день месяца в 23:00",
+                "on the last day of every month at 23:00",
+            ),
+        ];
+        for (expr, ru, en) in cases {
+            let b = Builder::recognise(expr);
+            assert_eq!(b.describe(Language::Ru).as_deref(), Some(ru), "{expr}");
+            assert_eq!(b.describe(Language::En).as_deref(), Some(en), "{expr}");
+        }
+        assert_eq!(Builder::recognise("@daily").describe(Language::Ru), None);
     }
 
     #[test]

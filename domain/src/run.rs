@@ -59,6 +59,22 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    pub const ALL: [ErrorKind; 9] = [
+        Self::Timeout,
+        Self::Connect,
+        Self::Dns,
+        Self::Tls,
+        Self::TooLarge,
+        Self::HttpStatus,
+        Self::Assertion,
+        Self::BlockedTarget,
+        Self::Other,
+    ];
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Timeout => "timeout",

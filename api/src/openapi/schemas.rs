@@ -916,6 +916,14 @@ pub struct ExecutionListQuery {
     /// Only runs whose callback is `pending`, `retrying`, `delivered` or `failed` (the failed
     /// callbacks of a workspace: `callback_status=failed`).
     pub callback_status: Option<String>,
+    /// Only runs whose last error was of this type: `timeout`, `connect`, `dns`, `tls`,
+    /// `too_large`, `http_status`, `assertion`, `blocked_target` or `other`.
+    #[param(example = "timeout")]
+    pub error_type: Option<String>,
+    /// Only runs scheduled at or after this instant (RFC 3339).
+    pub from: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only runs scheduled before this instant (RFC 3339).
+    pub to: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 // ---------------------------------------------------------------- audit trail

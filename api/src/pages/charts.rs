@@ -16,6 +16,10 @@ const W: f64 = 640.0;
 const H: f64 = 160.0;
 const LEFT: f64 = 44.0;
 const BOTTOM: f64 = 22.0;
+/// Room above the plot for the top label.
+const TOP: f64 = 12.0;
+/// The plot's height.
+const PLOT: f64 = H - BOTTOM - TOP;
 
 fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -31,7 +35,7 @@ fn frame(out: &mut String, title: &str, max: f64, unit: &str) {
         t = escape(title)
     );
     for i in 0..=2 {
-        let y = (H - BOTTOM) * (1.0 - i as f64 / 2.0);
+        let y = TOP + PLOT * (1.0 - i as f64 / 2.0);
         let v = max * i as f64 / 2.0;
         let _ = write!(
             out,
@@ -66,7 +70,7 @@ pub fn percent_bars(title: &str, points: &[Point]) -> String {
     let slot = (W - LEFT) / n as f64;
     for (i, p) in points.iter().enumerate() {
         if let Some(v) = p.value {
-            let h = (H - BOTTOM) * v.clamp(0.0, 100.0) / 100.0;
+            let h = PLOT * v.clamp(0.0, 100.0) / 100.0;
             let _ = write!(
                 out,
                 r##"<rect x="{x:.1}" y="{y:.1}" width="{w:.1}" height="{h:.1}" fill="#146c2e"><title>{l}: {v:.1}%</title></rect>"##,
@@ -103,13 +107,20 @@ pub fn lines(title: &str, unit: &str, series: &[(&str, &str, Vec<Point>)]) -> St
         let n = points.len().max(1);
         let slot = (W - LEFT) / n as f64;
         let mut d = String::new();
+        let mut dots = String::new();
         let mut pen_down = false;
         for (i, p) in points.iter().enumerate() {
             match p.value {
                 Some(v) => {
                     let x = LEFT + slot * (i as f64 + 0.5);
-                    let y = (H - BOTTOM) * (1.0 - v / top);
+                    let y = TOP + PLOT * (1.0 - v / top);
                     let _ = write!(d, "{}{x:.1},{y:.1} ", if pen_down { "L" } else { "M" });
+                    // A dot too, so a lone bucket (no neighbour to draw a line to) shows.
+                    let _ = write!(
+                        dots,
+                        r#"<circle cx="{x:.1}" cy="{y:.1}" r="2.5" fill="{colour}"><title>{l}: {v:.0}</title></circle>"#,
+                        l = escape(&p.label)
+                    );
                     pen_down = true;
                 }
                 None => pen_down = false,
@@ -121,6 +132,7 @@ pub fn lines(title: &str, unit: &str, series: &[(&str, &str, Vec<Point>)]) -> St
             d = d.trim(),
             name = escape(name)
         );
+        out.push_str(&dots);
     }
     labels(&mut out, series.first().map(|s| s.2.as_slice()).unwrap_or(&[]));
     out.push_str("</svg>");

@@ -78,8 +78,8 @@ pub async fn list(
                     .as_array()
                     .map(|a| a.iter().filter_map(|t| t.as_str().map(str::to_string)).collect())
                     .unwrap_or_default(),
+                describe: super::describe_schedule(tr, &text(j, "schedule"), &text(j, "description_of_schedule")),
                 schedule: text(j, "schedule"),
-                describe: text(j, "description_of_schedule"),
                 next,
                 last_key: format!("status.{}", last.as_deref().unwrap_or("none")),
                 last,
@@ -271,6 +271,25 @@ impl CronForm {
         }
     }
 
+    /// A curl command pasted into the URL field fills the request's fields from it (method,
+    /// URL, headers, body). Returns whether it did.
+    fn import_curl(&mut self) -> Result<bool, ApiError> {
+        if !self.url.trim_start().starts_with("curl ") {
+            return Ok(false);
+        }
+        let r = cronbox_domain::curl::parse(self.url.trim())?;
+        self.method = r.method;
+        self.url = r.url;
+        self.headers = r
+            .headers
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        self.body = r.body.unwrap_or_default();
+        Ok(true)
+    }
+
     fn builder(&self) -> Result<Builder, ApiError> {
         let num = |field: &str, s: &str| {
             s.trim()
@@ -373,7 +392,7 @@ fn preview(tr: Tr, f: &CronForm) -> Result<Preview, String> {
     let s = CronSchedule::parse(&expr, &f.timezone).map_err(|e| e.to_string())?;
     Ok(Preview {
         expression: s.expression().to_string(),
-        describe: s.describe(),
+        describe: super::describe_schedule(tr, s.expression(), &s.describe()),
         timezone: f.timezone.clone(),
         next: s
             .upcoming(Utc::now(), 5)
@@ -408,6 +427,17 @@ struct PreviewFragment {
 
 /// The editor, for a new job (`job` None) or for job `job`.
 fn editor(m: &Member, f: CronForm, error: Option<String>, status: StatusCode, job: Option<&str>) -> PageResult {
+    editor_with(m, f, error, None, status, job)
+}
+
+fn editor_with(
+    m: &Member,
+    f: CronForm,
+    error: Option<String>,
+    notice: Option<String>,
+    status: StatusCode,
+    job: Option<&str>,
+) -> PageResult {
     let tr = m.tr();
     const DAYS: [(u32, &str); 7] = [
         (1, "day.1"),
@@ -423,7 +453,7 @@ fn editor(m: &Member, f: CronForm, error: Option<String>, status: StatusCode, jo
         Some(id) => (tr.t("editor.title_edit"), m.href(&format!("/cron/{id}/edit"))),
     };
     let page = EditPage {
-        c: Chrome::for_member(m, title, "cron"),
+        c: Chrome::for_member(m, title, "cron").notice(notice),
         base: m.href(""),
         action,
         preview: preview(tr, &f),
@@ -509,8 +539,23 @@ pub async fn new_page(State(state): State<AppState>, m: Member, RawQuery(raw): R
     editor(&m, f, clone_note, StatusCode::OK, None)
 }
 
+/// A form whose URL field held a curl command comes back filled in from it, to check and
+/// save (nothing is stored yet); a command that cannot be read says why.
+fn imported(m: &Member, f: &mut CronForm, job: Option<&str>) -> Option<PageResult> {
+    let (error, notice, status) = match f.import_curl() {
+        Ok(false) => return None,
+        Ok(true) => (None, Some(m.tr().t("editor.imported").to_string()), StatusCode::OK),
+        Err(e) => (Some(format!("url: {e}")), None, StatusCode::BAD_REQUEST),
+    };
+    let f = std::mem::replace(f, CronForm::defaults(m));
+    Some(editor_with(m, f, error, notice, status, job))
+}
+
 pub async fn create(State(state): State<AppState>, m: Member, form: Posted) -> PageResult {
-    let f = CronForm::read(&m, |k| form.get(k), form.all("days"));
+    let mut f = CronForm::read(&m, |k| form.get(k), form.all("days"));
+    if let Some(page) = imported(&m, &mut f, None) {
+        return page;
+    }
     let result = match f.body() {
         Ok(body) => jobs::new_cron_job(&state, &m.caller, body).await,
         Err(e) => Err(e),
@@ -554,7 +599,7 @@ pub async fn update(
 ) -> PageResult {
     let f = CronForm::read(&m, |k| form.get(k), form.all("days"));
     // Present (possibly empty) in every post of the edit form.
-    let f = CronForm {
+    let mut f = CronForm {
         headers_orig: Some(
             form.fields
                 .iter()
@@ -564,6 +609,9 @@ pub async fn update(
         ),
         ..f
     };
+    if let Some(page) = imported(&m, &mut f, Some(&id)) {
+        return page;
+    }
     let result = match f.body() {
         Ok(body) => jobs::change_cron_job(&state, &m.caller, &id, body).await,
         Err(e) => Err(e),

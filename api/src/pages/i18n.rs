@@ -34,29 +34,9 @@ fn catalogue(lang: Language) -> &'static Catalogue {
     }
 }
 
-/// The plural category of `n` (CLDR's rules for cardinals): Russian has one / few / many,
-/// English one / other.
+/// The plural category of `n` in `lang` (CLDR's rules; see [`Language::plural`]).
 pub fn plural(lang: Language, n: i64) -> &'static str {
-    let n = n.unsigned_abs();
-    match lang {
-        Language::En => {
-            if n == 1 {
-                "one"
-            } else {
-                "other"
-            }
-        }
-        Language::Ru => {
-            let (d, h) = (n % 10, n % 100);
-            if d == 1 && h != 11 {
-                "one"
-            } else if (2..=4).contains(&d) && !(12..=14).contains(&h) {
-                "few"
-            } else {
-                "many"
-            }
-        }
-    }
+    lang.plural(n)
 }
 
 /// Groups of three digits: `1 234 567` (a no-break space) in Russian, `1,234,567` in English.

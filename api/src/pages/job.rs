@@ -134,7 +134,11 @@ pub async fn page(
         base: m.href(""),
         id: id.clone(),
         schedule: v["schedule"].as_str().unwrap_or_default().to_string(),
-        describe: v["description_of_schedule"].as_str().unwrap_or_default().to_string(),
+        describe: super::describe_schedule(
+            tr,
+            v["schedule"].as_str().unwrap_or_default(),
+            v["description_of_schedule"].as_str().unwrap_or_default(),
+        ),
         timezone: tz,
         status_key: format!("status.{status}"),
         status,

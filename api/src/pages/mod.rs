@@ -13,7 +13,8 @@
 //!   [`invites`]: accepting an invitation.
 //! - [`cron`]: cron jobs (list, editor, inline actions); [`job`]: a job's page with charts
 //!   ([`charts`]: server-side SVG); [`delayed`]: delayed calls;
-//!   [`runs`]: the execution log; [`settings`]: members, invitations, API keys.
+//!   [`runs`]: the execution log; [`settings`]: members, invitations, API keys;
+//!   [`channels`]: notification channels and their delivery log.
 //!
 //! Every page works without JavaScript (forms post, links navigate); `app.js` adds the live
 //! log, the schedule preview while typing and confirmations. Responses carry a strict CSP with
@@ -22,6 +23,7 @@
 
 pub mod account;
 pub mod admin;
+pub mod channels;
 pub mod charts;
 pub mod cron;
 pub mod delayed;
@@ -82,6 +84,11 @@ pub fn router() -> Router<AppState> {
         .route("/app/w/{ws}/delayed/new", get(delayed::new_page).post(delayed::create))
         .route("/app/w/{ws}/delayed/{id}", get(delayed::detail))
         .route("/app/w/{ws}/delayed/{id}/cancel", post(delayed::cancel))
+        .route("/app/w/{ws}/channels", get(channels::list).post(channels::create))
+        .route("/app/w/{ws}/channels/telegram", post(channels::telegram))
+        .route("/app/w/{ws}/channels/{id}", get(channels::detail))
+        .route("/app/w/{ws}/channels/{id}/test", post(channels::test))
+        .route("/app/w/{ws}/channels/{id}/delete", post(channels::delete))
         .route("/app/w/{ws}/settings", get(settings::page))
         .route("/app/w/{ws}/settings/invites", post(settings::invite))
         .route(
@@ -173,6 +180,14 @@ pub async fn until_listed(state: &AppState, id: Uuid, status: &str) {
             _ => tokio::time::sleep(std::time::Duration::from_millis(25)).await,
         }
     }
+}
+
+/// A schedule in the reader's words: the builder's description where the expression has one of
+/// its shapes, else croner's (English) description, `fallback`.
+pub fn describe_schedule(tr: Tr, expression: &str, fallback: &str) -> String {
+    cronbox_domain::cron_builder::Builder::recognise(expression)
+        .describe(tr.lang)
+        .unwrap_or_else(|| fallback.to_string())
 }
 
 /// 303 to a path of ours.

@@ -39,7 +39,7 @@ pub fn error_summary(tr: Tr, error_type: Option<&str>, status_code: Option<i32>)
 /// What to check for a failure, in plain words.
 fn hint(tr: Tr, error_type: Option<&str>, status_code: Option<i32>) -> Option<String> {
     let key = match (error_type, status_code) {
-        (Some(t @ ("dns" | "connect" | "tls" | "timeout" | "too_large" | "assertion" | "blocked")), _) => {
+        (Some(t @ ("dns" | "connect" | "tls" | "timeout" | "too_large" | "assertion" | "blocked_target")), _) => {
             format!("hint.{t}")
         }
         (_, Some(401 | 403)) => "hint.auth".into(),
@@ -119,6 +119,10 @@ struct ListPage {
     rows: Vec<RunRow>,
     statuses: [(&'static str, &'static str); 7],
     status: String,
+    error_types: Vec<(&'static str, String)>,
+    error_type: String,
+    from: String,
+    to: String,
     job_id: Option<String>,
     filter_q: String,
     live_url: String,
@@ -142,7 +146,21 @@ pub async fn list(
     let tr = m.tr();
     q.retain(|_, v| !v.is_empty());
     let fragment = q.remove("fragment").is_some();
-    let page = executions::page(&state, &m.caller, &q).await?;
+    // The form's `from`/`to` are local times (a `datetime-local` input) in the reader's zone;
+    // the API takes instants.
+    let zone: chrono_tz::Tz = m.zone().parse().unwrap_or(chrono_tz::Europe::Moscow);
+    let mut api_q = q.clone();
+    for k in ["from", "to"] {
+        if let Some(v) = q.get(k) {
+            if let Ok(local) = chrono::NaiveDateTime::parse_from_str(v, "%Y-%m-%dT%H:%M") {
+                use chrono::TimeZone;
+                if let Some(t) = zone.from_local_datetime(&local).earliest() {
+                    api_q.insert(k.to_string(), t.with_timezone(&Utc).to_rfc3339());
+                }
+            }
+        }
+    }
+    let page = executions::page(&state, &m.caller, &api_q).await?;
     let names = job_names(&state, m.caller.workspace_id, &page.items).await?;
     let rows: Vec<RunRow> = page.items.iter().map(|r| row(tr, &m.zone(), &names, r)).collect();
     let base = m.href("");
@@ -155,7 +173,7 @@ pub async fn list(
         return Ok(html(StatusCode::OK, &page, &[]));
     }
     let mut filter_q = String::new();
-    for k in ["job_id", "status"] {
+    for k in ["job_id", "status", "error_type", "from", "to"] {
         if let Some(v) = q.get(k) {
             filter_q.push_str(&format!("&{k}={}", super::url_encode(v)));
         }
@@ -168,6 +186,13 @@ pub async fn list(
         rows,
         statuses: STATUSES,
         status: q.get("status").cloned().unwrap_or_default(),
+        error_types: cronbox_domain::run::ErrorKind::ALL
+            .iter()
+            .map(|k| (k.as_str(), format!("errtype.{}", k.as_str())))
+            .collect(),
+        error_type: q.get("error_type").cloned().unwrap_or_default(),
+        from: q.get("from").cloned().unwrap_or_default(),
+        to: q.get("to").cloned().unwrap_or_default(),
         job_id: q.get("job_id").cloned(),
         filter_q,
         next_cursor: page.next_cursor,

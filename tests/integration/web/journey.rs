@@ -169,6 +169,13 @@ async fn a_newcomer_signs_up_creates_a_job_runs_it_and_watches_it_arrive_live() 
     assert_eq!(job["schedule"], json!("*/15 * * * *"));
     b.wait_text("на паузе", WAIT).await;
 
+    // The job's page: three charts (its one run is in them) and its audit trail.
+    b.goto(&format!("{base}/app/w/{ws}/cron/{job_id}")).await;
+    b.wait_text("раз в 15 минут", WAIT).await;
+    b.wait_text("JobPaused", WAIT).await;
+    assert_eq!(b.js("return document.querySelectorAll('svg.chart').length", vec![]).await, 3);
+    check_page(&b, "job").await;
+
     // Log out: the session ends, the console is closed.
     b.click(&b.find("form[action='/logout'] button").await).await;
     b.wait_text("Вы вышли", WAIT).await;

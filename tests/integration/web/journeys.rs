@@ -156,6 +156,27 @@ async fn an_api_key_is_shown_once_and_works_and_the_profile_sets_the_language() 
         "the secret is not shown again"
     );
 
+    // A webhook alert channel: its signing secret is shown once; a test goes out.
+    b.goto(&format!("{}/app/w/{ws}/channels", env.base())).await;
+    b.set_value("#ch-kind", "webhook").await;
+    b.fill("#ch-name", "Дежурный вебхук").await;
+    b.fill("#ch-target", &env.target_url("/alerts")).await;
+    b.click(&b.find("form[action$='/channels'] button[type=submit]").await)
+        .await;
+    let secret = b.text(&b.wait_for("#new-secret-value", WAIT).await).await;
+    assert!(secret.starts_with("whsec_"), "{secret}");
+    check_page(&b, "channels").await;
+    b.click(&b.find("tr[data-channel] form[action$='/test'] button").await)
+        .await;
+    b.wait_text("Проверочное сообщение отправлено", WAIT).await;
+    env.eventually(WAIT, "the test message at the webhook", || async {
+        env.target
+            .arrivals()
+            .into_iter()
+            .find(|a| a.path.starts_with("/alerts"))
+    })
+    .await;
+
     // The profile's language wins over the browser's.
     b.goto(&format!("{}/profile", env.base())).await;
     b.set_value("#p-lang", "en").await;

@@ -442,3 +442,59 @@ async fn a_member_edits_a_job_without_overwriting_its_secret_header_and_clones_i
     assert!(cloned.contains("X-Trace: on"), "{cloned}");
     assert!(html.contains("Секретные заголовки не скопированы"), "{html}");
 }
+
+#[tokio::test]
+async fn a_curl_command_pasted_into_the_url_field_fills_the_editor_and_saves_nothing() {
+    let env = TestEnv::start().await;
+    let (token, ws) = owned_workspace(&env, "cora@example.com", "Curl", None).await;
+    let web = Web::new(&env);
+    web.log_in("cora@example.com").await;
+    let t = web.csrf(&format!("/app/w/{ws}/cron/new")).await;
+    let curl = format!(
+        "curl -X PUT '{}' -H 'X-Api-Key: k1' -H \"Content-Type: application/json\" --data-raw '{{\"sync\": true}}' -s",
+        env.target_url("/orders")
+    );
+    let (s, html, _) = web
+        .post(
+            &format!("/app/w/{ws}/cron/new"),
+            &[
+                ("_csrf", &t),
+                ("name", "From curl"),
+                ("mode", "daily"),
+                ("time", "04:00"),
+                ("url", &curl),
+            ],
+            &[],
+        )
+        .await;
+    assert_eq!(s, 200, "{html}");
+    assert!(html.contains("Поля заполнены из команды curl"), "{html}");
+    assert!(html.contains("<option selected>PUT</option>"), "{html}");
+    assert!(
+        html.contains(&format!("value=\"{}\"", env.target_url("/orders"))),
+        "{html}"
+    );
+    let headers = textarea(&html, "headers");
+    assert!(
+        headers.contains("X-Api-Key: k1") && headers.contains("Content-Type: application/json"),
+        "{headers}"
+    );
+    assert_eq!(textarea(&html, "body"), "{\"sync\": true}");
+    assert!(html.contains("value=\"From curl\""), "the other fields stay as typed");
+    let (_, list) = call(&env, Method::GET, &format!("/v1/workspaces/{ws}/cron"), &token, None).await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 0, "nothing saved yet");
+    // A command that cannot be read says why, on the form.
+    let (s, html, _) = web
+        .post(
+            &format!("/app/w/{ws}/cron/new"),
+            &[
+                ("_csrf", &t),
+                ("name", "x"),
+                ("url", "curl -F f=@a.png https://example.com"),
+            ],
+            &[],
+        )
+        .await;
+    assert_eq!(s, 400);
+    assert!(html.contains("file uploads"), "{html}");
+}
