@@ -39,7 +39,15 @@ done
 
 status=0
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run "${scope[@]}" --no-fail-fast --test-threads "$threads" "$@" || status=$?
+  if [[ $# -eq 0 ]]; then
+    # The browser journeys run after everything else, two at a time: beside the tests that
+    # bound a run's lateness to a second, a few Chromiums on two cores made those late.
+    journeys='test(/^web::journey/)'
+    cargo nextest run "${scope[@]}" --no-fail-fast --test-threads "$threads" -E "not $journeys" || status=$?
+    cargo nextest run --test integration --no-fail-fast --test-threads 2 -E "$journeys" || status=$?
+  else
+    cargo nextest run "${scope[@]}" --no-fail-fast --test-threads "$threads" "$@" || status=$?
+  fi
 else
   # cargo test: our args go before `--`, libtest args after it.
   cargo_args=() harness_args=()

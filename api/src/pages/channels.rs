@@ -104,6 +104,13 @@ pub async fn create(State(state): State<AppState>, m: Member, form: Posted) -> P
         Language::parse("language", form.get("language").as_deref().unwrap_or("ru")).map_err(ApiError::from)?;
     match add_channel(&state, &m.caller, &kind, &name, language, &target).await {
         Ok(created) => {
+            super::until_row(
+                &state,
+                "SELECT id::text FROM notification_channels WHERE id = $1",
+                created.view.id,
+                None,
+            )
+            .await;
             let notice = Some(
                 m.tr()
                     .t(if kind == "email" {
@@ -162,7 +169,8 @@ pub async fn delete(
     _form: Posted,
 ) -> PageResult {
     m.caller.require(Role::Admin)?;
-    channels::delete(notify_of(&state)?, m.caller.workspace_id, channel_id(&id)?)
+    let cid = channel_id(&id)?;
+    channels::delete(notify_of(&state)?, m.caller.workspace_id, cid)
         .await
         .map_err(ApiError::from)?;
     Ok(see_other(&m.href("/channels?n=channel_deleted")))

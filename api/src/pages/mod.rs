@@ -164,16 +164,19 @@ pub type PageResult = Result<Response, PageError>;
 /// person is sent back to shows what they just did. The read model follows the event log within
 /// milliseconds normally; under load it may lag, and then the page says what it can.
 pub async fn until_listed(state: &AppState, id: Uuid, status: &str) {
+    until_row(state, "SELECT status FROM jobs WHERE id = $1", id, Some(status)).await
+}
+
+/// [`until_listed`] for any read model: waits (up to 2 s) until `query` (one `text` column,
+/// `$1` the id) returns a row, with the value `want` when given.
+pub async fn until_row(state: &AppState, query: &'static str, id: Uuid, want: Option<&str>) {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
     loop {
-        let now: Result<Option<String>, _> = sqlx::query_scalar("SELECT status FROM jobs WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&state.pool)
-            .await;
+        let now: Result<Option<String>, _> = sqlx::query_scalar(query).bind(id).fetch_optional(&state.pool).await;
         match now {
-            Ok(Some(s)) if s == status => return,
+            Ok(Some(s)) if want.is_none_or(|w| w == s) => return,
             Err(e) => {
-                tracing::warn!(error = %e, job_id = %id, "cannot read the job list");
+                tracing::warn!(error = %e, id = %id, "cannot read a read model");
                 return;
             }
             _ if tokio::time::Instant::now() >= deadline => return,

@@ -233,6 +233,21 @@ impl Browser {
         self.call(reqwest::Method::POST, &path, Some(json!({}))).await;
     }
 
+    /// Finds `css` and clicks it, finding it again if the page replaced it in between (a page
+    /// that updates itself, like the live log); up to 20 tries.
+    pub async fn click_css(&self, css: &str) {
+        for _ in 0..20 {
+            let e = self.find(css).await;
+            let path = format!("/element/{}/click", e.0);
+            match self.try_call(reqwest::Method::POST, &path, Some(json!({}))).await {
+                Ok(_) => return,
+                Err(err) if err.starts_with("stale element reference") => continue,
+                Err(err) => panic!("click {css}: {err}"),
+            }
+        }
+        panic!("{css} kept being replaced before it could be clicked");
+    }
+
     pub async fn type_into(&self, e: &El, text: &str) {
         let path = format!("/element/{}/clear", e.0);
         self.call(reqwest::Method::POST, &path, Some(json!({}))).await;

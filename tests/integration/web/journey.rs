@@ -132,7 +132,7 @@ async fn a_newcomer_signs_up_creates_a_job_runs_it_and_watches_it_arrive_live() 
     b.click(&b.find("button[formaction$='/run']").await).await;
     b.wait_text("Запуск отправлен", WAIT).await;
     b.switch_to(&log_tab).await;
-    let row = b.wait_for("#runs-body tr[data-run]", WAIT).await;
+    b.wait_for("#runs-body tr[data-run]", WAIT).await;
     b.wait_text("успешно", WAIT).await;
     assert_eq!(
         b.js("return window.__stillHere === true", vec![]).await,
@@ -140,10 +140,10 @@ async fn a_newcomer_signs_up_creates_a_job_runs_it_and_watches_it_arrive_live() 
         "the log page was not reloaded"
     );
     check_page(&b, "executions").await;
-    assert!(b.text(&row).await.contains("Выгрузка заказов"));
+    b.wait_text("Выгрузка заказов", WAIT).await;
 
-    // The run's page.
-    b.click(&b.find("#runs-body tr[data-run] a").await).await;
+    // The run's page (the row may be rendered again by the live log meanwhile).
+    b.click_css("#runs-body tr[data-run] a").await;
     b.wait_text("HTTP 200", WAIT).await;
     check_page(&b, "execution").await;
 
@@ -173,7 +173,11 @@ async fn a_newcomer_signs_up_creates_a_job_runs_it_and_watches_it_arrive_live() 
     b.goto(&format!("{base}/app/w/{ws}/cron/{job_id}")).await;
     b.wait_text("раз в 15 минут", WAIT).await;
     b.wait_text("JobPaused", WAIT).await;
-    assert_eq!(b.js("return document.querySelectorAll('svg.chart').length", vec![]).await, 3);
+    assert_eq!(
+        b.js("return document.querySelectorAll('svg.chart').length", vec![])
+            .await,
+        3
+    );
     check_page(&b, "job").await;
 
     // Log out: the session ends, the console is closed.
