@@ -1458,6 +1458,17 @@ pub async fn list(
         }
     };
     let tag = q.get("tag").cloned();
+    let search = match q.get("q").map(|s| s.trim()) {
+        None | Some("") => None,
+        Some(s) if s.chars().count() > 200 => {
+            return Err(ApiError::field("q", "too_long", "q must be at most 200 characters"));
+        }
+        // A substring of the name, any case; LIKE's own wildcards match themselves.
+        Some(s) => Some(format!(
+            "%{}%",
+            s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+        )),
+    };
     let (after_t, after_id) = after.map(|(t, i)| (Some(t), Some(i))).unwrap_or((None, None));
     let rows = sqlx::query(
         "SELECT id, workspace_id, definition, status, next_run_at, last_run_at, last_status, consecutive_failures, created_at, updated_at
@@ -1467,6 +1478,7 @@ pub async fn list(
             AND ($3::text IS NULL OR status = $3)
             AND ($4::text IS NULL OR $4 = ANY(tags))
             AND ($5::timestamptz IS NULL OR (created_at, id) < ($5, $6))
+            AND ($8::text IS NULL OR name ILIKE $8)
           ORDER BY created_at DESC, id DESC
           LIMIT $7",
     )
@@ -1477,6 +1489,7 @@ pub async fn list(
     .bind(after_t)
     .bind(after_id)
     .bind(limit + 1)
+    .bind(search)
     .fetch_all(&state.pool)
     .await?;
     let mut items = Vec::new();

@@ -59,6 +59,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0017_notifications",
         include_str!("../../migrations/0017_notifications.sql"),
     ),
+    (
+        "0018_session_owner",
+        include_str!("../../migrations/0018_session_owner.sql"),
+    ),
 ];
 
 /// A pool that waits for PostgreSQL to come back instead of failing: connections are created

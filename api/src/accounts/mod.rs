@@ -746,6 +746,65 @@ pub async fn change_password(
     Ok(())
 }
 
+/// One of a person's live sessions, as their profile lists it.
+#[derive(Debug, Clone)]
+pub struct SessionInfo {
+    pub id: Uuid,
+    pub started_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// The person's sessions that still work (not ended, not expired, begun after the last password
+/// change), newest first, at most 100.
+pub async fn sessions_of(state: &AppState, user: &UserCaller) -> Result<Vec<SessionInfo>, ApiError> {
+    let ids: Vec<String> = sqlx::query_scalar(
+        "SELECT s.aggregate_id FROM events s
+          WHERE s.aggregate_type = 'Session' AND s.event_type = 'SessionStarted'
+            AND (s.payload -> 'SessionStarted' ->> 'user_id') = $1
+            AND NOT EXISTS (SELECT 1 FROM events e
+                             WHERE e.aggregate_type = 'Session' AND e.aggregate_id = s.aggregate_id
+                               AND e.event_type IN ('SessionRevoked', 'SessionTokenReused'))
+          ORDER BY s.recorded_at DESC LIMIT 100",
+    )
+    .bind(user.user_id.to_string())
+    .fetch_all(&state.pool)
+    .await?;
+    let now = Utc::now();
+    let mut out = Vec::new();
+    for id in ids {
+        let (session, _) = state.stores.sessions.load(&id).await.map_err(ApiError::internal)?;
+        let (Some(sid), Some(started_at), Some(expires_at)) = (session.id, session.started_at, session.expires_at)
+        else {
+            continue;
+        };
+        let stale = user.user.password_changed_at.is_some_and(|p| started_at < p);
+        if session.is_live(now) && !stale {
+            out.push(SessionInfo {
+                id: sid,
+                started_at,
+                expires_at,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Ends one of the person's own sessions (the profile page); another person's is not found.
+pub async fn end_own_session(state: &AppState, user: &UserCaller, session: Uuid) -> Result<(), ApiError> {
+    let (s, _) = state
+        .stores
+        .sessions
+        .load(&session.to_string())
+        .await
+        .map_err(ApiError::internal)?;
+    if s.user_id != Some(user.user_id) {
+        return Err(ApiError::NotFound("session"));
+    }
+    revoke(state, session, "ended from the profile").await?;
+    tracing::info!(user_id = %user.user_id, session_id = %session, "session ended from the profile");
+    Ok(())
+}
+
 /// A logged-in user, from an access token whose session is still live.
 #[derive(Debug, Clone)]
 pub struct UserCaller {

@@ -618,6 +618,9 @@ pub struct CronListQuery {
     pub status: Option<String>,
     /// Only jobs carrying this tag.
     pub tag: Option<String>,
+    /// Only jobs whose name contains this text (any case; at most 200 characters).
+    #[param(max_length = 200)]
+    pub q: Option<String>,
 }
 
 /// Query of `GET …/delayed`.
@@ -635,6 +638,9 @@ pub struct DelayedListQuery {
     pub status: Option<String>,
     /// Only calls carrying this tag.
     pub tag: Option<String>,
+    /// Only calls whose name contains this text (any case; at most 200 characters).
+    #[param(max_length = 200)]
+    pub q: Option<String>,
 }
 
 // ---------------------------------------------------------------- executions

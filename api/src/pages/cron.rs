@@ -42,6 +42,8 @@ struct ListPage {
     status: String,
     tag: String,
     tag_q: String,
+    search: String,
+    search_q: String,
     next_cursor: Option<String>,
 }
 
@@ -97,6 +99,8 @@ pub async fn list(
         status: q.get("status").cloned().unwrap_or_default(),
         tag_q: super::url_encode(&tag),
         tag,
+        search_q: super::url_encode(q.get("q").map_or("", String::as_str)),
+        search: q.get("q").cloned().unwrap_or_default(),
         next_cursor: page.next_cursor,
     };
     Ok(html(StatusCode::OK, &page, &m.visitor.set_cookies))

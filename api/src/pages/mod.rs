@@ -70,6 +70,7 @@ pub fn router() -> Router<AppState> {
         .route("/admin/projections/{name}/rebuild", post(admin::rebuild))
         .route("/profile", get(profile::page).post(profile::save))
         .route("/profile/password", post(profile::password))
+        .route("/profile/sessions/{id}/end", post(profile::end_session))
         .route("/app", get(workspaces::list))
         .route("/app/workspaces", post(workspaces::create))
         .route("/app/invites/accept", get(invites::page).post(invites::accept))

@@ -14,10 +14,18 @@ use crate::accounts;
 use crate::error::ApiError;
 use crate::AppState;
 
+struct SessionRow {
+    id: uuid::Uuid,
+    /// "Began …, lasts until …".
+    text: String,
+    current: bool,
+}
+
 #[derive(Template)]
 #[template(path = "app/profile.html")]
 struct ProfilePage {
     c: Chrome,
+    sessions: Vec<SessionRow>,
     name: String,
     email: String,
     language: String,
@@ -26,7 +34,8 @@ struct ProfilePage {
     error: Option<String>,
 }
 
-fn render(
+async fn render(
+    state: &AppState,
     s: &SignedIn,
     user: &cronbox_domain::user::User,
     status: StatusCode,
@@ -34,8 +43,28 @@ fn render(
     notice: Option<String>,
 ) -> PageResult {
     let tr = Tr::new(s.visitor.lang);
+    let zone = user
+        .timezone
+        .clone()
+        .unwrap_or_else(|| cronbox_domain::schedule::DEFAULT_TIMEZONE.into());
+    let sessions = accounts::sessions_of(state, &s.user)
+        .await?
+        .into_iter()
+        .map(|x| SessionRow {
+            id: x.id,
+            text: tr.f(
+                "profile.session_started",
+                &[
+                    ("when", &tr.when(x.started_at, &zone)),
+                    ("until", &tr.when(x.expires_at, &zone)),
+                ],
+            ),
+            current: x.id == s.user.session_id,
+        })
+        .collect();
     let page = ProfilePage {
         c: Chrome::for_visitor(&s.visitor, tr.t("profile.title"), "profile").notice(notice),
+        sessions,
         name: user.name.clone(),
         email: user.email.clone(),
         language: user.language.map(|l| l.as_str().to_string()).unwrap_or_default(),
@@ -46,9 +75,9 @@ fn render(
     Ok(html(status, &page, &s.visitor.set_cookies))
 }
 
-pub async fn page(s: SignedIn, Query(q): Query<HashMap<String, String>>) -> PageResult {
+pub async fn page(State(state): State<AppState>, s: SignedIn, Query(q): Query<HashMap<String, String>>) -> PageResult {
     let notice = super::notice(Tr::new(s.visitor.lang), &q);
-    render(&s, &s.user.user, StatusCode::OK, None, notice)
+    render(&state, &s, &s.user.user, StatusCode::OK, None, notice).await
 }
 
 pub async fn save(State(state): State<AppState>, s: SignedIn, form: Posted) -> PageResult {
@@ -74,7 +103,7 @@ pub async fn save(State(state): State<AppState>, s: SignedIn, form: Posted) -> P
                 return Err(PageError::Api(e));
             }
             let text = error_text(Tr::new(s.visitor.lang), code, &e.to_string());
-            render(&s, &s.user.user, status, Some(text), None)
+            render(&state, &s, &s.user.user, status, Some(text), None).await
         }
     }
 }
@@ -114,7 +143,19 @@ pub async fn password(State(state): State<AppState>, s: SignedIn, form: Posted) 
                 (Some("current_password"), _) => tr.t("profile.wrong_password").to_string(),
                 _ => error_text(tr, code, &e.to_string()),
             };
-            render(&s, &s.user.user, status, Some(text), None)
+            render(&state, &s, &s.user.user, status, Some(text), None).await
         }
     }
+}
+
+/// Ends one of the person's other sessions (a browser left signed in elsewhere, a program).
+pub async fn end_session(
+    State(state): State<AppState>,
+    s: SignedIn,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    _form: Posted,
+) -> PageResult {
+    let id = uuid::Uuid::try_parse(&id).map_err(|_| ApiError::NotFound("session"))?;
+    accounts::end_own_session(&state, &s.user, id).await?;
+    Ok(see_other("/profile?n=session_ended"))
 }

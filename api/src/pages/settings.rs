@@ -157,12 +157,11 @@ pub async fn create_key(State(state): State<AppState>, m: Member, form: Posted) 
         Ok((key, _)) => {
             // The workspace as loaded for this request predates the key: load it again so the
             // list below the secret shows it.
-            let caller = crate::auth::member_caller(
-                &state,
-                m.visitor.user.as_ref().map_or(Uuid::nil(), |u| u.user_id),
-                m.caller.workspace_id,
-            )
-            .await?;
+            let user = match m.caller.principal {
+                crate::auth::Principal::User(u) => u,
+                crate::auth::Principal::ApiKey(_) => return Err(ApiError::Unauthorized.into()),
+            };
+            let caller = crate::auth::member_caller(&state, user, m.caller.workspace_id).await?;
             let m = Member { caller, ..m };
             render(&state, &m, StatusCode::CREATED, Some(key), None, None).await
         }

@@ -130,3 +130,29 @@ pub async fn owned_workspace(env: &TestEnv, email: &str, name: &str, plan: Optio
     }
     (token, id)
 }
+
+/// A verified user `email` who joined workspace `ws` as `role`, invited by `owner` (an access
+/// token of an admin there); returns their access token.
+pub async fn member_of(env: &TestEnv, owner: &str, ws: &str, email: &str, role: &str) -> String {
+    let token = user(env, email).await;
+    let (s, v) = call(
+        env,
+        Method::POST,
+        &format!("/v1/workspaces/{ws}/invites"),
+        owner,
+        Some(json!({"email": email, "role": role})),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let invite = token_from_mail(env, email).await;
+    let (s, v) = call(
+        env,
+        Method::POST,
+        "/v1/invites/accept",
+        &token,
+        Some(json!({"token": invite})),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    token
+}

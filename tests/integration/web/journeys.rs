@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::journey::check_page;
 use crate::common::browser::Browser;
-use crate::common::users::{call, owned_workspace, token_from_mail, user, PW};
+use crate::common::users::{call, member_of, owned_workspace, PW};
 use crate::common::TestEnv;
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -88,25 +88,7 @@ async fn a_viewer_sees_the_jobs_but_no_way_to_change_them() {
     )
     .await;
     assert_eq!(s, 201);
-    let viewer = user(&env, "vera@example.com").await;
-    let (s, _) = call(
-        &env,
-        Method::POST,
-        &format!("/v1/workspaces/{ws}/invites"),
-        &owner,
-        Some(json!({"email": "vera@example.com", "role": "viewer"})),
-    )
-    .await;
-    assert_eq!(s, 201);
-    let invite = token_from_mail(&env, "vera@example.com").await;
-    call(
-        &env,
-        Method::POST,
-        "/v1/invites/accept",
-        &viewer,
-        Some(json!({"token": invite})),
-    )
-    .await;
+    member_of(&env, &owner, &ws, "vera@example.com", "viewer").await;
 
     let b = Browser::start_with_lang("en-GB,en").await;
     log_in(&b, &env, "vera@example.com", PW).await;

@@ -4,7 +4,7 @@
 use reqwest::Method;
 use serde_json::json;
 
-use crate::common::users::{call, owned_workspace, token_from_mail, user, PW};
+use crate::common::users::{call, member_of, owned_workspace, user, PW};
 use crate::common::TestEnv;
 
 /// A browser-like client: keeps cookies, does not follow redirects.
@@ -201,6 +201,32 @@ async fn pages_refuse_forged_posts_and_escape_hostile_names() {
         "{html}"
     );
 
+    // The list's search: by name, any case; LIKE's wildcards are plain characters.
+    let (s, found) = call(
+        &env,
+        Method::GET,
+        &format!("/v1/workspaces/{ws}/cron?q=IMG"),
+        &token,
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{found}");
+    assert_eq!(found["items"].as_array().unwrap().len(), 1, "{found}");
+    for miss in ["zzz", "%25", "_"] {
+        let (_, none) = call(
+            &env,
+            Method::GET,
+            &format!("/v1/workspaces/{ws}/cron?q={miss}"),
+            &token,
+            None,
+        )
+        .await;
+        assert_eq!(none["items"].as_array().unwrap().len(), 0, "q={miss}: {none}");
+    }
+    let (s, html, _) = web.get(&format!("/app/w/{ws}/cron?q=onerror")).await;
+    assert_eq!(s, 200);
+    assert!(html.contains("data-job="), "the search finds the job: {html}");
+
     // A state change without the token is refused, and changes nothing.
     let (s, _, _) = web.post("/app/workspaces", &[("name", "Forged")], &[]).await;
     assert_eq!(s, 403);
@@ -226,26 +252,7 @@ async fn a_viewer_sees_no_edit_buttons_and_is_refused_if_they_post_anyway() {
     .await;
     assert_eq!(s, 201, "{job}");
     let job_id = job["id"].as_str().unwrap().to_string();
-    let viewer = user(&env, "victor@example.com").await;
-    let (s, v) = call(
-        &env,
-        Method::POST,
-        &format!("/v1/workspaces/{ws}/invites"),
-        &owner,
-        Some(json!({"email": "victor@example.com", "role": "viewer"})),
-    )
-    .await;
-    assert_eq!(s, 201, "{v}");
-    let invite = token_from_mail(&env, "victor@example.com").await;
-    let (s, v) = call(
-        &env,
-        Method::POST,
-        "/v1/invites/accept",
-        &viewer,
-        Some(json!({"token": invite})),
-    )
-    .await;
-    assert!(s == 200 || s == 201, "{v}");
+    member_of(&env, &owner, &ws, "victor@example.com", "viewer").await;
 
     let web = Web::new(&env);
     web.log_in("victor@example.com").await;
@@ -321,25 +328,7 @@ async fn a_member_edits_a_job_without_overwriting_its_secret_header_and_clones_i
     .await;
     assert_eq!(s, 201, "{job}");
     let id = job["id"].as_str().unwrap().to_string();
-    let member = user(&env, "mia@example.com").await;
-    let (s, _) = call(
-        &env,
-        Method::POST,
-        &format!("/v1/workspaces/{ws}/invites"),
-        &owner,
-        Some(json!({"email": "mia@example.com", "role": "member"})),
-    )
-    .await;
-    assert_eq!(s, 201);
-    let invite = token_from_mail(&env, "mia@example.com").await;
-    call(
-        &env,
-        Method::POST,
-        "/v1/invites/accept",
-        &member,
-        Some(json!({"token": invite})),
-    )
-    .await;
+    member_of(&env, &owner, &ws, "mia@example.com", "member").await;
 
     let web = Web::new(&env);
     web.log_in("mia@example.com").await;
@@ -497,4 +486,41 @@ async fn a_curl_command_pasted_into_the_url_field_fills_the_editor_and_saves_not
         .await;
     assert_eq!(s, 400);
     assert!(html.contains("file uploads"), "{html}");
+}
+
+#[tokio::test]
+async fn the_profile_lists_the_sessions_and_ends_another_one() {
+    let env = TestEnv::start().await;
+    let api_token = user(&env, "sasha@example.com").await;
+    let web = Web::new(&env);
+    web.log_in("sasha@example.com").await;
+    let (s, html, _) = web.get("/profile").await;
+    assert_eq!(s, 200, "{html}");
+    assert_eq!(
+        html.matches("data-session=").count(),
+        2,
+        "the browser's and the API's: {html}"
+    );
+    assert!(html.contains("этот браузер"), "{html}");
+    // End the other one (the API login's): its tokens stop working.
+    let at = html.find("action=\"/profile/sessions/").expect("an end button") + 26;
+    let id = &html[at..at + 36];
+    let t = web.csrf("/profile").await;
+    let (s, body, _) = web
+        .post(&format!("/profile/sessions/{id}/end"), &[("_csrf", &t)], &[])
+        .await;
+    assert_eq!(s, 303, "{body}");
+    let (s, _) = call(&env, Method::GET, "/v1/me", &api_token, None).await;
+    assert_eq!(s, 401, "the ended session's access token is refused");
+    let (_, html, _) = web.get("/profile").await;
+    assert_eq!(html.matches("data-session=").count(), 1, "{html}");
+    // A session that is not this person's is not found.
+    let (s, _, _) = web
+        .post(
+            &format!("/profile/sessions/{}/end", uuid::Uuid::new_v4()),
+            &[("_csrf", &t)],
+            &[],
+        )
+        .await;
+    assert_eq!(s, 404);
 }
