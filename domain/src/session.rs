@@ -107,6 +107,12 @@ impl Session {
         self.id.is_some() && !self.revoked && self.expires_at.is_some_and(|e| e > now)
     }
 
+    /// Whether a password change at `password_changed_at` ended this session: every session
+    /// that began before it (or whose start is unknown) stops working.
+    pub fn predates(&self, password_changed_at: Option<DateTime<Utc>>) -> bool {
+        password_changed_at.is_some_and(|p| self.started_at.is_none_or(|s| s < p))
+    }
+
     /// Whether a browser's session cookie, hashed, is this live session's current token. A
     /// cookie session never rotates its token (a page load must not write an event), so it is
     /// honoured while the session lives: until logout, a password change or expiry.
@@ -260,6 +266,20 @@ mod tests {
         });
         assert!(!s.accepts("h1", t(3)), "ended by logout");
         assert!(!Session::default().accepts("", t(0)), "no session");
+    }
+
+    #[test]
+    fn a_password_change_ends_the_sessions_that_began_before_it() {
+        let mut s = Session::default();
+        s.apply(started());
+        assert!(!s.predates(None), "no change yet");
+        assert!(s.predates(Some(t(1))), "changed after the start");
+        assert!(!s.predates(Some(t(0))), "changed at the start: this session came after");
+        assert!(!s.predates(Some(t(-1))), "changed before the start");
+        assert!(
+            Session::default().predates(Some(t(0))),
+            "a start unknown is not trusted"
+        );
     }
 
     fn refresh(hash: &str, at: i64) -> SessionCommand {

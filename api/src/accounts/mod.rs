@@ -332,10 +332,7 @@ pub async fn user_from_cookie(state: &AppState, token: &str) -> Result<UserCalle
         .load(&user_id.to_string())
         .await
         .map_err(ApiError::internal)?;
-    let changed_after_start = user
-        .password_changed_at
-        .is_some_and(|p| session.started_at.is_none_or(|s| s < p));
-    if user.id.is_none() || changed_after_start {
+    if user.id.is_none() || session.predates(user.password_changed_at) {
         return Err(ApiError::InvalidToken);
     }
     Ok(UserCaller {
@@ -529,10 +526,7 @@ pub async fn refresh(State(state): State<AppState>, JsonObject(body): JsonObject
         .load(&user_id.to_string())
         .await
         .map_err(ApiError::internal)?;
-    if user
-        .password_changed_at
-        .is_some_and(|p| session.started_at.is_none_or(|s| s < p))
-    {
+    if session.predates(user.password_changed_at) {
         revoke(&state, session_id, "password changed").await?;
         return Err(ApiError::InvalidToken);
     }
@@ -777,8 +771,7 @@ pub async fn sessions_of(state: &AppState, user: &UserCaller) -> Result<Vec<Sess
         else {
             continue;
         };
-        let stale = user.user.password_changed_at.is_some_and(|p| started_at < p);
-        if session.is_live(now) && !stale {
+        if session.is_live(now) && !session.predates(user.user.password_changed_at) {
             out.push(SessionInfo {
                 id: sid,
                 started_at,
