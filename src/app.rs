@@ -213,6 +213,8 @@ pub async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
             pool: pool.clone(),
             queue: Some(queue.clone()),
             targets: config.targets.clone(),
+            probe: cronbox_executor::http::HttpCaller::new(config.targets.clone(), config.max_response_bytes)
+                .context("cannot build the HTTP client for test requests")?,
             keyring: keyring.clone().context("the API needs the keyring")?,
             plans: Default::default(),
             creates: cronbox_store::create_batch::CreateBatcher::start(pool.clone()),

@@ -302,7 +302,11 @@ pub async fn aggregate_events(pool: &PgPool, aggregate_type: &str, id: &str) -> 
         .into_iter()
         .map(
             |(sequence, event_type, version, payload, metadata, recorded_at, xid, seq, ws)| {
-                let data = payload.get(&event_type).cloned().unwrap_or(payload);
+                let mut data = payload.get(&event_type).cloned().unwrap_or(payload);
+                // A password hash can be attacked offline: not even operators read it back.
+                if let Some(h) = data.get_mut("password_hash") {
+                    *h = json!("[redacted]");
+                }
                 json!({"aggregate_type": t, "aggregate_id": id, "sequence": sequence, "type": event_type,
                    "version": version, "id": format!("{xid}-{seq}"), "workspace_id": ws,
                    "recorded_at": recorded_at, "data": data, "metadata": metadata})

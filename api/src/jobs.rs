@@ -603,6 +603,26 @@ pub async fn update_cron(
     Ok(Json(render(&state, &caller, &job).await?))
 }
 
+/// The request a create body (or, with `job`, a change of that cron job) describes, exactly as
+/// a run would send it now, read by the same rules as [`new_cron_job`] and
+/// [`change_cron_job`]: the editor's test request. Nothing is stored.
+pub async fn request_of(
+    state: &AppState,
+    caller: &Caller,
+    job: Option<&str>,
+    body: serde_json::Map<String, Value>,
+) -> Result<RequestSpec, ApiError> {
+    let current = match job {
+        Some(id) => {
+            let (_, job) = load(state, caller, id, Kind::Cron).await?;
+            Some(job.definition.ok_or(ApiError::NotFound("cron job"))?.request)
+        }
+        None => None,
+    };
+    let mut f = Fields(body);
+    request_fields(&mut f, current.as_ref(), &caller.workspace.job_defaults, &state.targets)
+}
+
 /// Changes the fields of a cron job that `body` gives (the API's PATCH; the web app's editor
 /// posts every field), with the same checks as a create.
 pub async fn change_cron_job(
@@ -1391,7 +1411,7 @@ pub async fn cancel_delayed(state: &AppState, caller: &Caller, id: &str) -> Resu
     get,
     path = "/cron",
     tag = "cron jobs",
-    summary = "List cron jobs (newest first)",
+    summary = "List cron jobs (newest first, or in the order of `sort`)",
     params(crate::openapi::WsPath, crate::openapi::schemas::CronListQuery),
     responses((status = 200, description = "A page of jobs", body = crate::openapi::schemas::CronJobList)),
     security(("api_key" = []), ("access_token" = []))
@@ -1408,7 +1428,7 @@ pub async fn list_cron(
     get,
     path = "/delayed",
     tag = "delayed calls",
-    summary = "List delayed calls (newest first)",
+    summary = "List delayed calls (newest first, or in the order of `sort`)",
     params(crate::openapi::WsPath, crate::openapi::schemas::DelayedListQuery),
     responses((status = 200, description = "A page of calls", body = crate::openapi::schemas::DelayedCallList)),
     security(("api_key" = []), ("access_token" = []))
@@ -1421,7 +1441,28 @@ pub async fn list_delayed(
     Ok(Json(list(&state, &caller, Kind::Delayed, &q).await?.into_json()))
 }
 
-/// A page of jobs as the API shows them, newest first.
+/// The orders a job list can be read in (the list query's `sort`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sort {
+    /// Newest first (the default).
+    Created,
+    /// By name, A to Z.
+    Name,
+    /// The soonest next run first; jobs without one last.
+    NextRun,
+}
+
+impl Sort {
+    fn as_str(self) -> &'static str {
+        match self {
+            Sort::Created => "created",
+            Sort::Name => "name",
+            Sort::NextRun => "next_run",
+        }
+    }
+}
+
+/// A page of jobs as the API shows them, in the order asked for (newest first by default).
 pub struct JobPage {
     pub items: Vec<Value>,
     pub next_cursor: Option<String>,
@@ -1433,7 +1474,8 @@ impl JobPage {
     }
 }
 
-/// The jobs of a kind, filtered by the list query's `status`, `tag`, `cursor` and `limit`.
+/// The jobs of a kind, filtered by the list query's `status`, `tag`, `q`, `cursor` and `limit`,
+/// in the order of its `sort`.
 pub async fn list(
     state: &AppState,
     caller: &Caller,
@@ -1441,7 +1483,6 @@ pub async fn list(
     q: &HashMap<String, String>,
 ) -> Result<JobPage, ApiError> {
     let limit = pagination::limit(q.get("limit").map(String::as_str))?;
-    let after = pagination::decode(q.get("cursor").map(String::as_str))?;
     let statuses: &[&str] = match kind {
         Kind::Cron => &["active", "paused"],
         Kind::Delayed => &["pending", "running", "succeeded", "failed", "cancelled"],
@@ -1469,19 +1510,53 @@ pub async fn list(
             s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
         )),
     };
-    let (after_t, after_id) = after.map(|(t, i)| (Some(t), Some(i))).unwrap_or((None, None));
-    let rows = sqlx::query(
-        "SELECT id, workspace_id, definition, status, next_run_at, last_run_at, last_status, consecutive_failures, created_at, updated_at
+    let sort = match q.get("sort").map(String::as_str) {
+        None | Some("created") => Sort::Created,
+        Some("name") => Sort::Name,
+        Some("next_run") => Sort::NextRun,
+        Some(_) => {
+            return Err(ApiError::field(
+                "sort",
+                "invalid_sort",
+                "sort must be one of created, name, next_run",
+            ));
+        }
+    };
+    let (after_t, after_key, after_id) = match sort {
+        Sort::Created => match pagination::decode(q.get("cursor").map(String::as_str))? {
+            Some((t, i)) => (Some(t), None, Some(i)),
+            None => (None, None, None),
+        },
+        _ => match pagination::decode_keyed(q.get("cursor").map(String::as_str), sort.as_str())? {
+            Some((k, i)) => (None, Some(k), Some(i)),
+            None => (None, None, None),
+        },
+    };
+    // The sort's order and "after the cursor" condition; only these fixed texts reach the SQL.
+    let (order, after_cond) = match sort {
+        Sort::Created => (
+            "created_at DESC, id DESC",
+            "($5::timestamptz IS NULL OR (created_at, id) < ($5, $6))",
+        ),
+        Sort::Name => ("name, id", "($9::text IS NULL OR (name, id) > ($9, $6))"),
+        // Soonest first; jobs with no next run (paused, finished) last.
+        Sort::NextRun => (
+            "COALESCE(next_run_at, 'infinity'), id",
+            "($9::text IS NULL OR (COALESCE(next_run_at, 'infinity'), id) > ($9::timestamptz, $6))",
+        ),
+    };
+    let rows = sqlx::query(&format!(
+        "SELECT id, workspace_id, name, definition, status, next_run_at, last_run_at, last_status, consecutive_failures, created_at, updated_at
            FROM jobs
           WHERE workspace_id = $1 AND kind = $2 AND status <> 'deleted'
             AND (status <> 'cancelled' OR $3::text = 'cancelled')
             AND ($3::text IS NULL OR status = $3)
             AND ($4::text IS NULL OR $4 = ANY(tags))
-            AND ($5::timestamptz IS NULL OR (created_at, id) < ($5, $6))
+            AND {after_cond}
             AND ($8::text IS NULL OR name ILIKE $8)
-          ORDER BY created_at DESC, id DESC
-          LIMIT $7",
-    )
+          ORDER BY {order}
+          LIMIT $7"
+    ))
     .bind(caller.workspace_id)
     .bind(kind.as_str())
     .bind(status)
@@ -1490,6 +1565,7 @@ pub async fn list(
     .bind(after_id)
     .bind(limit + 1)
     .bind(search)
+    .bind(after_key)
     .fetch_all(&state.pool)
     .await?;
     let mut items = Vec::new();
@@ -1501,7 +1577,15 @@ pub async fn list(
             break;
         }
         if i as i64 == limit - 1 && rows.len() as i64 > limit {
-            next_cursor = Some(pagination::encode(created_at, id));
+            next_cursor = Some(match sort {
+                Sort::Created => pagination::encode(created_at, id),
+                Sort::Name => pagination::encode_keyed("name", &r.try_get::<String, _>("name")?, id),
+                Sort::NextRun => {
+                    let at: Option<DateTime<Utc>> = r.try_get("next_run_at")?;
+                    let key = at.map_or_else(|| "infinity".to_string(), |t| t.to_rfc3339());
+                    pagination::encode_keyed("next_run", &key, id)
+                }
+            });
         }
         let sqlx::types::Json(def): sqlx::types::Json<JobDefinition> = r.try_get("definition")?;
         let s = Stats {

@@ -35,10 +35,12 @@ pub mod jobs;
 pub mod links;
 pub mod notifications;
 pub mod openapi;
+pub mod operators;
 pub mod pages;
 pub mod pagination;
 pub mod plans;
 pub mod preview;
+pub mod probe;
 pub mod rate_limit;
 pub mod server;
 pub mod signing;
@@ -75,6 +77,8 @@ pub struct AppState {
     pub queue: Option<RunQueue>,
     /// Which addresses user URLs may reach (the SSRF guard).
     pub targets: cronbox_domain::target::TargetPolicy,
+    /// Sends the editor's test requests ([`probe`]): the executor's client, with the same guard.
+    pub probe: cronbox_executor::http::HttpCaller,
     /// Signs and checks access tokens.
     pub jwt: accounts::JwtKey,
     pub plans: plans::PlanCache,

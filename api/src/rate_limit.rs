@@ -27,6 +27,8 @@ pub enum Subject {
     /// Everything authenticated in one workspace together: new keys (or more members) do not
     /// bring a fresh allowance.
     Workspace(uuid::Uuid),
+    /// Test requests of one user or key in one workspace ([`crate::probe`]).
+    Probe(uuid::Uuid, uuid::Uuid),
 }
 
 impl Subject {
@@ -37,6 +39,7 @@ impl Subject {
             Self::User(u) => format!("user:{u}"),
             Self::Address(ip) => format!("ip:{ip}"),
             Self::Workspace(w) => format!("ws:{w}"),
+            Self::Probe(u, w) => format!("probe:{u}:{w}"),
         }
     }
 }

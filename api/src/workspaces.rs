@@ -469,26 +469,28 @@ pub async fn update(
 )]
 pub async fn delete(State(state): State<AppState>, caller: Caller) -> Result<StatusCode, ApiError> {
     caller.require(Role::Owner)?;
+    remove(&state, caller.workspace_id, caller.workspace.slug.as_deref()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Deletes workspace `workspace_id` (whose slug is `slug`): the owner's `DELETE` and an
+/// operator's, once each has been allowed.
+pub async fn remove(state: &AppState, workspace_id: Uuid, slug: Option<&str>) -> Result<(), ApiError> {
     // Under the workspace gate: no fire of it is recorded while the deletion commits, and every
     // fire after it sees the deletion (the dispatcher then stops its jobs, waiting runs,
     // retries and callbacks, each with an event saying why).
-    let gate = cronbox_store::job_gate::hold_workspace(&state.gates, caller.workspace_id).await?;
-    execute(
-        &state.stores,
-        caller.workspace_id,
-        WorkspaceCommand::Delete { at: Utc::now() },
-    )
-    .await?;
+    let gate = cronbox_store::job_gate::hold_workspace(&state.gates, workspace_id).await?;
+    execute(&state.stores, workspace_id, WorkspaceCommand::Delete { at: Utc::now() }).await?;
     gate.commit().await?;
     // The slug is free again for anyone, and the workspace no longer counts for its creator.
-    if let Some(slug) = &caller.workspace.slug {
-        release_slug(&state.pool, slug, caller.workspace_id).await?;
+    if let Some(slug) = slug {
+        release_slug(&state.pool, slug, workspace_id).await?;
     }
-    release_creation(&state.pool, caller.workspace_id).await?;
+    release_creation(&state.pool, workspace_id).await?;
     // Its event subscriptions' credentials reach nothing from now on.
-    crate::subscriptions::revoke_all(&state, caller.workspace_id).await?;
-    tracing::info!(workspace_id = %caller.workspace_id, "workspace deleted");
-    Ok(StatusCode::NO_CONTENT)
+    crate::subscriptions::revoke_all(state, workspace_id).await?;
+    tracing::info!(workspace_id = %workspace_id, "workspace deleted");
+    Ok(())
 }
 
 #[utoipa::path(

@@ -89,6 +89,19 @@ pub enum UserCommand {
         timezone: Option<String>,
         at: DateTime<Utc>,
     },
+    /// An operator's decision: a deactivated account cannot log in, and every session and
+    /// token it holds stops working. `active: true` lets it back in. Recorded only on change.
+    SetActive {
+        active: bool,
+        by: Uuid,
+        at: DateTime<Utc>,
+    },
+    /// An operator grants or withdraws the superuser right. Recorded only on change.
+    SetSuperuser {
+        superuser: bool,
+        by: Uuid,
+        at: DateTime<Utc>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -113,6 +126,19 @@ pub enum UserEvent {
         timezone: Option<String>,
         at: DateTime<Utc>,
     },
+    UserDeactivated {
+        by: Uuid,
+        at: DateTime<Utc>,
+    },
+    UserReactivated {
+        by: Uuid,
+        at: DateTime<Utc>,
+    },
+    SuperuserChanged {
+        superuser: bool,
+        by: Uuid,
+        at: DateTime<Utc>,
+    },
 }
 
 impl DomainEvent for UserEvent {
@@ -122,6 +148,9 @@ impl DomainEvent for UserEvent {
             Self::EmailVerified { .. } => "EmailVerified",
             Self::PasswordChanged { .. } => "PasswordChanged",
             Self::PreferencesChanged { .. } => "PreferencesChanged",
+            Self::UserDeactivated { .. } => "UserDeactivated",
+            Self::UserReactivated { .. } => "UserReactivated",
+            Self::SuperuserChanged { .. } => "SuperuserChanged",
         }
         .to_string()
     }
@@ -153,6 +182,26 @@ pub struct User {
     pub language: Option<Language>,
     #[serde(default)]
     pub timezone: Option<String>,
+    /// Since when an operator has shut the account (None: it may log in).
+    #[serde(default)]
+    pub deactivated_at: Option<DateTime<Utc>>,
+    /// The latest deactivation, kept after the account is let back in: sessions begun before
+    /// it stay over.
+    #[serde(default)]
+    pub last_deactivated_at: Option<DateTime<Utc>>,
+}
+
+impl User {
+    /// Whether the account may log in and its sessions and tokens count.
+    pub fn is_active(&self) -> bool {
+        self.id.is_some() && self.deactivated_at.is_none()
+    }
+
+    /// Sessions and tokens begun before this moment no longer count: the last password change
+    /// or deactivation, whichever is later.
+    pub fn sessions_valid_after(&self) -> Option<DateTime<Utc>> {
+        self.password_changed_at.max(self.last_deactivated_at)
+    }
 }
 
 impl Aggregate for User {
@@ -208,6 +257,25 @@ impl Aggregate for User {
                     sink.write(event, self).await;
                 }
             }
+            UserCommand::SetActive { active, by, at } => {
+                if self.id.is_none() {
+                    return Err(UserError::NotFound);
+                }
+                match (active, self.deactivated_at.is_some()) {
+                    (false, false) => sink.write(UserEvent::UserDeactivated { by, at }, self).await,
+                    (true, true) => sink.write(UserEvent::UserReactivated { by, at }, self).await,
+                    _ => {}
+                }
+            }
+            UserCommand::SetSuperuser { superuser, by, at } => {
+                if self.id.is_none() {
+                    return Err(UserError::NotFound);
+                }
+                if superuser != self.superuser {
+                    sink.write(UserEvent::SuperuserChanged { superuser, by, at }, self)
+                        .await;
+                }
+            }
         }
         Ok(())
     }
@@ -238,6 +306,12 @@ impl Aggregate for User {
                 self.language = language;
                 self.timezone = timezone;
             }
+            UserEvent::UserDeactivated { at, .. } => {
+                self.deactivated_at = Some(at);
+                self.last_deactivated_at = Some(at);
+            }
+            UserEvent::UserReactivated { .. } => self.deactivated_at = None,
+            UserEvent::SuperuserChanged { superuser, .. } => self.superuser = superuser,
         }
     }
 }
@@ -280,6 +354,80 @@ mod tests {
             .given(vec![registered()])
             .when(cmd)
             .then_expect_error(UserError::AlreadyExists);
+    }
+
+    #[test]
+    fn an_operator_deactivates_and_reactivates_an_account_once_each() {
+        let op = Uuid::from_u128(9);
+        // Given an active account, when deactivated, then one event; again, nothing
+        Spec::with(())
+            .given(vec![registered()])
+            .when(UserCommand::SetActive {
+                active: false,
+                by: op,
+                at: t(1),
+            })
+            .then_expect_events(vec![UserEvent::UserDeactivated { by: op, at: t(1) }]);
+        let off = vec![registered(), UserEvent::UserDeactivated { by: op, at: t(1) }];
+        Spec::with(())
+            .given(off.clone())
+            .when(UserCommand::SetActive {
+                active: false,
+                by: op,
+                at: t(2),
+            })
+            .then_expect_events(vec![]);
+        // When let back in, then one event, and the account is active again
+        Spec::with(())
+            .given(off.clone())
+            .when(UserCommand::SetActive {
+                active: true,
+                by: op,
+                at: t(3),
+            })
+            .then_expect_events(vec![UserEvent::UserReactivated { by: op, at: t(3) }]);
+        let mut u = User::default();
+        for e in off {
+            u.apply(e);
+        }
+        assert!(!u.is_active());
+        u.apply(UserEvent::UserReactivated { by: op, at: t(3) });
+        assert!(u.is_active());
+        // Sessions from before the deactivation stay over.
+        assert_eq!(u.sessions_valid_after(), Some(t(1)));
+        Spec::with(())
+            .given_no_previous_events()
+            .when(UserCommand::SetActive {
+                active: false,
+                by: op,
+                at: t(1),
+            })
+            .then_expect_error(UserError::NotFound);
+    }
+
+    #[test]
+    fn the_superuser_right_changes_only_when_it_differs() {
+        let op = Uuid::from_u128(9);
+        Spec::with(())
+            .given(vec![registered()])
+            .when(UserCommand::SetSuperuser {
+                superuser: true,
+                by: op,
+                at: t(1),
+            })
+            .then_expect_events(vec![UserEvent::SuperuserChanged {
+                superuser: true,
+                by: op,
+                at: t(1),
+            }]);
+        Spec::with(())
+            .given(vec![registered()])
+            .when(UserCommand::SetSuperuser {
+                superuser: false,
+                by: op,
+                at: t(1),
+            })
+            .then_expect_events(vec![]);
     }
 
     #[test]

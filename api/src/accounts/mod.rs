@@ -332,7 +332,7 @@ pub async fn user_from_cookie(state: &AppState, token: &str) -> Result<UserCalle
         .load(&user_id.to_string())
         .await
         .map_err(ApiError::internal)?;
-    if user.id.is_none() || session.predates(user.password_changed_at) {
+    if !user.is_active() || session.predates(user.sessions_valid_after()) {
         return Err(ApiError::InvalidToken);
     }
     Ok(UserCaller {
@@ -477,10 +477,16 @@ pub async fn check_credentials(
         .filter(|u| u.id.is_some())
         .map_or(password::DUMMY_HASH.to_string(), |u| u.password_hash.clone());
     let ok = password::verify(password, stored).await?;
-    let Some(user_id) = user.and_then(|u| u.id).filter(|_| ok) else {
+    let Some(user) = user.filter(|u| u.id.is_some() && ok) else {
         tracing::info!(peer = %peer, "login failed");
         return Err(ApiError::InvalidCredentials);
     };
+    let user_id = user.id.unwrap_or_default();
+    // Told only to whoever knows the password: the account exists, and an operator shut it.
+    if !user.is_active() {
+        tracing::info!(user_id = %user_id, "login refused: account deactivated");
+        return Err(ApiError::Forbidden("this account has been deactivated".into()));
+    }
     attempt.succeeded(&state.pool, &account_key).await?;
     tracing::info!(user_id = %user_id, "login");
     Ok(user_id)
@@ -526,8 +532,12 @@ pub async fn refresh(State(state): State<AppState>, JsonObject(body): JsonObject
         .load(&user_id.to_string())
         .await
         .map_err(ApiError::internal)?;
-    if session.predates(user.password_changed_at) {
+    if session.predates(user.sessions_valid_after()) {
         revoke(&state, session_id, "password changed").await?;
+        return Err(ApiError::InvalidToken);
+    }
+    if !user.is_active() {
+        revoke(&state, session_id, "account deactivated").await?;
         return Err(ApiError::InvalidToken);
     }
     Ok(tokens(&state, user_id, session_id, next, now))
@@ -771,7 +781,7 @@ pub async fn sessions_of(state: &AppState, user: &UserCaller) -> Result<Vec<Sess
         else {
             continue;
         };
-        if session.is_live(now) && !session.predates(user.user.password_changed_at) {
+        if session.is_live(now) && !session.predates(user.user.sessions_valid_after()) {
             out.push(SessionInfo {
                 id: sid,
                 started_at,
@@ -828,7 +838,11 @@ pub async fn user_from_token(state: &AppState, token: &str) -> Result<UserCaller
         .load(&claims.sub.to_string())
         .await
         .map_err(ApiError::internal)?;
-    if user.id.is_none() || user.password_changed_at.is_some_and(|p| claims.iat < p.timestamp()) {
+    // `iat` is in whole seconds. A token of the second a password changed is the one that change
+    // issued; a token of the second an account was deactivated is over with it.
+    let stale = user.password_changed_at.is_some_and(|p| claims.iat < p.timestamp())
+        || user.last_deactivated_at.is_some_and(|d| claims.iat <= d.timestamp());
+    if !user.is_active() || stale {
         return Err(ApiError::InvalidToken);
     }
     Ok(UserCaller {

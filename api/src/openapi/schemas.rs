@@ -621,6 +621,10 @@ pub struct CronListQuery {
     /// Only jobs whose name contains this text (any case; at most 200 characters).
     #[param(max_length = 200)]
     pub q: Option<String>,
+    /// The order: `created` (newest first, the default), `name` (A to Z) or `next_run` (soonest
+    /// first, jobs without a next run last). A cursor continues only the sort it came from.
+    #[param(example = "name")]
+    pub sort: Option<String>,
 }
 
 /// Query of `GET …/delayed`.
@@ -641,6 +645,10 @@ pub struct DelayedListQuery {
     /// Only calls whose name contains this text (any case; at most 200 characters).
     #[param(max_length = 200)]
     pub q: Option<String>,
+    /// The order: `created` (newest first, the default), `name` (A to Z) or `next_run` (the
+    /// soonest call first, finished ones last). A cursor continues only the sort it came from.
+    #[param(example = "next_run")]
+    pub sort: Option<String>,
 }
 
 // ---------------------------------------------------------------- executions

@@ -32,6 +32,7 @@ struct Projection {
 #[template(path = "app/admin.html")]
 struct AdminPage {
     c: Chrome,
+    tabs: [(&'static str, &'static str); 4],
     items: Vec<Projection>,
     running: bool,
 }
@@ -80,6 +81,7 @@ pub async fn projections(
         .any(|p| p.rebuild.as_ref().is_some_and(|r| r.status == "running"));
     let page = AdminPage {
         c: Chrome::for_visitor(&s.visitor, tr.t("admin.title"), "admin").notice(super::notice(tr, &q)),
+        tabs: TABS,
         items,
         running,
     };
@@ -94,4 +96,258 @@ pub async fn rebuild(
 ) -> PageResult {
     admin::begin_rebuild(&state, &s.user, &name).await?;
     Ok(see_other("/admin?n=rebuild_started"))
+}
+
+/// The admin panel's sections, for its tab bar.
+const TABS: [(&str, &str); 4] = [
+    ("/admin", "admin.projections"),
+    ("/admin/users", "admin.users"),
+    ("/admin/workspaces", "admin.workspaces"),
+    ("/admin/events", "admin.events_tab"),
+];
+
+pub struct UserItem {
+    id: String,
+    email: String,
+    name: String,
+    superuser: bool,
+    active: bool,
+    verified: bool,
+    created: String,
+    workspaces: i64,
+    is_me: bool,
+}
+
+#[derive(Template)]
+#[template(path = "app/admin_users.html")]
+struct UsersPage {
+    c: Chrome,
+    tabs: [(&'static str, &'static str); 4],
+    q: String,
+    items: Vec<UserItem>,
+}
+
+pub async fn users(State(state): State<AppState>, s: SignedIn, Query(q): Query<HashMap<String, String>>) -> PageResult {
+    admin::require_superuser(&s.user)?;
+    let tr = super::Tr::new(s.visitor.lang);
+    let search = q.get("q").cloned().unwrap_or_default();
+    if search.chars().count() > 200 {
+        return Err(crate::error::ApiError::field("q", "too_long", "q must be at most 200 characters").into());
+    }
+    let zone = s.user.user.timezone.clone().unwrap_or_else(|| "Europe/Moscow".into());
+    let items = crate::operators::find_users(&state, &search)
+        .await?
+        .into_iter()
+        .map(|u| UserItem {
+            is_me: u.id == s.user.user_id,
+            id: u.id.to_string(),
+            email: u.email,
+            name: u.name,
+            superuser: u.superuser,
+            active: u.active,
+            verified: u.verified,
+            created: u.created_at.map_or_else(|| "—".into(), |t| tr.when(t, &zone)),
+            workspaces: u.workspaces,
+        })
+        .collect();
+    let page = UsersPage {
+        c: Chrome::for_visitor(&s.visitor, tr.t("admin.title"), "admin").notice(super::notice(tr, &q)),
+        tabs: TABS,
+        q: search,
+        items,
+    };
+    Ok(html(StatusCode::OK, &page, &s.visitor.set_cookies))
+}
+
+/// `POST /admin/users/{id}/{deactivate|activate|grant|withdraw}`.
+pub async fn user_action(
+    State(state): State<AppState>,
+    s: SignedIn,
+    Path((id, action)): Path<(String, String)>,
+    _form: Posted,
+) -> PageResult {
+    admin::require_superuser(&s.user)?;
+    let id = uuid::Uuid::try_parse(&id).map_err(|_| crate::error::ApiError::NotFound("user"))?;
+    let notice = match action.as_str() {
+        "deactivate" => crate::operators::set_active(&state, &s.user, id, false)
+            .await
+            .map(|_| "user_deactivated"),
+        "activate" => crate::operators::set_active(&state, &s.user, id, true)
+            .await
+            .map(|_| "user_activated"),
+        "grant" => crate::operators::set_superuser(&state, &s.user, id, true)
+            .await
+            .map(|_| "superuser_granted"),
+        "withdraw" => crate::operators::set_superuser(&state, &s.user, id, false)
+            .await
+            .map(|_| "superuser_withdrawn"),
+        _ => Err(crate::error::ApiError::NotFound("route")),
+    }?;
+    Ok(see_other(&format!("/admin/users?n={notice}")))
+}
+
+pub struct WorkspaceItem {
+    id: String,
+    name: String,
+    slug: String,
+    plan: String,
+    members: i64,
+    cron_jobs: i64,
+    created: String,
+}
+
+#[derive(Template)]
+#[template(path = "app/admin_workspaces.html")]
+struct WorkspacesPage {
+    c: Chrome,
+    tabs: [(&'static str, &'static str); 4],
+    q: String,
+    items: Vec<WorkspaceItem>,
+    plans: Vec<String>,
+}
+
+pub async fn workspaces(
+    State(state): State<AppState>,
+    s: SignedIn,
+    Query(q): Query<HashMap<String, String>>,
+) -> PageResult {
+    admin::require_superuser(&s.user)?;
+    let tr = super::Tr::new(s.visitor.lang);
+    let search = q.get("q").cloned().unwrap_or_default();
+    if search.chars().count() > 200 {
+        return Err(crate::error::ApiError::field("q", "too_long", "q must be at most 200 characters").into());
+    }
+    let zone = s.user.user.timezone.clone().unwrap_or_else(|| "Europe/Moscow".into());
+    let plans: Vec<String> = sqlx::query_scalar("SELECT code FROM plans ORDER BY code")
+        .fetch_all(&state.pool)
+        .await?;
+    let items = crate::operators::find_workspaces(&state, &search)
+        .await?
+        .into_iter()
+        .map(|w| WorkspaceItem {
+            id: w.id.to_string(),
+            name: w.name,
+            slug: w.slug.unwrap_or_default(),
+            plan: w.plan,
+            members: w.members,
+            cron_jobs: w.cron_jobs,
+            created: tr.when(w.created_at, &zone),
+        })
+        .collect();
+    let page = WorkspacesPage {
+        c: Chrome::for_visitor(&s.visitor, tr.t("admin.title"), "admin").notice(super::notice(tr, &q)),
+        tabs: TABS,
+        q: search,
+        items,
+        plans,
+    };
+    Ok(html(StatusCode::OK, &page, &s.visitor.set_cookies))
+}
+
+/// `POST /admin/workspaces/{id}/plan` (field `plan`) and `…/delete`.
+pub async fn workspace_action(
+    State(state): State<AppState>,
+    s: SignedIn,
+    Path((id, action)): Path<(String, String)>,
+    form: Posted,
+) -> PageResult {
+    admin::require_superuser(&s.user)?;
+    let id = uuid::Uuid::try_parse(&id).map_err(|_| crate::error::ApiError::NotFound("workspace"))?;
+    let notice = match action.as_str() {
+        "plan" => {
+            let code = form.get("plan").unwrap_or_default();
+            crate::operators::set_plan(&state, &s.user, id, &code).await?;
+            "plan_changed"
+        }
+        "delete" => {
+            crate::operators::delete_workspace(&state, &s.user, id).await?;
+            "workspace_deleted"
+        }
+        _ => return Err(crate::error::ApiError::NotFound("route").into()),
+    };
+    Ok(see_other(&format!("/admin/workspaces?n={notice}")))
+}
+
+pub struct EventItem {
+    sequence: i64,
+    event_type: String,
+    at: String,
+    data: String,
+}
+
+#[derive(Template)]
+#[template(path = "app/admin_events.html")]
+struct EventsPage {
+    c: Chrome,
+    tabs: [(&'static str, &'static str); 4],
+    kinds: [&'static str; 8],
+    kind: String,
+    id: String,
+    searched: bool,
+    items: Vec<EventItem>,
+}
+
+/// Any aggregate's stored events (`?type=run&id=…`), and a re-run of any run from there.
+pub async fn events(
+    State(state): State<AppState>,
+    s: SignedIn,
+    Query(q): Query<HashMap<String, String>>,
+) -> PageResult {
+    admin::require_superuser(&s.user)?;
+    let tr = super::Tr::new(s.visitor.lang);
+    let zone = s.user.user.timezone.clone().unwrap_or_else(|| "Europe/Moscow".into());
+    let kind = q.get("type").cloned().unwrap_or_else(|| "run".into());
+    let id = q.get("id").map(|s| s.trim().to_string()).unwrap_or_default();
+    let searched = !id.is_empty();
+    let items = if searched {
+        if id.len() > 100 {
+            return Err(crate::error::ApiError::field("id", "too_long", "id must be at most 100 characters").into());
+        }
+        admin::aggregate_events(&state.pool, &kind, &id)
+            .await?
+            .into_iter()
+            .map(|e| EventItem {
+                sequence: e["sequence"].as_i64().unwrap_or(0),
+                event_type: e["type"].as_str().unwrap_or_default().to_string(),
+                at: e["recorded_at"]
+                    .as_str()
+                    .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                    .map_or_else(|| "—".into(), |t| tr.when(t.to_utc(), &zone)),
+                data: serde_json::to_string(&e["data"]).unwrap_or_default(),
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let page = EventsPage {
+        c: Chrome::for_visitor(&s.visitor, tr.t("admin.title"), "admin").notice(super::notice(tr, &q)),
+        tabs: TABS,
+        kinds: [
+            "run",
+            "job",
+            "workspace",
+            "user",
+            "session",
+            "alert",
+            "notification",
+            "notification_channel",
+        ],
+        kind,
+        id,
+        searched,
+        items,
+    };
+    Ok(html(StatusCode::OK, &page, &s.visitor.set_cookies))
+}
+
+/// `POST /admin/runs/{id}/rerun`: any finished run again (the admin API's re-run), then its
+/// events.
+pub async fn rerun(State(state): State<AppState>, s: SignedIn, Path(id): Path<String>, _form: Posted) -> PageResult {
+    admin::require_superuser(&s.user)?;
+    let id = uuid::Uuid::try_parse(&id).map_err(|_| crate::error::ApiError::NotFound("execution"))?;
+    let (run_id, _) = crate::executions::rerun(&state.stores, id, None, Ok(()), None).await?;
+    tracing::info!(run_id = %run_id, rerun_of = %id, by = %s.user.user_id, "operator re-run from the admin panel");
+    Ok(see_other(&format!(
+        "/admin/events?type=run&id={run_id}&n=rerun_scheduled"
+    )))
 }

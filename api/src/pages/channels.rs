@@ -179,6 +179,7 @@ pub async fn delete(
 struct Delivery {
     at: String,
     status: String,
+    status_key: String,
     attempts: i32,
     error: String,
     run: Option<Uuid>,
@@ -214,6 +215,7 @@ pub async fn detail(
         .into_iter()
         .map(|d| Delivery {
             at: tr.when(d.created_at, &m.zone()),
+            status_key: format!("delivery.{}", d.status),
             status: d.status,
             attempts: d.attempts,
             error: d.error.unwrap_or_default(),

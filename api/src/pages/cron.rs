@@ -44,6 +44,7 @@ struct ListPage {
     tag_q: String,
     search: String,
     search_q: String,
+    sort: String,
     next_cursor: Option<String>,
 }
 
@@ -101,6 +102,7 @@ pub async fn list(
         tag,
         search_q: super::url_encode(q.get("q").map_or("", String::as_str)),
         search: q.get("q").cloned().unwrap_or_default(),
+        sort: q.get("sort").cloned().unwrap_or_else(|| "created".into()),
         next_cursor: page.next_cursor,
     };
     Ok(html(StatusCode::OK, &page, &m.visitor.set_cookies))
@@ -116,9 +118,10 @@ pub async fn act(
     State(state): State<AppState>,
     m: Member,
     Path((_, id, action)): Path<(String, String, String)>,
-    _form: Posted,
+    form: Posted,
 ) -> PageResult {
     match action.as_str() {
+        "test" => test_request(&state, &m, &form, Some(&id)).await,
         "pause" => {
             let job = jobs::pause(&state, &m.caller, &id).await?;
             super::until_listed(&state, job.id.unwrap_or_default(), "paused").await;
@@ -184,7 +187,43 @@ struct CronForm {
     /// The headers as the editor first showed them: left unchanged, they are not sent back
     /// (below `admin` their secret values are shown masked and must not overwrite the real ones).
     headers_orig: Option<String>,
+    /// The retry, success, overlap, misfire and alert fields the form held, by their API
+    /// names, as typed (a field the post did not carry is absent, and left as it was).
+    more: HashMap<&'static str, String>,
+    /// Whether the post carried the checkboxes (an unticked box is then off, not unknown).
+    flags: bool,
+    notify_on_failure: bool,
+    notify_on_recovery: bool,
+    /// The channels ticked for this job's alerts (none: every channel of the workspace).
+    alert_channels: Vec<String>,
 }
+
+/// Whole numbers among [`MORE`].
+const MORE_INTS: [&str; 4] = [
+    "retry_delay_seconds",
+    "retry_max_delay_seconds",
+    "misfire_grace_seconds",
+    "alert_after_failures",
+];
+/// Choices among [`MORE`]: empty is the workspace's default.
+const MORE_CHOICES: [&str; 3] = ["retry_backoff", "overlap_policy", "misfire_policy"];
+/// Texts among [`MORE`] that an edit clears when emptied.
+const MORE_CLEARABLE: [&str; 2] = ["expect_body_contains", "realert_every"];
+/// Comma-separated lists among [`MORE`].
+const MORE_LISTS: [&str; 2] = ["expected_status", "sensitive_headers"];
+const MORE: [&str; 11] = [
+    "retry_delay_seconds",
+    "retry_max_delay_seconds",
+    "misfire_grace_seconds",
+    "alert_after_failures",
+    "retry_backoff",
+    "overlap_policy",
+    "misfire_policy",
+    "expect_body_contains",
+    "realert_every",
+    "expected_status",
+    "sensitive_headers",
+];
 
 impl CronForm {
     fn defaults(m: &Member) -> Self {
@@ -206,7 +245,16 @@ impl CronForm {
             timeout_seconds: String::new(),
             retry_count: String::new(),
             headers_orig: None,
+            more: HashMap::new(),
+            flags: false,
+            notify_on_failure: m.caller.workspace.job_defaults.notify_on_failure.unwrap_or(true),
+            notify_on_recovery: m.caller.workspace.job_defaults.notify_on_recovery.unwrap_or(true),
+            alert_channels: Vec::new(),
         }
+    }
+
+    fn more(&self, k: &str) -> &str {
+        self.more.get(k).map_or("", String::as_str)
     }
 
     /// The editor's fields for an existing job (as the API shows it to this member).
@@ -234,6 +282,21 @@ impl CronForm {
         f.headers_orig = Some(f.headers.clone());
         f.timeout_seconds = v["timeout_seconds"].as_i64().map(|n| n.to_string()).unwrap_or_default();
         f.retry_count = v["retry_count"].as_i64().map(|n| n.to_string()).unwrap_or_default();
+        for k in MORE {
+            let text = match &v[k] {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
+                Value::Array(a) => a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", "),
+                _ => String::new(),
+            };
+            f.more.insert(k, text);
+        }
+        f.notify_on_failure = v["notify_on_failure"].as_bool().unwrap_or(true);
+        f.notify_on_recovery = v["notify_on_recovery"].as_bool().unwrap_or(true);
+        f.alert_channels = v["alert_channels"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|c| c.as_str().map(str::to_string)).collect())
+            .unwrap_or_default();
         let hm = |h: u32, mi: u32| format!("{h:02}:{mi:02}");
         match Builder::recognise(&s("schedule")) {
             Builder::EveryMinutes(n) => (f.mode, f.every_minutes) = ("minutes".into(), n.to_string()),
@@ -251,8 +314,18 @@ impl CronForm {
         f
     }
 
-    fn read(m: &Member, get: impl Fn(&str) -> Option<String>, days: Vec<String>) -> Self {
+    /// The form as posted: `get` a non-empty field, `raw` a field even when emptied.
+    fn read(
+        m: &Member,
+        get: impl Fn(&str) -> Option<String>,
+        raw: impl Fn(&str) -> Option<String>,
+        days: Vec<String>,
+        channels: Vec<String>,
+    ) -> Self {
         let d = Self::defaults(m);
+        // `flags` marks a form that had the checkboxes: an unticked box is then absent, not
+        // unknown.
+        let flags = get("flags").is_some();
         let or = |k: &str, v: String| get(k).unwrap_or(v);
         CronForm {
             name: or("name", d.name),
@@ -272,6 +345,19 @@ impl CronForm {
             timeout_seconds: or("timeout_seconds", d.timeout_seconds),
             retry_count: or("retry_count", d.retry_count),
             headers_orig: get("headers_orig"),
+            more: MORE.iter().filter_map(|k| Some((*k, raw(k)?))).collect(),
+            flags,
+            notify_on_failure: if flags {
+                get("notify_on_failure").is_some()
+            } else {
+                d.notify_on_failure
+            },
+            notify_on_recovery: if flags {
+                get("notify_on_recovery").is_some()
+            } else {
+                d.notify_on_recovery
+            },
+            alert_channels: channels,
         }
     }
 
@@ -372,6 +458,50 @@ impl CronForm {
                 b.insert(field.into(), json!(n));
             }
         }
+        for field in MORE_INTS {
+            let v = self.more(field).trim();
+            if !v.is_empty() {
+                let n: i64 = v
+                    .parse()
+                    .map_err(|_| ApiError::field(field, "invalid_type", format!("{field} must be a whole number")))?;
+                b.insert(field.into(), json!(n));
+            }
+        }
+        for field in MORE_CHOICES {
+            let v = self.more(field).trim();
+            if !v.is_empty() {
+                b.insert(field.into(), json!(v));
+            }
+        }
+        for field in MORE_CLEARABLE {
+            match self.more.get(field).map(|v| v.trim()) {
+                Some("") if editing => {
+                    b.insert(field.into(), Value::Null);
+                }
+                Some("") | None => {}
+                Some(v) => {
+                    b.insert(field.into(), json!(v));
+                }
+            }
+        }
+        for field in MORE_LISTS {
+            let Some(text) = self.more.get(field) else { continue };
+            let items: Vec<&str> = text.split(',').map(str::trim).filter(|t| !t.is_empty()).collect();
+            // An emptied list of secret headers clears the marks; an empty status list is
+            // the default (any 2xx).
+            if !items.is_empty() || (editing && field == "sensitive_headers") {
+                b.insert(field.into(), json!(items));
+            }
+        }
+        if self.flags {
+            b.insert("notify_on_failure".into(), json!(self.notify_on_failure));
+            b.insert("notify_on_recovery".into(), json!(self.notify_on_recovery));
+            if !self.alert_channels.is_empty() {
+                b.insert("alert_channels".into(), json!(self.alert_channels));
+            } else if editing {
+                b.insert("alert_channels".into(), Value::Null);
+            }
+        }
         Ok(b)
     }
 }
@@ -413,6 +543,11 @@ struct EditPage {
     base: String,
     /// Where the form posts: `…/cron/new`, or `…/cron/{id}/edit`.
     action: String,
+    /// Where its "test request" button posts it.
+    test_action: String,
+    test: Option<TestView>,
+    /// The workspace's channels: (id, name, ticked for this job).
+    channels: Vec<(String, String, bool)>,
     f: CronForm,
     error: Option<String>,
     preview: Result<Preview, String>,
@@ -420,6 +555,8 @@ struct EditPage {
     days: Vec<(u32, &'static str, bool)>,
     zones: Vec<&'static str>,
     methods: Vec<&'static str>,
+    overlaps: [(&'static str, &'static str); 3],
+    misfires: [(&'static str, &'static str); 3],
 }
 
 #[derive(Template)]
@@ -430,19 +567,108 @@ struct PreviewFragment {
 }
 
 /// The editor, for a new job (`job` None) or for job `job`.
-fn editor(m: &Member, f: CronForm, error: Option<String>, status: StatusCode, job: Option<&str>) -> PageResult {
-    editor_with(m, f, error, None, status, job)
-}
-
-fn editor_with(
+async fn editor(
+    state: &AppState,
     m: &Member,
     f: CronForm,
     error: Option<String>,
+    status: StatusCode,
+    job: Option<&str>,
+) -> PageResult {
+    editor_with(
+        state,
+        m,
+        f,
+        Shown {
+            error,
+            ..Shown::default()
+        },
+        status,
+        job,
+    )
+    .await
+}
+
+/// What the editor shows above or beside the form.
+#[derive(Default)]
+struct Shown {
+    error: Option<String>,
     notice: Option<String>,
+    test: Option<TestView>,
+}
+
+/// The outcome of a test request, as the editor shows it.
+pub struct TestView {
+    ok: bool,
+    status: String,
+    duration: String,
+    headers: Vec<(String, String)>,
+    body: Option<String>,
+    hex: Option<String>,
+    error: Option<String>,
+    hint: Option<String>,
+}
+
+fn test_view(tr: Tr, o: &cronbox_domain::run::AttemptOutcome) -> TestView {
+    use base64::Engine as _;
+    let code = o.status_code.map(i32::from);
+    let kind = o.error_kind.map(|k| k.as_str());
+    let (body, hex) = match (&o.response_body, o.response_body_encoding.is_text()) {
+        (Some(b), true) => (Some(b.clone()), None),
+        (Some(b), false) => (
+            None,
+            base64::engine::general_purpose::STANDARD
+                .decode(b)
+                .ok()
+                .map(|bytes| super::runs::hex_dump(&bytes)),
+        ),
+        (None, _) => (None, None),
+    };
+    TestView {
+        ok: o.is_success(),
+        status: if o.is_success() {
+            code.map_or_else(|| "—".into(), |c| format!("HTTP {c}"))
+        } else {
+            super::runs::error_summary(tr, kind, code)
+        },
+        duration: tr.f(
+            "runs.ms",
+            &[("ms", &tr.num(i64::try_from(o.duration_ms).unwrap_or(i64::MAX)))],
+        ),
+        headers: o.response_headers.clone(),
+        body,
+        hex,
+        error: o.error_message.clone(),
+        hint: if o.is_success() {
+            None
+        } else {
+            super::runs::hint(tr, kind, code)
+        },
+    }
+}
+
+async fn editor_with(
+    state: &AppState,
+    m: &Member,
+    f: CronForm,
+    shown: Shown,
     status: StatusCode,
     job: Option<&str>,
 ) -> PageResult {
     let tr = m.tr();
+    let channels = match &state.notify {
+        Some(n) => cronbox_notify::channels::list(n, m.caller.workspace_id)
+            .await
+            .map_err(ApiError::internal)?
+            .into_iter()
+            .map(|c| {
+                let id = c.id.to_string();
+                let on = f.alert_channels.contains(&id);
+                (id, c.name, on)
+            })
+            .collect(),
+        None => Vec::new(),
+    };
     const DAYS: [(u32, &str); 7] = [
         (1, "day.1"),
         (2, "day.2"),
@@ -452,14 +678,22 @@ fn editor_with(
         (6, "day.6"),
         (0, "day.0"),
     ];
-    let (title, action) = match job {
-        None => (tr.t("editor.title_new"), m.href("/cron/new")),
-        Some(id) => (tr.t("editor.title_edit"), m.href(&format!("/cron/{id}/edit"))),
+    let (title, action, test_action) = match job {
+        None => (tr.t("editor.title_new"), m.href("/cron/new"), m.href("/cron/test")),
+        Some(id) => (
+            tr.t("editor.title_edit"),
+            m.href(&format!("/cron/{id}/edit")),
+            m.href(&format!("/cron/{id}/test")),
+        ),
     };
+    let Shown { error, notice, test } = shown;
     let page = EditPage {
         c: Chrome::for_member(m, title, "cron").notice(notice),
         base: m.href(""),
         action,
+        test_action,
+        test,
+        channels,
         preview: preview(tr, &f),
         days: DAYS
             .iter()
@@ -477,6 +711,16 @@ fn editor_with(
         ],
         zones: super::workspaces::zones(),
         methods: vec!["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"],
+        overlaps: [
+            ("allow", "editor.overlap_allow"),
+            ("skip", "editor.overlap_skip"),
+            ("queue_one", "editor.overlap_queue_one"),
+        ],
+        misfires: [
+            ("run_once", "editor.misfire_run_once"),
+            ("skip", "editor.misfire_skip"),
+            ("run_all", "editor.misfire_run_all"),
+        ],
     };
     Ok(html(status, &page, &m.visitor.set_cookies))
 }
@@ -500,7 +744,13 @@ pub async fn new_page(State(state): State<AppState>, m: Member, RawQuery(raw): R
         .filter(|(n, _)| n == "days")
         .map(|(_, v)| v.clone())
         .collect();
-    let mut f = CronForm::read(&m, get, days);
+    let channels = pairs
+        .iter()
+        .filter(|(n, _)| n == "alert_channels")
+        .map(|(_, v)| v.clone())
+        .collect();
+    let raw = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let mut f = CronForm::read(&m, get, raw, days, channels);
     let mut clone_note = None;
     if let Some(from) = get("from") {
         // Clone: the editor opens with that job's fields, under a new name.
@@ -540,24 +790,97 @@ pub async fn new_page(State(state): State<AppState>, m: Member, RawQuery(raw): R
         };
         return Ok(html(StatusCode::OK, &page, &[]));
     }
-    editor(&m, f, clone_note, StatusCode::OK, None)
+    editor(&state, &m, f, clone_note, StatusCode::OK, None).await
 }
 
 /// A form whose URL field held a curl command comes back filled in from it, to check and
 /// save (nothing is stored yet); a command that cannot be read says why.
-fn imported(m: &Member, f: &mut CronForm, job: Option<&str>) -> Option<PageResult> {
+async fn imported(state: &AppState, m: &Member, f: &mut CronForm, job: Option<&str>) -> Option<PageResult> {
     let (error, notice, status) = match f.import_curl() {
         Ok(false) => return None,
         Ok(true) => (None, Some(m.tr().t("editor.imported").to_string()), StatusCode::OK),
         Err(e) => (Some(format!("url: {e}")), None, StatusCode::BAD_REQUEST),
     };
     let f = std::mem::replace(f, CronForm::defaults(m));
-    Some(editor_with(m, f, error, notice, status, job))
+    let shown = Shown {
+        error,
+        notice,
+        test: None,
+    };
+    Some(editor_with(state, m, f, shown, status, job).await)
+}
+
+/// `POST …/cron/test` and `…/cron/{id}/test`: the request exactly as the form holds it now,
+/// sent once; the editor comes back as it was, with the outcome. Nothing is saved.
+async fn test_request(state: &AppState, m: &Member, form: &Posted, job: Option<&str>) -> PageResult {
+    let mut f = CronForm::read(
+        m,
+        |k| form.get(k),
+        |k| form.raw(k),
+        form.all("days"),
+        form.all("alert_channels"),
+    );
+    if job.is_some() {
+        f.headers_orig = Some(
+            form.fields
+                .iter()
+                .find(|(k, _)| k == "headers_orig")
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default(),
+        );
+    }
+    if let Some(page) = imported(state, m, &mut f, job).await {
+        return page;
+    }
+    let sent = match f.body() {
+        Ok(body) => match jobs::request_of(state, &m.caller, job, body).await {
+            Ok(spec) => crate::probe::send(state, &m.caller, spec).await,
+            Err(e) => Err(e),
+        },
+        Err(e) => Err(e),
+    };
+    let shown = match sent {
+        Ok(outcome) => Shown {
+            test: Some(test_view(m.tr(), &outcome)),
+            ..Shown::default()
+        },
+        Err(e) => {
+            let (status, code, field) = e.classify();
+            if status.is_server_error() {
+                return Err(PageError::Api(e));
+            }
+            let text = error_text(m.tr(), code, &e.to_string());
+            let error = Some(field.map_or(text.clone(), |f| format!("{f}: {text}")));
+            return editor_with(
+                state,
+                m,
+                f,
+                Shown {
+                    error,
+                    ..Shown::default()
+                },
+                status,
+                job,
+            )
+            .await;
+        }
+    };
+    editor_with(state, m, f, shown, StatusCode::OK, job).await
+}
+
+pub async fn test_new(State(state): State<AppState>, m: Member, form: Posted) -> PageResult {
+    test_request(&state, &m, &form, None).await
 }
 
 pub async fn create(State(state): State<AppState>, m: Member, form: Posted) -> PageResult {
-    let mut f = CronForm::read(&m, |k| form.get(k), form.all("days"));
-    if let Some(page) = imported(&m, &mut f, None) {
+    let mut f = CronForm::read(
+        &m,
+        |k| form.get(k),
+        |k| form.raw(k),
+        form.all("days"),
+        form.all("alert_channels"),
+    );
+    if let Some(page) = imported(&state, &m, &mut f, None).await {
         return page;
     }
     let result = match f.body() {
@@ -582,7 +905,7 @@ pub async fn create(State(state): State<AppState>, m: Member, form: Posted) -> P
                 Some(f) => format!("{f}: {text}"),
                 None => text,
             };
-            editor(&m, f, Some(text), status, None)
+            editor(&state, &m, f, Some(text), status, None).await
         }
     }
 }
@@ -592,7 +915,7 @@ pub async fn edit_page(State(state): State<AppState>, m: Member, Path((_, id)): 
     m.caller.require(cronbox_domain::workspace::Role::Member)?;
     let v = jobs::view_any(&state, &m.caller, &id, Kind::Cron).await?;
     let f = CronForm::from_view(&m, &v);
-    editor(&m, f, None, StatusCode::OK, Some(&id))
+    editor(&state, &m, f, None, StatusCode::OK, Some(&id)).await
 }
 
 pub async fn update(
@@ -601,7 +924,13 @@ pub async fn update(
     Path((_, id)): Path<(String, String)>,
     form: Posted,
 ) -> PageResult {
-    let f = CronForm::read(&m, |k| form.get(k), form.all("days"));
+    let f = CronForm::read(
+        &m,
+        |k| form.get(k),
+        |k| form.raw(k),
+        form.all("days"),
+        form.all("alert_channels"),
+    );
     // Present (possibly empty) in every post of the edit form.
     let mut f = CronForm {
         headers_orig: Some(
@@ -613,7 +942,7 @@ pub async fn update(
         ),
         ..f
     };
-    if let Some(page) = imported(&m, &mut f, Some(&id)) {
+    if let Some(page) = imported(&state, &m, &mut f, Some(&id)).await {
         return page;
     }
     let result = match f.body() {
@@ -633,7 +962,7 @@ pub async fn update(
             }
             let text = error_text(m.tr(), code, &e.to_string());
             let text = field.map_or(text.clone(), |f| format!("{f}: {text}"));
-            editor(&m, f, Some(text), status, Some(&id))
+            editor(&state, &m, f, Some(text), status, Some(&id)).await
         }
     }
 }

@@ -42,6 +42,9 @@ struct ListPage {
     statuses: [(&'static str, &'static str); 5],
     status: String,
     can_edit: bool,
+    search: String,
+    search_q: String,
+    sort: String,
     next_cursor: Option<String>,
 }
 
@@ -87,6 +90,9 @@ pub async fn list(
         statuses: STATUSES,
         status: q.get("status").cloned().unwrap_or_default(),
         can_edit: m.caller.role >= cronbox_domain::workspace::Role::Member,
+        search_q: super::url_encode(q.get("q").map_or("", String::as_str)),
+        search: q.get("q").cloned().unwrap_or_default(),
+        sort: q.get("sort").cloned().unwrap_or_else(|| "created".into()),
         next_cursor: page.next_cursor,
     };
     Ok(html(StatusCode::OK, &page, &m.visitor.set_cookies))

@@ -68,6 +68,12 @@ pub fn router() -> Router<AppState> {
         .route("/language", post(account::language))
         .route("/admin", get(admin::projections))
         .route("/admin/projections/{name}/rebuild", post(admin::rebuild))
+        .route("/admin/users", get(admin::users))
+        .route("/admin/users/{id}/{action}", post(admin::user_action))
+        .route("/admin/workspaces", get(admin::workspaces))
+        .route("/admin/workspaces/{id}/{action}", post(admin::workspace_action))
+        .route("/admin/events", get(admin::events))
+        .route("/admin/runs/{id}/rerun", post(admin::rerun))
         .route("/profile", get(profile::page).post(profile::save))
         .route("/profile/password", post(profile::password))
         .route("/profile/sessions/{id}/end", post(profile::end_session))
@@ -78,6 +84,7 @@ pub fn router() -> Router<AppState> {
         .route("/app/w/{ws}/cron", get(cron::list))
         .route("/app/w/{ws}/cron/new", get(cron::new_page).post(cron::create))
         .route("/app/w/{ws}/cron/bulk", post(cron::bulk))
+        .route("/app/w/{ws}/cron/test", post(cron::test_new))
         .route("/app/w/{ws}/cron/{id}", get(job::page))
         .route("/app/w/{ws}/cron/{id}/edit", get(cron::edit_page).post(cron::update))
         .route("/app/w/{ws}/cron/{id}/{action}", post(cron::act))
@@ -101,6 +108,7 @@ pub fn router() -> Router<AppState> {
         .route("/app/w/{ws}/executions", get(runs::list))
         .route("/app/w/{ws}/executions/live", get(runs::live))
         .route("/app/w/{ws}/executions/{id}", get(runs::detail))
+        .route("/app/w/{ws}/executions/{id}/rerun", post(runs::rerun))
         .layer(axum::middleware::from_fn(finish))
 }
 

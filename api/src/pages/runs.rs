@@ -15,6 +15,7 @@ use super::{html, Chrome, Member, PageResult, Tr};
 use crate::error::ApiError;
 use crate::executions;
 use crate::AppState;
+use cronbox_domain::workspace::Role;
 
 const STATUSES: [(&str, &str); 7] = [
     ("scheduled", "status.scheduled"),
@@ -37,7 +38,7 @@ pub fn error_summary(tr: Tr, error_type: Option<&str>, status_code: Option<i32>)
 }
 
 /// What to check for a failure, in plain words.
-fn hint(tr: Tr, error_type: Option<&str>, status_code: Option<i32>) -> Option<String> {
+pub fn hint(tr: Tr, error_type: Option<&str>, status_code: Option<i32>) -> Option<String> {
     let key = match (error_type, status_code) {
         (Some(t @ ("dns" | "connect" | "tls" | "timeout" | "too_large" | "assertion" | "blocked_target")), _) => {
             format!("hint.{t}")
@@ -222,41 +223,258 @@ struct RunPage {
     c: Chrome,
     base: String,
     r: RunRow,
+    trigger_key: String,
     attempts: i64,
     hint: Option<String>,
-    request: String,
-    response: String,
-    attempt_log: String,
-    notifications: String,
+    error_message: Option<String>,
+    rerun_of: Option<String>,
+    can_rerun: bool,
+    method: String,
+    url: String,
+    request_headers: Vec<(String, String)>,
+    request_body: Option<String>,
+    response: Option<ResponseView>,
+    attempt_rows: Vec<AttemptView>,
+    deliveries: Vec<DeliveryRow>,
+    trail: Vec<TrailRow>,
 }
 
-fn pretty(v: &Value) -> String {
-    if v.is_null() {
-        return "—".into();
+/// A response as the page shows it: text as text; a binary body as a hex dump, with its base64.
+pub struct ResponseView {
+    status: String,
+    headers: Vec<(String, String)>,
+    size: String,
+    text: Option<String>,
+    hex: Option<String>,
+    base64: Option<String>,
+}
+
+pub struct AttemptView {
+    n: i64,
+    started: String,
+    duration: String,
+    result: String,
+    error: String,
+}
+
+pub struct DeliveryRow {
+    at: String,
+    kind_key: String,
+    status: String,
+    status_key: String,
+    attempts: i32,
+    error: String,
+}
+
+pub struct TrailRow {
+    event: String,
+    at: String,
+    data: String,
+}
+
+/// Bytes shown in a hex dump; the rest is summarised.
+const HEX_BYTES: usize = 1024;
+
+/// The classic `offset  hex  ascii` dump of the first [`HEX_BYTES`] of `bytes`.
+pub fn hex_dump(bytes: &[u8]) -> String {
+    let mut out = String::new();
+    for (i, chunk) in bytes.chunks(16).take(HEX_BYTES / 16).enumerate() {
+        let hex: Vec<String> = chunk.iter().map(|b| format!("{b:02x}")).collect();
+        let ascii: String = chunk
+            .iter()
+            .map(|&b| {
+                if b.is_ascii_graphic() || b == b' ' {
+                    b as char
+                } else {
+                    '.'
+                }
+            })
+            .collect();
+        out.push_str(&format!("{:08x}  {:<47}  {ascii}\n", i * 16, hex.join(" ")));
     }
-    serde_json::to_string_pretty(v).unwrap_or_default()
+    if bytes.len() > HEX_BYTES {
+        out.push_str(&format!("… +{} bytes\n", bytes.len() - HEX_BYTES));
+    }
+    out
+}
+
+/// `[[name, value], …]` or `[{"name", "value"}, …]` as pairs.
+fn header_pairs(v: &Value) -> Vec<(String, String)> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|h| match h {
+                    Value::Array(p) => Some((p.first()?.as_str()?.to_string(), p.get(1)?.as_str()?.to_string())),
+                    Value::Object(_) => Some((h["name"].as_str()?.to_string(), h["value"].as_str()?.to_string())),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn response_view(tr: Tr, v: &Value) -> Option<ResponseView> {
+    use base64::Engine as _;
+    if v.is_null() {
+        return None;
+    }
+    let body = v["body"].as_str();
+    let (text, hex, base64) = match (body, v["encoding"].as_str()) {
+        (Some(b), Some("base64")) => {
+            let bytes = base64::engine::general_purpose::STANDARD.decode(b).unwrap_or_default();
+            (None, Some(hex_dump(&bytes)), Some(b.to_string()))
+        }
+        (Some(b), _) => (Some(b.to_string()), None, None),
+        (None, _) => (None, None, None),
+    };
+    Some(ResponseView {
+        status: v["status_code"]
+            .as_i64()
+            .map_or_else(|| "—".into(), |c| format!("HTTP {c}")),
+        headers: header_pairs(&v["headers"]),
+        size: tr.f("run.bytes", &[("n", &tr.num(v["size"].as_i64().unwrap_or(0)))]),
+        text,
+        hex,
+        base64,
+    })
+}
+
+fn attempt_view(tr: Tr, tz: &str, a: &Value) -> AttemptView {
+    let o = &a["outcome"];
+    let code = o["status_code"].as_i64().and_then(|c| i32::try_from(c).ok());
+    let ok = o["error_kind"].is_null()
+        && match o["accepted"].as_bool() {
+            Some(accepted) => accepted,
+            None => code.is_some_and(|c| (200..300).contains(&c)),
+        };
+    AttemptView {
+        n: a["attempt"].as_i64().unwrap_or(0),
+        started: time_of(a, "started_at").map_or_else(|| "—".into(), |t| tr.when(t, tz)),
+        duration: o["duration_ms"]
+            .as_i64()
+            .map_or_else(|| "—".into(), |ms| tr.f("runs.ms", &[("ms", &tr.num(ms))])),
+        result: if o.is_null() {
+            tr.t("status.running").to_string()
+        } else if ok {
+            code.map_or_else(|| tr.t("status.succeeded").to_string(), |c| format!("HTTP {c}"))
+        } else {
+            error_summary(tr, o["error_kind"].as_str(), code)
+        },
+        error: o["error_message"].as_str().unwrap_or_default().to_string(),
+    }
 }
 
 pub async fn detail(State(state): State<AppState>, m: Member, Path((_, id)): Path<(String, String)>) -> PageResult {
     let tr = m.tr();
+    let tz = m.zone();
     let v = executions::detail(&state, &m.caller, &id).await?;
+    let run_id = Uuid::try_parse(&id).map_err(|_| ApiError::NotFound("execution"))?;
     let names = job_names(&state, m.caller.workspace_id, std::slice::from_ref(&v)).await?;
     let code = v["status_code"].as_i64().and_then(|c| i32::try_from(c).ok());
-    let hint = if v["status"] == "failed" || v["status"] == "retry_scheduled" {
+    let failed = v["status"] == "failed" || v["status"] == "retry_scheduled";
+    let hint = if failed {
         hint(tr, v["error_type"].as_str(), code)
     } else {
         None
     };
+    // The caller has seen the run (detail checked the workspace), so its trail is theirs.
+    let trail = crate::events::trail(&state, "Run", run_id)
+        .await?
+        .into_iter()
+        .map(|e| TrailRow {
+            at: tr.when(e.recorded_at, &tz),
+            data: serde_json::to_string(&e.data).unwrap_or_default(),
+            event: e.event_type,
+        })
+        .collect();
+    let deliveries = v["notifications"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|d| {
+                    let status = d["status"].as_str().unwrap_or_default().to_string();
+                    DeliveryRow {
+                        at: time_of(d, "created_at").map_or_else(|| "—".into(), |t| tr.when(t, &tz)),
+                        kind_key: format!("notify.{}", d["kind"].as_str().unwrap_or_default()),
+                        status_key: format!("delivery.{status}"),
+                        status,
+                        attempts: d["attempts"].as_i64().and_then(|n| i32::try_from(n).ok()).unwrap_or(0),
+                        error: d["error"].as_str().unwrap_or_default().to_string(),
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let req = &v["request"];
     let page = RunPage {
         c: Chrome::for_member(&m, tr.t("run.title"), "runs"),
         base: m.href(""),
+        trigger_key: format!("trigger.{}", v["trigger"].as_str().unwrap_or("schedule")),
         attempts: v["attempts"].as_i64().unwrap_or(0),
         hint,
-        request: pretty(&v["request"]),
-        response: pretty(&v["response"]),
-        attempt_log: pretty(&v["attempt_log"]),
-        notifications: pretty(&v["notifications"]),
-        r: row(tr, &m.zone(), &names, &v),
+        error_message: v["error_message"]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .map(str::to_string),
+        rerun_of: v["rerun_of"].as_str().map(str::to_string),
+        can_rerun: m.caller.role >= Role::Admin && (v["status"] == "succeeded" || v["status"] == "failed"),
+        method: req["method"].as_str().unwrap_or("GET").to_string(),
+        url: req["url"].as_str().unwrap_or_default().to_string(),
+        request_headers: header_pairs(&req["headers"]),
+        request_body: req["body"].as_str().map(str::to_string),
+        response: response_view(tr, &v["response"]),
+        attempt_rows: v["attempt_log"]
+            .as_array()
+            .map(|a| a.iter().map(|x| attempt_view(tr, &tz, x)).collect())
+            .unwrap_or_default(),
+        deliveries,
+        trail,
+        r: row(tr, &tz, &names, &v),
     };
     Ok(html(StatusCode::OK, &page, &m.visitor.set_cookies))
+}
+
+/// `POST …/executions/{id}/rerun`: the API's re-run (admin, counted against the plan), then the
+/// new run's page.
+pub async fn rerun(
+    State(state): State<AppState>,
+    m: Member,
+    Path((_, id)): Path<(String, String)>,
+    _form: super::Posted,
+) -> PageResult {
+    let id = Uuid::try_parse(&id).map_err(|_| ApiError::NotFound("execution"))?;
+    let allowance = crate::plans::of_caller(&state, &m.caller).await?;
+    let (run_id, _) = executions::rerun(
+        &state.stores,
+        id,
+        Some(m.caller.workspace_id),
+        m.caller.require(Role::Admin),
+        Some(&allowance),
+    )
+    .await?;
+    super::until_row(&state, "SELECT status FROM runs WHERE id = $1", run_id, None).await;
+    Ok(super::see_other(&m.href(&format!("/executions/{run_id}"))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hex_dump;
+
+    #[test]
+    fn a_binary_body_dumps_as_offset_hex_and_printable_bytes() {
+        // Given bytes with NUL, high and printable bytes
+        let bytes = [0u8, 0xff, b'A', b' ', b'z', 0x7f];
+        // When dumped
+        let d = hex_dump(&bytes);
+        // Then one line: offset, the hex and the printable ones
+        assert_eq!(d, format!("00000000  {:<47}  ..A z.\n", "00 ff 41 20 7a 7f"));
+    }
+
+    #[test]
+    fn a_long_body_is_cut_with_the_count_of_bytes_left() {
+        let bytes = vec![1u8; super::HEX_BYTES + 5];
+        let d = hex_dump(&bytes);
+        assert_eq!(d.lines().count(), super::HEX_BYTES / 16 + 1);
+        assert!(d.ends_with("… +5 bytes\n"));
+    }
 }

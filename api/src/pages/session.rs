@@ -172,6 +172,14 @@ pub struct Posted {
 
 impl Posted {
     /// The first value of `name`, trimmed; None when absent or empty.
+    /// The field as sent, trimmed, even when empty (None: the form did not carry it).
+    pub fn raw(&self, name: &str) -> Option<String> {
+        self.fields
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.trim().to_string())
+    }
+
     pub fn get(&self, name: &str) -> Option<String> {
         self.fields
             .iter()

@@ -1,6 +1,8 @@
 //! The web app's pages over plain HTTP: a cookie session from the login form, anti-forgery
 //! refusals, roles enforced by the same checks as the API, and hostile names escaped.
 
+use std::time::Duration;
+
 use reqwest::Method;
 use serde_json::json;
 
@@ -86,11 +88,20 @@ impl Web {
     }
 
     async fn log_in(&self, email: &str) {
+        self.log_in_with(email, PW).await
+    }
+
+    async fn log_in_with(&self, email: &str, password: &str) {
         let t = self.csrf("/login").await;
         let (s, body, h) = self
             .post(
                 "/login",
-                &[("_csrf", &t), ("email", email), ("password", PW), ("next", "/app")],
+                &[
+                    ("_csrf", &t),
+                    ("email", email),
+                    ("password", password),
+                    ("next", "/app"),
+                ],
                 &[],
             )
             .await;
@@ -523,4 +534,482 @@ async fn the_profile_lists_the_sessions_and_ends_another_one() {
         )
         .await;
     assert_eq!(s, 404);
+}
+
+#[tokio::test]
+async fn a_run_page_shows_a_binary_body_as_hex_its_trail_and_lets_an_admin_run_it_again() {
+    let env = TestEnv::start().await;
+    let (owner, ws) = owned_workspace(&env, "rita@example.com", "Runs", Some("business")).await;
+    let (s, job) = call(
+        &env,
+        Method::POST,
+        &format!("/v1/workspaces/{ws}/cron"),
+        &owner,
+        Some(
+            json!({"name": "Blob", "schedule": "0 3 * * *", "url": env.target_url("/binary/nul"),
+                    "headers": {"X-Trace": "<b>on</b>"}}),
+        ),
+    )
+    .await;
+    assert_eq!(s, 201, "{job}");
+    let id = job["id"].as_str().unwrap().to_string();
+    let (s, run) = call(
+        &env,
+        Method::POST,
+        &format!("/v1/workspaces/{ws}/cron/{id}/run"),
+        &owner,
+        None,
+    )
+    .await;
+    assert!(s == 202 || s == 200, "{run}");
+    let run_id = run["run_id"].as_str().unwrap().to_string();
+    env.eventually(Duration::from_secs(20), "the run to finish", || async {
+        let (s, v) = call(
+            &env,
+            Method::GET,
+            &format!("/v1/workspaces/{ws}/executions/{run_id}"),
+            &owner,
+            None,
+        )
+        .await;
+        (s == 200 && v["status"] == "succeeded").then_some(())
+    })
+    .await;
+    member_of(&env, &owner, &ws, "vera@example.com", "viewer").await;
+
+    let web = Web::new(&env);
+    web.log_in("rita@example.com").await;
+    let page = format!("/app/w/{ws}/executions/{run_id}");
+    let (s, html, _) = web.get(&page).await;
+    assert_eq!(s, 200, "{html}");
+    // The body `a\0b` is not text: a hex dump (and its base64) instead of a mangled string.
+    assert!(html.contains("00000000  61 00 62"), "hex dump: {html}");
+    assert!(html.contains("YQBi"), "the base64: {html}");
+    assert!(
+        html.contains("&#60;b&#62;on&#60;/b&#62;"),
+        "request headers escaped: {html}"
+    );
+    assert!(!html.contains("<b>on</b>"));
+    assert!(
+        html.contains("RunScheduled") && html.contains("RunSucceeded"),
+        "the trail: {html}"
+    );
+    assert!(
+        html.contains(&format!("/executions/{run_id}/rerun")),
+        "the re-run button"
+    );
+    // Re-run without the form token is refused; with it, the new run's page opens.
+    let (s, _, _) = web.post(&format!("{page}/rerun"), &[], &[]).await;
+    assert_eq!(s, 403);
+    let t = web.csrf(&page).await;
+    let (s, body, h) = web.post(&format!("{page}/rerun"), &[("_csrf", &t)], &[]).await;
+    assert_eq!(s, 303, "{body}");
+    let to = h["location"].to_str().unwrap().to_string();
+    assert!(
+        to.starts_with(&format!("/app/w/{ws}/executions/")) && !to.ends_with(&run_id),
+        "{to}"
+    );
+    let (s, html, _) = web.get(&to).await;
+    assert_eq!(s, 200, "{html}");
+    assert!(
+        html.contains(&format!("/executions/{run_id}\"")),
+        "links back to the run it repeats: {html}"
+    );
+
+    // A viewer sees the run but no re-run, and is refused if they post anyway.
+    let viewer = Web::new(&env);
+    viewer.log_in("vera@example.com").await;
+    let (s, html, _) = viewer.get(&page).await;
+    assert_eq!(s, 200, "{html}");
+    assert!(!html.contains("/rerun"), "no re-run for a viewer");
+    let t = viewer.csrf(&page).await;
+    let (s, _, _) = viewer.post(&format!("{page}/rerun"), &[("_csrf", &t)], &[]).await;
+    assert_eq!(s, 403);
+}
+
+#[tokio::test]
+async fn the_invitation_page_names_the_workspace_and_joins_only_with_a_valid_token() {
+    let env = TestEnv::start().await;
+    let (owner, ws) = owned_workspace(&env, "olga@example.com", "<script>alert(1)</script>", None).await;
+    user(&env, "ivan@example.com").await;
+    let (s, v) = call(
+        &env,
+        Method::POST,
+        &format!("/v1/workspaces/{ws}/invites"),
+        &owner,
+        Some(json!({"email": "ivan@example.com", "role": "member"})),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let token = crate::common::users::token_from_mail(&env, "ivan@example.com").await;
+
+    let web = Web::new(&env);
+    // A stranger is sent to log in first, and comes back here.
+    let path = format!("/app/invites/accept?token={token}");
+    let (s, _, h) = web.get(&path).await;
+    assert_eq!(s, 303);
+    assert!(h["location"].to_str().unwrap().starts_with("/login"), "{h:?}");
+    web.log_in("ivan@example.com").await;
+    let (s, html, _) = web.get(&path).await;
+    assert_eq!(s, 200, "{html}");
+    assert!(
+        html.contains("&#60;script&#62;alert(1)&#60;/script&#62;"),
+        "the name, escaped: {html}"
+    );
+    assert!(!html.contains("<script>alert"));
+    // A made-up token says so, as a 4xx page.
+    let (s, html, _) = web.get("/app/invites/accept?token=nope").await;
+    assert_eq!(s, 400, "{html}");
+    // Joining needs the form token.
+    let (s, _, _) = web.post("/app/invites/accept", &[("token", &token)], &[]).await;
+    assert_eq!(s, 403);
+    let t = web.csrf(&path).await;
+    let (s, body, h) = web
+        .post("/app/invites/accept", &[("_csrf", &t), ("token", &token)], &[])
+        .await;
+    assert_eq!(s, 303, "{body}");
+    assert_eq!(h["location"], format!("/app/w/{ws}?n=joined").as_str());
+    let (s, html, _) = web.get(&format!("/app/w/{ws}")).await;
+    assert_eq!(s, 200, "{html}");
+    // The token is spent: a second use is a clear refusal, not a second membership or a 500.
+    let (s, html, _) = web
+        .post("/app/invites/accept", &[("_csrf", &t), ("token", &token)], &[])
+        .await;
+    assert!((400..500).contains(&s), "{s} {html}");
+}
+
+#[tokio::test]
+async fn the_editor_sends_a_test_request_as_typed_saves_nothing_and_keeps_its_policies() {
+    let env = TestEnv::start().await;
+    let (owner, ws) = owned_workspace(&env, "tess@example.com", "Probe", Some("business")).await;
+    let web = Web::new(&env);
+    web.log_in("tess@example.com").await;
+    let t = web.csrf(&format!("/app/w/{ws}/cron/new")).await;
+    let url = env.target_url("/probe/ok");
+    let form = |url: &str| {
+        vec![
+            ("_csrf", t.clone()),
+            ("name", "Probe".to_string()),
+            ("mode", "daily".to_string()),
+            ("time", "04:30".to_string()),
+            ("timezone", "Europe/Moscow".to_string()),
+            ("method", "POST".to_string()),
+            ("url", url.to_string()),
+            ("headers", "X-Token: t0k".to_string()),
+            ("sensitive_headers", "X-Token".to_string()),
+            ("body", "{\"hello\":1}".to_string()),
+            ("flags", "1".to_string()),
+            ("notify_on_failure", "1".to_string()),
+            ("retry_delay_seconds", "7".to_string()),
+            ("retry_backoff", "exponential".to_string()),
+            ("expected_status", "200, 201".to_string()),
+            ("expect_body_contains", "ok".to_string()),
+            ("overlap_policy", "skip".to_string()),
+            ("misfire_policy", "skip".to_string()),
+            ("alert_after_failures", "3".to_string()),
+            ("realert_every", "6h".to_string()),
+        ]
+    };
+    let pairs = |f: &[(&'static str, String)]| f.iter().map(|(k, v)| (*k, v.clone())).collect::<Vec<_>>();
+    let post = |path: String, f: Vec<(&'static str, String)>| {
+        let web = &web;
+        async move {
+            let f: Vec<(&str, &str)> = f.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            web.post(&path, &f, &[]).await
+        }
+    };
+
+    // The test request goes out as typed, signed, marked as a test; the editor comes back
+    // with the outcome and the form as it was; nothing is saved.
+    let (s, html, _) = post(format!("/app/w/{ws}/cron/test"), pairs(&form(&url))).await;
+    assert_eq!(s, 200, "{html}");
+    assert!(html.contains("id=\"test-result\""), "{html}");
+    assert!(html.contains("HTTP 200"), "{html}");
+    assert!(
+        html.contains("value=\"exponential\" selected"),
+        "the form as typed: {html}"
+    );
+    let got = env.target.arrivals_at("/probe/ok");
+    assert_eq!(got.len(), 1, "one request");
+    assert_eq!(got[0].method, "POST");
+    assert_eq!(got[0].headers["x-token"], "t0k");
+    assert_eq!(got[0].body, b"{\"hello\":1}");
+    assert!(got[0].headers["webhook-id"].to_str().unwrap().starts_with("test."));
+    assert!(got[0].headers.contains_key("webhook-signature"));
+    let (_, list) = call(&env, Method::GET, &format!("/v1/workspaces/{ws}/cron"), &owner, None).await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 0, "nothing saved: {list}");
+    // A failing target: the failure in words and what to check.
+    let (s, html, _) = post(
+        format!("/app/w/{ws}/cron/test"),
+        pairs(&form(&env.target_url("/status/503/x"))),
+    )
+    .await;
+    assert_eq!(s, 200, "{html}");
+    assert!(html.contains("HTTP 503") && html.contains("class=\"hint\""), "{html}");
+    // A private address is refused by the same guard as a run's (the test env allows loopback
+    // only), and a bad field is named.
+    let mut bad = pairs(&form(&url));
+    bad.retain(|(k, _)| *k != "retry_delay_seconds");
+    bad.push(("retry_delay_seconds", "soon".into()));
+    let (s, html, _) = post(format!("/app/w/{ws}/cron/test"), bad).await;
+    assert_eq!(s, 400, "{html}");
+    assert!(html.contains("retry_delay_seconds"), "{html}");
+
+    // Saved, every policy lands in the job as the API shows it.
+    let (s, body, _) = post(format!("/app/w/{ws}/cron/new"), pairs(&form(&url))).await;
+    assert_eq!(s, 303, "{body}");
+    let (_, list) = call(&env, Method::GET, &format!("/v1/workspaces/{ws}/cron"), &owner, None).await;
+    let job = &list["items"][0];
+    assert_eq!(job["retry_delay_seconds"], 7, "{job}");
+    assert_eq!(job["retry_backoff"], "exponential");
+    assert_eq!(job["expected_status"], json!(["200", "201"]));
+    assert_eq!(job["expect_body_contains"], "ok");
+    assert_eq!(job["overlap_policy"], "skip");
+    assert_eq!(job["misfire_policy"], "skip");
+    assert_eq!(job["alert_after_failures"], 3);
+    assert_eq!(job["realert_every"], "6h");
+    assert_eq!(job["notify_on_failure"], true);
+    assert_eq!(job["notify_on_recovery"], false, "an unticked box is off");
+    assert_eq!(job["sensitive_headers"], json!(["x-token"]));
+    let id = job["id"].as_str().unwrap().to_string();
+    // The editor shows them back; a test of the saved job with the form unchanged sends its
+    // stored secret, not the mask.
+    let (s, html, _) = web.get(&format!("/app/w/{ws}/cron/{id}/edit")).await;
+    assert_eq!(s, 200, "{html}");
+    assert!(html.contains("<option value=\"skip\" selected>"), "{html}");
+    assert!(html.contains("value=\"6h\""), "{html}");
+    let headers_shown = textarea(&html, "headers");
+    let t = web.csrf(&format!("/app/w/{ws}/cron/{id}/edit")).await;
+    let mut f = pairs(&form(&env.target_url("/probe/saved")));
+    for (k, v) in f.iter_mut() {
+        if *k == "_csrf" {
+            *v = t.clone();
+        }
+        if *k == "headers" {
+            *v = headers_shown.clone();
+        }
+    }
+    f.push(("headers_orig", headers_shown.clone()));
+    let (s, html, _) = post(format!("/app/w/{ws}/cron/{id}/test"), f).await;
+    assert_eq!(s, 200, "{html}");
+    let got = env.target.arrivals_at("/probe/saved");
+    assert_eq!(got.len(), 1, "{html}");
+    assert_eq!(got[0].headers["x-token"], "t0k");
+}
+
+#[tokio::test]
+async fn lists_sort_by_name_and_next_run_and_page_through_each_order() {
+    let env = TestEnv::start().await;
+    let (owner, ws) = owned_workspace(&env, "sora@example.com", "Sorts", Some("business")).await;
+    for (name, schedule) in [
+        ("b", "0 5 * * *"),
+        ("a", "0 7 * * *"),
+        ("d", "0 6 * * *"),
+        ("c", "0 4 * * *"),
+    ] {
+        let (s, v) = call(
+            &env,
+            Method::POST,
+            &format!("/v1/workspaces/{ws}/cron"),
+            &owner,
+            Some(json!({"name": name, "schedule": schedule, "timezone": "UTC", "url": env.target_url("/x")})),
+        )
+        .await;
+        assert_eq!(s, 201, "{v}");
+    }
+    let names = |v: &serde_json::Value| -> Vec<String> {
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    env.eventually(Duration::from_secs(5), "the jobs listed", || async {
+        let (_, v) = call(&env, Method::GET, &format!("/v1/workspaces/{ws}/cron"), &owner, None).await;
+        (v["items"].as_array().map_or(0, Vec::len) == 4).then_some(())
+    })
+    .await;
+    for (sort, want) in [("name", ["a", "b", "c", "d"]), ("next_run", ["c", "b", "d", "a"])] {
+        let mut seen = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..4 {
+            let q = match &cursor {
+                Some(c) => format!("?sort={sort}&limit=3&cursor={c}"),
+                None => format!("?sort={sort}&limit=3"),
+            };
+            let (s, v) = call(&env, Method::GET, &format!("/v1/workspaces/{ws}/cron{q}"), &owner, None).await;
+            assert_eq!(s, 200, "{v}");
+            seen.extend(names(&v));
+            cursor = v["next_cursor"].as_str().map(str::to_string);
+            if cursor.is_none() {
+                break;
+            }
+        }
+        assert_eq!(seen, want, "sort {sort}");
+    }
+    // A cursor of one order does not continue another, and an unknown order is named.
+    let (_, v) = call(
+        &env,
+        Method::GET,
+        &format!("/v1/workspaces/{ws}/cron?sort=name&limit=1"),
+        &owner,
+        None,
+    )
+    .await;
+    let c = v["next_cursor"].as_str().unwrap();
+    let (s, v) = call(
+        &env,
+        Method::GET,
+        &format!("/v1/workspaces/{ws}/cron?sort=next_run&cursor={c}"),
+        &owner,
+        None,
+    )
+    .await;
+    assert_eq!((s, v["error"]["field"].as_str()), (400, Some("cursor")), "{v}");
+    let (s, v) = call(
+        &env,
+        Method::GET,
+        &format!("/v1/workspaces/{ws}/cron?sort=random"),
+        &owner,
+        None,
+    )
+    .await;
+    assert_eq!((s, v["error"]["field"].as_str()), (400, Some("sort")), "{v}");
+    // The page offers the orders and keeps the chosen one.
+    let web = Web::new(&env);
+    web.log_in("sora@example.com").await;
+    let (s, html, _) = web.get(&format!("/app/w/{ws}/cron?sort=name")).await;
+    assert_eq!(s, 200, "{html}");
+    assert!(html.contains("<option value=\"name\" selected>"), "{html}");
+    let a = html.find(">a</a>").unwrap();
+    let d = html.find(">d</a>").unwrap();
+    assert!(a < d, "A to Z on the page");
+}
+
+#[tokio::test]
+async fn a_superuser_deactivates_an_account_grants_rights_moves_a_plan_and_deletes_a_workspace() {
+    let env = TestEnv::start().await;
+    let out = env
+        .cli(&[
+            "admin",
+            "create-user",
+            "--email",
+            "root@example.com",
+            "--superuser",
+            "--json",
+        ])
+        .await;
+    let created: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let root_pw = created["password"].as_str().unwrap().to_string();
+    let (uma, ws) = owned_workspace(&env, "uma@example.com", "Shop <b>x</b>", None).await;
+    let (_, me) = call(&env, Method::GET, "/v1/me", &uma, None).await;
+    let uma_id = me["id"].as_str().unwrap().to_string();
+    let uma_web = Web::new(&env);
+    uma_web.log_in("uma@example.com").await;
+    // Not a superuser: the panel does not exist.
+    let (s, _, _) = uma_web.get("/admin/users").await;
+    assert_eq!(s, 404);
+
+    let root = Web::new(&env);
+    root.log_in_with("root@example.com", &root_pw).await;
+    let (s, html, _) = root.get("/admin/users?q=UMA").await;
+    assert_eq!(s, 200, "{html}");
+    assert!(
+        html.contains("uma@example.com") && !html.contains("root@example.com"),
+        "{html}"
+    );
+    let act = |a: &str| format!("/admin/users/{uma_id}/{a}");
+    let (s, _, _) = root.post(&act("deactivate"), &[], &[]).await;
+    assert_eq!(s, 403, "no form token");
+    let t = root.csrf("/admin/users").await;
+    let (s, body, h) = root.post(&act("deactivate"), &[("_csrf", &t)], &[]).await;
+    assert_eq!(s, 303, "{body}");
+    assert_eq!(h["location"], "/admin/users?n=user_deactivated");
+    // Shut out everywhere: the browser session, the access token, a new login.
+    let (s, _, h) = uma_web.get("/app").await;
+    assert_eq!(s, 303);
+    assert!(h["location"].to_str().unwrap().starts_with("/login"));
+    let (s, _) = call(&env, Method::GET, "/v1/me", &uma, None).await;
+    assert_eq!(s, 401);
+    let (s, v) = call(
+        &env,
+        Method::POST,
+        "/v1/auth/login",
+        "-",
+        Some(json!({"email": "uma@example.com", "password": PW})),
+    )
+    .await;
+    assert_eq!(s, 403, "{v}");
+    // Let back in, and made a superuser: both are in the account's events.
+    let (s, _, _) = root.post(&act("activate"), &[("_csrf", &t)], &[]).await;
+    assert_eq!(s, 303);
+    let (s, v) = call(
+        &env,
+        Method::POST,
+        "/v1/auth/login",
+        "-",
+        Some(json!({"email": "uma@example.com", "password": PW})),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, _, _) = root.post(&act("grant"), &[("_csrf", &t)], &[]).await;
+    assert_eq!(s, 303);
+    let (s, html, _) = root.get(&format!("/admin/events?type=user&id={uma_id}")).await;
+    assert_eq!(s, 200, "{html}");
+    for e in ["UserDeactivated", "UserReactivated", "SuperuserChanged"] {
+        assert!(html.contains(e), "{e}: {html}");
+    }
+    assert!(!html.contains("argon2"), "no password hash on the page");
+    // Not to oneself.
+    let (_, me) = call(
+        &env,
+        Method::GET,
+        "/v1/me",
+        &crate::common::users::login_as(&env, "root@example.com", &root_pw).await,
+        None,
+    )
+    .await;
+    let (s, html, _) = root
+        .post(
+            &format!("/admin/users/{}/deactivate", me["id"].as_str().unwrap()),
+            &[("_csrf", &t)],
+            &[],
+        )
+        .await;
+    assert_eq!(s, 409, "{html}");
+
+    // Workspaces: found by name (escaped), moved to a plan, deleted.
+    let (s, html, _) = root.get("/admin/workspaces?q=shop").await;
+    assert_eq!(s, 200, "{html}");
+    assert!(
+        html.contains("Shop &#60;b&#62;x") && !html.contains("<b>x</b>"),
+        "{html}"
+    );
+    let t = root.csrf("/admin/workspaces").await;
+    let (s, body, _) = root
+        .post(
+            &format!("/admin/workspaces/{ws}/plan"),
+            &[("_csrf", &t), ("plan", "business")],
+            &[],
+        )
+        .await;
+    assert_eq!(s, 303, "{body}");
+    let (s, html, _) = root
+        .post(
+            &format!("/admin/workspaces/{ws}/plan"),
+            &[("_csrf", &t), ("plan", "gold")],
+            &[],
+        )
+        .await;
+    assert_eq!(s, 400, "an unknown plan is named: {html}");
+    let (s, body, _) = root
+        .post(&format!("/admin/workspaces/{ws}/delete"), &[("_csrf", &t)], &[])
+        .await;
+    assert_eq!(s, 303, "{body}");
+    let (s, _) = call(&env, Method::GET, "/v1/me", &uma, None).await;
+    assert_eq!(s, 401, "a token from before the deactivation stays over after it");
+    let uma = crate::common::users::login_as(&env, "uma@example.com", PW).await;
+    let (s, _) = call(&env, Method::GET, &format!("/v1/workspaces/{ws}"), &uma, None).await;
+    assert_eq!(s, 404, "the owner no longer sees it");
 }
