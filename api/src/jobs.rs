@@ -383,6 +383,7 @@ fn view(
             v["misfire_policy"] = json!(def.misfire_policy.as_str());
             v["misfire_grace_seconds"] = json!(def.misfire_grace_seconds);
             v["overlap_policy"] = json!(def.overlap_policy.as_str());
+            v["status_badge"] = json!(def.status_badge);
             v["schedule"] = json!(schedule);
             v["timezone"] = json!(timezone);
             v["description_of_schedule"] = json!(CronSchedule::parse_stored(schedule, timezone)
@@ -547,6 +548,7 @@ pub async fn new_cron_job(
         overlap_policy: overlap_policy(&mut f, None)?
             .or(caller.workspace.job_defaults.overlap_policy)
             .unwrap_or_default(),
+        status_badge: status_badge(&mut f, None)?,
         kind: JobKind::Cron {
             schedule: schedule.trim().to_string(),
             timezone,
@@ -601,6 +603,16 @@ pub async fn update_cron(
 ) -> Result<Json<Value>, ApiError> {
     let job = change_cron_job(&state, &caller, &id, body).await?;
     Ok(Json(render(&state, &caller, &job).await?))
+}
+
+/// The body's `status_badge`: `true` publishes one (keeping `current`'s address), `false`
+/// withdraws it, absent leaves it as it is.
+fn status_badge(f: &mut Fields, current: Option<&str>) -> Result<Option<String>, ApiError> {
+    Ok(match f.bool("status_badge")? {
+        None => current.map(str::to_string),
+        Some(false) => None,
+        Some(true) => Some(current.map_or_else(crate::badge::new_token, str::to_string)),
+    })
 }
 
 /// The request a create body (or, with `job`, a change of that cron job) describes, exactly as
@@ -663,6 +675,7 @@ pub async fn change_cron_job(
         misfire_policy: misfire_policy(&mut f, Some(&current))?.unwrap_or_default(),
         misfire_grace_seconds: misfire_grace(&mut f, Some(&current))?,
         overlap_policy: overlap_policy(&mut f, Some(&current))?.unwrap_or_default(),
+        status_badge: status_badge(&mut f, current.status_badge.as_deref())?,
         kind: JobKind::Cron {
             schedule: schedule.trim().to_string(),
             timezone,
@@ -968,6 +981,7 @@ fn delayed_definition(
         misfire_policy: Default::default(),
         misfire_grace_seconds: None,
         overlap_policy: Default::default(),
+        status_badge: None,
         kind: JobKind::Delayed {
             execute_at,
             callback_url,

@@ -24,6 +24,7 @@ pub mod accounts;
 pub mod admin;
 pub mod assets;
 pub mod auth;
+pub mod badge;
 pub mod defaults;
 pub mod edge;
 pub mod error;

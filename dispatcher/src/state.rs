@@ -620,6 +620,7 @@ mod tests {
             misfire_policy: Default::default(),
             misfire_grace_seconds: None,
             overlap_policy: Default::default(),
+            status_badge: None,
             kind: JobKind::Delayed {
                 execute_at: at(at_),
                 callback_url: None,

@@ -52,6 +52,10 @@ pub struct JobDefinition {
     /// Cron jobs: what a fire does while the previous run is still going.
     #[serde(default)]
     pub overlap_policy: OverlapPolicy,
+    /// Cron jobs: the token of the published status badge (an SVG of the last status at an
+    /// address nobody can guess); None: not published.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_badge: Option<String>,
     #[serde(flatten)]
     pub kind: JobKind,
 }
@@ -392,6 +396,7 @@ mod tests {
             misfire_policy: Default::default(),
             misfire_grace_seconds: None,
             overlap_policy: Default::default(),
+            status_badge: None,
             kind: JobKind::Cron {
                 schedule: schedule.into(),
                 timezone: "Europe/Moscow".into(),

@@ -180,6 +180,7 @@ mod tests {
             misfire_policy: Default::default(),
             misfire_grace_seconds: None,
             overlap_policy: Default::default(),
+            status_badge: None,
             kind,
         }
     }

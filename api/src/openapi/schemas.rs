@@ -163,6 +163,9 @@ pub struct CronJobCreate {
     /// (waits for the previous run; of several waiting fires the latest runs).
     #[schema(examples("skip"))]
     pub overlap_policy: Option<String>,
+    /// `true` publishes a status badge: an SVG of the last status at `/badge/{status_badge}.svg`,
+    /// an address nobody can guess. Default `false`.
+    pub status_badge: Option<bool>,
 }
 
 /// Body of `PATCH …/cron/{id}`: only the fields given change; the same rules as on create.
@@ -245,6 +248,9 @@ pub struct CronJobUpdate {
     /// (waits for the previous run; of several waiting fires the latest runs).
     #[schema(examples("skip"))]
     pub overlap_policy: Option<String>,
+    /// `true` publishes a status badge (keeping its address if it has one), `false` withdraws
+    /// it: the address stops answering, and a later `true` gives a new one.
+    pub status_badge: Option<bool>,
 }
 
 /// A cron job as every cron endpoint returns it.
@@ -340,6 +346,9 @@ pub struct CronJob {
     pub created_at: DateTime<Utc>,
     /// Time of the last change (update, pause, resume).
     pub updated_at: DateTime<Utc>,
+    /// The status badge's token when published: the SVG is at `/badge/{status_badge}.svg`.
+    #[schema(required = true)]
+    pub status_badge: Option<String>,
 }
 
 /// A check of the response body as JSON.

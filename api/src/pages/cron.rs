@@ -122,6 +122,24 @@ pub async fn act(
 ) -> PageResult {
     match action.as_str() {
         "test" => test_request(&state, &m, &form, Some(&id)).await,
+        "badge" => {
+            let set = |on: bool| {
+                let mut b = Map::new();
+                b.insert("status_badge".into(), json!(on));
+                jobs::change_cron_job(&state, &m.caller, &id, b)
+            };
+            let notice = match form.get("do").as_deref() {
+                Some("on") => set(true).await.map(|_| "badge_on")?,
+                Some("off") => set(false).await.map(|_| "badge_off")?,
+                // A new address: the old one stops answering.
+                Some("rotate") => {
+                    set(false).await?;
+                    set(true).await.map(|_| "badge_rotated")?
+                }
+                _ => return Err(ApiError::field("do", "invalid", "do must be on, off or rotate").into()),
+            };
+            Ok(see_other(&m.href(&format!("/cron/{id}?n={notice}"))))
+        }
         "pause" => {
             let job = jobs::pause(&state, &m.caller, &id).await?;
             super::until_listed(&state, job.id.unwrap_or_default(), "paused").await;

@@ -36,6 +36,9 @@ struct JobPage {
     duration_svg: String,
     lateness_svg: String,
     trail: Vec<(String, String)>,
+    name: String,
+    /// The published badge: (its path here, its public address).
+    badge: Option<(String, String)>,
 }
 
 /// (bucket start, runs finished, of them succeeded, p50 ms, p95 ms, p95 lateness ms)
@@ -130,7 +133,7 @@ pub async fn page(
             |t| format!("{} ({})", tr.when(t.to_utc(), &tz), tr.relative(t.to_utc(), now)),
         );
     let page = JobPage {
-        c: Chrome::for_member(&m, v["name"].as_str().unwrap_or_default(), "cron"),
+        c: Chrome::for_member(&m, v["name"].as_str().unwrap_or_default(), "cron").notice(super::notice(tr, &q)),
         base: m.href(""),
         id: id.clone(),
         schedule: v["schedule"].as_str().unwrap_or_default().to_string(),
@@ -160,6 +163,14 @@ pub async fn page(
         ),
         lateness_svg: charts::lines(tr.t("job.lateness"), ms, &[("p95", "#7a4d00", late)]),
         trail,
+        name: v["name"].as_str().unwrap_or_default().to_string(),
+        badge: v["status_badge"].as_str().map(|t| {
+            let path = format!("/badge/{t}.svg");
+            (
+                path.clone(),
+                format!("{}{path}", state.public_url.trim_end_matches('/')),
+            )
+        }),
     };
     Ok(html(StatusCode::OK, &page, &m.visitor.set_cookies))
 }

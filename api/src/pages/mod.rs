@@ -61,6 +61,7 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/", get(account::home))
+        .route("/badge/{file}", get(crate::badge::serve))
         .route("/login", get(account::login_page).post(account::login))
         .route("/signup", get(account::signup_page).post(account::signup))
         .route("/logout", post(account::logout))

@@ -1013,3 +1013,118 @@ async fn a_superuser_deactivates_an_account_grants_rights_moves_a_plan_and_delet
     let (s, _) = call(&env, Method::GET, &format!("/v1/workspaces/{ws}"), &uma, None).await;
     assert_eq!(s, 404, "the owner no longer sees it");
 }
+
+#[tokio::test]
+async fn a_published_badge_shows_the_last_status_at_an_address_that_can_be_withdrawn() {
+    let env = TestEnv::start().await;
+    let (owner, ws) = owned_workspace(&env, "bea@example.com", "Badges", Some("business")).await;
+    let (s, job) = call(
+        &env,
+        Method::POST,
+        &format!("/v1/workspaces/{ws}/cron"),
+        &owner,
+        Some(
+            json!({"name": "Nightly <sync>", "schedule": "0 3 * * *", "url": env.target_url("/ok"),
+                    "status_badge": true}),
+        ),
+    )
+    .await;
+    assert_eq!(s, 201, "{job}");
+    let id = job["id"].as_str().unwrap().to_string();
+    let token = job["status_badge"].as_str().unwrap().to_string();
+    assert_eq!(token.len(), 48);
+    let badge = |t: String| {
+        let http = env.http.clone();
+        let url = format!("{}/badge/{t}.svg", env.base());
+        async move {
+            let r = http.get(url).send().await.unwrap();
+            let ct = r.headers().get("content-type").map(|v| v.to_str().unwrap().to_string());
+            (r.status().as_u16(), ct, r.text().await.unwrap())
+        }
+    };
+    env.eventually(Duration::from_secs(5), "the badge to answer", || async {
+        let (s, ct, body) = badge(token.clone()).await;
+        (s == 200).then(|| {
+            assert_eq!(ct.as_deref(), Some("image/svg+xml; charset=utf-8"));
+            assert!(body.contains("no runs yet"), "{body}");
+            assert!(
+                body.contains("Nightly &lt;sync&gt;") && !body.contains("<sync>"),
+                "{body}"
+            );
+        })
+    })
+    .await;
+    let (_, run) = call(
+        &env,
+        Method::POST,
+        &format!("/v1/workspaces/{ws}/cron/{id}/run"),
+        &owner,
+        None,
+    )
+    .await;
+    let run_id = run["run_id"].as_str().unwrap().to_string();
+    env.eventually(Duration::from_secs(20), "the run to finish", || async {
+        let (s, v) = call(
+            &env,
+            Method::GET,
+            &format!("/v1/workspaces/{ws}/executions/{run_id}"),
+            &owner,
+            None,
+        )
+        .await;
+        (s == 200 && v["status"] == "succeeded").then_some(())
+    })
+    .await;
+    env.eventually(Duration::from_secs(5), "the badge to say ok", || async {
+        let (_, _, body) = badge(token.clone()).await;
+        body.contains(">ok<").then_some(())
+    })
+    .await;
+    // Tokens of the wrong shape, or unknown ones, are a plain 404.
+    assert_eq!(badge("nope".into()).await.0, 404);
+    assert_eq!(badge("0".repeat(48)).await.0, 404);
+
+    // The job page shows it; a new address retires the old one; withdrawing ends it.
+    let web = Web::new(&env);
+    web.log_in("bea@example.com").await;
+    let page = format!("/app/w/{ws}/cron/{id}");
+    let (s, html, _) = web.get(&page).await;
+    assert_eq!(s, 200, "{html}");
+    assert!(html.contains(&format!("/badge/{token}.svg")), "{html}");
+    let t = web.csrf(&page).await;
+    let (s, body, _) = web
+        .post(&format!("{page}/badge"), &[("_csrf", &t), ("do", "rotate")], &[])
+        .await;
+    assert_eq!(s, 303, "{body}");
+    let (_, v) = call(
+        &env,
+        Method::GET,
+        &format!("/v1/workspaces/{ws}/cron/{id}"),
+        &owner,
+        None,
+    )
+    .await;
+    let fresh = v["status_badge"].as_str().unwrap().to_string();
+    assert_ne!(fresh, token);
+    env.eventually(Duration::from_secs(5), "the old address to stop", || async {
+        (badge(token.clone()).await.0 == 404).then_some(())
+    })
+    .await;
+    let (s, _, _) = web
+        .post(&format!("{page}/badge"), &[("_csrf", &t), ("do", "off")], &[])
+        .await;
+    assert_eq!(s, 303);
+    let (_, v) = call(
+        &env,
+        Method::GET,
+        &format!("/v1/workspaces/{ws}/cron/{id}"),
+        &owner,
+        None,
+    )
+    .await;
+    assert!(v["status_badge"].is_null(), "{v}");
+    env.eventually(Duration::from_secs(5), "the badge to stop", || async {
+        (badge(fresh.clone()).await.0 == 404).then_some(())
+    })
+    .await;
+}
