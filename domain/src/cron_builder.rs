@@ -128,7 +128,7 @@ impl Builder {
 }
 
 /// Day names as a weekly schedule reads them: "по понедельникам" / "on Mondays".
-const DAYS_RU: [&str; 7] = [
+pub(crate) const DAYS_RU: [&str; 7] = [
     "воскресеньям",
     "понедельникам",
     "вторникам",
@@ -137,7 +137,7 @@ const DAYS_RU: [&str; 7] = [
     "пятницам",
     "субботам",
 ];
-const DAYS_EN: [&str; 7] = [
+pub(crate) const DAYS_EN: [&str; 7] = [
     "Sundays",
     "Mondays",
     "Tuesdays",
@@ -147,7 +147,7 @@ const DAYS_EN: [&str; 7] = [
     "Saturdays",
 ];
 
-fn list(items: &[&str], and: &str) -> String {
+pub(crate) fn list(items: &[&str], and: &str) -> String {
     match items {
         [] => String::new(),
         [one] => (*one).to_string(),
@@ -156,8 +156,9 @@ fn list(items: &[&str], and: &str) -> String {
 }
 
 impl Builder {
-    /// The schedule in words, in `lang`, for the builder's shapes (None for a custom
-    /// expression: croner describes those, in English).
+    /// The schedule in words, in `lang`: the builder's shapes, and the common forms of a custom
+    /// expression ([`crate::cron_words`]); None for the rarer ones (croner then describes them,
+    /// in English).
     pub fn describe(&self, lang: Language) -> Option<String> {
         let at = |h: u32, m: u32| format!("{h:02}:{m:02}");
         let ru = lang == Language::Ru;
@@ -239,7 +240,7 @@ impl Builder {
             (Builder::Monthly { day, hour, minute }, false) => {
                 format!("every month on day {day} at {}", at(*hour, *minute))
             }
-            (Builder::Custom(_), _) => return None,
+            (Builder::Custom(e), _) => return crate::cron_words::describe(e, lang),
         })
     }
 }
@@ -369,7 +370,12 @@ mod tests {
             assert_eq!(b.describe(Language::Ru).as_deref(), Some(ru), "{expr}");
             assert_eq!(b.describe(Language::En).as_deref(), Some(en), "{expr}");
         }
-        assert_eq!(Builder::recognise("@daily").describe(Language::Ru), None);
+        // A custom expression is read by `cron_words` where it can be, and left to croner where not.
+        assert_eq!(
+            Builder::recognise("@daily").describe(Language::Ru).as_deref(),
+            Some("каждый день в 00:00")
+        );
+        assert_eq!(Builder::recognise("0 0 15W * *").describe(Language::Ru), None);
     }
 
     #[test]

@@ -9,6 +9,7 @@
 pub mod alert;
 pub mod channel;
 pub mod cron_builder;
+pub mod cron_words;
 pub mod curl;
 pub mod error;
 pub mod ids;
