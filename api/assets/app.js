@@ -127,3 +127,23 @@ const refresh = document.querySelector("[data-refresh]");
 if (refresh) {
   setTimeout(() => window.location.reload(), Number(refresh.dataset.refresh) || 1000);
 }
+
+// Figures that follow the server (the admin panel's): the element is fetched again from the
+// same page every few seconds and swapped in place.
+for (const el of document.querySelectorAll("[data-poll]")) {
+  const every = Math.max(Number(el.dataset.poll) || 5000, 1000);
+  const tick = async () => {
+    try {
+      const r = await fetch(window.location.href, { headers: { accept: "text/html" }, credentials: "same-origin" });
+      if (r.ok) {
+        const fresh = new DOMParser().parseFromString(await r.text(), "text/html").getElementById(el.id);
+        const old = document.getElementById(el.id);
+        if (fresh && old) old.replaceWith(fresh);
+      }
+    } catch (_) {
+      // The next tick tries again.
+    }
+    setTimeout(tick, every);
+  };
+  setTimeout(tick, every);
+}

@@ -73,6 +73,67 @@ impl Rebuilds {
     }
 }
 
+/// Events read from the log's end for [`system_figures`]: bounds its cost however busy the
+/// installation (when a minute holds more, the rate is over the span this many cover).
+const FIGURES_TAIL: i64 = 20_000;
+
+/// The installation at a glance, for the admin panel.
+#[derive(Debug, Clone, Serialize)]
+pub struct SystemFigures {
+    /// Runs finished per second over `window_seconds`.
+    pub runs_per_second: f64,
+    /// Up to 60 s: shorter when the last minute held more events than are read.
+    pub window_seconds: f64,
+    /// The 99th percentile of lateness (first attempt start − scheduled time) of those runs.
+    pub lateness_p99_ms: Option<f64>,
+    /// Runs handed to executors and not finished.
+    pub in_flight: i64,
+    /// The furthest any projection is behind the log, in seconds.
+    pub projection_lag_seconds: f64,
+}
+
+/// Figures from the event log's end and the runs read model: no process has to be asked, so
+/// any API process shows them, whichever roles run where.
+pub async fn system_figures(state: &AppState) -> Result<SystemFigures, ApiError> {
+    let (finished, window, p99): (i64, Option<f64>, Option<f64>) = sqlx::query_as(
+        "WITH tail AS (
+             SELECT aggregate_type, aggregate_id, event_type, recorded_at FROM events
+              ORDER BY xid DESC, global_seq DESC LIMIT $1
+         ), span AS (
+             SELECT LEAST(60, EXTRACT(EPOCH FROM (now() - min(recorded_at))))::float8 AS s FROM tail
+         ), done AS (
+             SELECT aggregate_id FROM tail
+              WHERE aggregate_type = 'Run' AND event_type IN ('RunSucceeded', 'RunFailed')
+                AND recorded_at > now() - interval '60 seconds'
+         )
+         SELECT (SELECT count(*) FROM done),
+                (SELECT s FROM span),
+                (SELECT percentile_cont(0.99) WITHIN GROUP
+                        (ORDER BY EXTRACT(EPOCH FROM (r.started_at - r.scheduled_for)) * 1000)
+                   FROM runs r JOIN done d ON r.id = d.aggregate_id::uuid
+                  WHERE r.started_at IS NOT NULL)::float8",
+    )
+    .bind(FIGURES_TAIL)
+    .fetch_one(&state.pool)
+    .await?;
+    let in_flight: i64 = sqlx::query_scalar("SELECT count(*) FROM runs WHERE status IN ('dispatched', 'running')")
+        .fetch_one(&state.pool)
+        .await?;
+    let lag = projection_overview(state)
+        .await?
+        .iter()
+        .filter_map(|p| p["lag_seconds"].as_f64())
+        .fold(0.0, f64::max);
+    let window = window.unwrap_or(60.0).max(1.0);
+    Ok(SystemFigures {
+        runs_per_second: finished as f64 / window,
+        window_seconds: window,
+        lateness_p99_ms: p99,
+        in_flight,
+        projection_lag_seconds: lag,
+    })
+}
+
 #[utoipa::path(
     get,
     path = "/v1/admin/projections",

@@ -100,7 +100,8 @@ async fn execute_user(state: &AppState, user_id: Uuid, cmd: UserCommand) -> Resu
 }
 
 /// Deactivates (`active` false) or reactivates an account. A deactivated account cannot log
-/// in, and its sessions, refresh tokens and access tokens stop working at their next check.
+/// in, and every session it had is revoked: its cookies, refresh tokens and access tokens stop
+/// working, and stay so after it is let back in.
 pub async fn set_active(state: &AppState, by: &UserCaller, user_id: Uuid, active: bool) -> Result<(), ApiError> {
     crate::admin::require_superuser(by)?;
     not_self(by, user_id)?;
@@ -110,7 +111,14 @@ pub async fn set_active(state: &AppState, by: &UserCaller, user_id: Uuid, active
         at: Utc::now(),
     };
     execute_user(state, user_id, cmd).await?;
-    tracing::info!(user_id = %user_id, by = %by.user_id, active, "account activity changed by an operator");
+    // The checks of each session and token refuse a deactivated account anyway; revoking its
+    // sessions as well records the end in each, and keeps them over once it is let back in.
+    let ended = if active {
+        0
+    } else {
+        crate::accounts::end_all_sessions(state, user_id, "account deactivated").await?
+    };
+    tracing::info!(user_id = %user_id, by = %by.user_id, active, sessions_ended = ended, "account activity changed by an operator");
     Ok(())
 }
 

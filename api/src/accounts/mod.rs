@@ -761,18 +761,7 @@ pub struct SessionInfo {
 /// The person's sessions that still work (not ended, not expired, begun after the last password
 /// change), newest first, at most 100.
 pub async fn sessions_of(state: &AppState, user: &UserCaller) -> Result<Vec<SessionInfo>, ApiError> {
-    let ids: Vec<String> = sqlx::query_scalar(
-        "SELECT s.aggregate_id FROM events s
-          WHERE s.aggregate_type = 'Session' AND s.event_type = 'SessionStarted'
-            AND (s.payload -> 'SessionStarted' ->> 'user_id') = $1
-            AND NOT EXISTS (SELECT 1 FROM events e
-                             WHERE e.aggregate_type = 'Session' AND e.aggregate_id = s.aggregate_id
-                               AND e.event_type IN ('SessionRevoked', 'SessionTokenReused'))
-          ORDER BY s.recorded_at DESC LIMIT 100",
-    )
-    .bind(user.user_id.to_string())
-    .fetch_all(&state.pool)
-    .await?;
+    let ids = unended_sessions(state, user.user_id, 100).await?;
     let now = Utc::now();
     let mut out = Vec::new();
     for id in ids {
@@ -790,6 +779,41 @@ pub async fn sessions_of(state: &AppState, user: &UserCaller) -> Result<Vec<Sess
         }
     }
     Ok(out)
+}
+
+/// The newest `limit` sessions of `user_id` that no revocation or reuse has ended (some may have
+/// expired), found through the index of `SessionStarted` by user (migration 0018).
+async fn unended_sessions(state: &AppState, user_id: Uuid, limit: i64) -> Result<Vec<String>, ApiError> {
+    Ok(sqlx::query_scalar(
+        "SELECT s.aggregate_id FROM events s
+          WHERE s.aggregate_type = 'Session' AND s.event_type = 'SessionStarted'
+            AND (s.payload -> 'SessionStarted' ->> 'user_id') = $1
+            AND NOT EXISTS (SELECT 1 FROM events e
+                             WHERE e.aggregate_type = 'Session' AND e.aggregate_id = s.aggregate_id
+                               AND e.event_type IN ('SessionRevoked', 'SessionTokenReused'))
+          ORDER BY s.recorded_at DESC LIMIT $2",
+    )
+    .bind(user_id.to_string())
+    .bind(limit)
+    .fetch_all(&state.pool)
+    .await?)
+}
+
+/// Ends every session of `user_id` (an operator deactivating the account), each with a
+/// `SessionRevoked` naming `reason`. Returns how many.
+pub async fn end_all_sessions(state: &AppState, user_id: Uuid, reason: &str) -> Result<usize, ApiError> {
+    let ids = unended_sessions(state, user_id, 10_000).await?;
+    let mut ended = 0;
+    for id in ids {
+        let Ok(sid) = Uuid::try_parse(&id) else { continue };
+        let (session, _) = state.stores.sessions.load(&id).await.map_err(ApiError::internal)?;
+        if session.revoked {
+            continue;
+        }
+        revoke(state, sid, reason).await?;
+        ended += 1;
+    }
+    Ok(ended)
 }
 
 /// Ends one of the person's own sessions (the profile page); another person's is not found.
@@ -838,11 +862,9 @@ pub async fn user_from_token(state: &AppState, token: &str) -> Result<UserCaller
         .load(&claims.sub.to_string())
         .await
         .map_err(ApiError::internal)?;
-    // `iat` is in whole seconds. A token of the second a password changed is the one that change
-    // issued; a token of the second an account was deactivated is over with it.
-    let stale = user.password_changed_at.is_some_and(|p| claims.iat < p.timestamp())
-        || user.last_deactivated_at.is_some_and(|d| claims.iat <= d.timestamp());
-    if !user.is_active() || stale {
+    // `iat` is in whole seconds, so a token of the very second of a password change (the one it
+    // issued) stays; a deactivation also revokes each session, which ends its tokens exactly.
+    if !user.is_active() || user.sessions_valid_after().is_some_and(|p| claims.iat < p.timestamp()) {
         return Err(ApiError::InvalidToken);
     }
     Ok(UserCaller {

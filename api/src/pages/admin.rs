@@ -32,6 +32,8 @@ struct Projection {
 #[template(path = "app/admin.html")]
 struct AdminPage {
     c: Chrome,
+    /// (label key, value in words)
+    figures: Vec<(&'static str, String)>,
     tabs: [(&'static str, &'static str); 4],
     items: Vec<Projection>,
     running: bool,
@@ -82,10 +84,47 @@ pub async fn projections(
     let page = AdminPage {
         c: Chrome::for_visitor(&s.visitor, tr.t("admin.title"), "admin").notice(super::notice(tr, &q)),
         tabs: TABS,
+        figures: figures(tr, &admin::system_figures(&state).await?),
         items,
         running,
     };
     Ok(html(StatusCode::OK, &page, &s.visitor.set_cookies))
+}
+
+fn figures(tr: super::Tr, f: &admin::SystemFigures) -> Vec<(&'static str, String)> {
+    // One decimal, with the reader's decimal sign.
+    let dec = |x: f64| {
+        let s = format!("{x:.1}");
+        if tr.lang == cronbox_domain::channel::Language::Ru {
+            s.replace('.', ",")
+        } else {
+            s
+        }
+    };
+    vec![
+        (
+            "admin.runs_per_second",
+            tr.f(
+                "admin.per_second",
+                &[
+                    ("n", &dec(f.runs_per_second)),
+                    ("s", &format!("{:.0}", f.window_seconds)),
+                ],
+            ),
+        ),
+        (
+            "admin.lateness_p99",
+            f.lateness_p99_ms.map_or_else(
+                || "—".into(),
+                |ms| tr.f("runs.ms", &[("ms", &tr.num(ms.round() as i64))]),
+            ),
+        ),
+        ("admin.in_flight", tr.num(f.in_flight)),
+        (
+            "admin.projection_lag",
+            tr.f("admin.seconds", &[("s", &dec(f.projection_lag_seconds))]),
+        ),
+    ]
 }
 
 pub async fn rebuild(

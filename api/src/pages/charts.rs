@@ -139,6 +139,33 @@ pub fn lines(title: &str, unit: &str, series: &[(&str, &str, Vec<Point>)]) -> St
     out
 }
 
+/// The job list's strip of recent runs, oldest first: one bar a run, green or red, as tall as
+/// its duration against the slowest of them. `label` says the same in words.
+pub fn strip(label: &str, runs: &[(bool, Option<i64>)]) -> String {
+    const BAR: usize = 6;
+    const GAP: usize = 2;
+    const TALL: f64 = 20.0;
+    let max = runs.iter().filter_map(|r| r.1).max().unwrap_or(0).max(1) as f64;
+    let width = runs.len() * (BAR + GAP);
+    let mut out = format!(
+        r#"<svg class="strip" width="{width}" height="{TALL}" viewBox="0 0 {width} {TALL}" role="img" aria-label="{l}" xmlns="http://www.w3.org/2000/svg"><title>{l}</title>"#,
+        l = escape(label)
+    );
+    for (i, (ok, ms)) in runs.iter().enumerate() {
+        // At least a sliver, so a run without a duration still shows its colour.
+        let h = (4.0 + (TALL - 4.0) * ms.unwrap_or(0) as f64 / max).min(TALL);
+        let _ = write!(
+            out,
+            r#"<rect x="{x}" y="{y:.1}" width="{BAR}" height="{h:.1}" fill="{c}"/>"#,
+            x = i * (BAR + GAP),
+            y = TALL - h,
+            c = if *ok { "#2e7d32" } else { "#c62828" },
+        );
+    }
+    out.push_str("</svg>");
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,6 +197,15 @@ mod tests {
         let d = svg.split("d=\"").nth(1).unwrap().split('"').next().unwrap();
         assert_eq!(d.matches('M').count(), 2, "{d}");
         assert_eq!(d.matches('L').count(), 1, "{d}");
+    }
+
+    #[test]
+    fn given_recent_runs_then_the_strip_has_a_bar_each_coloured_by_outcome() {
+        let s = strip("2 of 3 <ok>", &[(true, Some(100)), (false, None), (true, Some(50))]);
+        assert_eq!(s.matches("<rect").count(), 3);
+        assert_eq!(s.matches("#c62828").count(), 1);
+        assert!(s.contains("2 of 3 &lt;ok&gt;"));
+        assert!(s.contains(r#"height="20.0""#), "the slowest is full height: {s}");
     }
 
     #[test]

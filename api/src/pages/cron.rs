@@ -30,6 +30,39 @@ struct Row {
     last: Option<String>,
     last_key: String,
     paused: bool,
+    /// The recent runs as an inline SVG strip (empty: none yet).
+    strip: String,
+}
+
+/// Runs the list's strip shows per job.
+const STRIP_RUNS: i64 = 20;
+
+/// The latest finished runs of each of `jobs`, oldest first: (succeeded, duration ms). One
+/// statement, each job read from the runs-by-job index.
+async fn recent_runs(
+    state: &AppState,
+    ws: Uuid,
+    jobs: &[Uuid],
+) -> Result<HashMap<Uuid, Vec<(bool, Option<i64>)>>, ApiError> {
+    let rows: Vec<(Uuid, String, Option<i64>)> = sqlx::query_as(
+        "SELECT j.id, r.status, r.duration_ms
+           FROM unnest($2::uuid[]) AS j(id)
+           CROSS JOIN LATERAL (
+                SELECT status, duration_ms, scheduled_for FROM runs
+                 WHERE workspace_id = $1 AND job_id = j.id AND status IN ('succeeded', 'failed')
+                 ORDER BY scheduled_for DESC LIMIT $3) r
+          ORDER BY j.id, r.scheduled_for",
+    )
+    .bind(ws)
+    .bind(jobs)
+    .bind(STRIP_RUNS)
+    .fetch_all(&state.pool)
+    .await?;
+    let mut out: HashMap<Uuid, Vec<(bool, Option<i64>)>> = HashMap::new();
+    for (id, status, ms) in rows {
+        out.entry(id).or_default().push((status == "succeeded", ms));
+    }
+    Ok(out)
 }
 
 #[derive(Template)]
@@ -60,6 +93,12 @@ pub async fn list(
     let tr = m.tr();
     q.retain(|_, v| !v.is_empty());
     let page = jobs::list(&state, &m.caller, Kind::Cron, &q).await?;
+    let ids: Vec<Uuid> = page
+        .items
+        .iter()
+        .filter_map(|j| j["id"].as_str().and_then(|s| Uuid::try_parse(s).ok()))
+        .collect();
+    let recent = recent_runs(&state, m.caller.workspace_id, &ids).await?;
     let now = Utc::now();
     let rows = page
         .items
@@ -87,6 +126,18 @@ pub async fn list(
                 last_key: format!("status.{}", last.as_deref().unwrap_or("none")),
                 last,
                 paused: j["status"] == "paused",
+                strip: Uuid::try_parse(&text(j, "id"))
+                    .ok()
+                    .and_then(|id| recent.get(&id))
+                    .map(|runs| {
+                        let ok = runs.iter().filter(|r| r.0).count();
+                        let label = tr.f(
+                            "cron.strip",
+                            &[("ok", &tr.num(ok as i64)), ("n", &tr.num(runs.len() as i64))],
+                        );
+                        super::charts::strip(&label, runs)
+                    })
+                    .unwrap_or_default(),
             }
         })
         .collect();

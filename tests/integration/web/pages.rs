@@ -579,6 +579,13 @@ async fn a_run_page_shows_a_binary_body_as_hex_its_trail_and_lets_an_admin_run_i
 
     let web = Web::new(&env);
     web.log_in("rita@example.com").await;
+    // The job list shows the run in the job's strip of recent runs.
+    let (s, html, _) = web.get(&format!("/app/w/{ws}/cron")).await;
+    assert_eq!(s, 200, "{html}");
+    assert!(
+        html.contains("<svg class=\"strip\"") && html.contains("#2e7d32"),
+        "{html}"
+    );
     let page = format!("/app/w/{ws}/executions/{run_id}");
     let (s, html, _) = web.get(&page).await;
     assert_eq!(s, 200, "{html}");
@@ -913,6 +920,14 @@ async fn a_superuser_deactivates_an_account_grants_rights_moves_a_plan_and_delet
 
     let root = Web::new(&env);
     root.log_in_with("root@example.com", &root_pw).await;
+    // The panel's first tab: the system's figures (polled by the page) above the projections.
+    let (s, html, _) = root.get("/admin").await;
+    assert_eq!(s, 200, "{html}");
+    assert!(html.contains("id=\"figures\" data-poll=\"5000\""), "{html}");
+    assert!(
+        html.contains("Запусков в работе") && html.contains("id=\"projections\""),
+        "{html}"
+    );
     let (s, html, _) = root.get("/admin/users?q=UMA").await;
     assert_eq!(s, 200, "{html}");
     assert!(
