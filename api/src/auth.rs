@@ -86,14 +86,13 @@ fn workspace_of_key(key: &str) -> Option<Uuid> {
     Uuid::try_parse(ws).ok()
 }
 
-pub(crate) fn bearer(parts: &Parts) -> Option<&str> {
-    bearer_of(&parts.headers)
-}
+use crate::accounts::bearer;
 
-pub(crate) fn bearer_of(headers: &axum::http::HeaderMap) -> Option<&str> {
-    let v = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = v.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
+impl Caller {
+    /// The plan of the caller's workspace (its limits and features).
+    pub async fn plan(&self, state: &AppState) -> Result<crate::plans::Plan, ApiError> {
+        crate::plans::of_workspace(state, self.workspace.plan()).await
+    }
 }
 
 async fn load_workspace(state: &AppState, ws: Uuid) -> Result<Workspace, ApiError> {
@@ -215,7 +214,7 @@ impl FromRequestParts<AppState> for Caller {
             Principal::ApiKey(key) => Subject::ApiKey(key),
             Principal::User(user) => Subject::UserIn(user, caller.workspace_id),
         };
-        let plan = crate::plans::of_caller(state, &caller).await?;
+        let plan = caller.plan(state).await?;
         let rpm = u32::try_from(plan.requests_per_minute).unwrap_or(0);
         // The key's (or user's) count and the workspace's, both at the plan's rate.
         let subjects = [(subject, rpm), (Subject::Workspace(caller.workspace_id), rpm)];

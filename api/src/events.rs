@@ -140,7 +140,7 @@ pub async fn list(
 
 /// The caller's plan, if it includes the event stream (403 `plan_feature` if not).
 pub async fn event_stream_plan(state: &AppState, caller: &Caller) -> Result<crate::plans::Plan, ApiError> {
-    let plan = crate::plans::of_caller(state, caller).await?;
+    let plan = caller.plan(state).await?;
     if !plan.event_stream {
         return Err(ApiError::PlanFeature {
             feature: "event_stream",

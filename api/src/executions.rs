@@ -365,7 +365,7 @@ pub async fn rerun_route(
     Path((_, id)): Path<(String, String)>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let id = Uuid::try_parse(&id).map_err(|_| ApiError::NotFound("execution"))?;
-    let allowance = crate::plans::of_caller(&state, &caller).await?;
+    let allowance = caller.plan(&state).await?;
     let (run_id, plan) = rerun(
         &state.stores,
         id,

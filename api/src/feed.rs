@@ -627,7 +627,7 @@ pub async fn stream(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    let token = crate::auth::bearer_of(&headers).unwrap_or_default().to_string();
+    let token = crate::accounts::bearer_of(&headers).unwrap_or_default().to_string();
     open(&state, caller, token, &headers, &q).await
 }
 
@@ -704,7 +704,7 @@ pub async fn open(
         access: Some(access),
     };
     client.out.push_back(Event::default().comment("connected"));
-    let plan = crate::plans::of_caller(&state, &caller).await?;
+    let plan = caller.plan(&state).await?;
     let cutoff = crate::events::retention_cutoff(&plan);
     match after {
         // `0-0`: from the oldest event still inside retention.

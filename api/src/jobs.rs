@@ -555,7 +555,7 @@ pub async fn new_cron_job(
         },
     };
     f.finish()?;
-    let plan = plans::of_caller(state, caller).await?;
+    let plan = caller.plan(state).await?;
     plan.check_definition(&definition)?;
     check_targets(state, &definition).await?;
     crate::notifications::check_channels(state, caller.workspace_id, &definition.alerts).await?;
@@ -682,7 +682,7 @@ pub async fn change_cron_job(
         },
     };
     f.finish()?;
-    plans::of_caller(state, caller).await?.check_definition(&definition)?;
+    caller.plan(state).await?.check_definition(&definition)?;
     check_targets(state, &definition).await?;
     crate::notifications::check_channels(state, caller.workspace_id, &definition.alerts).await?;
     state
@@ -723,7 +723,7 @@ async fn cron_command(
     make: impl FnOnce(DateTime<Utc>) -> JobCommand,
 ) -> Result<Job, ApiError> {
     let (id, _) = load(state, caller, id, Kind::Cron).await?;
-    let plan = plans::of_caller(state, caller).await?;
+    let plan = caller.plan(state).await?;
     // Held until the command is committed, so no fire decided meanwhile slips past a pause.
     let gate = job_gate::hold(&state.gates, id).await?;
     metered(state, caller, &plan, id, make(Utc::now())).await?;
@@ -794,7 +794,7 @@ pub async fn delete_cron(
 /// Deletes a cron job: no fire after this; its runs and audit trail stay.
 pub async fn delete_cron_job(state: &AppState, caller: &Caller, id: &str) -> Result<(), ApiError> {
     let (id, _) = load(state, caller, id, Kind::Cron).await?;
-    let plan = plans::of_caller(state, caller).await?;
+    let plan = caller.plan(state).await?;
     let gate = job_gate::hold(&state.gates, id).await?;
     let cmd = JobCommand::Delete {
         already_fired: false,
@@ -847,7 +847,7 @@ pub async fn run_now(state: &AppState, caller: &Caller, id: &str) -> Result<RunR
     let now = Utc::now();
     // The request first, metered: a manual run costs one of the month's one-off runs, and one
     // over the plan's allowance is refused before any run exists.
-    let allowance = plans::of_caller(state, caller).await?;
+    let allowance = caller.plan(state).await?;
     metered(
         state,
         caller,
@@ -1055,7 +1055,7 @@ pub async fn new_delayed_call(
     }
     let now = Utc::now();
     let definition = delayed_definition(&mut f, key.clone(), caller, &state.targets, now)?;
-    let plan = plans::of_caller(state, caller).await?;
+    let plan = caller.plan(state).await?;
     plan.check_definition(&definition)?;
     check_targets(state, &definition).await?;
 
@@ -1153,7 +1153,7 @@ pub async fn create_delayed_batch(
     }
     let total = raw.len();
     let now = Utc::now();
-    let plan = plans::of_caller(&state, &caller).await?;
+    let plan = caller.plan(&state).await?;
     let mut items = Vec::with_capacity(total);
     let mut errors = Vec::new();
     let mut keys = std::collections::HashSet::new();

@@ -3,12 +3,16 @@
 //! plan, delete it. Each change is a command on the aggregate, so it is in the audit trail
 //! with who did it.
 
+use axum::extract::{Path, State};
+use axum::Json;
 use chrono::{DateTime, Utc};
 use cronbox_domain::user::UserCommand;
+use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::accounts::UserCaller;
 use crate::error::ApiError;
+use crate::input::{Fields, JsonObject};
 use crate::AppState;
 
 /// Rows a search shows at most.
@@ -176,12 +180,50 @@ pub async fn find_workspaces(state: &AppState, q: &str) -> Result<Vec<WorkspaceR
         .collect())
 }
 
-/// Moves a workspace to plan `code` (the API's `PUT …/plan`).
-pub async fn set_plan(state: &AppState, by: &UserCaller, workspace_id: Uuid, code: &str) -> Result<(), ApiError> {
+/// Moves a workspace to plan `code` (the API's `PUT …/plan` and the admin panel).
+pub async fn set_plan(
+    state: &AppState,
+    by: &UserCaller,
+    workspace_id: Uuid,
+    code: &str,
+) -> Result<crate::plans::Plan, ApiError> {
     crate::admin::require_superuser(by)?;
     let plan = crate::workspaces::set_plan(&state.stores, workspace_id, code).await?;
     tracing::info!(workspace_id = %workspace_id, plan = %plan.code, by = %by.user_id, "workspace plan changed");
-    Ok(())
+    Ok(plan)
+}
+
+/// `PUT /v1/workspaces/{ws}/plan` (superusers only, until billing drives it): `{"plan": code}`.
+#[utoipa::path(
+    put,
+    path = "/plan",
+    tag = "plans",
+    summary = "Move a workspace to another plan (superusers; 404 for others)",
+    params(crate::openapi::WsPath),
+    request_body = crate::openapi::schemas::SetPlan,
+    responses((status = 200, description = "The new plan", body = crate::openapi::schemas::PlanChanged), (status = 404, description = "Not a superuser, or no such workspace", body = crate::openapi::schemas::ErrorResponse)),
+    security(("access_token" = []))
+)]
+pub async fn set_plan_route(
+    State(state): State<AppState>,
+    user: Result<UserCaller, ApiError>,
+    Path(ws): Path<String>,
+    JsonObject(body): JsonObject,
+) -> Result<Json<Value>, ApiError> {
+    // Only operators move plans; everyone else (API keys and bad tokens included) gets the
+    // answer for a workspace that is not theirs.
+    let user = match user {
+        Ok(u) if u.user.superuser => u,
+        _ => return Err(ApiError::NotFound("workspace")),
+    };
+    let id = uuid::Uuid::parse_str(&ws).map_err(|_| ApiError::NotFound("workspace"))?;
+    let mut f = Fields(body);
+    let code = f
+        .string("plan")?
+        .ok_or_else(|| ApiError::field("plan", "required", "plan is required"))?;
+    f.finish()?;
+    let plan = set_plan(&state, &user, id, &code).await?;
+    Ok(Json(json!({"workspace_id": id, "plan": plan.to_json()})))
 }
 
 /// Deletes a workspace as its owner would (the same gate, releases and revocations).

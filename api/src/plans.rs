@@ -1,4 +1,5 @@
-//! Plans and their limits, the usage report, and the checks every command makes against them.
+//! Plans and their limits, and the checks every command makes against them (the usage report is
+//! `crate::usage`). This module sits below the callers: it knows plan codes, not who asks.
 //!
 //! Plans are rows of the `plans` table (migrations/0005_plans.sql): adding a plan or changing a
 //! limit is data, not code. A workspace names its plan in its event stream
@@ -11,21 +12,18 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::Json;
-use chrono::{DateTime, Duration, Utc};
+use chrono::{Duration, Utc};
 use cronbox_domain::job::{JobDefinition, JobKind};
-use cronbox_domain::schedule::{parse_timezone, CronSchedule};
-use cronbox_domain::usage::{month_bounds, month_of, Counter};
-use cronbox_store::usage::{self, Limits, MeteredError};
+use cronbox_domain::schedule::CronSchedule;
+use cronbox_domain::usage::Counter;
+use cronbox_store::usage::{Limits, MeteredError};
 use serde_json::{json, Value};
 use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
 
-use crate::accounts::UserCaller;
-use crate::auth::Caller;
 use crate::error::{ApiError, PlanLimit};
-use crate::input::{Fields, JsonObject};
 use crate::AppState;
 
 /// Fire times sampled to find a schedule's shortest interval.
@@ -233,12 +231,8 @@ pub async fn find(pool: &PgPool, code: &str) -> Result<Option<Plan>, ApiError> {
         .await?)
 }
 
-/// The caller's workspace's plan. A workspace naming a plan that was since removed from the
-/// table falls back to the default plan rather than failing every request.
-pub async fn of_caller(state: &AppState, caller: &Caller) -> Result<Plan, ApiError> {
-    of_workspace(state, caller.workspace.plan()).await
-}
-
+/// The plan called `code`. A workspace naming a plan that was since removed from the table
+/// falls back to the default plan rather than failing every request.
 pub async fn of_workspace(state: &AppState, code: &str) -> Result<Plan, ApiError> {
     if let Some(p) = state.plans.get(&state.pool, code).await? {
         return Ok(p);
@@ -287,124 +281,4 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError
     Ok(Json(
         json!({"items": plans.iter().map(Plan::to_json).collect::<Vec<_>>()}),
     ))
-}
-
-/// `GET /v1/workspaces/{ws}/usage`: the plan, and usage against each of its limits.
-#[utoipa::path(
-    get,
-    path = "/usage",
-    tag = "plans",
-    summary = "The workspace's plan and usage against each limit",
-    params(crate::openapi::WsPath),
-    responses((status = 200, description = "Usage", body = crate::openapi::schemas::Usage)),
-    security(("api_key" = []), ("access_token" = []))
-)]
-pub async fn usage(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
-    let u = usage_of(&state, &caller).await?;
-    let line = |l: &UsageLine| json!({"used": l.used, "limit": l.limit});
-    let [active, delayed, runs, members, keys] = &u.lines;
-    Ok(Json(json!({
-        "plan": u.plan.to_json(),
-        "period": {"month": u.month, "timezone": u.timezone, "start": u.start, "end": u.end},
-        "usage": {
-            "active_cron_jobs": line(active),
-            "delayed_calls_this_month": line(delayed),
-            "runs_this_month": line(runs),
-            "members": line(members),
-            "api_keys": line(keys),
-        }
-    })))
-}
-
-/// One limit of a plan and how much of it a workspace uses.
-#[derive(Debug, Clone)]
-pub struct UsageLine {
-    /// `active_cron_jobs`, `delayed_calls_this_month`, `runs_this_month`, `members`, `api_keys`.
-    pub name: &'static str,
-    pub used: i64,
-    /// None: unlimited.
-    pub limit: Option<i64>,
-}
-
-/// A workspace's plan and its usage this month (in the workspace's time zone).
-#[derive(Debug, Clone)]
-pub struct UsageReport {
-    pub plan: Plan,
-    pub month: String,
-    pub timezone: String,
-    pub start: DateTime<Utc>,
-    pub end: DateTime<Utc>,
-    pub lines: [UsageLine; 5],
-}
-
-/// The usage report of the caller's workspace (the API's `GET …/usage` and the dashboard).
-pub async fn usage_of(state: &AppState, caller: &Caller) -> Result<UsageReport, ApiError> {
-    let plan = of_caller(state, caller).await?;
-    let tz = parse_timezone(&caller.timezone).unwrap_or(chrono_tz::UTC);
-    let now = Utc::now();
-    let month = month_of(now, tz);
-    let (start, end) = month_bounds(now, tz);
-    let ws = caller.workspace_id;
-    let active = usage::used(&state.pool, ws, Counter::ActiveCronJobs, "").await?;
-    let delayed = usage::used(&state.pool, ws, Counter::DelayedCalls, &month).await?;
-    let runs: Option<i64> = sqlx::query_scalar("SELECT runs FROM usage_runs WHERE workspace_id = $1 AND period = $2")
-        .bind(ws)
-        .bind(&month)
-        .fetch_optional(&state.pool)
-        .await?;
-    let w = &caller.workspace;
-    let line = |name, used: i64, limit: Option<i32>| UsageLine {
-        name,
-        used,
-        limit: limit.map(i64::from),
-    };
-    let lines = [
-        line("active_cron_jobs", active, plan.max_active_cron_jobs),
-        line("delayed_calls_this_month", delayed, plan.max_delayed_per_month),
-        line("runs_this_month", runs.unwrap_or(0), None),
-        line("members", w.members.len() as i64, plan.max_members),
-        line("api_keys", w.live_api_keys() as i64, plan.max_api_keys),
-    ];
-    Ok(UsageReport {
-        plan,
-        month,
-        timezone: tz.name().to_string(),
-        start,
-        end,
-        lines,
-    })
-}
-
-/// `PUT /v1/workspaces/{ws}/plan` (superusers only, until billing drives it): `{"plan": code}`.
-#[utoipa::path(
-    put,
-    path = "/plan",
-    tag = "plans",
-    summary = "Move a workspace to another plan (superusers; 404 for others)",
-    params(crate::openapi::WsPath),
-    request_body = crate::openapi::schemas::SetPlan,
-    responses((status = 200, description = "The new plan", body = crate::openapi::schemas::PlanChanged), (status = 404, description = "Not a superuser, or no such workspace", body = crate::openapi::schemas::ErrorResponse)),
-    security(("access_token" = []))
-)]
-pub async fn set_plan(
-    State(state): State<AppState>,
-    user: Result<UserCaller, ApiError>,
-    Path(ws): Path<String>,
-    JsonObject(body): JsonObject,
-) -> Result<Json<Value>, ApiError> {
-    // Only operators move plans; everyone else (API keys and bad tokens included) gets the
-    // answer for a workspace that is not theirs.
-    let user = match user {
-        Ok(u) if u.user.superuser => u,
-        _ => return Err(ApiError::NotFound("workspace")),
-    };
-    let id = uuid::Uuid::parse_str(&ws).map_err(|_| ApiError::NotFound("workspace"))?;
-    let mut f = Fields(body);
-    let code = f
-        .string("plan")?
-        .ok_or_else(|| ApiError::field("plan", "required", "plan is required"))?;
-    f.finish()?;
-    let plan = crate::workspaces::set_plan(&state.stores, id, &code).await?;
-    tracing::info!(workspace_id = %id, plan = %plan.code, by = %user.user_id, "workspace plan changed");
-    Ok(Json(json!({"workspace_id": id, "plan": plan.to_json()})))
 }

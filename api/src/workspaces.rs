@@ -676,7 +676,7 @@ pub async fn invite_member(
     let email = normalize_email(email)?;
     // Refused here already so nobody is invited into a team that cannot take them; accepting
     // checks again, exactly, since several invitations may be out at once.
-    let plan = plans::of_caller(state, caller).await?;
+    let plan = caller.plan(state).await?;
     let members = caller.workspace.members.len() as u32;
     if let Some(max) = plan.max_members().filter(|&m| members >= m) {
         return Err(plan.refused_list("members", members, max));
@@ -892,7 +892,7 @@ pub async fn new_key(
             "name must be 1 to 100 characters",
         ));
     }
-    let plan = plans::of_caller(state, caller).await?;
+    let plan = caller.plan(state).await?;
     let (key, key_id) = create_api_key(&state.stores, caller.workspace_id, name, read_only, Some(&plan)).await?;
     let (ws, _) = state
         .stores

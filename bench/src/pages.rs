@@ -212,6 +212,9 @@ pub async fn pages(env: &Env, jobs: usize, runs: usize, samples: usize) -> anyho
             ("cron_list", format!("/app/w/{ws}/cron")),
             ("cron_list_page_50", format!("/app/w/{ws}/cron?cursor={}", deep["cron"])),
             ("cron_list_by_tag", format!("/app/w/{ws}/cron?tag=t3")),
+            ("cron_list_by_name", format!("/app/w/{ws}/cron?sort=name")),
+            ("cron_list_by_next_run", format!("/app/w/{ws}/cron?sort=next_run")),
+            ("job", format!("/app/w/{ws}/cron/{job}")),
             ("cron_editor", format!("/app/w/{ws}/cron/new")),
             ("executions", format!("/app/w/{ws}/executions")),
             (

@@ -63,6 +63,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0018_session_owner",
         include_str!("../../migrations/0018_session_owner.sql"),
     ),
+    (
+        "0019_status_badges",
+        include_str!("../../migrations/0019_status_badges.sql"),
+    ),
 ];
 
 /// A pool that waits for PostgreSQL to come back instead of failing: connections are created

@@ -374,6 +374,18 @@ pub async fn set_preferences(
     Ok(user)
 }
 
+/// The token of an `Authorization: Bearer …` header. Every credential (access token, API key)
+/// arrives this way; the layers above only decide what it names.
+pub(crate) fn bearer(parts: &axum::http::request::Parts) -> Option<&str> {
+    bearer_of(&parts.headers)
+}
+
+pub(crate) fn bearer_of(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let v = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
+}
+
 /// Starts a session for `user` and answers with its first token pair.
 async fn start_session(state: &AppState, user_id: Uuid) -> Result<Json<Value>, ApiError> {
     let session_id = Uuid::new_v4();
@@ -878,7 +890,7 @@ impl FromRequestParts<AppState> for UserCaller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let token = crate::auth::bearer(parts).ok_or(ApiError::InvalidToken)?;
+        let token = bearer(parts).ok_or(ApiError::InvalidToken)?;
         let user = user_from_token(state, token).await?;
         // Outside a workspace no plan applies: the default plan's rate does.
         let plan = crate::plans::of_workspace(state, cronbox_domain::workspace::DEFAULT_PLAN).await?;

@@ -35,6 +35,8 @@ struct AdminPage {
     /// (label key, value in words)
     figures: Vec<(&'static str, String)>,
     tabs: [(&'static str, &'static str); 4],
+    /// The tab this page is (its href in [`TABS`]).
+    tab: &'static str,
     items: Vec<Projection>,
     running: bool,
 }
@@ -84,6 +86,7 @@ pub async fn projections(
     let page = AdminPage {
         c: Chrome::for_visitor(&s.visitor, tr.t("admin.title"), "admin").notice(super::notice(tr, &q)),
         tabs: TABS,
+        tab: "/admin",
         figures: figures(tr, &admin::system_figures(&state).await?),
         items,
         running,
@@ -162,6 +165,8 @@ pub struct UserItem {
 struct UsersPage {
     c: Chrome,
     tabs: [(&'static str, &'static str); 4],
+    /// The tab this page is (its href in [`TABS`]).
+    tab: &'static str,
     q: String,
     items: Vec<UserItem>,
 }
@@ -192,6 +197,7 @@ pub async fn users(State(state): State<AppState>, s: SignedIn, Query(q): Query<H
     let page = UsersPage {
         c: Chrome::for_visitor(&s.visitor, tr.t("admin.title"), "admin").notice(super::notice(tr, &q)),
         tabs: TABS,
+        tab: "/admin/users",
         q: search,
         items,
     };
@@ -240,6 +246,8 @@ pub struct WorkspaceItem {
 struct WorkspacesPage {
     c: Chrome,
     tabs: [(&'static str, &'static str); 4],
+    /// The tab this page is (its href in [`TABS`]).
+    tab: &'static str,
     q: String,
     items: Vec<WorkspaceItem>,
     plans: Vec<String>,
@@ -276,6 +284,7 @@ pub async fn workspaces(
     let page = WorkspacesPage {
         c: Chrome::for_visitor(&s.visitor, tr.t("admin.title"), "admin").notice(super::notice(tr, &q)),
         tabs: TABS,
+        tab: "/admin/workspaces",
         q: search,
         items,
         plans,
@@ -319,6 +328,8 @@ pub struct EventItem {
 struct EventsPage {
     c: Chrome,
     tabs: [(&'static str, &'static str); 4],
+    /// The tab this page is (its href in [`TABS`]).
+    tab: &'static str,
     kinds: [&'static str; 8],
     kind: String,
     id: String,
@@ -361,6 +372,7 @@ pub async fn events(
     let page = EventsPage {
         c: Chrome::for_visitor(&s.visitor, tr.t("admin.title"), "admin").notice(super::notice(tr, &q)),
         tabs: TABS,
+        tab: "/admin/events",
         kinds: [
             "run",
             "job",

@@ -415,7 +415,7 @@ impl FromRequestParts<AppState> for Member {
             .and_then(|s| Uuid::try_parse(s).ok())
             .ok_or(ApiError::NotFound("workspace"))?;
         let caller = crate::auth::member_caller(state, signed.user.user_id, ws).await?;
-        let plan = crate::plans::of_caller(state, &caller).await?;
+        let plan = caller.plan(state).await?;
         let rpm = u32::try_from(plan.requests_per_minute).unwrap_or(0);
         // The person's own budget in this workspace, not the workspace's: a log page left open
         // must not use up the requests the tenant's API clients are allowed.

@@ -443,7 +443,7 @@ pub async fn rerun(
     _form: super::Posted,
 ) -> PageResult {
     let id = Uuid::try_parse(&id).map_err(|_| ApiError::NotFound("execution"))?;
-    let allowance = crate::plans::of_caller(&state, &m.caller).await?;
+    let allowance = m.caller.plan(&state).await?;
     let (run_id, _) = executions::rerun(
         &state.stores,
         id,

@@ -292,7 +292,7 @@ pub async fn dashboard(State(state): State<AppState>, m: Member) -> PageResult {
         at: tr.when(at, &zone),
     })
     .collect();
-    let report = crate::plans::usage_of(&state, &m.caller).await?;
+    let report = crate::usage::usage_of(&state, &m.caller).await?;
     let usage = report
         .lines
         .iter()

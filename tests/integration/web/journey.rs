@@ -115,6 +115,13 @@ async fn a_newcomer_signs_up_creates_a_job_runs_it_and_watches_it_arrive_live() 
     b.set_value("#every_minutes", "15").await;
     b.wait_text("*/15 * * * *", WAIT).await;
     b.set_value("#url", &env.target_url("/orders")).await;
+    // A test request before saving: it reaches the target once, the outcome shows, and the
+    // editor keeps what was typed.
+    b.click(&b.find("#test-button").await).await;
+    b.wait_for("#test-result", WAIT).await;
+    b.wait_text("HTTP 200", WAIT).await;
+    assert_eq!(env.target.arrivals_at("/orders").len(), 1, "one test request");
+    b.wait_text("*/15 * * * *", WAIT).await;
     check_page(&b, "cron-editor").await;
     b.click(&b.find("#cron-editor > button[type=submit]").await).await;
     b.wait_text("Cron-задача сохранена", WAIT).await;

@@ -224,5 +224,10 @@ async fn a_superuser_rebuilds_a_projection_and_watches_its_progress() {
         3,
         "the rebuilt list has every job: {list}"
     );
+    // The users tab: found by address, with the actions an operator has.
+    b.goto(&format!("{}/admin/users?q=ivan", env.base())).await;
+    b.wait_for("#users tr[data-user]", WAIT).await;
+    b.wait_text("ivan@example.com", WAIT).await;
+    check_page(&b, "admin-users").await;
     b.close().await;
 }
