@@ -372,3 +372,14 @@ pub fn parse_time(field: &str, s: &str) -> Result<DateTime<Utc>, ApiError> {
 pub fn parse_uuid(field: &str, s: &str) -> Result<uuid::Uuid, ApiError> {
     uuid::Uuid::try_parse(s).map_err(|_| ApiError::field(field, "invalid_id", format!("{field} must be a UUID")))
 }
+
+/// A name search `q` as an ILIKE pattern for "contains, any case", LIKE's own wildcards matching
+/// themselves (None: no filter). Longer than 200 characters is refused, naming `q`. The job
+/// lists and the admin panel's searches read `q` by this one rule.
+pub fn contains_pattern(q: &str) -> Result<Option<String>, ApiError> {
+    let q = q.trim();
+    if q.chars().count() > 200 {
+        return Err(ApiError::field("q", "too_long", "q must be at most 200 characters"));
+    }
+    Ok((!q.is_empty()).then(|| format!("%{}%", q.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"))))
+}

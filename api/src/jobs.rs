@@ -1513,17 +1513,7 @@ pub async fn list(
         }
     };
     let tag = q.get("tag").cloned();
-    let search = match q.get("q").map(|s| s.trim()) {
-        None | Some("") => None,
-        Some(s) if s.chars().count() > 200 => {
-            return Err(ApiError::field("q", "too_long", "q must be at most 200 characters"));
-        }
-        // A substring of the name, any case; LIKE's own wildcards match themselves.
-        Some(s) => Some(format!(
-            "%{}%",
-            s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
-        )),
-    };
+    let search = crate::input::contains_pattern(q.get("q").map_or("", String::as_str))?;
     let sort = match q.get("sort").map(String::as_str) {
         None | Some("created") => Sort::Created,
         Some("name") => Sort::Name,

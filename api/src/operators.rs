@@ -18,12 +18,6 @@ use crate::AppState;
 /// Rows a search shows at most.
 pub const SEARCH_LIMIT: i64 = 50;
 
-/// `%text%` for ILIKE, with LIKE's own wildcards matching themselves.
-fn pattern(q: &str) -> Option<String> {
-    let q = q.trim();
-    (!q.is_empty()).then(|| format!("%{}%", q.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")))
-}
-
 #[derive(Debug, Clone)]
 pub struct UserRow {
     pub id: Uuid,
@@ -45,7 +39,7 @@ pub async fn find_users(state: &AppState, q: &str) -> Result<Vec<UserRow>, ApiEr
           WHERE $1::text IS NULL OR e.email ILIKE $1
           ORDER BY e.email LIMIT $2",
     )
-    .bind(pattern(q))
+    .bind(crate::input::contains_pattern(q)?)
     .bind(SEARCH_LIMIT)
     .fetch_all(&state.pool)
     .await?;
@@ -162,7 +156,7 @@ pub async fn find_workspaces(state: &AppState, q: &str) -> Result<Vec<WorkspaceR
           WHERE NOT w.deleted AND ($1::text IS NULL OR w.name ILIKE $1 OR w.slug ILIKE $1)
           ORDER BY w.created_at DESC, w.id DESC LIMIT $2",
     )
-    .bind(pattern(q))
+    .bind(crate::input::contains_pattern(q)?)
     .bind(SEARCH_LIMIT)
     .fetch_all(&state.pool)
     .await?;
