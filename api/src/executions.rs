@@ -8,9 +8,11 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use cronbox_domain::run::{RunCommand, RunPlan, RunStatus, Trigger};
 use cronbox_domain::workspace::Role;
+use serde::Serialize;
 use serde_json::{json, Value};
 use sqlx::postgres::PgRow;
 use sqlx::Row;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::auth::Caller;
@@ -26,38 +28,158 @@ const COLUMNS: &str =
                        status_code, duration_ms, error_type, error_message, skipped_count,
                        callback_url, callback_status, callback_attempts, callback_error, callback_next_at, rerun_of";
 
-fn summary(r: &PgRow) -> Result<Value, sqlx::Error> {
+/// One run (execution) in the log, as listed.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Execution {
+    /// Run id.
+    pub id: Uuid,
+    /// The cron job or delayed call that made it.
+    pub job_id: Uuid,
+    /// `schedule` (a cron fire), `delayed` (a delayed call) or `manual` ("run now", re-runs).
+    #[schema(examples("schedule"))]
+    pub trigger: String,
+    /// For a re-run: the past run it repeats.
+    #[schema(required = true)]
+    pub rerun_of: Option<Uuid>,
+    /// `scheduled`, `dispatched`, `running`, `retry_scheduled`, `succeeded`, `failed` or `skipped`.
+    #[schema(examples("succeeded"))]
+    pub status: String,
+    /// The instant the run was due (for a skipped run, the first missed fire).
+    pub scheduled_for: DateTime<Utc>,
+    /// Attempts made so far.
+    pub attempts: i32,
+    /// When the latest attempt was handed to the executors, or null.
+    #[schema(required = true)]
+    pub dispatched_at: Option<DateTime<Utc>>,
+    /// When the first attempt started, or null.
+    #[schema(required = true)]
+    pub started_at: Option<DateTime<Utc>>,
+    /// When the run ended (succeeded, failed or skipped), or null.
+    #[schema(required = true)]
+    pub finished_at: Option<DateTime<Utc>>,
+    /// When the next retry is due while `retry_scheduled`, else null.
+    #[schema(required = true)]
+    pub retry_at: Option<DateTime<Utc>>,
+    /// `started_at` − `scheduled_for` in milliseconds, or null before the first attempt.
+    #[schema(required = true)]
+    pub lateness_ms: Option<i64>,
+    /// HTTP status of the latest attempt, or null (no attempt yet, or no response).
+    #[schema(required = true)]
+    pub status_code: Option<i32>,
+    /// Duration of the latest attempt in milliseconds, or null.
+    #[schema(required = true)]
+    pub duration_ms: Option<i64>,
+    /// Why it failed: `timeout`, `connect`, `dns`, `tls`, `too_large`, `http_status`,
+    /// `blocked_target`, `other`, or `missed` on skipped runs; null on success.
+    #[schema(required = true)]
+    pub error_type: Option<String>,
+    /// Detail of the latest failure (for skipped runs, the missed range), or null.
+    #[schema(required = true)]
+    pub error_message: Option<String>,
+    /// Skipped runs only: how many fires were missed; else null.
+    #[schema(required = true)]
+    pub skipped_count: Option<i64>,
+    /// Delivery of the result to the delayed call's `callback_url`; null without one.
+    #[schema(required = true)]
+    pub callback: Option<CallbackView>,
+}
+
+/// The callback of a delayed call's run: a signed POST of the result to `callback_url`
+/// (`webhook-id: <run id>.callback`), tried up to 5 times.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CallbackView {
+    pub url: String,
+    /// `pending` (the run has its final outcome, delivery not yet tried), `retrying`,
+    /// `delivered` or `failed` (given up after 5 tries); null while the run is still going.
+    #[schema(required = true)]
+    pub status: Option<String>,
+    /// Delivery attempts so far.
+    pub attempts: i32,
+    /// Why the last try failed.
+    #[schema(required = true)]
+    pub error: Option<String>,
+    /// When the next try is due.
+    #[schema(required = true)]
+    pub next_at: Option<DateTime<Utc>>,
+}
+
+/// One run with its request, last response and attempts (`GET …/executions/{id}`).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ExecutionDetail {
+    /// The run as the log lists it.
+    #[serde(flatten)]
+    pub run: Execution,
+    /// The request as sent, frozen when the run was recorded; null for skipped runs.
+    #[schema(required = true, value_type = Option<crate::openapi::schemas::ExecutionRequest>)]
+    pub request: Option<Value>,
+    /// The latest attempt's response; null before any attempt finished.
+    #[schema(required = true, value_type = Option<crate::openapi::schemas::ExecutionResponse>)]
+    pub response: Option<Value>,
+    /// One entry per attempt, in order.
+    pub attempt_log: Vec<Attempt>,
+    /// The notifications this run caused (alerts, reminders, recoveries) and how each went:
+    /// the delivery log's entries, each with its `channel_id`.
+    pub notifications: Vec<cronbox_notify::channels::DeliveryView>,
+}
+
+/// One attempt of a run.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Attempt {
+    /// Attempt number, from 1.
+    pub attempt: i32,
+    /// When it started, or null (not recorded yet).
+    #[schema(required = true)]
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it finished, or null while in flight.
+    #[schema(required = true)]
+    pub finished_at: Option<DateTime<Utc>>,
+    /// What it observed; null while in flight.
+    #[schema(required = true, value_type = Option<crate::openapi::schemas::AttemptOutcome>)]
+    pub outcome: Option<Value>,
+}
+
+/// A page of runs, newest `scheduled_for` first.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ExecutionList {
+    /// The runs on this page.
+    pub items: Vec<Execution>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    #[schema(required = true)]
+    pub next_cursor: Option<String>,
+}
+
+fn summary(r: &PgRow) -> Result<Execution, sqlx::Error> {
     let scheduled_for: DateTime<Utc> = r.try_get("scheduled_for")?;
     let started_at: Option<DateTime<Utc>> = r.try_get("started_at")?;
-    Ok(json!({
-        "id": r.try_get::<Uuid, _>("id")?,
-        "job_id": r.try_get::<Uuid, _>("job_id")?,
-        "trigger": r.try_get::<String, _>("trigger")?,
-        "status": r.try_get::<String, _>("status")?,
-        "scheduled_for": scheduled_for,
-        "attempts": r.try_get::<i32, _>("attempts")?,
-        "dispatched_at": r.try_get::<Option<DateTime<Utc>>, _>("dispatched_at")?,
-        "started_at": started_at,
-        "finished_at": r.try_get::<Option<DateTime<Utc>>, _>("finished_at")?,
-        "retry_at": r.try_get::<Option<DateTime<Utc>>, _>("retry_at")?,
-        "lateness_ms": started_at.map(|s| (s - scheduled_for).num_milliseconds()),
-        "status_code": r.try_get::<Option<i32>, _>("status_code")?,
-        "duration_ms": r.try_get::<Option<i64>, _>("duration_ms")?,
-        "error_type": r.try_get::<Option<String>, _>("error_type")?,
-        "error_message": r.try_get::<Option<String>, _>("error_message")?,
-        "skipped_count": r.try_get::<Option<i64>, _>("skipped_count")?,
-        "rerun_of": r.try_get::<Option<Uuid>, _>("rerun_of")?,
-        "callback": match r.try_get::<Option<String>, _>("callback_url")? {
-            None => Value::Null,
-            Some(url) => json!({
-                "url": url,
-                "status": r.try_get::<Option<String>, _>("callback_status")?,
-                "attempts": r.try_get::<i32, _>("callback_attempts")?,
-                "error": r.try_get::<Option<String>, _>("callback_error")?,
-                "next_at": r.try_get::<Option<DateTime<Utc>>, _>("callback_next_at")?,
+    Ok(Execution {
+        id: r.try_get("id")?,
+        job_id: r.try_get("job_id")?,
+        trigger: r.try_get("trigger")?,
+        rerun_of: r.try_get("rerun_of")?,
+        status: r.try_get("status")?,
+        scheduled_for,
+        attempts: r.try_get("attempts")?,
+        dispatched_at: r.try_get("dispatched_at")?,
+        started_at,
+        finished_at: r.try_get("finished_at")?,
+        retry_at: r.try_get("retry_at")?,
+        lateness_ms: started_at.map(|s| (s - scheduled_for).num_milliseconds()),
+        status_code: r.try_get("status_code")?,
+        duration_ms: r.try_get("duration_ms")?,
+        error_type: r.try_get("error_type")?,
+        error_message: r.try_get("error_message")?,
+        skipped_count: r.try_get("skipped_count")?,
+        callback: match r.try_get::<Option<String>, _>("callback_url")? {
+            None => None,
+            Some(url) => Some(CallbackView {
+                url,
+                status: r.try_get("callback_status")?,
+                attempts: r.try_get("callback_attempts")?,
+                error: r.try_get("callback_error")?,
+                next_at: r.try_get("callback_next_at")?,
             }),
         },
-    }))
+    })
 }
 
 #[utoipa::path(
@@ -66,28 +188,21 @@ fn summary(r: &PgRow) -> Result<Value, sqlx::Error> {
     tag = "executions",
     summary = "List runs (newest first by scheduled_for)",
     params(crate::openapi::WsPath, crate::openapi::schemas::ExecutionListQuery),
-    responses((status = 200, description = "A page of runs", body = crate::openapi::schemas::ExecutionList)),
+    responses((status = 200, description = "A page of runs", body = ExecutionList)),
     security(("api_key" = []), ("access_token" = []))
 )]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
     Query(q): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, ApiError> {
-    let p = page(&state, &caller, &q).await?;
-    Ok(Json(json!({"items": p.items, "next_cursor": p.next_cursor})))
-}
-
-/// A page of the execution log as the API shows it, newest first.
-pub struct RunPage {
-    pub items: Vec<Value>,
-    pub next_cursor: Option<String>,
+) -> Result<Json<ExecutionList>, ApiError> {
+    Ok(Json(page(&state, &caller, &q).await?))
 }
 
 /// The caller's runs, filtered by the list query's `job_id`, `status`, `callback_status`,
 /// `error_type`, `from`/`to` (on `scheduled_for`), `cursor` and `limit` (the API's list and the
 /// web app's log).
-pub async fn page(state: &AppState, caller: &Caller, q: &HashMap<String, String>) -> Result<RunPage, ApiError> {
+pub async fn page(state: &AppState, caller: &Caller, q: &HashMap<String, String>) -> Result<ExecutionList, ApiError> {
     let limit = pagination::limit(q.get("limit").map(String::as_str))?;
     let after = pagination::decode(q.get("cursor").map(String::as_str))?;
     let job_id = q.get("job_id").map(|s| parse_uuid("job_id", s)).transpose()?;
@@ -160,7 +275,7 @@ pub async fn page(state: &AppState, caller: &Caller, q: &HashMap<String, String>
         _ => None,
     };
     let items = page.iter().map(summary).collect::<Result<Vec<_>, _>>()?;
-    Ok(RunPage { items, next_cursor })
+    Ok(ExecutionList { items, next_cursor })
 }
 
 #[utoipa::path(
@@ -169,20 +284,20 @@ pub async fn page(state: &AppState, caller: &Caller, q: &HashMap<String, String>
     tag = "executions",
     summary = "Get a run with its request, last response and attempts",
     params(crate::openapi::WsIdPath),
-    responses((status = 200, description = "The run", body = crate::openapi::schemas::ExecutionDetail)),
+    responses((status = 200, description = "The run", body = ExecutionDetail)),
     security(("api_key" = []), ("access_token" = []))
 )]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
     Path((_, id)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ExecutionDetail>, ApiError> {
     Ok(Json(detail(&state, &caller, &id).await?))
 }
 
 /// One run as the API shows it: the summary, its request and last response, each attempt and
 /// the notifications it caused; credentials masked below `admin`.
-pub async fn detail(state: &AppState, caller: &Caller, id: &str) -> Result<Value, ApiError> {
+pub async fn detail(state: &AppState, caller: &Caller, id: &str) -> Result<ExecutionDetail, ApiError> {
     let id = Uuid::try_parse(id).map_err(|_| ApiError::NotFound("execution"))?;
     let row = sqlx::query(&format!(
         "SELECT {COLUMNS}, request, response FROM runs WHERE id = $1 AND workspace_id = $2"
@@ -192,9 +307,6 @@ pub async fn detail(state: &AppState, caller: &Caller, id: &str) -> Result<Value
     .fetch_optional(&state.pool)
     .await?
     .ok_or(ApiError::NotFound("execution"))?;
-    let mut v = summary(&row)?;
-    v["request"] = row.try_get::<Option<Value>, _>("request")?.unwrap_or(Value::Null);
-    v["response"] = row.try_get::<Option<Value>, _>("response")?.unwrap_or(Value::Null);
     let attempts: Vec<AttemptRow> = sqlx::query_as(
         "SELECT attempt, started_at, finished_at, outcome FROM run_attempts WHERE run_id = $1 AND workspace_id = $2 ORDER BY attempt",
     )
@@ -202,31 +314,41 @@ pub async fn detail(state: &AppState, caller: &Caller, id: &str) -> Result<Value
     .bind(caller.workspace_id)
     .fetch_all(&state.pool)
     .await?;
-    v["attempt_log"] = attempts
-        .into_iter()
-        .map(|(attempt, started_at, finished_at, outcome)| json!({"attempt": attempt, "started_at": started_at, "finished_at": finished_at, "outcome": outcome}))
-        .collect();
-    // The audit trail: which notifications this run caused and how each went.
-    v["notifications"] = json!(cronbox_notify::channels::of_run(&state.pool, caller.workspace_id, id).await?);
+    let mut d = ExecutionDetail {
+        run: summary(&row)?,
+        request: row.try_get("request")?,
+        response: row.try_get("response")?,
+        attempt_log: attempts
+            .into_iter()
+            .map(|(attempt, started_at, finished_at, outcome)| Attempt {
+                attempt,
+                started_at,
+                finished_at,
+                outcome,
+            })
+            .collect(),
+        // The audit trail: which notifications this run caused and how each went.
+        notifications: cronbox_notify::channels::of_run(&state.pool, caller.workspace_id, id).await?,
+    };
     if !caller.sees_credentials() {
-        mask(&mut v);
+        mask(&mut d);
     }
-    Ok(v)
+    Ok(d)
 }
 
 /// What people below `admin` see of an execution: the credential headers of its request and
 /// the cookies of its responses masked, by the public event stream's rule.
-fn mask(v: &mut Value) {
+fn mask(d: &mut ExecutionDetail) {
     use cronbox_domain::public::{mask_header_pairs, mask_request};
-    mask_request(&mut v["request"]);
-    if let Some(headers) = v.pointer_mut("/response/headers") {
+    if let Some(r) = d.request.as_mut() {
+        mask_request(r);
+    }
+    if let Some(headers) = d.response.as_mut().and_then(|r| r.pointer_mut("/headers")) {
         mask_header_pairs(headers);
     }
-    if let Some(Value::Array(attempts)) = v.get_mut("attempt_log") {
-        for a in attempts {
-            if let Some(headers) = a.pointer_mut("/outcome/response_headers") {
-                mask_header_pairs(headers);
-            }
+    for a in &mut d.attempt_log {
+        if let Some(headers) = a.outcome.as_mut().and_then(|o| o.pointer_mut("/response_headers")) {
+            mask_header_pairs(headers);
         }
     }
 }

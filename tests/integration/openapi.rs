@@ -149,11 +149,35 @@ async fn the_document_lists_every_route_and_only_routes_that_exist() {
 
 /// The keys of `value` against the schema `name`: every key the server sends is documented,
 /// and every property the document calls required is sent.
+/// The properties and required keys of `schema`, through `allOf` (a type that flattens
+/// another is documented as the other's `$ref` plus its own fields).
+fn fields_of(doc: &Value, schema: &Value) -> (serde_json::Map<String, Value>, Vec<String>) {
+    let mut props = schema["properties"].as_object().cloned().unwrap_or_default();
+    let mut required: Vec<String> = schema["required"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|k| k.as_str().map(str::to_string))
+        .collect();
+    for part in schema["allOf"].as_array().into_iter().flatten() {
+        let part = match part["$ref"]
+            .as_str()
+            .and_then(|r| r.strip_prefix("#/components/schemas/"))
+        {
+            Some(name) => &doc["components"]["schemas"][name],
+            None => part,
+        };
+        let (p, r) = fields_of(doc, part);
+        props.extend(p);
+        required.extend(r);
+    }
+    (props, required)
+}
+
 fn assert_matches_schema(doc: &Value, name: &str, value: &Value) {
     let schema = &doc["components"]["schemas"][name];
-    let props = schema["properties"]
-        .as_object()
-        .unwrap_or_else(|| panic!("schema {name} has no properties"));
+    let (props, required) = fields_of(doc, schema);
+    assert!(!props.is_empty(), "schema {name} has no properties");
     let sent = value
         .as_object()
         .unwrap_or_else(|| panic!("{name}: not an object: {value}"));
@@ -163,12 +187,7 @@ fn assert_matches_schema(doc: &Value, name: &str, value: &Value) {
             "{name}: the server sends `{key}`, the document does not list it"
         );
     }
-    for key in schema["required"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-    {
+    for key in required.iter().map(String::as_str) {
         assert!(
             sent.contains_key(key),
             "{name}: `{key}` is required by the document but not sent"

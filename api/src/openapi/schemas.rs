@@ -662,148 +662,6 @@ pub struct DelayedListQuery {
 
 // ---------------------------------------------------------------- executions
 
-/// One run (execution) in the log, as listed.
-#[derive(ToSchema)]
-pub struct Execution {
-    /// Run id.
-    pub id: Uuid,
-    /// The cron job or delayed call that made it.
-    pub job_id: Uuid,
-    /// `schedule` (a cron fire), `delayed` (a delayed call) or `manual` ("run now", re-runs).
-    #[schema(examples("schedule"))]
-    pub trigger: String,
-    /// For a re-run: the past run it repeats.
-    #[schema(required = true)]
-    pub rerun_of: Option<Uuid>,
-    /// `scheduled`, `dispatched`, `running`, `retry_scheduled`, `succeeded`, `failed` or `skipped`.
-    #[schema(examples("succeeded"))]
-    pub status: String,
-    /// The instant the run was due (for a skipped run, the first missed fire).
-    pub scheduled_for: DateTime<Utc>,
-    /// Attempts made so far.
-    pub attempts: i32,
-    /// When the latest attempt was handed to the executors, or null.
-    #[schema(required = true)]
-    pub dispatched_at: Option<DateTime<Utc>>,
-    /// When the first attempt started, or null.
-    #[schema(required = true)]
-    pub started_at: Option<DateTime<Utc>>,
-    /// When the run ended (succeeded, failed or skipped), or null.
-    #[schema(required = true)]
-    pub finished_at: Option<DateTime<Utc>>,
-    /// When the next retry is due while `retry_scheduled`, else null.
-    #[schema(required = true)]
-    pub retry_at: Option<DateTime<Utc>>,
-    /// `started_at` − `scheduled_for` in milliseconds, or null before the first attempt.
-    #[schema(required = true)]
-    pub lateness_ms: Option<i64>,
-    /// HTTP status of the latest attempt, or null (no attempt yet, or no response).
-    #[schema(required = true)]
-    pub status_code: Option<i32>,
-    /// Duration of the latest attempt in milliseconds, or null.
-    #[schema(required = true)]
-    pub duration_ms: Option<i64>,
-    /// Why it failed: `timeout`, `connect`, `dns`, `tls`, `too_large`, `http_status`,
-    /// `blocked_target`, `other`, or `missed` on skipped runs; null on success.
-    #[schema(required = true)]
-    pub error_type: Option<String>,
-    /// Detail of the latest failure (for skipped runs, the missed range), or null.
-    #[schema(required = true)]
-    pub error_message: Option<String>,
-    /// Skipped runs only: how many fires were missed; else null.
-    #[schema(required = true)]
-    pub skipped_count: Option<i64>,
-    /// Delivery of the result to the delayed call's `callback_url`; null without one.
-    #[schema(required = true)]
-    pub callback: Option<CallbackView>,
-}
-
-/// The callback of a delayed call's run: a signed POST of the result to `callback_url`
-/// (`webhook-id: <run id>.callback`), tried up to 5 times.
-#[derive(ToSchema)]
-pub struct CallbackView {
-    pub url: String,
-    /// `pending` (the run has its final outcome, delivery not yet tried), `retrying`,
-    /// `delivered` or `failed` (given up after 5 tries); null while the run is still going.
-    #[schema(required = true)]
-    pub status: Option<String>,
-    /// Delivery attempts so far.
-    pub attempts: i32,
-    /// Why the last try failed.
-    #[schema(required = true)]
-    pub error: Option<String>,
-    /// When the next try is due.
-    #[schema(required = true)]
-    pub next_at: Option<DateTime<Utc>>,
-}
-
-/// One run with its request, last response and attempts (`GET …/executions/{id}`).
-#[derive(ToSchema)]
-pub struct ExecutionDetail {
-    /// Run id.
-    pub id: Uuid,
-    /// The cron job or delayed call that made it.
-    pub job_id: Uuid,
-    /// `schedule`, `delayed` or `manual`.
-    #[schema(examples("schedule"))]
-    pub trigger: String,
-    /// For a re-run: the past run it repeats.
-    #[schema(required = true)]
-    pub rerun_of: Option<Uuid>,
-    /// `scheduled`, `dispatched`, `running`, `retry_scheduled`, `succeeded`, `failed` or `skipped`.
-    #[schema(examples("succeeded"))]
-    pub status: String,
-    /// The instant the run was due.
-    pub scheduled_for: DateTime<Utc>,
-    /// Attempts made so far (the count; see `attempt_log` for each).
-    pub attempts: i32,
-    /// When the latest attempt was handed to the executors, or null.
-    #[schema(required = true)]
-    pub dispatched_at: Option<DateTime<Utc>>,
-    /// When the first attempt started, or null.
-    #[schema(required = true)]
-    pub started_at: Option<DateTime<Utc>>,
-    /// When the run ended, or null.
-    #[schema(required = true)]
-    pub finished_at: Option<DateTime<Utc>>,
-    /// When the next retry is due while `retry_scheduled`, else null.
-    #[schema(required = true)]
-    pub retry_at: Option<DateTime<Utc>>,
-    /// `started_at` − `scheduled_for` in milliseconds, or null.
-    #[schema(required = true)]
-    pub lateness_ms: Option<i64>,
-    /// HTTP status of the latest attempt, or null.
-    #[schema(required = true)]
-    pub status_code: Option<i32>,
-    /// Duration of the latest attempt in milliseconds, or null.
-    #[schema(required = true)]
-    pub duration_ms: Option<i64>,
-    /// `timeout`, `connect`, `dns`, `tls`, `too_large`, `http_status`, `blocked_target`,
-    /// `other` or `missed`; null on success.
-    #[schema(required = true)]
-    pub error_type: Option<String>,
-    /// Detail of the latest failure, or null.
-    #[schema(required = true)]
-    pub error_message: Option<String>,
-    /// Skipped runs only: how many fires were missed; else null.
-    #[schema(required = true)]
-    pub skipped_count: Option<i64>,
-    /// Delivery of the result to the delayed call's `callback_url`; null without one.
-    #[schema(required = true)]
-    pub callback: Option<CallbackView>,
-    /// The request as sent, frozen when the run was recorded; null for skipped runs.
-    #[schema(required = true)]
-    pub request: Option<ExecutionRequest>,
-    /// The latest attempt's response; null before any attempt finished.
-    #[schema(required = true)]
-    pub response: Option<ExecutionResponse>,
-    /// One entry per attempt, in order.
-    pub attempt_log: Vec<Attempt>,
-    /// The notifications this run caused (alerts, reminders, recoveries) and how each went:
-    /// the delivery log's entries, each with its `channel_id`.
-    pub notifications: Vec<cronbox_notify::channels::DeliveryView>,
-}
-
 /// The request a run sends (note: headers are a list here, not an object).
 #[derive(ToSchema)]
 pub struct ExecutionRequest {
@@ -868,22 +726,6 @@ pub struct ExecutionResponse {
     pub size: u64,
 }
 
-/// One attempt of a run.
-#[derive(ToSchema)]
-pub struct Attempt {
-    /// Attempt number, from 1.
-    pub attempt: i32,
-    /// When it started, or null (not recorded yet).
-    #[schema(required = true)]
-    pub started_at: Option<DateTime<Utc>>,
-    /// When it finished, or null while in flight.
-    #[schema(required = true)]
-    pub finished_at: Option<DateTime<Utc>>,
-    /// What it observed; null while in flight.
-    #[schema(required = true)]
-    pub outcome: Option<AttemptOutcome>,
-}
-
 /// What one attempt observed on the wire.
 #[derive(ToSchema)]
 pub struct AttemptOutcome {
@@ -909,16 +751,6 @@ pub struct AttemptOutcome {
     /// Detail of the failure, or null.
     #[schema(required = true)]
     pub error_message: Option<String>,
-}
-
-/// A page of runs, newest `scheduled_for` first.
-#[derive(ToSchema)]
-pub struct ExecutionList {
-    /// The runs on this page.
-    pub items: Vec<Execution>,
-    /// Pass as `cursor` for the next page; null on the last page.
-    #[schema(required = true)]
-    pub next_cursor: Option<String>,
 }
 
 /// Query of `GET …/executions`.

@@ -272,8 +272,11 @@ pub async fn detail(State(state): State<AppState>, m: Member, Path((_, id)): Pat
     let status = v["status"].as_str().unwrap_or_default().to_string();
     let callback_status = run
         .as_ref()
-        .and_then(|r| r["callback"]["status"].as_str())
-        .map_or_else(|| tr.t("delayed.callback_waiting").to_string(), |s| s.to_string());
+        .and_then(|r| r.run.callback.as_ref()?.status.clone())
+        .map_or_else(
+            || tr.t("delayed.callback_waiting").to_string(),
+            |s| tr.lookup(&format!("delivery.{s}")).unwrap_or(&s).to_string(),
+        );
     let page = CallPage {
         c: Chrome::for_member(&m, v["name"].as_str().unwrap_or_default(), "delayed"),
         base: m.href(""),

@@ -7,13 +7,13 @@ use std::collections::HashMap;
 use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use serde_json::Value;
 use uuid::Uuid;
 
 use super::{html, Chrome, Member, PageResult, Tr};
 use crate::error::ApiError;
-use crate::executions;
+use crate::executions::{self, Execution};
 use crate::AppState;
 use cronbox_domain::workspace::Role;
 
@@ -64,45 +64,33 @@ pub struct RunRow {
     duration: String,
 }
 
-fn time_of(v: &Value, k: &str) -> Option<DateTime<Utc>> {
-    v[k].as_str()
-        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
-        .map(|t| t.to_utc())
-}
-
-fn row(tr: Tr, tz: &str, names: &HashMap<Uuid, String>, r: &Value) -> RunRow {
-    let at = time_of(r, "scheduled_for").unwrap_or_default();
-    let status = r["status"].as_str().unwrap_or_default().to_string();
-    let job = r["job_id"]
-        .as_str()
-        .and_then(|s| Uuid::try_parse(s).ok())
-        .and_then(|id| names.get(&id).cloned())
+fn row(tr: Tr, tz: &str, names: &HashMap<Uuid, String>, r: &Execution) -> RunRow {
+    let at = r.scheduled_for;
+    let job = names
+        .get(&r.job_id)
+        .cloned()
         .unwrap_or_else(|| tr.t("runs.deleted_job").to_string());
-    let code = r["status_code"].as_i64().and_then(|c| i32::try_from(c).ok());
-    let result = match status.as_str() {
-        "succeeded" => code.map_or_else(|| "—".into(), |c| format!("HTTP {c}")),
-        _ => error_summary(tr, r["error_type"].as_str(), code),
+    let result = match r.status.as_str() {
+        "succeeded" => r.status_code.map_or_else(|| "—".into(), |c| format!("HTTP {c}")),
+        _ => error_summary(tr, r.error_type.as_deref(), r.status_code),
     };
     RunRow {
-        id: r["id"].as_str().unwrap_or_default().to_string(),
+        id: r.id.to_string(),
         at: tr.when(at, tz),
         at_iso: at.to_rfc3339(),
         job,
-        status_key: format!("status.{status}"),
-        status,
-        trigger_key: format!("trigger.{}", r["trigger"].as_str().unwrap_or("schedule")),
+        status_key: format!("status.{}", r.status),
+        status: r.status.clone(),
+        trigger_key: format!("trigger.{}", r.trigger),
         result,
-        duration: r["duration_ms"]
-            .as_i64()
+        duration: r
+            .duration_ms
             .map_or_else(|| "—".into(), |ms| tr.f("runs.ms", &[("ms", &tr.num(ms))])),
     }
 }
 
-async fn job_names(state: &AppState, ws: Uuid, items: &[Value]) -> Result<HashMap<Uuid, String>, ApiError> {
-    let ids: Vec<Uuid> = items
-        .iter()
-        .filter_map(|r| r["job_id"].as_str().and_then(|s| Uuid::try_parse(s).ok()))
-        .collect();
+async fn job_names(state: &AppState, ws: Uuid, items: &[&Execution]) -> Result<HashMap<Uuid, String>, ApiError> {
+    let ids: Vec<Uuid> = items.iter().map(|r| r.job_id).collect();
     let rows: Vec<(Uuid, String)> =
         sqlx::query_as("SELECT id, name FROM jobs WHERE workspace_id = $1 AND id = ANY($2)")
             .bind(ws)
@@ -162,7 +150,7 @@ pub async fn list(
         }
     }
     let page = executions::page(&state, &m.caller, &api_q).await?;
-    let names = job_names(&state, m.caller.workspace_id, &page.items).await?;
+    let names = job_names(&state, m.caller.workspace_id, &page.items.iter().collect::<Vec<_>>()).await?;
     let rows: Vec<RunRow> = page.items.iter().map(|r| row(tr, &m.zone(), &names, r)).collect();
     let base = m.href("");
     if fragment {
@@ -339,8 +327,8 @@ fn response_view(tr: Tr, v: &Value) -> Option<ResponseView> {
     })
 }
 
-fn attempt_view(tr: Tr, tz: &str, a: &Value) -> AttemptView {
-    let o = &a["outcome"];
+fn attempt_view(tr: Tr, tz: &str, a: &executions::Attempt) -> AttemptView {
+    let o = a.outcome.as_ref().unwrap_or(&Value::Null);
     let code = o["status_code"].as_i64().and_then(|c| i32::try_from(c).ok());
     let ok = o["error_kind"].is_null()
         && match o["accepted"].as_bool() {
@@ -348,8 +336,8 @@ fn attempt_view(tr: Tr, tz: &str, a: &Value) -> AttemptView {
             None => code.is_some_and(|c| (200..300).contains(&c)),
         };
     AttemptView {
-        n: a["attempt"].as_i64().unwrap_or(0),
-        started: time_of(a, "started_at").map_or_else(|| "—".into(), |t| tr.when(t, tz)),
+        n: i64::from(a.attempt),
+        started: a.started_at.map_or_else(|| "—".into(), |t| tr.when(t, tz)),
         duration: o["duration_ms"]
             .as_i64()
             .map_or_else(|| "—".into(), |ms| tr.f("runs.ms", &[("ms", &tr.num(ms))])),
@@ -367,18 +355,17 @@ fn attempt_view(tr: Tr, tz: &str, a: &Value) -> AttemptView {
 pub async fn detail(State(state): State<AppState>, m: Member, Path((_, id)): Path<(String, String)>) -> PageResult {
     let tr = m.tr();
     let tz = m.zone();
-    let v = executions::detail(&state, &m.caller, &id).await?;
-    let run_id = Uuid::try_parse(&id).map_err(|_| ApiError::NotFound("execution"))?;
-    let names = job_names(&state, m.caller.workspace_id, std::slice::from_ref(&v)).await?;
-    let code = v["status_code"].as_i64().and_then(|c| i32::try_from(c).ok());
-    let failed = v["status"] == "failed" || v["status"] == "retry_scheduled";
+    let d = executions::detail(&state, &m.caller, &id).await?;
+    let v = &d.run;
+    let names = job_names(&state, m.caller.workspace_id, &[v]).await?;
+    let failed = v.status == "failed" || v.status == "retry_scheduled";
     let hint = if failed {
-        hint(tr, v["error_type"].as_str(), code)
+        hint(tr, v.error_type.as_deref(), v.status_code)
     } else {
         None
     };
     // The caller has seen the run (detail checked the workspace), so its trail is theirs.
-    let trail = crate::events::trail(&state, "Run", run_id)
+    let trail = crate::events::trail(&state, "Run", v.id)
         .await?
         .into_iter()
         .map(|e| TrailRow {
@@ -387,49 +374,37 @@ pub async fn detail(State(state): State<AppState>, m: Member, Path((_, id)): Pat
             event: e.event_type,
         })
         .collect();
-    let deliveries = v["notifications"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|d| {
-                    let status = d["status"].as_str().unwrap_or_default().to_string();
-                    DeliveryRow {
-                        at: time_of(d, "created_at").map_or_else(|| "—".into(), |t| tr.when(t, &tz)),
-                        kind_key: format!("notify.{}", d["kind"].as_str().unwrap_or_default()),
-                        status_key: format!("delivery.{status}"),
-                        status,
-                        attempts: d["attempts"].as_i64().and_then(|n| i32::try_from(n).ok()).unwrap_or(0),
-                        error: d["error"].as_str().unwrap_or_default().to_string(),
-                    }
-                })
-                .collect()
+    let deliveries = d
+        .notifications
+        .iter()
+        .map(|n| DeliveryRow {
+            at: tr.when(n.created_at, &tz),
+            kind_key: format!("notify.{}", n.kind),
+            status_key: format!("delivery.{}", n.status),
+            status: n.status.clone(),
+            attempts: n.attempts,
+            error: n.error.clone().unwrap_or_default(),
         })
-        .unwrap_or_default();
-    let req = &v["request"];
+        .collect();
+    let req = d.request.as_ref().unwrap_or(&Value::Null);
     let page = RunPage {
         c: Chrome::for_member(&m, tr.t("run.title"), "runs"),
         base: m.href(""),
-        trigger_key: format!("trigger.{}", v["trigger"].as_str().unwrap_or("schedule")),
-        attempts: v["attempts"].as_i64().unwrap_or(0),
+        trigger_key: format!("trigger.{}", v.trigger),
+        attempts: i64::from(v.attempts),
         hint,
-        error_message: v["error_message"]
-            .as_str()
-            .filter(|s| !s.is_empty())
-            .map(str::to_string),
-        rerun_of: v["rerun_of"].as_str().map(str::to_string),
-        can_rerun: m.caller.role >= Role::Admin && (v["status"] == "succeeded" || v["status"] == "failed"),
+        error_message: v.error_message.clone().filter(|s| !s.is_empty()),
+        rerun_of: v.rerun_of.map(|r| r.to_string()),
+        can_rerun: m.caller.role >= Role::Admin && (v.status == "succeeded" || v.status == "failed"),
         method: req["method"].as_str().unwrap_or("GET").to_string(),
         url: req["url"].as_str().unwrap_or_default().to_string(),
         request_headers: header_pairs(&req["headers"]),
         request_body: req["body"].as_str().map(str::to_string),
-        response: response_view(tr, &v["response"]),
-        attempt_rows: v["attempt_log"]
-            .as_array()
-            .map(|a| a.iter().map(|x| attempt_view(tr, &tz, x)).collect())
-            .unwrap_or_default(),
+        response: d.response.as_ref().and_then(|r| response_view(tr, r)),
+        attempt_rows: d.attempt_log.iter().map(|x| attempt_view(tr, &tz, x)).collect(),
         deliveries,
         trail,
-        r: row(tr, &tz, &names, &v),
+        r: row(tr, &tz, &names, v),
     };
     Ok(html(StatusCode::OK, &page, &m.visitor.set_cookies))
 }

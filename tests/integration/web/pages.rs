@@ -138,6 +138,12 @@ async fn pages_refuse_forged_posts_and_escape_hostile_names() {
     )
     .await;
     assert_eq!(s, 201, "{v}");
+    // The lists read a projection: wait until it holds the job (the API's lists lag the same way).
+    env.eventually(Duration::from_secs(5), "the job listed", || async {
+        let (_, v) = call(&env, Method::GET, &format!("/v1/workspaces/{ws}/cron"), &token, None).await;
+        (v["items"].as_array().map_or(0, Vec::len) == 1).then_some(())
+    })
+    .await;
 
     let web = Web::new(&env);
     // Signed out: the console sends you to the login and back.
