@@ -91,13 +91,19 @@ pub async fn token_from_mail(env: &TestEnv, to: &str) -> String {
     .expect("invite mail")
 }
 
-/// A superuser created with the CLI, logged in; returns the access token.
-pub async fn superuser(env: &TestEnv, email: &str) -> String {
+/// A superuser created with the CLI; returns the password it generated.
+pub async fn new_superuser(env: &TestEnv, email: &str) -> String {
     let out = env
         .cli(&["admin", "create-user", "--email", email, "--superuser", "--json"])
         .await;
     let created: Value = serde_json::from_str(out.trim()).expect("create-user --json prints JSON");
-    let password = created["password"].as_str().expect("generated password");
+    created["password"].as_str().expect("generated password").to_string()
+}
+
+/// A superuser created with the CLI, logged in; returns the access token.
+pub async fn superuser(env: &TestEnv, email: &str) -> String {
+    let password = new_superuser(env, email).await;
+    let password = password.as_str();
     let (s, v) = call(
         env,
         Method::POST,
@@ -155,4 +161,31 @@ pub async fn member_of(env: &TestEnv, owner: &str, ws: &str, email: &str, role: 
     .await;
     assert_eq!(s, 200, "{v}");
     token
+}
+
+/// Asks for a run of cron job `job` now and waits until it has succeeded; returns the run's id.
+pub async fn run_now_and_wait(env: &TestEnv, token: &str, ws: &str, job: &str) -> String {
+    let (s, run) = call(
+        env,
+        Method::POST,
+        &format!("/v1/workspaces/{ws}/cron/{job}/run"),
+        token,
+        None,
+    )
+    .await;
+    assert!(s == 202 || s == 200, "{run}");
+    let run_id = run["run_id"].as_str().expect("run_id").to_string();
+    env.eventually(std::time::Duration::from_secs(20), "the run to succeed", || async {
+        let (s, v) = call(
+            env,
+            Method::GET,
+            &format!("/v1/workspaces/{ws}/executions/{run_id}"),
+            token,
+            None,
+        )
+        .await;
+        (s == 200 && v["status"] == "succeeded").then_some(())
+    })
+    .await;
+    run_id
 }

@@ -183,18 +183,7 @@ async fn a_superuser_rebuilds_a_projection_and_watches_its_progress() {
         .await;
         assert_eq!(s, 201);
     }
-    let out = env
-        .cli(&[
-            "admin",
-            "create-user",
-            "--email",
-            "root@example.com",
-            "--superuser",
-            "--json",
-        ])
-        .await;
-    let created: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
-    let password = created["password"].as_str().unwrap().to_string();
+    let password = crate::common::users::new_superuser(&env, "root@example.com").await;
 
     let b = Browser::start().await;
     // Not a superuser: the panel does not exist.

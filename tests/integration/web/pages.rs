@@ -559,28 +559,7 @@ async fn a_run_page_shows_a_binary_body_as_hex_its_trail_and_lets_an_admin_run_i
     .await;
     assert_eq!(s, 201, "{job}");
     let id = job["id"].as_str().unwrap().to_string();
-    let (s, run) = call(
-        &env,
-        Method::POST,
-        &format!("/v1/workspaces/{ws}/cron/{id}/run"),
-        &owner,
-        None,
-    )
-    .await;
-    assert!(s == 202 || s == 200, "{run}");
-    let run_id = run["run_id"].as_str().unwrap().to_string();
-    env.eventually(Duration::from_secs(20), "the run to finish", || async {
-        let (s, v) = call(
-            &env,
-            Method::GET,
-            &format!("/v1/workspaces/{ws}/executions/{run_id}"),
-            &owner,
-            None,
-        )
-        .await;
-        (s == 200 && v["status"] == "succeeded").then_some(())
-    })
-    .await;
+    let run_id = crate::common::users::run_now_and_wait(&env, &owner, &ws, &id).await;
     member_of(&env, &owner, &ws, "vera@example.com", "viewer").await;
 
     let web = Web::new(&env);
@@ -903,18 +882,7 @@ async fn lists_sort_by_name_and_next_run_and_page_through_each_order() {
 #[tokio::test]
 async fn a_superuser_deactivates_an_account_grants_rights_moves_a_plan_and_deletes_a_workspace() {
     let env = TestEnv::start().await;
-    let out = env
-        .cli(&[
-            "admin",
-            "create-user",
-            "--email",
-            "root@example.com",
-            "--superuser",
-            "--json",
-        ])
-        .await;
-    let created: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
-    let root_pw = created["password"].as_str().unwrap().to_string();
+    let root_pw = crate::common::users::new_superuser(&env, "root@example.com").await;
     let (uma, ws) = owned_workspace(&env, "uma@example.com", "Shop <b>x</b>", None).await;
     let (_, me) = call(&env, Method::GET, "/v1/me", &uma, None).await;
     let uma_id = me["id"].as_str().unwrap().to_string();
@@ -1075,27 +1043,7 @@ async fn a_published_badge_shows_the_last_status_at_an_address_that_can_be_withd
         })
     })
     .await;
-    let (_, run) = call(
-        &env,
-        Method::POST,
-        &format!("/v1/workspaces/{ws}/cron/{id}/run"),
-        &owner,
-        None,
-    )
-    .await;
-    let run_id = run["run_id"].as_str().unwrap().to_string();
-    env.eventually(Duration::from_secs(20), "the run to finish", || async {
-        let (s, v) = call(
-            &env,
-            Method::GET,
-            &format!("/v1/workspaces/{ws}/executions/{run_id}"),
-            &owner,
-            None,
-        )
-        .await;
-        (s == 200 && v["status"] == "succeeded").then_some(())
-    })
-    .await;
+    crate::common::users::run_now_and_wait(&env, &owner, &ws, &id).await;
     env.eventually(Duration::from_secs(5), "the badge to say ok", || async {
         let (_, _, body) = badge(token.clone()).await;
         body.contains(">ok<").then_some(())
